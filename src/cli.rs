@@ -1,0 +1,293 @@
+//! The command line: `serve`, `mint`, `keygen`, `inspect`, `revoke`.
+//!
+//! `mint`, `keygen` and `inspect` work with no server running: anything holding the key can
+//! mint links every replica accepts. Results go to stdout, so `URL=$(burnlink mint f)` works;
+//! errors go to stderr with a non-zero exit.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::Config;
+use crate::links::{MintRequest, Minter, parse_ip, parse_sha256_hex, rfc3339, unix_now};
+use crate::sandbox::SessionId;
+use crate::server;
+use crate::token::{Direction, TokenError, extract_token, generate_key_entry, hex};
+
+#[derive(Parser)]
+#[command(name = "burnlink", version, about = "One-time, expiring links to files in a sandbox")]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server: transfer routes, minting API, /healthz, /readyz.
+    Serve,
+    /// Mint a link and print its URL (no server needed; uses BURNLINK_KEYS).
+    Mint(MintArgs),
+    /// Print a fresh `KID:KEY` entry for BURNLINK_KEYS.
+    Keygen,
+    /// Verify a token or URL and print its fields; exit 1 with the reason if it is not valid.
+    Inspect {
+        /// A token or any URL that carries one.
+        token_or_url: String,
+    },
+    /// Burn a link before it is used, through the server at BURNLINK_BASE_URL.
+    Revoke {
+        /// A token or any URL that carries one.
+        token_or_url: String,
+    },
+}
+
+#[derive(clap::Args)]
+struct MintArgs {
+    /// Path inside the sandbox (relative to BURNLINK_ROOT or the session, or absolute inside it).
+    path: String,
+    /// Mint an upload link instead of a download link.
+    #[arg(long)]
+    upload: bool,
+    /// Lifetime: `90s`, `10m`, `2h`, `1d` or bare seconds.
+    #[arg(long, value_parser = parse_ttl)]
+    ttl: Option<i64>,
+    #[arg(long)]
+    session: Option<String>,
+    /// Upload cap in bytes.
+    #[arg(long)]
+    max_bytes: Option<u64>,
+    /// Expected SHA-256 of the upload, as 64 hex digits.
+    #[arg(long)]
+    sha256: Option<String>,
+    /// Refuse to replace an existing file on upload.
+    #[arg(long)]
+    no_overwrite: bool,
+    /// Only clients in this CIDR may use the link.
+    #[arg(long)]
+    ip: Option<String>,
+    /// Print the whole mint response as JSON instead of the URL.
+    #[arg(long)]
+    json: bool,
+}
+
+/// `90s`, `10m`, `2h`, `1d` or bare seconds.
+pub fn parse_ttl(s: &str) -> Result<i64, String> {
+    let s = s.trim();
+    let (digits, unit) = match s.char_indices().last() {
+        Some((i, c)) if c.is_ascii_alphabetic() => (&s[..i], c),
+        _ => (s, 's'),
+    };
+    let n: i64 = digits
+        .parse()
+        .map_err(|_| format!("expected a duration like 90s, 10m, 2h or 1d, got `{s}`"))?;
+    let factor = match unit {
+        's' => 1,
+        'm' => 60,
+        'h' => 3600,
+        'd' => 86400,
+        _ => return Err(format!("unknown unit `{unit}`: use s, m, h or d")),
+    };
+    n.checked_mul(factor).ok_or_else(|| "duration is too long".to_string())
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Command::Keygen = cli.command {
+        println!("{}", generate_key_entry());
+        return ExitCode::SUCCESS;
+    }
+    let config = match Config::from_env() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("burnlink: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let result = match cli.command {
+        Command::Serve => serve(config),
+        Command::Mint(args) => mint(config, args),
+        Command::Inspect { token_or_url } => inspect(config, &token_or_url),
+        Command::Revoke { token_or_url } => revoke(config, &token_or_url),
+        Command::Keygen => unreachable!("handled above"),
+    };
+    match result {
+        Ok(code) => code,
+        Err(message) => {
+            eprintln!("burnlink: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, String> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the async runtime: {e}"))
+}
+
+fn serve(config: Config) -> Result<ExitCode, String> {
+    crate::telemetry::init(&config.log, config.log_format);
+    runtime()?
+        .block_on(server::run(config))
+        .map_err(|e| e.to_string())?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn mint(mut config: Config, args: MintArgs) -> Result<ExitCode, String> {
+    let keyring = config.keys.take().ok_or(
+        "BURNLINK_KEYS is not set: links minted with a random key would be refused by the server \
+         (run `burnlink keygen` and give the same BURNLINK_KEYS to the server and to this command)",
+    )?;
+    let sandbox = server::open_sandbox(&config).map_err(|e| e.to_string())?;
+    let (base_url, _) = config.resolve_base_url(config.bind);
+    let minter = Minter::new(Arc::new(keyring), sandbox, server::limits(&config), base_url);
+    let request = MintRequest {
+        path: args.path,
+        direction: Some(if args.upload {
+            Direction::Upload
+        } else {
+            Direction::Download
+        }),
+        ttl_seconds: args.ttl,
+        session: args
+            .session
+            .as_deref()
+            .map(SessionId::parse)
+            .transpose()
+            .map_err(|e| format!("--session: {e}"))?,
+        max_bytes: args.max_bytes,
+        sha256: args
+            .sha256
+            .as_deref()
+            .map(parse_sha256_hex)
+            .transpose()
+            .map_err(|e| format!("--sha256: {e}"))?,
+        overwrite: args.no_overwrite.then_some(false),
+        ip: args
+            .ip
+            .as_deref()
+            .map(parse_ip)
+            .transpose()
+            .map_err(|e| format!("--ip: {e}"))?,
+    };
+    let minted = minter
+        .mint(request, unix_now())
+        .map_err(|e| e.to_string())?;
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&minted).map_err(|e| e.to_string())?
+        );
+    } else {
+        println!("{}", minted.url);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn inspect(mut config: Config, input: &str) -> Result<ExitCode, String> {
+    let keyring = config
+        .keys
+        .take()
+        .ok_or("BURNLINK_KEYS is not set: a token can only be checked with the keys that signed it")?;
+    let token = extract_token(input);
+    let verified = match keyring.verify(token) {
+        Ok(v) => v,
+        Err(e) => {
+            let reason = match e {
+                TokenError::UnsupportedVersion => "malformed (unsupported token version)",
+                other => match other {
+                    TokenError::Malformed => "malformed",
+                    TokenError::UnknownKey => "unknown key",
+                    TokenError::BadSignature => "bad signature",
+                    TokenError::UnsupportedVersion => unreachable!(),
+                },
+            };
+            println!("valid: no");
+            println!("reason: {reason}");
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    let c = &verified.claims;
+    let now = unix_now();
+    let expired = c.is_expired(now);
+    println!("valid: {}", if expired { "no" } else { "yes" });
+    if expired {
+        println!("reason: expired");
+    }
+    println!("version: {}", crate::token::VERSION);
+    println!("key_id: {}", verified.key_id);
+    println!("direction: {}", c.direction);
+    println!("session: {}", c.session.as_deref().unwrap_or("-"));
+    println!("path: {}", c.path);
+    println!("expires_at: {}", rfc3339(c.expires_at));
+    println!("expires_in_seconds: {}", c.expires_at.saturating_sub(now));
+    println!("link_id: {}", c.short_id());
+    if let Some(m) = c.max_bytes {
+        println!("max_bytes: {m}");
+    }
+    if let Some(d) = &c.sha256 {
+        println!("sha256: {}", hex(d));
+    }
+    println!("overwrite: {}", c.overwrite);
+    if let Some(ip) = c.ip {
+        println!("ip: {ip}");
+    }
+    Ok(if expired {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+fn revoke(mut config: Config, input: &str) -> Result<ExitCode, String> {
+    let api_token = config.api_tokens.take().ok_or(
+        "BURNLINK_API_TOKENS is not set: revoking asks the server, with the first API token",
+    )?;
+    let (base_url, _) = config.resolve_base_url(config.bind);
+    if base_url.starts_with("https://") {
+        return Err(format!(
+            "this build talks plain HTTP only; revoke through an http:// address, or run \
+             curl -X DELETE -H 'Authorization: Bearer …' {base_url}/api/links/TOKEN"
+        ));
+    }
+    let token = extract_token(input).to_string();
+    let url = format!("{base_url}/api/links/{token}");
+    runtime()?.block_on(async move {
+        let response = reqwest::Client::new()
+            .delete(&url)
+            .bearer_auth(api_token.first())
+            .send()
+            .await
+            .map_err(|e| format!("cannot reach {base_url}: {e}"))?;
+        let status = response.status();
+        let body: serde_json::Value = response.json().await.unwrap_or_default();
+        if status.is_success() {
+            println!("revoked");
+            Ok(ExitCode::SUCCESS)
+        } else {
+            let code = body["error"].as_str().unwrap_or("error");
+            let message = body["message"].as_str().unwrap_or("");
+            eprintln!("burnlink: not revoked ({status}): {code}: {message}");
+            Ok(ExitCode::FAILURE)
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_ttl;
+
+    #[test]
+    fn ttl_forms() {
+        assert_eq!(parse_ttl("90s"), Ok(90));
+        assert_eq!(parse_ttl("10m"), Ok(600));
+        assert_eq!(parse_ttl("2h"), Ok(7200));
+        assert_eq!(parse_ttl("1d"), Ok(86400));
+        assert_eq!(parse_ttl("45"), Ok(45));
+        assert!(parse_ttl("10x").is_err());
+        assert!(parse_ttl("").is_err());
+        assert!(parse_ttl("m").is_err());
+    }
+}

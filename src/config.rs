@@ -1,0 +1,369 @@
+//! Configuration from `BURNLINK_*` environment variables (and a `.env` file).
+//!
+//! Every variable is read as a string by envy and then parsed here, so that a bad value stops
+//! start-up with one line naming the variable and what it expects, rather than a serde message.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use ipnet::IpNet;
+use serde::Deserialize;
+
+use crate::api::auth::ApiTokens;
+use crate::token::Keyring;
+
+/// Every variable burnlink reads, without the prefix. Anything else with the prefix is
+/// reported as unknown (likely a typo) at start.
+pub const KNOWN_VARS: &[&str] = &[
+    "ROOT",
+    "BIND",
+    "BASE_URL",
+    "KEYS",
+    "API_TOKENS",
+    "TTL_DEFAULT_S",
+    "TTL_MAX_S",
+    "MAX_DOWNLOAD_BYTES",
+    "MAX_UPLOAD_BYTES",
+    "LEDGER",
+    "LOG",
+    "LOG_FORMAT",
+    "BROWSER_CONFIRM",
+    "UPLOAD_EXTENSIONS",
+    "MCP_ALLOWED_HOSTS",
+    "TRUSTED_PROXIES",
+    "LEASE_S",
+    "SHUTDOWN_GRACE_S",
+    "IDLE_TIMEOUT_S",
+    "TLS_CERT",
+    "TLS_KEY",
+];
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+struct Raw {
+    root: Option<String>,
+    bind: Option<String>,
+    base_url: Option<String>,
+    keys: Option<String>,
+    api_tokens: Option<String>,
+    ttl_default_s: Option<String>,
+    ttl_max_s: Option<String>,
+    max_download_bytes: Option<String>,
+    max_upload_bytes: Option<String>,
+    ledger: Option<String>,
+    log: Option<String>,
+    log_format: Option<String>,
+    browser_confirm: Option<String>,
+    upload_extensions: Option<String>,
+    mcp_allowed_hosts: Option<String>,
+    trusted_proxies: Option<String>,
+    lease_s: Option<String>,
+    shutdown_grace_s: Option<String>,
+    idle_timeout_s: Option<String>,
+    tls_cert: Option<String>,
+    tls_key: Option<String>,
+}
+
+/// A variable with a bad value. Displays as the one line start-up prints.
+#[derive(Debug, thiserror::Error)]
+#[error("BURNLINK_{var}: {expected}")]
+pub struct ConfigError {
+    pub var: &'static str,
+    pub expected: String,
+}
+
+fn bad(var: &'static str, expected: impl Into<String>) -> ConfigError {
+    ConfigError {
+        var,
+        expected: expected.into(),
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LedgerKind {
+    Memory,
+    Redis(String),
+}
+
+#[derive(Debug)]
+pub struct Config {
+    pub root: PathBuf,
+    pub bind: SocketAddr,
+    /// Without a trailing slash. `None` until the server knows its port (see `resolve_base_url`).
+    pub base_url: Option<String>,
+    /// `None` when `BURNLINK_KEYS` is unset: the server then makes a random key.
+    pub keys: Option<Keyring>,
+    /// `None` when `BURNLINK_API_TOKENS` is unset: the server then makes one.
+    pub api_tokens: Option<ApiTokens>,
+    pub ttl_default: u64,
+    pub ttl_max: u64,
+    pub max_download_bytes: u64,
+    pub max_upload_bytes: u64,
+    pub ledger: LedgerKind,
+    pub log: String,
+    pub log_format: LogFormat,
+    pub browser_confirm: bool,
+    /// Lower-case, without dots. `None` = any extension.
+    pub upload_extensions: Option<Vec<String>>,
+    pub mcp_allowed_hosts: Option<Vec<String>>,
+    pub trusted_proxies: Vec<IpNet>,
+    pub lease: Duration,
+    pub shutdown_grace: Duration,
+    pub idle_timeout: Duration,
+}
+
+impl Config {
+    /// Reads `.env` (the real environment wins) and then the environment.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        let _ = dotenvy::dotenv();
+        let raw: Raw = envy::prefixed("BURNLINK_")
+            .from_env()
+            .map_err(|e| bad("*", e.to_string()))?;
+        Self::from_raw(raw)
+    }
+
+    /// Names of `BURNLINK_*` variables in the environment that burnlink does not read.
+    pub fn unknown_vars() -> Vec<String> {
+        std::env::vars_os()
+            .filter_map(|(k, _)| k.into_string().ok())
+            .filter(|k| {
+                k.strip_prefix("BURNLINK_")
+                    .is_some_and(|rest| !KNOWN_VARS.contains(&rest))
+            })
+            .collect()
+    }
+
+    fn from_raw(raw: Raw) -> Result<Self, ConfigError> {
+        let bind: SocketAddr = match non_empty(raw.bind) {
+            None => "127.0.0.1:8000".parse().expect("valid default"),
+            Some(s) => s
+                .parse()
+                .map_err(|_| bad("BIND", format!("expected IP:PORT such as 127.0.0.1:8000, got `{s}`")))?,
+        };
+        let base_url = match non_empty(raw.base_url) {
+            None => None,
+            Some(s) => {
+                if !(s.starts_with("http://") || s.starts_with("https://")) {
+                    return Err(bad(
+                        "BASE_URL",
+                        format!("expected an http:// or https:// URL, got `{s}`"),
+                    ));
+                }
+                Some(s.trim_end_matches('/').to_string())
+            }
+        };
+        let keys = match non_empty(raw.keys) {
+            None => None,
+            Some(s) => Some(Keyring::parse(&s).map_err(|e| bad("KEYS", e.to_string()))?),
+        };
+        let api_tokens = match non_empty(raw.api_tokens) {
+            None => None,
+            Some(s) => Some(ApiTokens::parse(&s).map_err(|e| bad("API_TOKENS", e))?),
+        };
+        let ttl_default = positive("TTL_DEFAULT_S", raw.ttl_default_s, 3600)?;
+        let ttl_max = positive("TTL_MAX_S", raw.ttl_max_s, 86400)?;
+        if ttl_default > ttl_max {
+            return Err(bad(
+                "TTL_DEFAULT_S",
+                format!("must not exceed BURNLINK_TTL_MAX_S ({ttl_max}), got {ttl_default}"),
+            ));
+        }
+        let ledger = match non_empty(raw.ledger).as_deref() {
+            None | Some("memory") => LedgerKind::Memory,
+            Some(s) if s.starts_with("redis://") || s.starts_with("rediss://") => {
+                LedgerKind::Redis(s.to_string())
+            }
+            Some(s) => {
+                return Err(bad(
+                    "LEDGER",
+                    format!("expected `memory` or `redis://host:port/db`, got `{s}`"),
+                ));
+            }
+        };
+        let log_format = match non_empty(raw.log_format).as_deref() {
+            None | Some("text") => LogFormat::Text,
+            Some("json") => LogFormat::Json,
+            Some(s) => return Err(bad("LOG_FORMAT", format!("expected `text` or `json`, got `{s}`"))),
+        };
+        let browser_confirm = match non_empty(raw.browser_confirm).as_deref() {
+            None => true,
+            Some(s) => parse_bool(s)
+                .ok_or_else(|| bad("BROWSER_CONFIRM", format!("expected true or false, got `{s}`")))?,
+        };
+        let upload_extensions = non_empty(raw.upload_extensions).map(|s| {
+            s.split(',')
+                .map(|e| e.trim().trim_start_matches('.').to_ascii_lowercase())
+                .filter(|e| !e.is_empty())
+                .collect::<Vec<_>>()
+        });
+        let mcp_allowed_hosts = non_empty(raw.mcp_allowed_hosts).map(|s| {
+            s.split(',')
+                .map(|h| h.trim().to_string())
+                .filter(|h| !h.is_empty())
+                .collect::<Vec<_>>()
+        });
+        let trusted_proxies = match non_empty(raw.trusted_proxies) {
+            None => Vec::new(),
+            Some(s) => s
+                .split(',')
+                .map(str::trim)
+                .filter(|p| !p.is_empty())
+                .map(|p| {
+                    p.parse::<IpNet>()
+                        .or_else(|_| p.parse::<std::net::IpAddr>().map(IpNet::from))
+                        .map_err(|_| {
+                            bad("TRUSTED_PROXIES", format!("expected comma-separated CIDRs, got `{p}`"))
+                        })
+                })
+                .collect::<Result<_, _>>()?,
+        };
+        if non_empty(raw.tls_cert).is_some() || non_empty(raw.tls_key).is_some() {
+            return Err(bad(
+                "TLS_CERT",
+                "TLS is not built into this version yet; terminate TLS in a proxy in front",
+            ));
+        }
+        Ok(Config {
+            root: PathBuf::from(non_empty(raw.root).unwrap_or_else(|| "./data".into())),
+            bind,
+            base_url,
+            keys,
+            api_tokens,
+            ttl_default,
+            ttl_max,
+            max_download_bytes: positive("MAX_DOWNLOAD_BYTES", raw.max_download_bytes, 104_857_600)?,
+            max_upload_bytes: positive("MAX_UPLOAD_BYTES", raw.max_upload_bytes, 104_857_600)?,
+            ledger,
+            log: non_empty(raw.log).unwrap_or_else(|| "info".into()),
+            log_format,
+            browser_confirm,
+            upload_extensions,
+            mcp_allowed_hosts,
+            trusted_proxies,
+            lease: Duration::from_secs(positive("LEASE_S", raw.lease_s, 30)?),
+            shutdown_grace: Duration::from_secs(seconds("SHUTDOWN_GRACE_S", raw.shutdown_grace_s, 30)?),
+            idle_timeout: Duration::from_secs(positive("IDLE_TIMEOUT_S", raw.idle_timeout_s, 60)?),
+        })
+    }
+
+    /// The base URL links are minted with once the server knows its bound address. With a
+    /// wildcard bind and no base URL, loopback is the only address sure to work, and the
+    /// caller warns.
+    pub fn resolve_base_url(&self, bound: SocketAddr) -> (String, bool) {
+        if let Some(url) = &self.base_url {
+            return (url.clone(), false);
+        }
+        if bound.ip().is_unspecified() {
+            (format!("http://127.0.0.1:{}", bound.port()), true)
+        } else {
+            (format!("http://{bound}"), false)
+        }
+    }
+}
+
+fn non_empty(v: Option<String>) -> Option<String> {
+    v.map(|s| s.trim().to_string()).filter(|s| !s.is_empty())
+}
+
+fn seconds(var: &'static str, v: Option<String>, default: u64) -> Result<u64, ConfigError> {
+    match non_empty(v) {
+        None => Ok(default),
+        Some(s) => s
+            .parse()
+            .map_err(|_| bad(var, format!("expected a whole number, got `{s}`"))),
+    }
+}
+
+fn positive(var: &'static str, v: Option<String>, default: u64) -> Result<u64, ConfigError> {
+    match non_empty(v) {
+        None => Ok(default),
+        Some(s) => match s.parse::<u64>() {
+            Ok(n) if n > 0 => Ok(n),
+            _ => Err(bad(var, format!("expected a positive whole number, got `{s}`"))),
+        },
+    }
+}
+
+fn parse_bool(s: &str) -> Option<bool> {
+    match s.to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" | "on" => Some(true),
+        "false" | "0" | "no" | "off" => Some(false),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults() {
+        let c = Config::from_raw(Raw::default()).unwrap();
+        assert_eq!(c.bind.to_string(), "127.0.0.1:8000");
+        assert_eq!(c.ttl_default, 3600);
+        assert_eq!(c.ttl_max, 86400);
+        assert_eq!(c.max_download_bytes, 104_857_600);
+        assert_eq!(c.ledger, LedgerKind::Memory);
+        assert!(c.browser_confirm);
+        assert_eq!(c.lease, Duration::from_secs(30));
+        assert_eq!(c.root, PathBuf::from("./data"));
+        assert_eq!(
+            c.resolve_base_url("127.0.0.1:8000".parse().unwrap()).0,
+            "http://127.0.0.1:8000"
+        );
+    }
+
+    #[test]
+    fn wildcard_bind_uses_loopback_and_warns() {
+        let c = Config::from_raw(Raw {
+            bind: Some("0.0.0.0:9000".into()),
+            ..Raw::default()
+        })
+        .unwrap();
+        assert_eq!(
+            c.resolve_base_url("0.0.0.0:9000".parse().unwrap()),
+            ("http://127.0.0.1:9000".to_string(), true)
+        );
+    }
+
+    #[test]
+    fn errors_name_the_variable() {
+        let cases: Vec<(Raw, &str)> = vec![
+            (Raw { bind: Some("nope".into()), ..Raw::default() }, "BURNLINK_BIND:"),
+            (Raw { ttl_max_s: Some("-1".into()), ..Raw::default() }, "BURNLINK_TTL_MAX_S:"),
+            (Raw { keys: Some("k1:short".into()), ..Raw::default() }, "BURNLINK_KEYS:"),
+            (Raw { ledger: Some("mysql://x".into()), ..Raw::default() }, "BURNLINK_LEDGER:"),
+            (Raw { log_format: Some("xml".into()), ..Raw::default() }, "BURNLINK_LOG_FORMAT:"),
+            (Raw { browser_confirm: Some("maybe".into()), ..Raw::default() }, "BURNLINK_BROWSER_CONFIRM:"),
+            (Raw { trusted_proxies: Some("10.0.0.0/99".into()), ..Raw::default() }, "BURNLINK_TRUSTED_PROXIES:"),
+            (Raw { base_url: Some("ftp://x".into()), ..Raw::default() }, "BURNLINK_BASE_URL:"),
+            (Raw { api_tokens: Some("a@bad session".into()), ..Raw::default() }, "BURNLINK_API_TOKENS:"),
+        ];
+        for (raw, prefix) in cases {
+            let msg = Config::from_raw(raw).unwrap_err().to_string();
+            assert!(msg.starts_with(prefix), "{msg}");
+            assert!(!msg.contains('\n'), "one line: {msg}");
+        }
+    }
+
+    #[test]
+    fn lists_parse() {
+        let c = Config::from_raw(Raw {
+            upload_extensions: Some(".PDF, png,,csv".into()),
+            trusted_proxies: Some("10.0.0.0/8, 127.0.0.1".into()),
+            base_url: Some("https://files.example.com/".into()),
+            ..Raw::default()
+        })
+        .unwrap();
+        assert_eq!(c.upload_extensions.unwrap(), vec!["pdf", "png", "csv"]);
+        assert_eq!(c.trusted_proxies.len(), 2);
+        assert_eq!(c.base_url.unwrap(), "https://files.example.com");
+    }
+}

@@ -1,0 +1,151 @@
+//! Every HTTP error burnlink answers, and the one place each becomes a status and a JSON body.
+//!
+//! Layers below (token, ledger, sandbox, links) have their own error types and know nothing of
+//! HTTP; the `From` impls here decide what each of their cases looks like to a client.
+
+use axum::Json;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use crate::ledger::LedgerError;
+use crate::links::MintError;
+use crate::sandbox::SandboxError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("no such link")]
+    NotFound,
+    #[error("this link has already been used")]
+    Used,
+    #[error("this link was revoked")]
+    Revoked,
+    #[error("this link has expired")]
+    Expired,
+    #[error("this link is being used by another transfer right now; retry when it ends")]
+    InProgress,
+    #[error("{0}")]
+    TooLarge(String),
+    #[error("requested range is not satisfiable")]
+    RangeNotSatisfiable { size: u64 },
+    #[error("{0}")]
+    Exists(String),
+    #[error("missing or invalid bearer token")]
+    Unauthorized,
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    MissingFile(String),
+    #[error("ttl must be a positive number of seconds")]
+    InvalidTtl,
+    #[error("the link ledger is unreachable; try again shortly")]
+    Unavailable,
+    #[error("internal error")]
+    Internal,
+}
+
+impl ApiError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::NotFound | ApiError::Used | ApiError::Revoked | ApiError::MissingFile(_) => {
+                StatusCode::NOT_FOUND
+            }
+            ApiError::Expired => StatusCode::GONE,
+            ApiError::InProgress | ApiError::Exists(_) => StatusCode::CONFLICT,
+            ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::RangeNotSatisfiable { .. } => StatusCode::RANGE_NOT_SATISFIABLE,
+            ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::InvalidTtl => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The stable machine-readable code of contract §8.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ApiError::NotFound | ApiError::MissingFile(_) => "not_found",
+            ApiError::Used => "used",
+            ApiError::Revoked => "revoked",
+            ApiError::Expired => "expired",
+            ApiError::InProgress => "in_progress",
+            ApiError::TooLarge(_) => "too_large",
+            ApiError::RangeNotSatisfiable { .. } => "range_not_satisfiable",
+            ApiError::Exists(_) => "exists",
+            ApiError::Unauthorized => "unauthorized",
+            ApiError::Forbidden(_) => "forbidden",
+            ApiError::BadRequest(_) => "bad_request",
+            ApiError::InvalidTtl => "invalid_ttl",
+            ApiError::Unavailable => "unavailable",
+            ApiError::Internal => "internal",
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let body = json!({ "error": self.code(), "message": self.to_string() });
+        let mut response = (status, Json(body)).into_response();
+        let headers = response.headers_mut();
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        match self {
+            ApiError::RangeNotSatisfiable { size } => {
+                if let Ok(v) = HeaderValue::from_str(&format!("bytes */{size}")) {
+                    headers.insert(header::CONTENT_RANGE, v);
+                }
+            }
+            ApiError::Unauthorized => {
+                headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            }
+            ApiError::InProgress | ApiError::Unavailable => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            _ => {}
+        }
+        response
+    }
+}
+
+impl From<LedgerError> for ApiError {
+    fn from(e: LedgerError) -> Self {
+        tracing::error!(error = %e, "ledger call failed; failing closed");
+        ApiError::Unavailable
+    }
+}
+
+impl From<MintError> for ApiError {
+    fn from(e: MintError) -> Self {
+        match e {
+            MintError::InvalidTtl => ApiError::InvalidTtl,
+            MintError::BadRequest(m) => ApiError::BadRequest(m),
+            MintError::Sandbox(SandboxError::BadSession) => {
+                ApiError::BadRequest(SandboxError::BadSession.to_string())
+            }
+            MintError::Sandbox(SandboxError::BadPath(m)) => ApiError::BadRequest(m.to_string()),
+            MintError::Sandbox(SandboxError::Outside) => {
+                ApiError::Forbidden("path is outside the sandbox".into())
+            }
+            MintError::Sandbox(SandboxError::NotFound) => {
+                ApiError::MissingFile("no such file or directory in the sandbox".into())
+            }
+            MintError::Sandbox(SandboxError::NotAFileOrDirectory) => {
+                ApiError::BadRequest("path is neither a regular file nor a directory".into())
+            }
+            MintError::Sandbox(SandboxError::Io(err)) => {
+                tracing::error!(error = %err, "file system error while minting");
+                ApiError::Internal
+            }
+            MintError::TooLarge { size, limit } => ApiError::TooLarge(format!(
+                "{size} bytes is over the download ceiling of {limit} bytes"
+            )),
+            MintError::Exists => ApiError::Exists(
+                "the destination exists and overwrite is false".into(),
+            ),
+        }
+    }
+}

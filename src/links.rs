@@ -1,0 +1,285 @@
+//! Minting: turning "this path, this way, for this long" into a signed URL.
+//!
+//! Shared by the HTTP API, the CLI (which mints with no server running) and, later, MCP, so all
+//! of them apply the same sandbox rules, TTL bounds and size ceilings. Minting checks the
+//! sandbox; it does not touch the ledger, so it keeps working when the ledger is down.
+
+use std::sync::Arc;
+
+use ipnet::IpNet;
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+use serde::Serialize;
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+use crate::sandbox::{self, Kind, Sandbox, SandboxError, SessionId};
+use crate::token::{Claims, Direction, Keyring};
+
+/// Characters left as they are in the cosmetic file-name segment of a URL.
+const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+/// The bounds every mint is held to (from the configuration).
+#[derive(Clone, Debug)]
+pub struct Limits {
+    pub ttl_default: u64,
+    pub ttl_max: u64,
+    pub max_download_bytes: u64,
+    pub max_upload_bytes: u64,
+}
+
+/// A request to mint, already past authentication and with its session decided.
+#[derive(Clone, Debug, Default)]
+pub struct MintRequest {
+    pub path: String,
+    pub direction: Option<Direction>,
+    /// Seconds; `None` for the default. Signed so that a negative request can be refused with
+    /// a clear error instead of failing to parse.
+    pub ttl_seconds: Option<i64>,
+    pub session: Option<SessionId>,
+    pub max_bytes: Option<u64>,
+    pub sha256: Option<[u8; 32]>,
+    pub overwrite: Option<bool>,
+    pub ip: Option<IpNet>,
+}
+
+/// A minted link, serialised as the `POST /api/links` response.
+#[derive(Clone, Debug, Serialize)]
+pub struct Minted {
+    pub url: String,
+    pub token: String,
+    pub path: String,
+    pub direction: Direction,
+    pub kind: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub size: Option<u64>,
+    pub expires_at: String,
+    pub expires_in_seconds: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_bytes: Option<u64>,
+    #[serde(skip)]
+    pub claims: Claims,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum MintError {
+    #[error("ttl must be positive")]
+    InvalidTtl,
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    Sandbox(#[from] SandboxError),
+    #[error("{size} bytes is over the download ceiling of {limit} bytes")]
+    TooLarge { size: u64, limit: u64 },
+    #[error("the destination exists and overwrite is false")]
+    Exists,
+}
+
+pub struct Minter {
+    keyring: Arc<Keyring>,
+    sandbox: Sandbox,
+    limits: Limits,
+    base_url: String,
+}
+
+impl Minter {
+    pub fn new(keyring: Arc<Keyring>, sandbox: Sandbox, limits: Limits, base_url: String) -> Self {
+        Minter {
+            keyring,
+            sandbox,
+            limits,
+            base_url: base_url.trim_end_matches('/').to_string(),
+        }
+    }
+
+    pub fn base_url(&self) -> &str {
+        &self.base_url
+    }
+
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// Checks the request against the sandbox and limits and signs a token. Blocking: it
+    /// stats the file system.
+    pub fn mint(&self, req: MintRequest, now_unix: u64) -> Result<Minted, MintError> {
+        let direction = req.direction.unwrap_or(Direction::Download);
+        let ttl = match req.ttl_seconds {
+            None => self.limits.ttl_default,
+            Some(t) if t <= 0 => return Err(MintError::InvalidTtl),
+            Some(t) => (t as u64).min(self.limits.ttl_max),
+        };
+        let session = req.session.as_ref();
+        let rel = self.sandbox.normalize(session, &req.path)?;
+        if direction == Direction::Upload {
+            return Err(MintError::BadRequest(
+                "upload links are not served by this version yet".into(),
+            ));
+        }
+        let meta = self.sandbox.stat(session, &rel)?;
+        let kind = sandbox::kind_of(&meta)?;
+        if kind == Kind::Directory {
+            return Err(MintError::BadRequest(
+                "directory links (streamed as zip) are not served by this version yet".into(),
+            ));
+        }
+        let size = meta.len();
+        if size > self.limits.max_download_bytes {
+            return Err(MintError::TooLarge {
+                size,
+                limit: self.limits.max_download_bytes,
+            });
+        }
+        let expires_at = now_unix.saturating_add(ttl);
+        let mut claims = Claims::new(
+            direction,
+            req.session.map(|s| s.as_str().to_string()),
+            rel,
+            expires_at,
+        );
+        claims.ip = req.ip;
+        let token = self.keyring.sign(&claims);
+        let name = sandbox::file_name(&claims.path);
+        Ok(Minted {
+            url: self.url_for(&token, name),
+            token,
+            path: claims.path.clone(),
+            direction,
+            kind: kind.as_str(),
+            size: Some(size),
+            expires_at: rfc3339(expires_at),
+            expires_in_seconds: ttl,
+            max_bytes: None,
+            claims,
+        })
+    }
+
+    /// `{base}/transfer/{token}/{name}`; the name only makes `curl -O` and browsers pick a
+    /// sensible file name.
+    pub fn url_for(&self, token: &str, name: &str) -> String {
+        format!(
+            "{}/transfer/{}/{}",
+            self.base_url,
+            token,
+            utf8_percent_encode(name, SEGMENT)
+        )
+    }
+}
+
+/// A SHA-256 digest written as 64 hex digits.
+pub fn parse_sha256_hex(s: &str) -> Result<[u8; 32], MintError> {
+    let bad = || MintError::BadRequest("sha256 must be 64 hex digits".into());
+    let s = s.trim();
+    if s.len() != 64 || !s.is_ascii() {
+        return Err(bad());
+    }
+    let mut out = [0u8; 32];
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(&s[2 * i..2 * i + 2], 16).map_err(|_| bad())?;
+    }
+    Ok(out)
+}
+
+/// A CIDR (`203.0.113.0/24`) or a bare address (a /32 or /128).
+pub fn parse_ip(s: &str) -> Result<IpNet, MintError> {
+    let s = s.trim();
+    s.parse::<IpNet>()
+        .or_else(|_| s.parse::<std::net::IpAddr>().map(IpNet::from))
+        .map_err(|_| MintError::BadRequest(format!("ip must be a CIDR such as 203.0.113.0/24, got `{s}`")))
+}
+
+/// Unix seconds as RFC 3339 UTC (`2026-11-21T15:04:05Z`).
+pub fn rfc3339(unix: u64) -> String {
+    OffsetDateTime::from_unix_timestamp(unix.min(253_402_300_799) as i64)
+        .ok()
+        .and_then(|t| t.format(&Rfc3339).ok())
+        .unwrap_or_default()
+}
+
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn minter(root: &std::path::Path) -> Minter {
+        let keyring = Arc::new(Keyring::ephemeral());
+        Minter::new(
+            keyring,
+            Sandbox::open(root).unwrap(),
+            Limits {
+                ttl_default: 3600,
+                ttl_max: 86400,
+                max_download_bytes: 10,
+                max_upload_bytes: 10,
+            },
+            "http://h:1/".into(),
+        )
+    }
+
+    fn req(path: &str) -> MintRequest {
+        MintRequest {
+            path: path.into(),
+            ..MintRequest::default()
+        }
+    }
+
+    #[test]
+    fn mints_a_file_link() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("a b.txt"), b"hello").unwrap();
+        let m = minter(dir.path());
+        let out = m.mint(req("a b.txt"), 1_000).unwrap();
+        assert_eq!(out.kind, "file");
+        assert_eq!(out.size, Some(5));
+        assert_eq!(out.expires_in_seconds, 3600);
+        assert_eq!(out.claims.expires_at, 4_600);
+        assert_eq!(out.expires_at, "1970-01-01T01:16:40Z");
+        assert_eq!(out.url, format!("http://h:1/transfer/{}/a%20b.txt", out.token));
+    }
+
+    #[test]
+    fn ttl_rules() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("f"), b"x").unwrap();
+        let m = minter(dir.path());
+        let mut r = req("f");
+        r.ttl_seconds = Some(0);
+        assert!(matches!(m.mint(r.clone(), 0), Err(MintError::InvalidTtl)));
+        r.ttl_seconds = Some(-5);
+        assert!(matches!(m.mint(r.clone(), 0), Err(MintError::InvalidTtl)));
+        r.ttl_seconds = Some(10_000_000);
+        assert_eq!(m.mint(r, 0).unwrap().expires_in_seconds, 86400);
+    }
+
+    #[test]
+    fn refusals() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("big"), b"01234567890").unwrap();
+        let m = minter(dir.path());
+        assert!(matches!(
+            m.mint(req("big"), 0),
+            Err(MintError::TooLarge { size: 11, limit: 10 })
+        ));
+        assert!(matches!(
+            m.mint(req("missing"), 0),
+            Err(MintError::Sandbox(SandboxError::NotFound))
+        ));
+        assert!(matches!(
+            m.mint(req("../etc/passwd"), 0),
+            Err(MintError::Sandbox(SandboxError::Outside))
+        ));
+        assert!(matches!(
+            m.mint(req("/etc/passwd"), 0),
+            Err(MintError::Sandbox(SandboxError::Outside))
+        ));
+    }
+}

@@ -1,0 +1,386 @@
+//! Where links may point: the sandbox root and its per-session directories.
+//!
+//! Two layers keep every path inside. First a pure, lexical normalisation refuses `..`, NUL
+//! bytes and absolute paths outside the sandbox, and gives the canonical relative form that goes
+//! into tokens. Then every open goes through a `cap_std::fs::Dir` for the session's directory,
+//! which resolves the path beneath that directory (openat2 `RESOLVE_BENEATH` on Linux), so a
+//! symlink that points outside — even one swapped in after the link was minted — is refused by
+//! the kernel, not by string checks.
+
+use std::fmt;
+use std::io;
+use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
+
+use cap_std::ambient_authority;
+use cap_std::fs::{Dir, Metadata};
+
+/// Longest relative path accepted; Linux's PATH_MAX.
+pub const MAX_PATH_LEN: usize = 4096;
+
+/// A validated session id: `[A-Za-z0-9_-]{1,64}`. Its sandbox is `{root}/{session}`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SessionId(String);
+
+impl SessionId {
+    pub fn parse(s: &str) -> Result<Self, SandboxError> {
+        let ok = !s.is_empty()
+            && s.len() <= 64
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+        if ok {
+            Ok(SessionId(s.to_string()))
+        } else {
+            Err(SandboxError::BadSession)
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for SessionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SandboxError {
+    #[error("session id must match [A-Za-z0-9_-]{{1,64}}")]
+    BadSession,
+    #[error("{0}")]
+    BadPath(&'static str),
+    #[error("path is outside the sandbox")]
+    Outside,
+    #[error("no such file or directory")]
+    NotFound,
+    #[error("neither a regular file nor a directory")]
+    NotAFileOrDirectory,
+    #[error("file system error: {0}")]
+    Io(io::Error),
+}
+
+impl From<io::Error> for SandboxError {
+    fn from(e: io::Error) -> Self {
+        match e.kind() {
+            io::ErrorKind::NotFound | io::ErrorKind::NotADirectory => SandboxError::NotFound,
+            // cap-std reports an escape (`..` past the base, an absolute symlink, a symlink
+            // leading out) as PermissionDenied.
+            io::ErrorKind::PermissionDenied => SandboxError::Outside,
+            _ => SandboxError::Io(e),
+        }
+    }
+}
+
+/// What a path names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    File,
+    Directory,
+}
+
+impl Kind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::File => "file",
+            Kind::Directory => "directory",
+        }
+    }
+}
+
+/// The sandbox root, opened once. Cheap to clone.
+#[derive(Clone)]
+pub struct Sandbox {
+    root_path: PathBuf,
+    root: Arc<Dir>,
+}
+
+impl fmt::Debug for Sandbox {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Sandbox")
+            .field("root", &self.root_path)
+            .finish()
+    }
+}
+
+impl Sandbox {
+    /// Opens (creating if missing) the sandbox root.
+    pub fn open(root: &Path) -> io::Result<Self> {
+        std::fs::create_dir_all(root)?;
+        let root_path = root.canonicalize()?;
+        let root = Dir::open_ambient_dir(&root_path, ambient_authority())?;
+        Ok(Sandbox {
+            root_path,
+            root: Arc::new(root),
+        })
+    }
+
+    /// The absolute path of a session's sandbox, as users see it.
+    pub fn dir_path(&self, session: Option<&SessionId>) -> PathBuf {
+        match session {
+            Some(s) => self.root_path.join(s.as_str()),
+            None => self.root_path.clone(),
+        }
+    }
+
+    /// The canonical relative form of `input` within the session's sandbox (see
+    /// [`normalize`]).
+    pub fn normalize(
+        &self,
+        session: Option<&SessionId>,
+        input: &str,
+    ) -> Result<String, SandboxError> {
+        normalize(&self.dir_path(session), input)
+    }
+
+    /// Opens the session's directory. Blocking.
+    fn session_dir(&self, session: Option<&SessionId>) -> Result<Dir, SandboxError> {
+        match session {
+            // A session id is one plain component, so this cannot climb; cap-std still
+            // refuses it if `{root}/{session}` is a symlink out.
+            Some(s) => Ok(self.root.open_dir(s.as_str())?),
+            None => Ok(self.root.open_dir(".")?),
+        }
+    }
+
+    /// What `rel` names inside the session's sandbox, following symlinks only while they stay
+    /// inside. Blocking.
+    pub fn stat(&self, session: Option<&SessionId>, rel: &str) -> Result<Metadata, SandboxError> {
+        let dir = self.session_dir(session)?;
+        Ok(dir.metadata(rel)?)
+    }
+
+    /// Opens a regular file for reading. Blocking. Refuses anything else (a directory, a
+    /// device, a FIFO that would block forever).
+    pub fn open_file(
+        &self,
+        session: Option<&SessionId>,
+        rel: &str,
+    ) -> Result<(std::fs::File, std::fs::Metadata), SandboxError> {
+        let dir = self.session_dir(session)?;
+        let file = dir.open(rel)?.into_std();
+        let meta = file.metadata()?;
+        if !meta.is_file() {
+            return Err(SandboxError::NotAFileOrDirectory);
+        }
+        Ok((file, meta))
+    }
+}
+
+/// Checks the kind of an entry the sandbox resolved.
+pub fn kind_of(meta: &Metadata) -> Result<Kind, SandboxError> {
+    if meta.is_file() {
+        Ok(Kind::File)
+    } else if meta.is_dir() {
+        Ok(Kind::Directory)
+    } else {
+        Err(SandboxError::NotAFileOrDirectory)
+    }
+}
+
+/// Turns what a caller wrote into the canonical relative path stored in tokens.
+///
+/// `input` is relative to `base` or absolute inside it. `.` components and repeated
+/// separators vanish; `..` anywhere is refused outright rather than resolved, because a
+/// lexical `..` can be re-pointed by a symlink and never has a legitimate use here. The empty
+/// result is `"."`, the sandbox itself. Pure: touches no file system.
+pub fn normalize(base: &Path, input: &str) -> Result<String, SandboxError> {
+    if input.contains('\0') {
+        return Err(SandboxError::BadPath("path contains a NUL byte"));
+    }
+    if input.len() > MAX_PATH_LEN {
+        return Err(SandboxError::BadPath("path is too long"));
+    }
+    let path = Path::new(input);
+    let relative = if path.is_absolute() {
+        path.strip_prefix(base).map_err(|_| SandboxError::Outside)?
+    } else {
+        path
+    };
+    let mut parts: Vec<&str> = Vec::new();
+    for component in relative.components() {
+        match component {
+            Component::Normal(c) => parts.push(
+                c.to_str()
+                    .ok_or(SandboxError::BadPath("path is not valid UTF-8"))?,
+            ),
+            Component::CurDir => {}
+            Component::ParentDir | Component::RootDir | Component::Prefix(_) => {
+                return Err(SandboxError::Outside);
+            }
+        }
+    }
+    if parts.is_empty() {
+        return Ok(".".to_string());
+    }
+    Ok(parts.join("/"))
+}
+
+/// The last component of a normalised path, for file names in URLs and headers.
+pub fn file_name(rel: &str) -> &str {
+    rel.rsplit('/').next().unwrap_or(rel)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn session_ids() {
+        assert!(SessionId::parse("abc-DEF_123").is_ok());
+        assert!(SessionId::parse(&"a".repeat(64)).is_ok());
+        for bad in ["", "a/b", "..", ".", "a b", "é", &"a".repeat(65)] {
+            assert!(SessionId::parse(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn normalize_rules() {
+        let base = Path::new("/srv/data/s1");
+        assert_eq!(normalize(base, "a/b.txt").unwrap(), "a/b.txt");
+        assert_eq!(normalize(base, "./a//b.txt").unwrap(), "a/b.txt");
+        assert_eq!(normalize(base, "/srv/data/s1/a/b.txt").unwrap(), "a/b.txt");
+        assert_eq!(normalize(base, "/srv/data/s1").unwrap(), ".");
+        assert_eq!(normalize(base, "").unwrap(), ".");
+        for bad in [
+            "../x",
+            "a/../../x",
+            "a/..",
+            "/etc/passwd",
+            "/srv/data/s10/x",
+            "/srv/data/x",
+            "a\0b",
+        ] {
+            assert!(normalize(base, bad).is_err(), "{bad:?}");
+        }
+    }
+
+    proptest! {
+        /// Whatever goes in, what comes out is relative, has no `..` and no empty component,
+        /// so joining it to the base can never name anything outside the base.
+        #[test]
+        fn normalized_paths_never_escape(
+            parts in proptest::collection::vec(
+                prop_oneof![
+                    Just("..".to_string()), Just(".".to_string()), Just("".to_string()),
+                    Just("/".to_string()), Just("%2e%2e".to_string()), Just("\\..".to_string()),
+                    "[a-zA-Z0-9._ -]{1,12}", "\\PC{1,6}",
+                ],
+                0..12,
+            ),
+            absolute in any::<bool>(),
+        ) {
+            let base = Path::new("/srv/data/s1");
+            let joined = parts.join("/");
+            let input = if absolute { format!("/srv/data/s1/{joined}") } else { joined };
+            if let Ok(rel) = normalize(base, &input) {
+                prop_assert!(!rel.starts_with('/'));
+                if rel != "." {
+                    for c in rel.split('/') {
+                        prop_assert!(!c.is_empty() && c != "." && c != "..", "{rel:?}");
+                    }
+                }
+                let full = base.join(&rel);
+                let mut depth: i64 = 0;
+                for c in Path::new(&rel).components() {
+                    match c {
+                        Component::Normal(_) => depth += 1,
+                        Component::CurDir => {}
+                        _ => depth -= 1000,
+                    }
+                }
+                prop_assert!(depth >= 0);
+                prop_assert!(full.starts_with(base));
+            }
+        }
+    }
+
+    fn tree() -> (tempfile::TempDir, Sandbox, PathBuf) {
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::write(outside.path().join("secret.txt"), b"secret").unwrap();
+        let root = outside.path().join("root");
+        std::fs::create_dir_all(root.join("s1/sub")).unwrap();
+        std::fs::create_dir_all(root.join("s2")).unwrap();
+        std::fs::write(root.join("s1/sub/ok.txt"), b"ok").unwrap();
+        std::fs::write(root.join("s2/other.txt"), b"other").unwrap();
+        let sb = Sandbox::open(&root).unwrap();
+        (outside, sb, root)
+    }
+
+    #[test]
+    fn opens_inside_and_refuses_escaping_symlinks() {
+        let (outside, sb, root) = tree();
+        let s1 = SessionId::parse("s1").unwrap();
+        let (_, meta) = sb.open_file(Some(&s1), "sub/ok.txt").unwrap();
+        assert_eq!(meta.len(), 2);
+
+        // A symlink that stays inside is followed.
+        std::os::unix::fs::symlink("sub/ok.txt", root.join("s1/inside-link")).unwrap();
+        assert!(sb.open_file(Some(&s1), "inside-link").is_ok());
+
+        // Absolute and relative symlinks out of the sandbox are refused.
+        std::os::unix::fs::symlink(outside.path().join("secret.txt"), root.join("s1/abs"))
+            .unwrap();
+        std::os::unix::fs::symlink("../../secret.txt", root.join("s1/rel")).unwrap();
+        for name in ["abs", "rel"] {
+            assert!(
+                matches!(sb.open_file(Some(&s1), name), Err(SandboxError::Outside)),
+                "{name}"
+            );
+            assert!(matches!(sb.stat(Some(&s1), name), Err(SandboxError::Outside)));
+        }
+
+        // A symlink into another session's sandbox leaves this one, so it is refused too.
+        std::os::unix::fs::symlink("../s2/other.txt", root.join("s1/cross")).unwrap();
+        assert!(matches!(
+            sb.open_file(Some(&s1), "cross"),
+            Err(SandboxError::Outside)
+        ));
+        // ...but from the root sandbox the same file is inside.
+        assert!(sb.open_file(None, "s2/other.txt").is_ok());
+
+        assert!(matches!(
+            sb.open_file(Some(&s1), "missing"),
+            Err(SandboxError::NotFound)
+        ));
+        assert!(matches!(
+            sb.open_file(Some(&s1), "sub"),
+            Err(SandboxError::NotAFileOrDirectory)
+        ));
+    }
+
+    #[test]
+    fn a_file_swapped_for_an_escaping_symlink_is_refused() {
+        let (outside, sb, root) = tree();
+        let s1 = SessionId::parse("s1").unwrap();
+        assert!(sb.open_file(Some(&s1), "sub/ok.txt").is_ok());
+        std::fs::remove_file(root.join("s1/sub/ok.txt")).unwrap();
+        std::os::unix::fs::symlink(outside.path().join("secret.txt"), root.join("s1/sub/ok.txt"))
+            .unwrap();
+        assert!(matches!(
+            sb.open_file(Some(&s1), "sub/ok.txt"),
+            Err(SandboxError::Outside)
+        ));
+        // Swapping a parent directory for a symlink out is refused the same way.
+        std::fs::remove_dir_all(root.join("s1/sub")).unwrap();
+        std::os::unix::fs::symlink(outside.path(), root.join("s1/sub")).unwrap();
+        assert!(matches!(
+            sb.open_file(Some(&s1), "sub/secret.txt"),
+            Err(SandboxError::Outside)
+        ));
+    }
+
+    #[test]
+    fn a_session_directory_that_is_a_symlink_out_is_refused() {
+        let (outside, sb, root) = tree();
+        std::os::unix::fs::symlink(outside.path(), root.join("evil")).unwrap();
+        let evil = SessionId::parse("evil").unwrap();
+        assert!(matches!(
+            sb.open_file(Some(&evil), "secret.txt"),
+            Err(SandboxError::Outside)
+        ));
+    }
+}

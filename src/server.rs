@@ -1,0 +1,200 @@
+//! `burnlink serve`: assembling the application and running it.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+
+use crate::api;
+use crate::api::auth::ApiTokens;
+use crate::config::{Config, LedgerKind};
+use crate::error::ApiError;
+use crate::ledger::{Ledger, MemoryLedger};
+use crate::links::{Limits, MintError, MintRequest, Minted, Minter, unix_now};
+use crate::net::{self, ConnLimits};
+use crate::sandbox::Sandbox;
+use crate::stats::{MemoryStats, StatsStore};
+use crate::telemetry::audit_mint;
+use crate::token::Keyring;
+use crate::transfer;
+
+/// Everything a request handler may need, shared by all of them.
+pub struct App {
+    pub config: Config,
+    pub keyring: Arc<Keyring>,
+    pub api_tokens: ApiTokens,
+    pub ledger: Arc<dyn Ledger>,
+    pub stats: Arc<dyn StatsStore>,
+    pub sandbox: Sandbox,
+    pub minter: Arc<Minter>,
+}
+
+impl App {
+    /// Mints through the server: the minter's checks, then counting and an audit line.
+    /// Counting is best effort: minting needs only the key, so it keeps working when the
+    /// shared store is down.
+    pub async fn mint(
+        &self,
+        request: MintRequest,
+        via: &str,
+        client: Option<IpAddr>,
+    ) -> Result<Minted, ApiError> {
+        let minted = mint_blocking(self, request).await?;
+        let claims = &minted.claims;
+        if let Err(e) = self
+            .stats
+            .record_mint(claims.session.as_deref(), claims.expires_at)
+            .await
+        {
+            tracing::warn!(error = %e, "could not count a minted link");
+        }
+        audit_mint(claims, via, client);
+        Ok(minted)
+    }
+}
+
+async fn mint_blocking(app: &App, request: MintRequest) -> Result<Minted, MintError> {
+    // Minting stats the file system; keep that off the async workers.
+    let minter = app.minter.clone();
+    tokio::task::spawn_blocking(move || minter.mint(request, unix_now()))
+        .await
+        .map_err(|_| MintError::BadRequest("minting was interrupted".into()))?
+}
+
+/// What went wrong before the server could start; printed as one line.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("{0}")]
+    Config(#[from] crate::config::ConfigError),
+    #[error("BURNLINK_ROOT: cannot create or open `{path}`: {source}")]
+    Root {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("BURNLINK_BIND: cannot listen on {addr}: {source}")]
+    Bind {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("BURNLINK_LEDGER: the Redis ledger is not built into this version yet; use `memory`")]
+    RedisUnavailable,
+}
+
+pub fn limits(config: &Config) -> Limits {
+    Limits {
+        ttl_default: config.ttl_default,
+        ttl_max: config.ttl_max,
+        max_download_bytes: config.max_download_bytes,
+        max_upload_bytes: config.max_upload_bytes,
+    }
+}
+
+pub fn open_sandbox(config: &Config) -> Result<Sandbox, StartError> {
+    Sandbox::open(&config.root).map_err(|source| StartError::Root {
+        path: config.root.display().to_string(),
+        source,
+    })
+}
+
+pub fn router(app: Arc<App>) -> Router {
+    Router::new()
+        .merge(transfer::routes())
+        .merge(api::routes())
+        .fallback(|| async { ApiError::NotFound })
+        .with_state(app)
+}
+
+/// Runs the server until SIGTERM or SIGINT.
+pub async fn run(mut config: Config) -> Result<(), StartError> {
+    for var in Config::unknown_vars() {
+        tracing::warn!(variable = %var, "unknown BURNLINK_* variable ignored (a typo?)");
+    }
+    let sandbox = open_sandbox(&config)?;
+    let keyring = Arc::new(match config.keys.take() {
+        Some(k) => k,
+        None => {
+            tracing::warn!(
+                "BURNLINK_KEYS is not set: using a random key for this process only. Links stop \
+                 working when it restarts and other replicas reject them. Run `burnlink keygen` \
+                 and set BURNLINK_KEYS."
+            );
+            Keyring::ephemeral()
+        }
+    });
+    let api_tokens = match config.api_tokens.take() {
+        Some(t) => t,
+        None => {
+            let (tokens, plain) = ApiTokens::generate();
+            // Printed on stdout, once, and never logged: log lines must not carry secrets.
+            println!(
+                "BURNLINK_API_TOKENS={plain}   (generated for this run; set it to keep it across restarts)"
+            );
+            tokens
+        }
+    };
+    let ledger: Arc<dyn Ledger> = match &config.ledger {
+        LedgerKind::Memory => {
+            let ledger = Arc::new(MemoryLedger::new());
+            ledger.spawn_purger(Duration::from_secs(30));
+            ledger
+        }
+        LedgerKind::Redis(_) => return Err(StartError::RedisUnavailable),
+    };
+
+    let listener = tokio::net::TcpListener::bind(config.bind)
+        .await
+        .map_err(|source| StartError::Bind {
+            addr: config.bind,
+            source,
+        })?;
+    let bound = listener.local_addr().map_err(|source| StartError::Bind {
+        addr: config.bind,
+        source,
+    })?;
+    let (base_url, guessed) = config.resolve_base_url(bound);
+    if guessed {
+        tracing::warn!(
+            %base_url,
+            "BURNLINK_BIND is a wildcard address and BURNLINK_BASE_URL is unset: links will point \
+             at loopback. Set BURNLINK_BASE_URL to the address people reach this server at."
+        );
+    }
+
+    let minter = Arc::new(Minter::new(
+        keyring.clone(),
+        sandbox.clone(),
+        limits(&config),
+        base_url.clone(),
+    ));
+    let grace = config.shutdown_grace;
+    let conn_limits = ConnLimits {
+        header_read_timeout: Duration::from_secs(30),
+        max_header_bytes: 64 * 1024,
+    };
+    let app = Arc::new(App {
+        config,
+        keyring,
+        api_tokens,
+        ledger,
+        stats: Arc::new(MemoryStats::default()),
+        sandbox,
+        minter,
+    });
+
+    // A stable line on stdout that scripts and tests can wait for.
+    println!("burnlink listening on http://{bound} (links: {base_url})");
+    tracing::info!(%bound, %base_url, "listening");
+    net::serve(listener, router(app), conn_limits, shutdown_signal(), grace).await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM: draining"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: draining"),
+    }
+}

@@ -1,0 +1,162 @@
+//! Link statistics for the compatibility `GET /api/download/stats` route.
+//!
+//! Counts what this deployment minted through the server and what transfers burned: `used` =
+//! burned by a transfer, `expired` = expired unused, `active` = the rest. Behind a trait so a
+//! shared (Redis) store can count across replicas.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
+
+use async_trait::async_trait;
+use serde::Serialize;
+
+use crate::ledger::LedgerError;
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Statistics {
+    pub total_tokens: u64,
+    pub active_tokens: u64,
+    pub used_tokens: u64,
+    pub expired_tokens: u64,
+}
+
+#[async_trait]
+pub trait StatsStore: Send + Sync + 'static {
+    async fn record_mint(&self, session: Option<&str>, expires_at: u64) -> Result<(), LedgerError>;
+    async fn record_use(&self, session: Option<&str>, expires_at: u64) -> Result<(), LedgerError>;
+    /// `session`: `None` = every session together, `Some(None)` = the root sandbox only.
+    async fn snapshot(
+        &self,
+        session: Option<Option<&str>>,
+        now_unix: u64,
+    ) -> Result<Statistics, LedgerError>;
+}
+
+/// Per-session counters. Links still in their lifetime are bucketed by expiry second so that
+/// `expired` can be told from `active`; buckets are folded into plain counters as they pass,
+/// so memory is bounded by the number of distinct expiry seconds ahead (≤ the maximum TTL).
+#[derive(Default)]
+struct Counters {
+    minted: u64,
+    used: u64,
+    expired_minted: u64,
+    expired_used: u64,
+    /// expiry second → (minted, used) for buckets not yet folded.
+    pending: BTreeMap<u64, (u64, u64)>,
+    folded_until: u64,
+}
+
+impl Counters {
+    fn fold(&mut self, now: u64) {
+        if now <= self.folded_until {
+            return;
+        }
+        let keep = self.pending.split_off(&(now + 1));
+        for (_, (m, u)) in std::mem::replace(&mut self.pending, keep) {
+            self.expired_minted += m;
+            self.expired_used += u;
+        }
+        self.folded_until = now;
+    }
+
+    fn stats(&self) -> Statistics {
+        let expired = self.expired_minted.saturating_sub(self.expired_used);
+        Statistics {
+            total_tokens: self.minted,
+            used_tokens: self.used,
+            expired_tokens: expired,
+            active_tokens: self.minted.saturating_sub(self.used).saturating_sub(expired),
+        }
+    }
+}
+
+#[derive(Default)]
+pub struct MemoryStats {
+    sessions: Mutex<HashMap<Option<String>, Counters>>,
+}
+
+impl MemoryStats {
+    fn with<R>(&self, session: Option<&str>, f: impl FnOnce(&mut Counters) -> R) -> R {
+        let mut map = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
+        let key = session.map(str::to_string);
+        f(map.entry(key).or_default())
+    }
+}
+
+#[async_trait]
+impl StatsStore for MemoryStats {
+    async fn record_mint(&self, session: Option<&str>, expires_at: u64) -> Result<(), LedgerError> {
+        self.with(session, |c| {
+            c.minted += 1;
+            if expires_at <= c.folded_until {
+                c.expired_minted += 1;
+            } else {
+                c.pending.entry(expires_at).or_default().0 += 1;
+            }
+        });
+        Ok(())
+    }
+
+    async fn record_use(&self, session: Option<&str>, expires_at: u64) -> Result<(), LedgerError> {
+        self.with(session, |c| {
+            c.used += 1;
+            if expires_at <= c.folded_until {
+                c.expired_used += 1;
+            } else {
+                c.pending.entry(expires_at).or_default().1 += 1;
+            }
+        });
+        Ok(())
+    }
+
+    async fn snapshot(
+        &self,
+        session: Option<Option<&str>>,
+        now_unix: u64,
+    ) -> Result<Statistics, LedgerError> {
+        let mut map = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
+        let mut total = Statistics::default();
+        for (key, counters) in map.iter_mut() {
+            if let Some(wanted) = session
+                && key.as_deref() != wanted
+            {
+                continue;
+            }
+            counters.fold(now_unix);
+            let s = counters.stats();
+            total.total_tokens += s.total_tokens;
+            total.active_tokens += s.active_tokens;
+            total.used_tokens += s.used_tokens;
+            total.expired_tokens += s.expired_tokens;
+        }
+        Ok(total)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn counts_active_used_and_expired() {
+        let s = MemoryStats::default();
+        s.record_mint(Some("a"), 100).await.unwrap();
+        s.record_mint(Some("a"), 100).await.unwrap();
+        s.record_mint(Some("a"), 200).await.unwrap();
+        s.record_mint(None, 200).await.unwrap();
+        s.record_use(Some("a"), 100).await.unwrap();
+
+        let a = s.snapshot(Some(Some("a")), 50).await.unwrap();
+        assert_eq!((a.total_tokens, a.active_tokens, a.used_tokens, a.expired_tokens), (3, 2, 1, 0));
+        let a = s.snapshot(Some(Some("a")), 150).await.unwrap();
+        assert_eq!((a.total_tokens, a.active_tokens, a.used_tokens, a.expired_tokens), (3, 1, 1, 1));
+        // A use recorded after its bucket folded still counts once.
+        s.record_use(Some("a"), 100).await.unwrap();
+        let a = s.snapshot(Some(Some("a")), 150).await.unwrap();
+        assert_eq!((a.active_tokens, a.used_tokens, a.expired_tokens), (1, 2, 0));
+        let root = s.snapshot(Some(None), 150).await.unwrap();
+        assert_eq!((root.total_tokens, root.active_tokens), (1, 1));
+        let all = s.snapshot(None, 300).await.unwrap();
+        assert_eq!((all.total_tokens, all.active_tokens, all.used_tokens, all.expired_tokens), (4, 0, 2, 2));
+    }
+}

@@ -1,0 +1,74 @@
+//! Logging set-up and the audit trail.
+//!
+//! Audit lines go through `tracing` under the `burnlink::audit` target, one per mint and one per
+//! transfer, so they land wherever the logs go and can be filtered on their own. They carry a
+//! short link id (part of the nonce), never the token, a key or an API token.
+
+use std::net::IpAddr;
+
+use tracing_subscriber::EnvFilter;
+
+use crate::config::LogFormat;
+use crate::token::Claims;
+
+/// Installs the global subscriber. Logs go to stderr; stdout is kept for what the CLI prints.
+pub fn init(filter: &str, format: LogFormat) {
+    let filter = EnvFilter::try_new(filter).unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+    };
+}
+
+/// Who moved what: the fields every transfer audit line carries.
+#[derive(Clone, Debug)]
+pub struct TransferAudit {
+    pub link: String,
+    pub direction: &'static str,
+    pub session: Option<String>,
+    pub path: String,
+    pub client: IpAddr,
+}
+
+impl TransferAudit {
+    pub fn new(claims: &Claims, client: IpAddr) -> Self {
+        TransferAudit {
+            link: claims.short_id(),
+            direction: claims.direction.as_str(),
+            session: claims.session.clone(),
+            path: claims.path.clone(),
+            client,
+        }
+    }
+
+    pub fn log(&self, outcome: &str, bytes: u64) {
+        tracing::info!(
+            target: "burnlink::audit",
+            event = "transfer",
+            link = %self.link,
+            direction = self.direction,
+            session = self.session.as_deref().unwrap_or("-"),
+            path = %self.path,
+            outcome,
+            bytes,
+            client = %self.client,
+        );
+    }
+}
+
+pub fn audit_mint(claims: &Claims, via: &str, client: Option<IpAddr>) {
+    tracing::info!(
+        target: "burnlink::audit",
+        event = "mint",
+        link = %claims.short_id(),
+        direction = claims.direction.as_str(),
+        session = claims.session.as_deref().unwrap_or("-"),
+        path = %claims.path,
+        via,
+        expires_at = claims.expires_at,
+        client = %client.map(|c| c.to_string()).unwrap_or_else(|| "-".into()),
+    );
+}

@@ -1,0 +1,675 @@
+//! The link token: its binary layout, signing and verification, and the keyring.
+//!
+//! A token is the whole authorization for a transfer, so it must be verifiable by any replica
+//! holding the key, with no shared state. Layout (version 1, all integers big-endian):
+//!
+//! ```text
+//! u8  version            (1)
+//! u8  key id length      then the key id bytes
+//! u8  flags              bit0 upload, bit1 session, bit2 max_bytes, bit3 sha256,
+//!                        bit4 no-overwrite, bit5 ip; other bits must be zero
+//! u64 expires_at         unix seconds
+//! [16] nonce             random, the ledger key
+//! [u8 len + session]     if bit1
+//! u16 len + path         relative to the session's sandbox, `/`-separated
+//! [u64 max_bytes]        if bit2
+//! [32 sha256]            if bit3
+//! [u8 family, addr, u8 prefix]   if bit5 (family 4 or 6)
+//! [32] HMAC-SHA256 over everything above
+//! ```
+//!
+//! The whole thing is URL-safe base64 without padding. Only the version and key id are read
+//! before the MAC is checked (they say which key to check it with); every other field is parsed
+//! only from bytes the MAC has vouched for.
+
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use base64ct::{Base64, Base64Unpadded, Base64Url, Base64UrlUnpadded, Encoding};
+use hmac::{Hmac, KeyInit, Mac};
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+use sha2::Sha256;
+
+/// The only token layout this build reads and writes.
+pub const VERSION: u8 = 1;
+/// Bytes of randomness in every nonce (128 bits).
+pub const NONCE_LEN: usize = 16;
+/// Shortest key accepted in `BURNLINK_KEYS`: HMAC-SHA256 gains nothing from less than its
+/// output size, and short keys are the usual way shared secrets end up guessable.
+pub const MIN_KEY_LEN: usize = 32;
+const MAC_LEN: usize = 32;
+const MAX_KID_LEN: usize = 16;
+
+const FLAG_UPLOAD: u8 = 1 << 0;
+const FLAG_SESSION: u8 = 1 << 1;
+const FLAG_MAX_BYTES: u8 = 1 << 2;
+const FLAG_SHA256: u8 = 1 << 3;
+const FLAG_NO_OVERWRITE: u8 = 1 << 4;
+const FLAG_IP: u8 = 1 << 5;
+const KNOWN_FLAGS: u8 = 0b0011_1111;
+
+type HmacSha256 = Hmac<Sha256>;
+
+/// The random part of a token; the ledger tracks links by it.
+pub type Nonce = [u8; NONCE_LEN];
+
+/// Which way the bytes move.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Direction {
+    Download,
+    Upload,
+}
+
+impl Direction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Direction::Download => "download",
+            Direction::Upload => "upload",
+        }
+    }
+}
+
+impl fmt::Display for Direction {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What a token grants. Built by the minter, signed into a token, and recovered by `verify`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Claims {
+    pub direction: Direction,
+    /// `None` means the sandbox is `BURNLINK_ROOT` itself.
+    pub session: Option<String>,
+    /// Relative to the session's sandbox, `/`-separated, already normalised.
+    pub path: String,
+    /// Unix seconds.
+    pub expires_at: u64,
+    pub nonce: Nonce,
+    pub max_bytes: Option<u64>,
+    pub sha256: Option<[u8; 32]>,
+    pub overwrite: bool,
+    pub ip: Option<IpNet>,
+}
+
+impl Claims {
+    /// Claims with a fresh random nonce and no optional constraints.
+    pub fn new(direction: Direction, session: Option<String>, path: String, expires_at: u64) -> Self {
+        Claims {
+            direction,
+            session,
+            path,
+            expires_at,
+            nonce: rand::random(),
+            max_bytes: None,
+            sha256: None,
+            overwrite: true,
+            ip: None,
+        }
+    }
+
+    pub fn is_expired(&self, now_unix: u64) -> bool {
+        now_unix >= self.expires_at
+    }
+
+    /// A short, non-secret handle for logs: the first 6 bytes of the nonce in hex. It says which
+    /// link a line is about without letting a log reader rebuild the token.
+    pub fn short_id(&self) -> String {
+        hex(&self.nonce[..6])
+    }
+}
+
+/// A token whose MAC checked out, with the key id that vouched for it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Verified {
+    pub key_id: String,
+    pub claims: Claims,
+}
+
+/// Why a token was refused. The HTTP layer folds all of these into one "not found", so a
+/// prober learns nothing; `burnlink inspect` shows them to the operator.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum TokenError {
+    #[error("malformed")]
+    Malformed,
+    #[error("unsupported version")]
+    UnsupportedVersion,
+    #[error("unknown key")]
+    UnknownKey,
+    #[error("bad signature")]
+    BadSignature,
+}
+
+/// Why `BURNLINK_KEYS` could not be used.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum KeyError {
+    #[error("expected `kid:BASE64KEY[,kid:BASE64KEY…]`, got an empty list")]
+    Empty,
+    #[error("entry {0}: expected `kid:BASE64KEY`")]
+    Shape(usize),
+    #[error("entry {0}: key id must match [A-Za-z0-9_-]{{1,16}}")]
+    BadKeyId(usize),
+    #[error("entry {0}: key is not valid base64")]
+    BadBase64(usize),
+    #[error("entry {index}: key has {len} bytes, at least {MIN_KEY_LEN} are required")]
+    TooShort { index: usize, len: usize },
+    #[error("key id `{0}` appears twice")]
+    Duplicate(String),
+}
+
+struct Key {
+    id: String,
+    /// Keyed once at start-up; cloning the keyed state per token skips re-deriving the
+    /// inner and outer pads on the hot path.
+    mac: HmacSha256,
+}
+
+/// The signing and verifying keys. The first key signs; every key verifies, so rotation is
+/// "prepend the new key everywhere, wait out the longest TTL, drop the old one".
+pub struct Keyring {
+    keys: Vec<Key>,
+}
+
+impl fmt::Debug for Keyring {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Never print key material.
+        let ids: Vec<&str> = self.keys.iter().map(|k| k.id.as_str()).collect();
+        f.debug_struct("Keyring").field("key_ids", &ids).finish()
+    }
+}
+
+impl Keyring {
+    /// Parses `kid1:BASE64KEY,kid2:BASE64KEY`. Keys may be URL-safe or standard base64, padded
+    /// or not, since operators paste them from many tools.
+    pub fn parse(spec: &str) -> Result<Self, KeyError> {
+        let mut keys = Vec::new();
+        for (index, entry) in spec.split(',').map(str::trim).enumerate() {
+            if entry.is_empty() {
+                continue;
+            }
+            let index = index + 1;
+            let (id, b64) = entry.split_once(':').ok_or(KeyError::Shape(index))?;
+            if !is_valid_key_id(id) {
+                return Err(KeyError::BadKeyId(index));
+            }
+            let secret = decode_any_base64(b64.trim()).ok_or(KeyError::BadBase64(index))?;
+            if secret.len() < MIN_KEY_LEN {
+                return Err(KeyError::TooShort {
+                    index,
+                    len: secret.len(),
+                });
+            }
+            if keys.iter().any(|k: &Key| k.id == id) {
+                return Err(KeyError::Duplicate(id.to_string()));
+            }
+            keys.push(Key::new(id, &secret));
+        }
+        if keys.is_empty() {
+            return Err(KeyError::Empty);
+        }
+        Ok(Keyring { keys })
+    }
+
+    /// A keyring with one random key, for a single process that was given no keys.
+    pub fn ephemeral() -> Self {
+        let secret: [u8; 32] = rand::random();
+        Keyring {
+            keys: vec![Key::new("ephemeral", &secret)],
+        }
+    }
+
+    /// The id of the key that signs new tokens.
+    pub fn signing_key_id(&self) -> &str {
+        &self.keys[0].id
+    }
+
+    /// Encodes and signs `claims` with the first key.
+    pub fn sign(&self, claims: &Claims) -> String {
+        let key = &self.keys[0];
+        let mut buf = Vec::with_capacity(96 + claims.path.len());
+        encode_payload(&key.id, claims, &mut buf);
+        let mut mac = key.mac.clone();
+        mac.update(&buf);
+        buf.extend_from_slice(&mac.finalize().into_bytes());
+        Base64UrlUnpadded::encode_string(&buf)
+    }
+
+    /// Checks a token and returns its claims. Expiry is not checked here: callers decide what
+    /// an expired token means (410 on a transfer, a reason in `inspect`).
+    pub fn verify(&self, token: &str) -> Result<Verified, TokenError> {
+        // The shortest valid token is well over 64 bytes; the longest is bounded by the path
+        // length field. Refusing absurd lengths first keeps decoding cheap for junk.
+        if token.len() > 8192 {
+            return Err(TokenError::Malformed);
+        }
+        let raw = Base64UrlUnpadded::decode_vec(token).map_err(|_| TokenError::Malformed)?;
+        if raw.len() < 2 + MAC_LEN {
+            return Err(TokenError::Malformed);
+        }
+        let (payload, tag) = raw.split_at(raw.len() - MAC_LEN);
+        if payload[0] != VERSION {
+            return Err(TokenError::UnsupportedVersion);
+        }
+        let kid_len = payload[1] as usize;
+        let kid = payload.get(2..2 + kid_len).ok_or(TokenError::Malformed)?;
+        let key = self
+            .keys
+            .iter()
+            .find(|k| k.id.as_bytes() == kid)
+            .ok_or(TokenError::UnknownKey)?;
+        let mut mac = key.mac.clone();
+        mac.update(payload);
+        // `verify_slice` compares in constant time.
+        mac.verify_slice(tag)
+            .map_err(|_| TokenError::BadSignature)?;
+        let claims = decode_claims(&payload[2 + kid_len..])?;
+        Ok(Verified {
+            key_id: key.id.clone(),
+            claims,
+        })
+    }
+}
+
+impl Key {
+    fn new(id: &str, secret: &[u8]) -> Self {
+        Key {
+            id: id.to_string(),
+            mac: HmacSha256::new_from_slice(secret).expect("HMAC accepts keys of any length"),
+        }
+    }
+}
+
+/// `[A-Za-z0-9_-]{1,16}`: short enough to cost little in every token, plain enough to paste.
+pub fn is_valid_key_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= MAX_KID_LEN
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+/// A fresh `KID:KEY` line for `BURNLINK_KEYS`: 32 random bytes, URL-safe base64 unpadded.
+pub fn generate_key_entry() -> String {
+    let secret: [u8; 32] = rand::random();
+    let kid_bytes: [u8; 4] = rand::random();
+    format!(
+        "k{}:{}",
+        hex(&kid_bytes),
+        Base64UrlUnpadded::encode_string(&secret)
+    )
+}
+
+/// Pulls the token out of what a user pastes: a bare token or any burnlink URL that carries
+/// one (`/transfer/T`, `/transfer/T/name`, `/api/download/T`, `/api/links/T`).
+pub fn extract_token(input: &str) -> &str {
+    let input = input.trim();
+    let without_query = input.split(['?', '#']).next().unwrap_or(input);
+    for marker in ["/transfer/", "/api/download/", "/api/links/"] {
+        if let Some(pos) = without_query.find(marker) {
+            let rest = &without_query[pos + marker.len()..];
+            return rest.split('/').next().unwrap_or(rest);
+        }
+    }
+    without_query
+}
+
+pub fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        let _ = write!(s, "{b:02x}");
+    }
+    s
+}
+
+fn decode_any_base64(s: &str) -> Option<Vec<u8>> {
+    Base64UrlUnpadded::decode_vec(s)
+        .or_else(|_| Base64Url::decode_vec(s))
+        .or_else(|_| Base64::decode_vec(s))
+        .or_else(|_| Base64Unpadded::decode_vec(s))
+        .ok()
+}
+
+fn encode_payload(kid: &str, c: &Claims, buf: &mut Vec<u8>) {
+    let mut flags = 0u8;
+    if c.direction == Direction::Upload {
+        flags |= FLAG_UPLOAD;
+    }
+    if c.session.is_some() {
+        flags |= FLAG_SESSION;
+    }
+    if c.max_bytes.is_some() {
+        flags |= FLAG_MAX_BYTES;
+    }
+    if c.sha256.is_some() {
+        flags |= FLAG_SHA256;
+    }
+    if !c.overwrite {
+        flags |= FLAG_NO_OVERWRITE;
+    }
+    if c.ip.is_some() {
+        flags |= FLAG_IP;
+    }
+    buf.push(VERSION);
+    // Key ids are validated at parse time to be at most 16 bytes.
+    buf.push(kid.len() as u8);
+    buf.extend_from_slice(kid.as_bytes());
+    buf.push(flags);
+    buf.extend_from_slice(&c.expires_at.to_be_bytes());
+    buf.extend_from_slice(&c.nonce);
+    if let Some(session) = &c.session {
+        let s = &session.as_bytes()[..session.len().min(255)];
+        buf.push(s.len() as u8);
+        buf.extend_from_slice(s);
+    }
+    let p = &c.path.as_bytes()[..c.path.len().min(u16::MAX as usize)];
+    buf.extend_from_slice(&(p.len() as u16).to_be_bytes());
+    buf.extend_from_slice(p);
+    if let Some(max) = c.max_bytes {
+        buf.extend_from_slice(&max.to_be_bytes());
+    }
+    if let Some(digest) = &c.sha256 {
+        buf.extend_from_slice(digest);
+    }
+    if let Some(net) = c.ip {
+        match net.addr() {
+            IpAddr::V4(a) => {
+                buf.push(4);
+                buf.extend_from_slice(&a.octets());
+            }
+            IpAddr::V6(a) => {
+                buf.push(6);
+                buf.extend_from_slice(&a.octets());
+            }
+        }
+        buf.push(net.prefix_len());
+    }
+}
+
+/// A cursor over MAC-verified bytes. Any shortfall or leftover is `Malformed`: a valid MAC
+/// over a layout this build does not understand must still not be half-read.
+struct Reader<'a> {
+    buf: &'a [u8],
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], TokenError> {
+        if self.buf.len() < n {
+            return Err(TokenError::Malformed);
+        }
+        let (head, tail) = self.buf.split_at(n);
+        self.buf = tail;
+        Ok(head)
+    }
+    fn u8(&mut self) -> Result<u8, TokenError> {
+        Ok(self.take(1)?[0])
+    }
+    fn array<const N: usize>(&mut self) -> Result<[u8; N], TokenError> {
+        Ok(self.take(N)?.try_into().expect("length checked"))
+    }
+    fn u64(&mut self) -> Result<u64, TokenError> {
+        Ok(u64::from_be_bytes(self.array()?))
+    }
+    fn string(&mut self, n: usize) -> Result<String, TokenError> {
+        String::from_utf8(self.take(n)?.to_vec()).map_err(|_| TokenError::Malformed)
+    }
+}
+
+fn decode_claims(body: &[u8]) -> Result<Claims, TokenError> {
+    let mut r = Reader { buf: body };
+    let flags = r.u8()?;
+    if flags & !KNOWN_FLAGS != 0 {
+        return Err(TokenError::Malformed);
+    }
+    let expires_at = r.u64()?;
+    let nonce = r.array::<NONCE_LEN>()?;
+    let session = if flags & FLAG_SESSION != 0 {
+        let n = r.u8()? as usize;
+        Some(r.string(n)?)
+    } else {
+        None
+    };
+    let path_len = u16::from_be_bytes(r.array()?) as usize;
+    let path = r.string(path_len)?;
+    let max_bytes = (flags & FLAG_MAX_BYTES != 0).then(|| r.u64()).transpose()?;
+    let sha256 = (flags & FLAG_SHA256 != 0)
+        .then(|| r.array::<32>())
+        .transpose()?;
+    let ip = if flags & FLAG_IP != 0 {
+        let addr = match r.u8()? {
+            4 => IpAddr::V4(Ipv4Addr::from(r.array::<4>()?)),
+            6 => IpAddr::V6(Ipv6Addr::from(r.array::<16>()?)),
+            _ => return Err(TokenError::Malformed),
+        };
+        let prefix = r.u8()?;
+        Some(IpNet::new(addr, prefix).map_err(|_| TokenError::Malformed)?)
+    } else {
+        None
+    };
+    if !r.buf.is_empty() {
+        return Err(TokenError::Malformed);
+    }
+    Ok(Claims {
+        direction: if flags & FLAG_UPLOAD != 0 {
+            Direction::Upload
+        } else {
+            Direction::Download
+        },
+        session,
+        path,
+        expires_at,
+        nonce,
+        max_bytes,
+        sha256,
+        overwrite: flags & FLAG_NO_OVERWRITE == 0,
+        ip,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const K1: &str = "k1:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8";
+    const K2: &str = "k2:ICEiIyQlJicoKSorLC0uLzAxMjM0NTY3ODk6Ozw9Pj8";
+
+    fn sample() -> Claims {
+        let mut c = Claims::new(
+            Direction::Upload,
+            Some("sess-1".into()),
+            "reports/2026/q3 résumé.pdf".into(),
+            1_900_000_000,
+        );
+        c.max_bytes = Some(1 << 20);
+        c.sha256 = Some([7; 32]);
+        c.overwrite = false;
+        c.ip = Some("10.1.0.0/16".parse().unwrap());
+        c
+    }
+
+    #[test]
+    fn round_trip_with_every_field() {
+        let ring = Keyring::parse(K1).unwrap();
+        let claims = sample();
+        let token = ring.sign(&claims);
+        let v = ring.verify(&token).unwrap();
+        assert_eq!(v.claims, claims);
+        assert_eq!(v.key_id, "k1");
+        assert!(!token.contains(['+', '/', '=']), "URL-safe, unpadded: {token}");
+    }
+
+    #[test]
+    fn round_trip_minimal() {
+        let ring = Keyring::parse(K1).unwrap();
+        let claims = Claims::new(Direction::Download, None, "a".into(), 5);
+        assert_eq!(ring.verify(&ring.sign(&claims)).unwrap().claims, claims);
+    }
+
+    #[test]
+    fn rotation_old_tokens_verify_until_the_key_is_removed() {
+        let old = Keyring::parse(K1).unwrap();
+        let token = old.sign(&sample());
+        let rotated = Keyring::parse(&format!("{K2},{K1}")).unwrap();
+        assert_eq!(rotated.signing_key_id(), "k2");
+        assert_eq!(rotated.verify(&token).unwrap().key_id, "k1");
+        let new_token = rotated.sign(&sample());
+        assert_eq!(rotated.verify(&new_token).unwrap().key_id, "k2");
+        let retired = Keyring::parse(K2).unwrap();
+        assert_eq!(retired.verify(&token), Err(TokenError::UnknownKey));
+    }
+
+    #[test]
+    fn same_key_id_other_secret_is_a_bad_signature() {
+        let a = Keyring::parse(K1).unwrap();
+        let b = Keyring::parse(&format!("k1:{}", K2.split_once(':').unwrap().1)).unwrap();
+        assert_eq!(b.verify(&a.sign(&sample())), Err(TokenError::BadSignature));
+    }
+
+    #[test]
+    fn unknown_version_is_rejected() {
+        let ring = Keyring::parse(K1).unwrap();
+        let mut raw = Base64UrlUnpadded::decode_vec(&ring.sign(&sample())).unwrap();
+        raw[0] = 2;
+        let token = Base64UrlUnpadded::encode_string(&raw);
+        assert_eq!(ring.verify(&token), Err(TokenError::UnsupportedVersion));
+    }
+
+    #[test]
+    fn junk_is_malformed() {
+        let ring = Keyring::parse(K1).unwrap();
+        for junk in ["", "a", "!!!!", "AAAA", "AQ", &"A".repeat(9000)] {
+            assert!(ring.verify(junk).is_err(), "{junk:?}");
+        }
+        // Padding and the standard alphabet are not the token encoding.
+        let token = ring.sign(&sample());
+        assert!(ring.verify(&format!("{token}=")).is_err());
+    }
+
+    #[test]
+    fn every_single_bit_flip_is_rejected() {
+        let ring = Keyring::parse(K1).unwrap();
+        let raw = Base64UrlUnpadded::decode_vec(&ring.sign(&sample())).unwrap();
+        for byte in 0..raw.len() {
+            for bit in 0..8 {
+                let mut t = raw.clone();
+                t[byte] ^= 1 << bit;
+                let token = Base64UrlUnpadded::encode_string(&t);
+                assert!(ring.verify(&token).is_err(), "flip of byte {byte} bit {bit}");
+            }
+        }
+    }
+
+    #[test]
+    fn every_truncation_and_extension_is_rejected() {
+        let ring = Keyring::parse(K1).unwrap();
+        let token = ring.sign(&sample());
+        for n in 0..token.len() {
+            assert!(ring.verify(&token[..n]).is_err(), "truncated to {n}");
+        }
+        let raw = Base64UrlUnpadded::decode_vec(&token).unwrap();
+        for extra in [&[0u8][..], &[1, 2, 3], &[0; 32]] {
+            let mut t = raw.clone();
+            t.extend_from_slice(extra);
+            assert!(ring.verify(&Base64UrlUnpadded::encode_string(&t)).is_err());
+        }
+        for suffix in ["A", "AA", "AAAA", "x"] {
+            assert!(ring.verify(&format!("{token}{suffix}")).is_err());
+        }
+    }
+
+    #[test]
+    fn keys_parse_rules() {
+        assert!(matches!(Keyring::parse(""), Err(KeyError::Empty)));
+        assert!(matches!(Keyring::parse("nocolon"), Err(KeyError::Shape(1))));
+        assert!(matches!(
+            Keyring::parse("k1:c2hvcnQ"),
+            Err(KeyError::TooShort { index: 1, len: 5 })
+        ));
+        assert!(matches!(
+            Keyring::parse("bad kid:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8"),
+            Err(KeyError::BadKeyId(1))
+        ));
+        assert!(matches!(
+            Keyring::parse(&format!("{K1},{K1}")),
+            Err(KeyError::Duplicate(_))
+        ));
+        // Standard padded base64 of the same 32 bytes is accepted too.
+        let std = "k1:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+        let a = Keyring::parse(std).unwrap();
+        let b = Keyring::parse(K1).unwrap();
+        assert!(b.verify(&a.sign(&sample())).is_ok());
+    }
+
+    #[test]
+    fn generated_entries_parse() {
+        let entry = generate_key_entry();
+        let ring = Keyring::parse(&entry).unwrap();
+        assert!(is_valid_key_id(ring.signing_key_id()));
+        assert_ne!(generate_key_entry(), entry);
+    }
+
+    #[test]
+    fn token_is_found_in_any_url_shape() {
+        assert_eq!(extract_token("abc"), "abc");
+        assert_eq!(extract_token("http://h:1/transfer/abc"), "abc");
+        assert_eq!(extract_token("http://h/transfer/abc/file.txt?x=1"), "abc");
+        assert_eq!(extract_token("https://h/api/download/abc"), "abc");
+        assert_eq!(extract_token(" https://h/api/links/abc \n"), "abc");
+    }
+
+    fn arb_claims() -> impl Strategy<Value = Claims> {
+        (
+            any::<bool>(),
+            proptest::option::of("[A-Za-z0-9_-]{1,64}"),
+            "\\PC{0,200}",
+            any::<u64>(),
+            any::<[u8; 16]>(),
+            proptest::option::of(any::<u64>()),
+            proptest::option::of(any::<[u8; 32]>()),
+            any::<bool>(),
+            proptest::option::of((any::<[u8; 4]>(), 0u8..=32)),
+        )
+            .prop_map(|(up, session, path, exp, nonce, max, sha, ow, ip)| Claims {
+                direction: if up {
+                    Direction::Upload
+                } else {
+                    Direction::Download
+                },
+                session,
+                path,
+                expires_at: exp,
+                nonce,
+                max_bytes: max,
+                sha256: sha,
+                overwrite: ow,
+                ip: ip.map(|(a, p)| IpNet::new(IpAddr::V4(a.into()), p).unwrap()),
+            })
+    }
+
+    proptest! {
+        #[test]
+        fn any_claims_round_trip(claims in arb_claims()) {
+            let ring = Keyring::parse(K1).unwrap();
+            prop_assert_eq!(ring.verify(&ring.sign(&claims)).unwrap().claims, claims);
+        }
+
+        #[test]
+        fn random_mutations_never_verify(claims in arb_claims(), pos in any::<prop::sample::Index>(), byte in any::<u8>()) {
+            let ring = Keyring::parse(K1).unwrap();
+            let mut raw = Base64UrlUnpadded::decode_vec(&ring.sign(&claims)).unwrap();
+            let i = pos.index(raw.len());
+            prop_assume!(raw[i] != byte);
+            raw[i] = byte;
+            prop_assert!(ring.verify(&Base64UrlUnpadded::encode_string(&raw)).is_err());
+        }
+
+        #[test]
+        fn random_strings_never_verify(s in "[A-Za-z0-9_-]{0,300}") {
+            let ring = Keyring::parse(K1).unwrap();
+            prop_assert!(ring.verify(&s).is_err());
+        }
+    }
+}

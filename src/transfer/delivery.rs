@@ -1,0 +1,302 @@
+//! Holding a link while its bytes flow, and burning it exactly when they have been handed over.
+//!
+//! A transfer takes a [`Lease`] on the link's nonce. For a download the lease then moves into a
+//! small supervisor task that renews it while bytes flow and decides its fate once the response
+//! body is done with:
+//!
+//! - the body was dropped after yielding its last byte: the supervisor waits until the
+//!   connection has flushed (those bytes are in the kernel's socket buffer), then commits, which
+//!   burns the link; if the connection dies first, it releases instead;
+//! - the body was dropped early (client went away, read error): release, the link stays usable;
+//! - a range that did not include the file's last byte: release.
+//!
+//! Any lease not handed on (an error before streaming started) is released when dropped.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::Stream;
+use http_body::{Body, Frame, SizeHint};
+use tokio::io::{AsyncRead, Take};
+use tokio::sync::{oneshot, watch};
+use tokio_util::io::ReaderStream;
+
+use crate::error::ApiError;
+use crate::ledger::{Acquire, Ledger, LedgerError, Owner, Receipt};
+use crate::stats::StatsStore;
+use crate::telemetry::TransferAudit;
+use crate::token::{Claims, Nonce};
+
+/// Read size for file bodies: large enough for high throughput per syscall, small enough that
+/// many concurrent downloads stay within a few MiB.
+const CHUNK: usize = 64 * 1024;
+
+/// A held lease on one link. Releasing on drop makes every early return safe.
+pub struct Lease {
+    ledger: Arc<dyn Ledger>,
+    nonce: Nonce,
+    owner: Owner,
+    lifetime: Duration,
+    settled: bool,
+}
+
+impl Lease {
+    /// Takes the link's lease, or says why not in the transfer route's terms.
+    pub async fn acquire(
+        ledger: &Arc<dyn Ledger>,
+        claims: &Claims,
+        lifetime: Duration,
+    ) -> Result<Lease, ApiError> {
+        let owner = Owner::random();
+        match ledger
+            .lease(&claims.nonce, owner, claims.expires_at, lifetime)
+            .await?
+        {
+            Acquire::Granted => Ok(Lease {
+                ledger: ledger.clone(),
+                nonce: claims.nonce,
+                owner,
+                lifetime,
+                settled: false,
+            }),
+            Acquire::Busy => Err(ApiError::InProgress),
+            Acquire::Used => Err(ApiError::Used),
+            Acquire::Revoked => Err(ApiError::Revoked),
+        }
+    }
+
+    pub async fn renew(&self) -> Result<bool, LedgerError> {
+        self.ledger
+            .renew(&self.nonce, self.owner, self.lifetime)
+            .await
+    }
+
+    /// Burns the link. `Ok(false)`: the lease was lost (lapsed or revoked) and nothing burned.
+    pub async fn commit(mut self, receipt: Option<Receipt>) -> Result<bool, LedgerError> {
+        self.settled = true;
+        self.ledger.commit(&self.nonce, self.owner, receipt).await
+    }
+
+    pub async fn release(mut self) {
+        self.settled = true;
+        if let Err(e) = self.ledger.release(&self.nonce, self.owner).await {
+            // The lease lapses by itself after its lifetime.
+            tracing::warn!(error = %e, "could not release a lease; it will lapse");
+        }
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        if self.settled {
+            return;
+        }
+        let (ledger, nonce, owner) = (self.ledger.clone(), self.nonce, self.owner);
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(async move {
+                if let Err(e) = ledger.release(&nonce, owner).await {
+                    tracing::warn!(error = %e, "could not release a lease; it will lapse");
+                }
+            });
+        }
+    }
+}
+
+/// What the body tells its supervisor when it is dropped.
+enum Handoff {
+    /// Every byte was given to hyper; `epoch` is the connection's flush count at that moment.
+    Delivered { epoch: u64 },
+    Aborted,
+}
+
+/// What happens once the transfer is settled.
+pub struct Settle {
+    pub stats: Arc<dyn StatsStore>,
+    pub audit: TransferAudit,
+    pub session: Option<String>,
+    pub expires_at: u64,
+}
+
+/// Starts streaming `reader` (already positioned, `len` bytes) under `lease`. `burns` says
+/// whether this response carries the file's final byte.
+pub fn deliver<R>(
+    lease: Lease,
+    reader: R,
+    len: u64,
+    burns: bool,
+    flushed: watch::Receiver<u64>,
+    settle: Settle,
+) -> DeliveryBody<R>
+where
+    R: AsyncRead + Unpin + Send + 'static,
+{
+    let progress = Arc::new(AtomicU64::new(0));
+    let lost = Arc::new(AtomicBool::new(false));
+    let (tx, rx) = oneshot::channel();
+    tokio::spawn(supervise(
+        lease,
+        rx,
+        progress.clone(),
+        lost.clone(),
+        flushed.clone(),
+        burns,
+        settle,
+    ));
+    DeliveryBody {
+        stream: ReaderStream::with_capacity(tokio::io::AsyncReadExt::take(reader, len), CHUNK),
+        remaining: len,
+        progress,
+        lost,
+        handoff: Some(tx),
+        flushed,
+    }
+}
+
+async fn supervise(
+    lease: Lease,
+    handoff: oneshot::Receiver<Handoff>,
+    progress: Arc<AtomicU64>,
+    lost: Arc<AtomicBool>,
+    mut flushed: watch::Receiver<u64>,
+    burns: bool,
+    settle: Settle,
+) {
+    let period = lease.lifetime / 3;
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut seen = 0;
+    tokio::pin!(handoff);
+    let outcome = loop {
+        tokio::select! {
+            h = &mut handoff => break h.unwrap_or(Handoff::Aborted),
+            _ = tick.tick() => {
+                // Renew only while bytes flow: a client that stopped reading should not hold
+                // the link forever.
+                let now = progress.load(Ordering::Relaxed);
+                if now != seen {
+                    seen = now;
+                    if let Ok(false) = lease.renew().await {
+                        lost.store(true, Ordering::Relaxed);
+                    }
+                }
+            }
+        }
+    };
+    let bytes = progress.load(Ordering::Relaxed);
+    match outcome {
+        Handoff::Delivered { epoch } if burns => {
+            let flushed_out = loop {
+                tokio::select! {
+                    ok = flushed_past(&mut flushed, epoch) => break ok,
+                    _ = tick.tick() => { let _ = lease.renew().await; }
+                }
+            };
+            if !flushed_out {
+                lease.release().await;
+                settle.audit.log("aborted", bytes);
+                return;
+            }
+            match lease.commit(None).await {
+                Ok(true) => {
+                    if let Err(e) = settle
+                        .stats
+                        .record_use(settle.session.as_deref(), settle.expires_at)
+                        .await
+                    {
+                        tracing::warn!(error = %e, "could not count a used link");
+                    }
+                    settle.audit.log("completed", bytes);
+                }
+                Ok(false) => settle.audit.log("lease_lost", bytes),
+                Err(e) => {
+                    tracing::error!(error = %e, "could not burn a delivered link; it stays usable");
+                    settle.audit.log("commit_failed", bytes);
+                }
+            }
+        }
+        Handoff::Delivered { .. } => {
+            lease.release().await;
+            settle.audit.log("partial", bytes);
+        }
+        Handoff::Aborted => {
+            lease.release().await;
+            settle.audit.log("aborted", bytes);
+        }
+    }
+}
+
+/// Waits until the connection completes a flush after `epoch`; `false` if it closed first.
+async fn flushed_past(flushed: &mut watch::Receiver<u64>, epoch: u64) -> bool {
+    flushed.wait_for(|n| *n > epoch).await.is_ok()
+}
+
+/// A response body streaming a file region in constant memory. See the module docs for what
+/// its drop means.
+pub struct DeliveryBody<R> {
+    stream: ReaderStream<Take<R>>,
+    remaining: u64,
+    progress: Arc<AtomicU64>,
+    lost: Arc<AtomicBool>,
+    handoff: Option<oneshot::Sender<Handoff>>,
+    flushed: watch::Receiver<u64>,
+}
+
+impl<R: AsyncRead + Unpin> Body for DeliveryBody<R> {
+    type Data = Bytes;
+    type Error = io::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
+        if self.lost.load(Ordering::Relaxed) {
+            return Poll::Ready(Some(Err(io::Error::other("lease lost"))));
+        }
+        if self.remaining == 0 {
+            return Poll::Ready(None);
+        }
+        match ready!(Pin::new(&mut self.stream).poll_next(cx)) {
+            Some(Ok(chunk)) => {
+                let n = chunk.len() as u64;
+                self.remaining = self.remaining.saturating_sub(n);
+                self.progress.fetch_add(n, Ordering::Relaxed);
+                Poll::Ready(Some(Ok(Frame::data(chunk))))
+            }
+            Some(Err(e)) => Poll::Ready(Some(Err(e))),
+            // The file shrank under us: fail the response rather than send a short body that
+            // claims to be complete.
+            None => Poll::Ready(Some(Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "file shrank while being sent",
+            )))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.remaining == 0
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::with_exact(self.remaining)
+    }
+}
+
+impl<R> Drop for DeliveryBody<R> {
+    fn drop(&mut self) {
+        let handoff = if self.remaining == 0 && !self.lost.load(Ordering::Relaxed) {
+            Handoff::Delivered {
+                epoch: *self.flushed.borrow(),
+            }
+        } else {
+            Handoff::Aborted
+        };
+        if let Some(tx) = self.handoff.take() {
+            let _ = tx.send(handoff);
+        }
+    }
+}

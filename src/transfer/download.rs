@@ -1,0 +1,159 @@
+//! `GET` and `HEAD` on a download link.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, body::Body};
+use serde::Deserialize;
+
+use super::delivery::{self, Lease, Settle};
+use super::range::{self, Decision};
+use super::{authorize, disposition};
+use crate::error::ApiError;
+use crate::ledger::LinkState;
+use crate::links::unix_now;
+use crate::net::ConnInfo;
+use crate::sandbox::{self, SandboxError, SessionId};
+use crate::server::App;
+use crate::telemetry::TransferAudit;
+use crate::token::{Claims, Direction};
+
+#[derive(Deserialize)]
+pub struct TokenPath {
+    token: String,
+    /// Cosmetic, so `curl -O` saves under a real name; never trusted.
+    #[serde(default)]
+    #[allow(dead_code)]
+    name: Option<String>,
+}
+
+pub async fn download(
+    State(app): State<Arc<App>>,
+    Extension(conn): Extension<ConnInfo>,
+    method: Method,
+    Path(params): Path<TokenPath>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let claims = authorize(&app, &params.token, Direction::Download, unix_now())?;
+    let client = conn.client_ip(&headers, &app.config.trusted_proxies);
+    if let Some(net) = claims.ip
+        && !net.contains(&client)
+    {
+        return Err(ApiError::Forbidden(
+            "this link is restricted to other client addresses".into(),
+        ));
+    }
+
+    if method == Method::HEAD {
+        // Metadata only: never leases, never burns, so link previewers can look freely.
+        match app.ledger.state(&claims.nonce).await? {
+            LinkState::Used(_) => return Err(ApiError::Used),
+            LinkState::Revoked => return Err(ApiError::Revoked),
+            LinkState::Unused | LinkState::InProgress => {}
+        }
+        let (_, meta) = open(&app, &claims).await?;
+        let mut response = StatusCode::OK.into_response();
+        file_headers(response.headers_mut(), &claims, &meta);
+        set_len(response.headers_mut(), meta.len());
+        return Ok(response);
+    }
+
+    let lease = Lease::acquire(&app.ledger, &claims, app.config.lease).await?;
+    let (file, meta) = open(&app, &claims).await?;
+    let size = meta.len();
+    let range_header = headers.get(header::RANGE).and_then(|v| v.to_str().ok());
+    let (status, start, len) = match range::decide(range_header, size) {
+        Decision::Full => (StatusCode::OK, 0, size),
+        Decision::Partial(r) => (StatusCode::PARTIAL_CONTENT, *r.start(), r.end() - r.start() + 1),
+        Decision::Unsatisfiable => return Err(ApiError::RangeNotSatisfiable { size }),
+    };
+    let burns = start + len == size;
+
+    let mut file = tokio::fs::File::from_std(file);
+    if start > 0 {
+        use tokio::io::AsyncSeekExt;
+        file.seek(std::io::SeekFrom::Start(start))
+            .await
+            .map_err(|e| {
+                tracing::error!(error = %e, "seek failed");
+                ApiError::Internal
+            })?;
+    }
+    let settle = Settle {
+        stats: app.stats.clone(),
+        audit: TransferAudit::new(&claims, client),
+        session: claims.session.clone(),
+        expires_at: claims.expires_at,
+    };
+    let body = delivery::deliver(lease, file, len, burns, conn.flushed.clone(), settle);
+
+    let mut response = Response::new(Body::new(body));
+    *response.status_mut() = status;
+    let h = response.headers_mut();
+    file_headers(h, &claims, &meta);
+    set_len(h, len);
+    if status == StatusCode::PARTIAL_CONTENT
+        && let Ok(v) = HeaderValue::from_str(&format!("bytes {start}-{}/{size}", start + len - 1))
+    {
+        h.insert(header::CONTENT_RANGE, v);
+    }
+    Ok(response)
+}
+
+/// Opens the token's file through the sandbox again: whatever happened on disk since minting
+/// (deleted, swapped for a symlink out, replaced by a directory) is "not found" now.
+async fn open(app: &App, claims: &Claims) -> Result<(std::fs::File, std::fs::Metadata), ApiError> {
+    let sandbox = app.sandbox.clone();
+    let session = claims.session.clone();
+    let path = claims.path.clone();
+    let opened = tokio::task::spawn_blocking(move || {
+        let session = session.as_deref().map(SessionId::parse).transpose()?;
+        sandbox.open_file(session.as_ref(), &path)
+    })
+    .await
+    .map_err(|_| ApiError::Internal)?;
+    opened.map_err(|e| match e {
+        SandboxError::Io(err) => {
+            tracing::error!(error = %err, "file system error while opening a download");
+            ApiError::Internal
+        }
+        _ => ApiError::NotFound,
+    })
+}
+
+fn file_headers(h: &mut HeaderMap, claims: &Claims, meta: &std::fs::Metadata) {
+    let name = sandbox::file_name(&claims.path);
+    let mime = mime_guess::from_path(name).first_or_octet_stream();
+    if let Ok(v) = HeaderValue::from_str(mime.as_ref()) {
+        h.insert(header::CONTENT_TYPE, v);
+    }
+    h.insert(header::CONTENT_DISPOSITION, disposition::attachment(name));
+    h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    if let Ok(modified) = meta.modified() {
+        let date = httpdate(modified);
+        if let Ok(v) = HeaderValue::from_str(&date) {
+            h.insert(header::LAST_MODIFIED, v);
+        }
+    }
+}
+
+fn set_len(h: &mut HeaderMap, len: u64) {
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+}
+
+/// An IMF-fixdate (`Sun, 06 Nov 1994 08:49:37 GMT`).
+fn httpdate(t: std::time::SystemTime) -> String {
+    use time::macros::format_description;
+    let fmt = format_description!(
+        "[weekday repr:short], [day] [month repr:short] [year] [hour]:[minute]:[second] GMT"
+    );
+    time::OffsetDateTime::from(t).format(&fmt).unwrap_or_default()
+}

@@ -1,0 +1,46 @@
+//! The transfer routes: where a token is spent.
+//!
+//! Each handler reads like the contract: verify the token, take the link's lease, stream,
+//! and commit or release (see [`delivery`]).
+
+pub mod delivery;
+pub mod disposition;
+pub mod download;
+pub mod range;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::routing::get;
+
+use crate::error::ApiError;
+use crate::server::App;
+use crate::token::{Claims, Direction};
+
+pub fn routes() -> Router<Arc<App>> {
+    let download = get(download::download).head(download::download);
+    Router::new()
+        .route("/transfer/{token}", download.clone())
+        .route("/transfer/{token}/{name}", download.clone())
+        .route("/api/download/{token}", download)
+}
+
+/// Verifies a token for use in `direction` at `now`. Every way a token can be wrong (bad
+/// encoding, unknown key, forged, meant for the other direction) is the same "not found", so a
+/// prober learns nothing; only a genuine but expired link says so.
+pub fn authorize(
+    app: &App,
+    token: &str,
+    direction: Direction,
+    now_unix: u64,
+) -> Result<Claims, ApiError> {
+    let verified = app.keyring.verify(token).map_err(|_| ApiError::NotFound)?;
+    let claims = verified.claims;
+    if claims.direction != direction {
+        return Err(ApiError::NotFound);
+    }
+    if claims.is_expired(now_unix) {
+        return Err(ApiError::Expired);
+    }
+    Ok(claims)
+}
