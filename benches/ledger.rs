@@ -1,0 +1,94 @@
+//! The memory ledger: operations per second for a burn (lease + commit), and how many bytes
+//! one burned entry costs, measured with a counting allocator.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicIsize, Ordering};
+use std::time::Duration;
+
+use burnlink::ledger::{Ledger, MemoryLedger, Owner};
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+
+struct Counting;
+
+static LIVE: AtomicIsize = AtomicIsize::new(0);
+
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        LIVE.fetch_add(layout.size() as isize, Ordering::Relaxed);
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        LIVE.fetch_sub(layout.size() as isize, Ordering::Relaxed);
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        LIVE.fetch_add(new_size as isize - layout.size() as isize, Ordering::Relaxed);
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+const LEASE: Duration = Duration::from_secs(30);
+
+fn nonce(i: u64) -> [u8; 16] {
+    // Spread like random nonces: the shard is picked from the first byte.
+    let x = i.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    let mut n = [0u8; 16];
+    n[..8].copy_from_slice(&x.to_le_bytes());
+    n[8..].copy_from_slice(&i.to_le_bytes());
+    n
+}
+
+fn bytes_per_burned_entry(rt: &tokio::runtime::Runtime) {
+    const N: u64 = 1_000_000;
+    let before = LIVE.load(Ordering::Relaxed);
+    let ledger = MemoryLedger::new();
+    rt.block_on(async {
+        for i in 0..N {
+            let n = nonce(i);
+            ledger.lease(&n, Owner(1), u64::MAX, LEASE).await.unwrap();
+            ledger.commit(&n, Owner(1), None).await.unwrap();
+        }
+    });
+    let used = LIVE.load(Ordering::Relaxed) - before;
+    println!(
+        "ledger/memory: {N} burned entries use {:.1} MiB, {:.1} bytes per entry",
+        used as f64 / (1024.0 * 1024.0),
+        used as f64 / N as f64
+    );
+    drop(ledger);
+}
+
+fn bench(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    bytes_per_burned_entry(&rt);
+
+    let ledger = Arc::new(MemoryLedger::new());
+    let mut group = c.benchmark_group("ledger/memory");
+    group.throughput(Throughput::Elements(1));
+    let mut i = 0u64;
+    group.bench_function("lease_commit", |b| {
+        b.iter(|| {
+            i += 1;
+            let n = nonce(i);
+            rt.block_on(async {
+                ledger.lease(&n, Owner(7), u64::MAX, LEASE).await.unwrap();
+                ledger.commit(&n, Owner(7), None).await.unwrap()
+            })
+        })
+    });
+    group.bench_function("lease_on_burned", |b| {
+        let n = nonce(1);
+        b.iter(|| rt.block_on(ledger.lease(&n, Owner(8), u64::MAX, LEASE)).unwrap())
+    });
+    group.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

@@ -16,7 +16,11 @@ use crate::server;
 use crate::token::{Direction, TokenError, extract_token, generate_key_entry, hex};
 
 #[derive(Parser)]
-#[command(name = "burnlink", version, about = "One-time, expiring links to files in a sandbox")]
+#[command(
+    name = "burnlink",
+    version,
+    about = "One-time, expiring links to files in a sandbox"
+)]
 pub struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -88,7 +92,8 @@ pub fn parse_ttl(s: &str) -> Result<i64, String> {
         'd' => 86400,
         _ => return Err(format!("unknown unit `{unit}`: use s, m, h or d")),
     };
-    n.checked_mul(factor).ok_or_else(|| "duration is too long".to_string())
+    n.checked_mul(factor)
+        .ok_or_else(|| "duration is too long".to_string())
 }
 
 pub fn main() -> ExitCode {
@@ -142,7 +147,12 @@ fn mint(mut config: Config, args: MintArgs) -> Result<ExitCode, String> {
     )?;
     let sandbox = server::open_sandbox(&config).map_err(|e| e.to_string())?;
     let (base_url, _) = config.resolve_base_url(config.bind);
-    let minter = Minter::new(Arc::new(keyring), sandbox, server::limits(&config), base_url);
+    let minter = Minter::new(
+        Arc::new(keyring),
+        sandbox,
+        server::limits(&config),
+        base_url,
+    );
     let request = MintRequest {
         path: args.path,
         direction: Some(if args.upload {
@@ -187,10 +197,9 @@ fn mint(mut config: Config, args: MintArgs) -> Result<ExitCode, String> {
 }
 
 fn inspect(mut config: Config, input: &str) -> Result<ExitCode, String> {
-    let keyring = config
-        .keys
-        .take()
-        .ok_or("BURNLINK_KEYS is not set: a token can only be checked with the keys that signed it")?;
+    let keyring = config.keys.take().ok_or(
+        "BURNLINK_KEYS is not set: a token can only be checked with the keys that signed it",
+    )?;
     let token = extract_token(input);
     let verified = match keyring.verify(token) {
         Ok(v) => v,

@@ -40,7 +40,6 @@ pub const KNOWN_VARS: &[&str] = &[
 ];
 
 #[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 struct Raw {
     root: Option<String>,
     bind: Option<String>,
@@ -143,9 +142,12 @@ impl Config {
     fn from_raw(raw: Raw) -> Result<Self, ConfigError> {
         let bind: SocketAddr = match non_empty(raw.bind) {
             None => "127.0.0.1:8000".parse().expect("valid default"),
-            Some(s) => s
-                .parse()
-                .map_err(|_| bad("BIND", format!("expected IP:PORT such as 127.0.0.1:8000, got `{s}`")))?,
+            Some(s) => s.parse().map_err(|_| {
+                bad(
+                    "BIND",
+                    format!("expected IP:PORT such as 127.0.0.1:8000, got `{s}`"),
+                )
+            })?,
         };
         let base_url = match non_empty(raw.base_url) {
             None => None,
@@ -167,9 +169,12 @@ impl Config {
             None => None,
             Some(s) => Some(ApiTokens::parse(&s).map_err(|e| bad("API_TOKENS", e))?),
         };
-        let ttl_default = positive("TTL_DEFAULT_S", raw.ttl_default_s, 3600)?;
         let ttl_max = positive("TTL_MAX_S", raw.ttl_max_s, 86400)?;
-        if ttl_default > ttl_max {
+        // An operator who only lowers the maximum gets a default that fits under it; one who
+        // sets both inconsistently is told.
+        let default_given = non_empty(raw.ttl_default_s.clone()).is_some();
+        let ttl_default = positive("TTL_DEFAULT_S", raw.ttl_default_s, 3600.min(ttl_max))?;
+        if default_given && ttl_default > ttl_max {
             return Err(bad(
                 "TTL_DEFAULT_S",
                 format!("must not exceed BURNLINK_TTL_MAX_S ({ttl_max}), got {ttl_default}"),
@@ -190,12 +195,21 @@ impl Config {
         let log_format = match non_empty(raw.log_format).as_deref() {
             None | Some("text") => LogFormat::Text,
             Some("json") => LogFormat::Json,
-            Some(s) => return Err(bad("LOG_FORMAT", format!("expected `text` or `json`, got `{s}`"))),
+            Some(s) => {
+                return Err(bad(
+                    "LOG_FORMAT",
+                    format!("expected `text` or `json`, got `{s}`"),
+                ));
+            }
         };
         let browser_confirm = match non_empty(raw.browser_confirm).as_deref() {
             None => true,
-            Some(s) => parse_bool(s)
-                .ok_or_else(|| bad("BROWSER_CONFIRM", format!("expected true or false, got `{s}`")))?,
+            Some(s) => parse_bool(s).ok_or_else(|| {
+                bad(
+                    "BROWSER_CONFIRM",
+                    format!("expected true or false, got `{s}`"),
+                )
+            })?,
         };
         let upload_extensions = non_empty(raw.upload_extensions).map(|s| {
             s.split(',')
@@ -219,7 +233,10 @@ impl Config {
                     p.parse::<IpNet>()
                         .or_else(|_| p.parse::<std::net::IpAddr>().map(IpNet::from))
                         .map_err(|_| {
-                            bad("TRUSTED_PROXIES", format!("expected comma-separated CIDRs, got `{p}`"))
+                            bad(
+                                "TRUSTED_PROXIES",
+                                format!("expected comma-separated CIDRs, got `{p}`"),
+                            )
                         })
                 })
                 .collect::<Result<_, _>>()?,
@@ -238,7 +255,11 @@ impl Config {
             api_tokens,
             ttl_default,
             ttl_max,
-            max_download_bytes: positive("MAX_DOWNLOAD_BYTES", raw.max_download_bytes, 104_857_600)?,
+            max_download_bytes: positive(
+                "MAX_DOWNLOAD_BYTES",
+                raw.max_download_bytes,
+                104_857_600,
+            )?,
             max_upload_bytes: positive("MAX_UPLOAD_BYTES", raw.max_upload_bytes, 104_857_600)?,
             ledger,
             log: non_empty(raw.log).unwrap_or_else(|| "info".into()),
@@ -248,7 +269,11 @@ impl Config {
             mcp_allowed_hosts,
             trusted_proxies,
             lease: Duration::from_secs(positive("LEASE_S", raw.lease_s, 30)?),
-            shutdown_grace: Duration::from_secs(seconds("SHUTDOWN_GRACE_S", raw.shutdown_grace_s, 30)?),
+            shutdown_grace: Duration::from_secs(seconds(
+                "SHUTDOWN_GRACE_S",
+                raw.shutdown_grace_s,
+                30,
+            )?),
             idle_timeout: Duration::from_secs(positive("IDLE_TIMEOUT_S", raw.idle_timeout_s, 60)?),
         })
     }
@@ -286,7 +311,10 @@ fn positive(var: &'static str, v: Option<String>, default: u64) -> Result<u64, C
         None => Ok(default),
         Some(s) => match s.parse::<u64>() {
             Ok(n) if n > 0 => Ok(n),
-            _ => Err(bad(var, format!("expected a positive whole number, got `{s}`"))),
+            _ => Err(bad(
+                var,
+                format!("expected a positive whole number, got `{s}`"),
+            )),
         },
     }
 }
@@ -321,6 +349,23 @@ mod tests {
     }
 
     #[test]
+    fn a_lower_maximum_lowers_the_default_ttl() {
+        let c = Config::from_raw(Raw {
+            ttl_max_s: Some("600".into()),
+            ..Raw::default()
+        })
+        .unwrap();
+        assert_eq!((c.ttl_default, c.ttl_max), (600, 600));
+        let err = Config::from_raw(Raw {
+            ttl_max_s: Some("600".into()),
+            ttl_default_s: Some("700".into()),
+            ..Raw::default()
+        })
+        .unwrap_err();
+        assert_eq!(err.var, "TTL_DEFAULT_S");
+    }
+
+    #[test]
     fn wildcard_bind_uses_loopback_and_warns() {
         let c = Config::from_raw(Raw {
             bind: Some("0.0.0.0:9000".into()),
@@ -336,15 +381,69 @@ mod tests {
     #[test]
     fn errors_name_the_variable() {
         let cases: Vec<(Raw, &str)> = vec![
-            (Raw { bind: Some("nope".into()), ..Raw::default() }, "BURNLINK_BIND:"),
-            (Raw { ttl_max_s: Some("-1".into()), ..Raw::default() }, "BURNLINK_TTL_MAX_S:"),
-            (Raw { keys: Some("k1:short".into()), ..Raw::default() }, "BURNLINK_KEYS:"),
-            (Raw { ledger: Some("mysql://x".into()), ..Raw::default() }, "BURNLINK_LEDGER:"),
-            (Raw { log_format: Some("xml".into()), ..Raw::default() }, "BURNLINK_LOG_FORMAT:"),
-            (Raw { browser_confirm: Some("maybe".into()), ..Raw::default() }, "BURNLINK_BROWSER_CONFIRM:"),
-            (Raw { trusted_proxies: Some("10.0.0.0/99".into()), ..Raw::default() }, "BURNLINK_TRUSTED_PROXIES:"),
-            (Raw { base_url: Some("ftp://x".into()), ..Raw::default() }, "BURNLINK_BASE_URL:"),
-            (Raw { api_tokens: Some("a@bad session".into()), ..Raw::default() }, "BURNLINK_API_TOKENS:"),
+            (
+                Raw {
+                    bind: Some("nope".into()),
+                    ..Raw::default()
+                },
+                "BURNLINK_BIND:",
+            ),
+            (
+                Raw {
+                    ttl_max_s: Some("-1".into()),
+                    ..Raw::default()
+                },
+                "BURNLINK_TTL_MAX_S:",
+            ),
+            (
+                Raw {
+                    keys: Some("k1:short".into()),
+                    ..Raw::default()
+                },
+                "BURNLINK_KEYS:",
+            ),
+            (
+                Raw {
+                    ledger: Some("mysql://x".into()),
+                    ..Raw::default()
+                },
+                "BURNLINK_LEDGER:",
+            ),
+            (
+                Raw {
+                    log_format: Some("xml".into()),
+                    ..Raw::default()
+                },
+                "BURNLINK_LOG_FORMAT:",
+            ),
+            (
+                Raw {
+                    browser_confirm: Some("maybe".into()),
+                    ..Raw::default()
+                },
+                "BURNLINK_BROWSER_CONFIRM:",
+            ),
+            (
+                Raw {
+                    trusted_proxies: Some("10.0.0.0/99".into()),
+                    ..Raw::default()
+                },
+                "BURNLINK_TRUSTED_PROXIES:",
+            ),
+            (
+                Raw {
+                    base_url: Some("ftp://x".into()),
+                    ..Raw::default()
+                },
+                "BURNLINK_BASE_URL:",
+            ),
+            (
+                Raw {
+                    api_tokens: Some("a@bad session".into()),
+                    ..Raw::default()
+                },
+                "BURNLINK_API_TOKENS:",
+            ),
         ];
         for (raw, prefix) in cases {
             let msg = Config::from_raw(raw).unwrap_err().to_string();

@@ -143,9 +143,9 @@ impl From<MintError> for ApiError {
             MintError::TooLarge { size, limit } => ApiError::TooLarge(format!(
                 "{size} bytes is over the download ceiling of {limit} bytes"
             )),
-            MintError::Exists => ApiError::Exists(
-                "the destination exists and overwrite is false".into(),
-            ),
+            MintError::Exists => {
+                ApiError::Exists("the destination exists and overwrite is false".into())
+            }
         }
     }
 }

@@ -188,7 +188,11 @@ pub fn parse_ip(s: &str) -> Result<IpNet, MintError> {
     let s = s.trim();
     s.parse::<IpNet>()
         .or_else(|_| s.parse::<std::net::IpAddr>().map(IpNet::from))
-        .map_err(|_| MintError::BadRequest(format!("ip must be a CIDR such as 203.0.113.0/24, got `{s}`")))
+        .map_err(|_| {
+            MintError::BadRequest(format!(
+                "ip must be a CIDR such as 203.0.113.0/24, got `{s}`"
+            ))
+        })
 }
 
 /// Unix seconds as RFC 3339 UTC (`2026-11-21T15:04:05Z`).
@@ -243,7 +247,10 @@ mod tests {
         assert_eq!(out.expires_in_seconds, 3600);
         assert_eq!(out.claims.expires_at, 4_600);
         assert_eq!(out.expires_at, "1970-01-01T01:16:40Z");
-        assert_eq!(out.url, format!("http://h:1/transfer/{}/a%20b.txt", out.token));
+        assert_eq!(
+            out.url,
+            format!("http://h:1/transfer/{}/a%20b.txt", out.token)
+        );
     }
 
     #[test]
@@ -267,7 +274,10 @@ mod tests {
         let m = minter(dir.path());
         assert!(matches!(
             m.mint(req("big"), 0),
-            Err(MintError::TooLarge { size: 11, limit: 10 })
+            Err(MintError::TooLarge {
+                size: 11,
+                limit: 10
+            })
         ));
         assert!(matches!(
             m.mint(req("missing"), 0),

@@ -90,7 +90,11 @@ impl<T: AsyncRead> AsyncRead for FlushTracked<T> {
 }
 
 impl<T: AsyncWrite> AsyncWrite for FlushTracked<T> {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         self.project().inner.poll_write(cx, buf)
     }
 

@@ -322,15 +322,17 @@ mod tests {
         assert!(sb.open_file(Some(&s1), "inside-link").is_ok());
 
         // Absolute and relative symlinks out of the sandbox are refused.
-        std::os::unix::fs::symlink(outside.path().join("secret.txt"), root.join("s1/abs"))
-            .unwrap();
+        std::os::unix::fs::symlink(outside.path().join("secret.txt"), root.join("s1/abs")).unwrap();
         std::os::unix::fs::symlink("../../secret.txt", root.join("s1/rel")).unwrap();
         for name in ["abs", "rel"] {
             assert!(
                 matches!(sb.open_file(Some(&s1), name), Err(SandboxError::Outside)),
                 "{name}"
             );
-            assert!(matches!(sb.stat(Some(&s1), name), Err(SandboxError::Outside)));
+            assert!(matches!(
+                sb.stat(Some(&s1), name),
+                Err(SandboxError::Outside)
+            ));
         }
 
         // A symlink into another session's sandbox leaves this one, so it is refused too.
@@ -358,8 +360,11 @@ mod tests {
         let s1 = SessionId::parse("s1").unwrap();
         assert!(sb.open_file(Some(&s1), "sub/ok.txt").is_ok());
         std::fs::remove_file(root.join("s1/sub/ok.txt")).unwrap();
-        std::os::unix::fs::symlink(outside.path().join("secret.txt"), root.join("s1/sub/ok.txt"))
-            .unwrap();
+        std::os::unix::fs::symlink(
+            outside.path().join("secret.txt"),
+            root.join("s1/sub/ok.txt"),
+        )
+        .unwrap();
         assert!(matches!(
             sb.open_file(Some(&s1), "sub/ok.txt"),
             Err(SandboxError::Outside)

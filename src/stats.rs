@@ -65,7 +65,10 @@ impl Counters {
             total_tokens: self.minted,
             used_tokens: self.used,
             expired_tokens: expired,
-            active_tokens: self.minted.saturating_sub(self.used).saturating_sub(expired),
+            active_tokens: self
+                .minted
+                .saturating_sub(self.used)
+                .saturating_sub(expired),
         }
     }
 }
@@ -147,16 +150,43 @@ mod tests {
         s.record_use(Some("a"), 100).await.unwrap();
 
         let a = s.snapshot(Some(Some("a")), 50).await.unwrap();
-        assert_eq!((a.total_tokens, a.active_tokens, a.used_tokens, a.expired_tokens), (3, 2, 1, 0));
+        assert_eq!(
+            (
+                a.total_tokens,
+                a.active_tokens,
+                a.used_tokens,
+                a.expired_tokens
+            ),
+            (3, 2, 1, 0)
+        );
         let a = s.snapshot(Some(Some("a")), 150).await.unwrap();
-        assert_eq!((a.total_tokens, a.active_tokens, a.used_tokens, a.expired_tokens), (3, 1, 1, 1));
+        assert_eq!(
+            (
+                a.total_tokens,
+                a.active_tokens,
+                a.used_tokens,
+                a.expired_tokens
+            ),
+            (3, 1, 1, 1)
+        );
         // A use recorded after its bucket folded still counts once.
         s.record_use(Some("a"), 100).await.unwrap();
         let a = s.snapshot(Some(Some("a")), 150).await.unwrap();
-        assert_eq!((a.active_tokens, a.used_tokens, a.expired_tokens), (1, 2, 0));
+        assert_eq!(
+            (a.active_tokens, a.used_tokens, a.expired_tokens),
+            (1, 2, 0)
+        );
         let root = s.snapshot(Some(None), 150).await.unwrap();
         assert_eq!((root.total_tokens, root.active_tokens), (1, 1));
         let all = s.snapshot(None, 300).await.unwrap();
-        assert_eq!((all.total_tokens, all.active_tokens, all.used_tokens, all.expired_tokens), (4, 0, 2, 2));
+        assert_eq!(
+            (
+                all.total_tokens,
+                all.active_tokens,
+                all.used_tokens,
+                all.expired_tokens
+            ),
+            (4, 0, 2, 2)
+        );
     }
 }

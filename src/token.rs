@@ -96,7 +96,12 @@ pub struct Claims {
 
 impl Claims {
     /// Claims with a fresh random nonce and no optional constraints.
-    pub fn new(direction: Direction, session: Option<String>, path: String, expires_at: u64) -> Self {
+    pub fn new(
+        direction: Direction,
+        session: Option<String>,
+        path: String,
+        expires_at: u64,
+    ) -> Self {
         Claims {
             direction,
             session,
@@ -498,7 +503,10 @@ mod tests {
         let v = ring.verify(&token).unwrap();
         assert_eq!(v.claims, claims);
         assert_eq!(v.key_id, "k1");
-        assert!(!token.contains(['+', '/', '=']), "URL-safe, unpadded: {token}");
+        assert!(
+            !token.contains(['+', '/', '=']),
+            "URL-safe, unpadded: {token}"
+        );
     }
 
     #[test]
@@ -557,7 +565,10 @@ mod tests {
                 let mut t = raw.clone();
                 t[byte] ^= 1 << bit;
                 let token = Base64UrlUnpadded::encode_string(&t);
-                assert!(ring.verify(&token).is_err(), "flip of byte {byte} bit {bit}");
+                assert!(
+                    ring.verify(&token).is_err(),
+                    "flip of byte {byte} bit {bit}"
+                );
             }
         }
     }

@@ -46,7 +46,9 @@ impl ApiTokens {
                 Some((secret, session)) => (
                     secret,
                     Some(SessionId::parse(session).map_err(|_| {
-                        format!("session after `@` must match [A-Za-z0-9_-]{{1,64}}, got `{session}`")
+                        format!(
+                            "session after `@` must match [A-Za-z0-9_-]{{1,64}}, got `{session}`"
+                        )
                     })?),
                 ),
                 None => (item, None),
@@ -104,10 +106,7 @@ impl Caller {
     /// (`None` = the root sandbox). A pinned token asking for another session is refused.
     pub fn session_for(&self, requested: Option<&str>) -> Result<Option<SessionId>, ApiError> {
         let requested = requested
-            .map(|s| {
-                SessionId::parse(s)
-                    .map_err(|e| ApiError::BadRequest(format!("session: {e}")))
-            })
+            .map(|s| SessionId::parse(s).map_err(|e| ApiError::BadRequest(format!("session: {e}"))))
             .transpose()?;
         match (&self.pinned, requested) {
             (Some(pinned), Some(asked)) if *pinned != asked => Err(ApiError::Forbidden(format!(
@@ -121,9 +120,9 @@ impl Caller {
     /// Whether this caller may see or act on a link of `session`.
     pub fn may_act_on(&self, session: Option<&str>) -> Result<(), ApiError> {
         match &self.pinned {
-            Some(pinned) if session != Some(pinned.as_str()) => Err(ApiError::Forbidden(
-                format!("this API token is pinned to session `{pinned}`"),
-            )),
+            Some(pinned) if session != Some(pinned.as_str()) => Err(ApiError::Forbidden(format!(
+                "this API token is pinned to session `{pinned}`"
+            ))),
             _ => Ok(()),
         }
     }
@@ -172,7 +171,10 @@ mod tests {
             pinned: Some(SessionId::parse("s1").unwrap()),
         };
         assert_eq!(pinned.session_for(None).unwrap().unwrap().as_str(), "s1");
-        assert_eq!(pinned.session_for(Some("s1")).unwrap().unwrap().as_str(), "s1");
+        assert_eq!(
+            pinned.session_for(Some("s1")).unwrap().unwrap().as_str(),
+            "s1"
+        );
         assert!(matches!(
             pinned.session_for(Some("s2")),
             Err(ApiError::Forbidden(_))

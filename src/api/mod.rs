@@ -17,7 +17,10 @@ use crate::server::App;
 pub fn routes() -> Router<Arc<App>> {
     Router::new()
         .route("/api/links", post(links::create))
-        .route("/api/links/{token}", get(links::status).delete(links::revoke))
+        .route(
+            "/api/links/{token}",
+            get(links::status).delete(links::revoke),
+        )
         .route("/api/download/generate", post(compat::generate))
         .route("/api/download/stats", get(compat::stats))
         .route("/healthz", get(links::healthz))

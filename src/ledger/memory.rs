@@ -46,7 +46,10 @@ struct Entry {
 
 enum State {
     /// `until_ms` counts from the ledger's start on tokio's clock, so tests can pause time.
-    Leased { owner: [u8; 16], until_ms: u64 },
+    Leased {
+        owner: [u8; 16],
+        until_ms: u64,
+    },
     Burned,
     /// Uploads keep what arrived; boxed so download entries do not pay for it.
     BurnedWithReceipt(Box<Receipt>),
@@ -363,6 +366,9 @@ mod tests {
         let weak = Arc::downgrade(&l);
         drop(l);
         tokio::time::sleep(Duration::from_secs(2)).await;
-        assert!(weak.upgrade().is_none(), "purger must not keep the ledger alive");
+        assert!(
+            weak.upgrade().is_none(),
+            "purger must not keep the ledger alive"
+        );
     }
 }

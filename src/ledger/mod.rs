@@ -199,7 +199,10 @@ pub(crate) mod suite {
 
     pub async fn revoke_rules(l: &dyn Ledger) {
         assert_eq!(l.revoke(&nonce(3), FAR).await.unwrap(), Revoke::Revoked);
-        assert_eq!(l.revoke(&nonce(3), FAR).await.unwrap(), Revoke::AlreadyRevoked);
+        assert_eq!(
+            l.revoke(&nonce(3), FAR).await.unwrap(),
+            Revoke::AlreadyRevoked
+        );
         assert_eq!(
             l.lease(&nonce(3), Owner(1), FAR, LEASE).await.unwrap(),
             Acquire::Revoked

@@ -110,7 +110,9 @@ impl Drop for Lease {
 /// What the body tells its supervisor when it is dropped.
 enum Handoff {
     /// Every byte was given to hyper; `epoch` is the connection's flush count at that moment.
-    Delivered { epoch: u64 },
+    Delivered {
+        epoch: u64,
+    },
     Aborted,
 }
 

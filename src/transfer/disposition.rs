@@ -62,9 +62,16 @@ mod tests {
         let v = attachment("résumé 2026.pdf");
         let s = std::str::from_utf8(v.as_bytes()).unwrap();
         assert!(s.contains("filename=\"résumé 2026.pdf\""), "{s}");
-        assert!(s.contains("filename*=UTF-8''r%C3%A9sum%C3%A9%202026.pdf"), "{s}");
+        assert!(
+            s.contains("filename*=UTF-8''r%C3%A9sum%C3%A9%202026.pdf"),
+            "{s}"
+        );
         let v = attachment("a\"b\\c\r\nd");
-        assert!(std::str::from_utf8(v.as_bytes()).unwrap().contains("filename=\"a_b_c__d\""));
+        assert!(
+            std::str::from_utf8(v.as_bytes())
+                .unwrap()
+                .contains("filename=\"a_b_c__d\"")
+        );
     }
 
     proptest! {

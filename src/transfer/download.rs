@@ -66,7 +66,11 @@ pub async fn download(
     let range_header = headers.get(header::RANGE).and_then(|v| v.to_str().ok());
     let (status, start, len) = match range::decide(range_header, size) {
         Decision::Full => (StatusCode::OK, 0, size),
-        Decision::Partial(r) => (StatusCode::PARTIAL_CONTENT, *r.start(), r.end() - r.start() + 1),
+        Decision::Partial(r) => (
+            StatusCode::PARTIAL_CONTENT,
+            *r.start(),
+            r.end() - r.start() + 1,
+        ),
         Decision::Unsatisfiable => return Err(ApiError::RangeNotSatisfiable { size }),
     };
     let burns = start + len == size;
@@ -132,7 +136,10 @@ fn file_headers(h: &mut HeaderMap, claims: &Claims, meta: &std::fs::Metadata) {
     h.insert(header::CONTENT_DISPOSITION, disposition::attachment(name));
     h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
     h.insert(
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),
@@ -155,5 +162,7 @@ fn httpdate(t: std::time::SystemTime) -> String {
     let fmt = format_description!(
         "[weekday repr:short], [day] [month repr:short] [year] [hour]:[minute]:[second] GMT"
     );
-    time::OffsetDateTime::from(t).format(&fmt).unwrap_or_default()
+    time::OffsetDateTime::from(t)
+        .format(&fmt)
+        .unwrap_or_default()
 }
