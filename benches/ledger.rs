@@ -23,7 +23,10 @@ unsafe impl GlobalAlloc for Counting {
         unsafe { System.dealloc(ptr, layout) }
     }
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        LIVE.fetch_add(new_size as isize - layout.size() as isize, Ordering::Relaxed);
+        LIVE.fetch_add(
+            new_size as isize - layout.size() as isize,
+            Ordering::Relaxed,
+        );
         unsafe { System.realloc(ptr, layout, new_size) }
     }
 }
@@ -85,7 +88,10 @@ fn bench(c: &mut Criterion) {
     });
     group.bench_function("lease_on_burned", |b| {
         let n = nonce(1);
-        b.iter(|| rt.block_on(ledger.lease(&n, Owner(8), u64::MAX, LEASE)).unwrap())
+        b.iter(|| {
+            rt.block_on(ledger.lease(&n, Owner(8), u64::MAX, LEASE))
+                .unwrap()
+        })
     });
     group.finish();
 }

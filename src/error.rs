@@ -149,3 +149,59 @@ impl From<MintError> for ApiError {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_ledger_outage_fails_closed_as_503_unavailable() {
+        let e = ApiError::from(LedgerError::Unavailable("connection refused".into()));
+        let r = e.into_response();
+        assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(r.headers()[header::RETRY_AFTER], "1");
+    }
+
+    #[test]
+    fn every_code_is_one_of_the_contract_codes() {
+        const CODES: &[&str] = &[
+            "not_found",
+            "used",
+            "revoked",
+            "expired",
+            "in_progress",
+            "too_large",
+            "digest_mismatch",
+            "unsupported_media_type",
+            "range_not_satisfiable",
+            "exists",
+            "unauthorized",
+            "forbidden",
+            "bad_request",
+            "invalid_ttl",
+            "unavailable",
+            "rate_limited",
+            "internal",
+        ];
+        let all = [
+            ApiError::NotFound,
+            ApiError::Used,
+            ApiError::Revoked,
+            ApiError::Expired,
+            ApiError::InProgress,
+            ApiError::TooLarge(String::new()),
+            ApiError::RangeNotSatisfiable { size: 1 },
+            ApiError::Exists(String::new()),
+            ApiError::Unauthorized,
+            ApiError::Forbidden(String::new()),
+            ApiError::BadRequest(String::new()),
+            ApiError::MissingFile(String::new()),
+            ApiError::InvalidTtl,
+            ApiError::Unavailable,
+            ApiError::Internal,
+        ];
+        for e in all {
+            assert!(CODES.contains(&e.code()), "{}", e.code());
+        }
+    }
+}

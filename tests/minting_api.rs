@@ -185,7 +185,10 @@ async fn status_and_revoke() {
         .unwrap();
     assert_eq!(error_code(r).await, (404, "not_found".into()));
 
-    assert_eq!(s.get(&url).await.status(), 200);
+    let r = s.get(&url).await;
+    assert_eq!(r.status(), 200);
+    // Read the body: a client that hangs up before the body arrives leaves the link usable.
+    assert_eq!(r.bytes().await.unwrap().as_ref(), b"f");
     assert_eq!(s.settled_state(&url).await, "used");
     // A used link cannot be revoked; it stays used.
     let r = s
