@@ -269,7 +269,8 @@ fn revoke(mut config: Config, input: &str) -> Result<ExitCode, String> {
             .bearer_auth(api_token.first())
             .send()
             .await
-            .map_err(|e| format!("cannot reach {base_url}: {e}"))?;
+            // Without the URL: it carries the live token, and this may land in a CI log.
+            .map_err(|e| format!("cannot reach {base_url}: {}", e.without_url()))?;
         let status = response.status();
         let body: serde_json::Value = response.json().await.unwrap_or_default();
         if status.is_success() {

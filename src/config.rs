@@ -268,13 +268,18 @@ impl Config {
             upload_extensions,
             mcp_allowed_hosts,
             trusted_proxies,
-            lease: Duration::from_secs(positive("LEASE_S", raw.lease_s, 30)?),
+            lease: Duration::from_secs(bounded("LEASE_S", raw.lease_s, 30, 3600)?),
             shutdown_grace: Duration::from_secs(seconds(
                 "SHUTDOWN_GRACE_S",
                 raw.shutdown_grace_s,
                 30,
             )?),
-            idle_timeout: Duration::from_secs(positive("IDLE_TIMEOUT_S", raw.idle_timeout_s, 60)?),
+            idle_timeout: Duration::from_secs(bounded(
+                "IDLE_TIMEOUT_S",
+                raw.idle_timeout_s,
+                60,
+                86400,
+            )?),
         })
     }
 
@@ -317,6 +322,20 @@ fn positive(var: &'static str, v: Option<String>, default: u64) -> Result<u64, C
             )),
         },
     }
+}
+
+/// A positive number of seconds no larger than `max` (timers past it are surely a typo).
+fn bounded(
+    var: &'static str,
+    v: Option<String>,
+    default: u64,
+    max: u64,
+) -> Result<u64, ConfigError> {
+    let n = positive(var, v, default)?;
+    if n > max {
+        return Err(bad(var, format!("expected at most {max} seconds, got {n}")));
+    }
+    Ok(n)
 }
 
 fn parse_bool(s: &str) -> Option<bool> {

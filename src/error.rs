@@ -38,6 +38,8 @@ pub enum ApiError {
     BadRequest(String),
     #[error("{0}")]
     MissingFile(String),
+    #[error("this method is not allowed on this route")]
+    MethodNotAllowed,
     #[error("ttl must be a positive number of seconds")]
     InvalidTtl,
     #[error("the link ledger is unreachable; try again shortly")]
@@ -59,6 +61,7 @@ impl ApiError {
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::InvalidTtl => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
@@ -78,7 +81,7 @@ impl ApiError {
             ApiError::Exists(_) => "exists",
             ApiError::Unauthorized => "unauthorized",
             ApiError::Forbidden(_) => "forbidden",
-            ApiError::BadRequest(_) => "bad_request",
+            ApiError::BadRequest(_) | ApiError::MethodNotAllowed => "bad_request",
             ApiError::InvalidTtl => "invalid_ttl",
             ApiError::Unavailable => "unavailable",
             ApiError::Internal => "internal",
@@ -197,6 +200,7 @@ mod tests {
             ApiError::BadRequest(String::new()),
             ApiError::MissingFile(String::new()),
             ApiError::InvalidTtl,
+            ApiError::MethodNotAllowed,
             ApiError::Unavailable,
             ApiError::Internal,
         ];

@@ -6,6 +6,7 @@
 //! learn when its last bytes have left hyper's buffer for the kernel: the contract's moment at
 //! which a link burns.
 
+use std::future::Future;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::{Pin, pin};
@@ -21,6 +22,7 @@ use pin_project_lite::pin_project;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+use tokio::time::Sleep;
 use tower::ServiceExt;
 
 /// What a handler may know about the connection its request came on.
@@ -41,6 +43,8 @@ impl ConnInfo {
 }
 
 pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAddr {
+    // On a dual-stack socket IPv4 clients appear as `::ffff:a.b.c.d`; IPv4 CIDRs must match them.
+    let peer = peer.to_canonical();
     let is_trusted = |ip: &IpAddr| trusted.iter().any(|n| n.contains(ip));
     if !is_trusted(&peer) {
         return peer;
@@ -50,7 +54,8 @@ pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAddr
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .filter_map(|h| h.trim().parse().ok())
+        .filter_map(|h| h.trim().parse::<IpAddr>().ok())
+        .map(|ip| ip.to_canonical())
         .collect();
     // Walk from the nearest hop back; the first one we do not trust is the client.
     let mut client = peer;
@@ -64,18 +69,54 @@ pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAddr
 }
 
 pin_project! {
-    /// An I/O stream that counts completed flushes.
+    /// An I/O stream that counts completed flushes, and fails writes that make no progress for
+    /// `write_idle`: a client that stops reading must not hold a link (or a connection) forever.
     pub struct FlushTracked<T> {
         #[pin]
         inner: T,
         flushes: watch::Sender<u64>,
+        write_idle: Duration,
+        stalled: Option<Pin<Box<Sleep>>>,
     }
 }
 
 impl<T> FlushTracked<T> {
-    pub fn new(inner: T) -> (Self, watch::Receiver<u64>) {
+    pub fn new(inner: T, write_idle: Duration) -> (Self, watch::Receiver<u64>) {
         let (flushes, rx) = watch::channel(0);
-        (FlushTracked { inner, flushes }, rx)
+        (
+            FlushTracked {
+                inner,
+                flushes,
+                write_idle,
+                stalled: None,
+            },
+            rx,
+        )
+    }
+}
+
+/// Tracks how long a write has been pending; `Err(TimedOut)` once it exceeds `limit`.
+fn watch_stall<R>(
+    result: Poll<io::Result<R>>,
+    stalled: &mut Option<Pin<Box<Sleep>>>,
+    limit: Duration,
+    cx: &mut Context<'_>,
+) -> Poll<io::Result<R>> {
+    match result {
+        Poll::Pending => {
+            let timer = stalled.get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
+            if timer.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "client stopped reading",
+                )));
+            }
+            Poll::Pending
+        }
+        ready => {
+            *stalled = None;
+            ready
+        }
     }
 }
 
@@ -95,7 +136,9 @@ impl<T: AsyncWrite> AsyncWrite for FlushTracked<T> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        self.project().inner.poll_write(cx, buf)
+        let this = self.project();
+        let result = this.inner.poll_write(cx, buf);
+        watch_stall(result, this.stalled, *this.write_idle, cx)
     }
 
     fn poll_write_vectored(
@@ -103,7 +146,9 @@ impl<T: AsyncWrite> AsyncWrite for FlushTracked<T> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        self.project().inner.poll_write_vectored(cx, bufs)
+        let this = self.project();
+        let result = this.inner.poll_write_vectored(cx, bufs);
+        watch_stall(result, this.stalled, *this.write_idle, cx)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -130,6 +175,8 @@ impl<T: AsyncWrite> AsyncWrite for FlushTracked<T> {
 #[derive(Clone, Copy, Debug)]
 pub struct ConnLimits {
     pub header_read_timeout: Duration,
+    /// How long a write may wait for a client that does not read.
+    pub write_idle: Duration,
     pub max_header_bytes: usize,
 }
 
@@ -158,7 +205,7 @@ pub async fn serve(
             () = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
-        let (io, flushed) = FlushTracked::new(stream);
+        let (io, flushed) = FlushTracked::new(stream, limits.write_idle);
         let info = ConnInfo { peer, flushed };
         let router = router.clone();
         let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
@@ -214,6 +261,15 @@ mod tests {
         assert_eq!(
             client_ip("10.0.0.2".parse().unwrap(), &HeaderMap::new(), &trusted),
             "10.0.0.2".parse::<IpAddr>().unwrap()
+        );
+        // IPv4 peers on a dual-stack socket are matched as IPv4.
+        assert_eq!(
+            client_ip("::ffff:10.0.0.2".parse().unwrap(), &h, &trusted),
+            "198.51.100.8".parse::<IpAddr>().unwrap()
+        );
+        assert_eq!(
+            client_ip("::ffff:192.0.2.1".parse().unwrap(), &h, &trusted),
+            "192.0.2.1".parse::<IpAddr>().unwrap()
         );
     }
 }

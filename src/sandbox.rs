@@ -13,7 +13,7 @@ use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
 
 use cap_std::ambient_authority;
-use cap_std::fs::{Dir, Metadata};
+use cap_std::fs::{Dir, Metadata, OpenOptions, OpenOptionsExt};
 
 /// Longest relative path accepted; Linux's PATH_MAX.
 pub const MAX_PATH_LEN: usize = 4096;
@@ -93,7 +93,10 @@ impl Kind {
 /// The sandbox root, opened once. Cheap to clone.
 #[derive(Clone)]
 pub struct Sandbox {
+    /// Canonical (symlinks resolved).
     root_path: PathBuf,
+    /// As configured, made absolute: callers may write absolute paths either way.
+    configured_path: PathBuf,
     root: Arc<Dir>,
 }
 
@@ -110,9 +113,11 @@ impl Sandbox {
     pub fn open(root: &Path) -> io::Result<Self> {
         std::fs::create_dir_all(root)?;
         let root_path = root.canonicalize()?;
+        let configured_path = std::path::absolute(root)?;
         let root = Dir::open_ambient_dir(&root_path, ambient_authority())?;
         Ok(Sandbox {
             root_path,
+            configured_path,
             root: Arc::new(root),
         })
     }
@@ -132,7 +137,16 @@ impl Sandbox {
         session: Option<&SessionId>,
         input: &str,
     ) -> Result<String, SandboxError> {
-        normalize(&self.dir_path(session), input)
+        match normalize(&self.dir_path(session), input) {
+            Err(SandboxError::Outside) if Path::new(input).is_absolute() => {
+                let configured = match session {
+                    Some(s) => self.configured_path.join(s.as_str()),
+                    None => self.configured_path.clone(),
+                };
+                normalize(&configured, input)
+            }
+            other => other,
+        }
     }
 
     /// Opens the session's directory. Blocking.
@@ -160,7 +174,13 @@ impl Sandbox {
         rel: &str,
     ) -> Result<(std::fs::File, std::fs::Metadata), SandboxError> {
         let dir = self.session_dir(session)?;
-        let file = dir.open(rel)?.into_std();
+        // O_NONBLOCK: opening a FIFO swapped in after minting must not block a thread forever;
+        // regular files ignore the flag.
+        let mut options = OpenOptions::new();
+        options
+            .read(true)
+            .custom_flags(rustix::fs::OFlags::NONBLOCK.bits() as i32);
+        let file = dir.open_with(rel, &options)?.into_std();
         let meta = file.metadata()?;
         if !meta.is_file() {
             return Err(SandboxError::NotAFileOrDirectory);
@@ -352,6 +372,39 @@ mod tests {
             sb.open_file(Some(&s1), "sub"),
             Err(SandboxError::NotAFileOrDirectory)
         ));
+    }
+
+    #[test]
+    fn a_fifo_is_refused_without_blocking() {
+        let (_outside, sb, root) = tree();
+        let fifo = root.join("s1/pipe");
+        assert!(
+            std::process::Command::new("mkfifo")
+                .arg(&fifo)
+                .status()
+                .unwrap()
+                .success()
+        );
+        let s1 = SessionId::parse("s1").unwrap();
+        assert!(matches!(
+            sb.open_file(Some(&s1), "pipe"),
+            Err(SandboxError::NotAFileOrDirectory)
+        ));
+    }
+
+    #[test]
+    fn absolute_paths_through_a_symlinked_root_are_inside() {
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(outside.path().join("real")).unwrap();
+        std::os::unix::fs::symlink(outside.path().join("real"), outside.path().join("link"))
+            .unwrap();
+        let sb = Sandbox::open(&outside.path().join("link")).unwrap();
+        for root in ["real", "link"] {
+            let abs = outside.path().join(root).join("a.txt");
+            assert_eq!(sb.normalize(None, abs.to_str().unwrap()).unwrap(), "a.txt");
+        }
+        let other = outside.path().join("elsewhere.txt");
+        assert!(sb.normalize(None, other.to_str().unwrap()).is_err());
     }
 
     #[test]

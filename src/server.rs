@@ -102,6 +102,7 @@ pub fn router(app: Arc<App>) -> Router {
         .merge(transfer::routes())
         .merge(api::routes())
         .fallback(|| async { ApiError::NotFound })
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .with_state(app)
 }
 
@@ -170,6 +171,7 @@ pub async fn run(mut config: Config) -> Result<(), StartError> {
     let grace = config.shutdown_grace;
     let conn_limits = ConnLimits {
         header_read_timeout: Duration::from_secs(30),
+        write_idle: config.idle_timeout,
         max_header_bytes: 64 * 1024,
     };
     let app = Arc::new(App {

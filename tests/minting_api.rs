@@ -282,8 +282,17 @@ async fn compatibility_generate_and_stats() {
             (r.status().as_u16(), r.json::<Value>().await.unwrap())
         }
     };
-    let (st, v) = stats("?session_id=s1", API_TOKEN).await;
-    assert_eq!(st, 200);
+    // The use is counted just after the burn becomes visible; allow it a moment.
+    let mut v = Value::Null;
+    for _ in 0..100 {
+        let (st, got) = stats("?session_id=s1", API_TOKEN).await;
+        assert_eq!(st, 200);
+        v = got;
+        if v["statistics"]["used_tokens"] == 1 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
     assert_eq!(
         v["statistics"],
         json!({"total_tokens": 2, "active_tokens": 1, "used_tokens": 1, "expired_tokens": 0})

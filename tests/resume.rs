@@ -17,7 +17,7 @@ async fn curl_resumes_a_broken_download() {
 
     // First attempt: slow and cut short by curl itself.
     let status = curl()
-        .args(["--limit-rate", "2M", "--max-time", "1", "-o"])
+        .args(["--limit-rate", "2M", "--max-time", "3", "-o"])
         .arg(&out)
         .arg(&url)
         .status()

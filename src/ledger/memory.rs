@@ -18,6 +18,11 @@ use crate::token::Nonce;
 
 const SHARDS: usize = 16;
 
+/// How long a burned or revoked entry outlives its token. An expired token is refused before
+/// the ledger is asked, so this is not needed for safety; it lets `GET /api/links/{token}` keep
+/// answering `used` (and an upload's receipt) for a while after expiry instead of `expired`.
+pub const RETAIN_AFTER_EXPIRY_S: u64 = 3600;
+
 /// Nonces are 128 random bits chosen by us and vouched for by the MAC, so an attacker cannot
 /// pick colliding keys; hashing them again would only cost time.
 #[derive(Default)]
@@ -77,7 +82,7 @@ impl MemoryLedger {
 
     /// Starts the task that forgets expired entries. It holds only a weak reference, so it
     /// ends by itself when the ledger is dropped.
-    pub fn spawn_purger(self: &Arc<Self>, every: Duration) {
+    pub fn spawn_purger(self: &Arc<Self>, every: Duration) -> tokio::task::JoinHandle<()> {
         let weak: Weak<Self> = Arc::downgrade(self);
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(every);
@@ -85,21 +90,21 @@ impl MemoryLedger {
             loop {
                 tick.tick().await;
                 let Some(ledger) = weak.upgrade() else { break };
-                ledger.purge_expired(unix_now());
+                ledger.purge_expired(unix_now().saturating_sub(RETAIN_AFTER_EXPIRY_S));
             }
-        });
+        })
     }
 
-    /// Drops every entry whose token expired before `now_unix`, except leases still running
+    /// Drops every entry whose token expired before `cutoff_unix`, except leases still running
     /// (their transfer may be finishing the last bytes). Returns how many were dropped.
-    pub fn purge_expired(&self, now_unix: u64) -> usize {
+    pub fn purge_expired(&self, cutoff_unix: u64) -> usize {
         let now_ms = self.now_ms();
         let mut dropped = 0;
         for shard in &self.shards {
             let mut map = lock(shard);
             let before = map.len();
             map.retain(|_, e| {
-                u64::from(e.expires_at) > now_unix
+                u64::from(e.expires_at) > cutoff_unix
                     || matches!(e.state, State::Leased { until_ms, .. } if until_ms > now_ms)
             });
             dropped += before - map.len();

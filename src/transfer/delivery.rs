@@ -24,6 +24,7 @@ use futures_util::Stream;
 use http_body::{Body, Frame, SizeHint};
 use tokio::io::{AsyncRead, Take};
 use tokio::sync::{oneshot, watch};
+use tokio::time::Instant;
 use tokio_util::io::ReaderStream;
 
 use crate::error::ApiError;
@@ -139,12 +140,16 @@ where
 {
     let progress = Arc::new(AtomicU64::new(0));
     let lost = Arc::new(AtomicBool::new(false));
+    let valid = Validity::new(lease.lifetime);
     let (tx, rx) = oneshot::channel();
     tokio::spawn(supervise(
         lease,
         rx,
-        progress.clone(),
-        lost.clone(),
+        Shared {
+            progress: progress.clone(),
+            lost: lost.clone(),
+            valid: valid.clone(),
+        },
         flushed.clone(),
         burns,
         settle,
@@ -154,22 +159,71 @@ where
         remaining: len,
         progress,
         lost,
+        valid,
         handoff: Some(tx),
         flushed,
+    }
+}
+
+/// Until when the lease is surely still ours, as milliseconds on tokio's clock since `base`.
+/// Measured from *before* each renew call, so it never runs past the ledger's own deadline.
+#[derive(Clone)]
+struct Validity {
+    base: Instant,
+    until_ms: Arc<AtomicU64>,
+}
+
+impl Validity {
+    fn new(lifetime: Duration) -> Self {
+        let v = Validity {
+            base: Instant::now(),
+            until_ms: Arc::new(AtomicU64::new(0)),
+        };
+        v.extend_from(v.base, lifetime);
+        v
+    }
+
+    fn extend_from(&self, start: Instant, lifetime: Duration) {
+        let until = (start + lifetime).saturating_duration_since(self.base);
+        self.until_ms
+            .store(until.as_millis() as u64, Ordering::Relaxed);
+    }
+
+    fn expired(&self) -> bool {
+        self.base.elapsed().as_millis() as u64 >= self.until_ms.load(Ordering::Relaxed)
+    }
+}
+
+/// State the body and its supervisor both see.
+struct Shared {
+    progress: Arc<AtomicU64>,
+    lost: Arc<AtomicBool>,
+    valid: Validity,
+}
+
+impl Shared {
+    async fn renew(&self, lease: &Lease) {
+        let start = Instant::now();
+        match lease.renew().await {
+            Ok(true) => self.valid.extend_from(start, lease.lifetime),
+            Ok(false) => self.lost.store(true, Ordering::Relaxed),
+            // The ledger is unreachable: the lease runs out at its old deadline, and the body
+            // stops sending then.
+            Err(e) => tracing::warn!(error = %e, "could not renew a lease"),
+        }
     }
 }
 
 async fn supervise(
     lease: Lease,
     handoff: oneshot::Receiver<Handoff>,
-    progress: Arc<AtomicU64>,
-    lost: Arc<AtomicBool>,
+    shared: Shared,
     mut flushed: watch::Receiver<u64>,
     burns: bool,
     settle: Settle,
 ) {
     let period = lease.lifetime / 3;
-    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+    let mut tick = tokio::time::interval_at(Instant::now() + period, period);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut seen = 0;
     tokio::pin!(handoff);
@@ -177,25 +231,26 @@ async fn supervise(
         tokio::select! {
             h = &mut handoff => break h.unwrap_or(Handoff::Aborted),
             _ = tick.tick() => {
-                // Renew only while bytes flow: a client that stopped reading should not hold
-                // the link forever.
-                let now = progress.load(Ordering::Relaxed);
-                if now != seen {
+                // Renew only while bytes flow: a client that stopped reading does not hold the
+                // link, and once the lease has run out the body refuses to send more.
+                let now = shared.progress.load(Ordering::Relaxed);
+                if now != seen && !shared.valid.expired() {
                     seen = now;
-                    if let Ok(false) = lease.renew().await {
-                        lost.store(true, Ordering::Relaxed);
-                    }
+                    shared.renew(&lease).await;
                 }
             }
         }
     };
-    let bytes = progress.load(Ordering::Relaxed);
+    let bytes = shared.progress.load(Ordering::Relaxed);
     match outcome {
         Handoff::Delivered { epoch } if burns => {
+            // The last bytes are in hyper's buffer, on their way to the socket. Keep the lease
+            // while they drain; a client that stops reading is cut off by the connection's
+            // write-idle timeout, which ends this wait with a release.
             let flushed_out = loop {
                 tokio::select! {
                     ok = flushed_past(&mut flushed, epoch) => break ok,
-                    _ = tick.tick() => { let _ = lease.renew().await; }
+                    _ = tick.tick() => shared.renew(&lease).await,
                 }
             };
             if !flushed_out {
@@ -244,6 +299,7 @@ pub struct DeliveryBody<R> {
     remaining: u64,
     progress: Arc<AtomicU64>,
     lost: Arc<AtomicBool>,
+    valid: Validity,
     handoff: Option<oneshot::Sender<Handoff>>,
     flushed: watch::Receiver<u64>,
 }
@@ -256,7 +312,10 @@ impl<R: AsyncRead + Unpin> Body for DeliveryBody<R> {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
-        if self.lost.load(Ordering::Relaxed) {
+        // Never send past the lease: once it may have lapsed, another transfer may hold the
+        // link, and two full deliveries of a one-time link must not happen.
+        if self.lost.load(Ordering::Relaxed) || self.valid.expired() {
+            self.lost.store(true, Ordering::Relaxed);
             return Poll::Ready(Some(Err(io::Error::other("lease lost"))));
         }
         if self.remaining == 0 {

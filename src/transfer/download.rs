@@ -48,11 +48,7 @@ pub async fn download(
 
     if method == Method::HEAD {
         // Metadata only: never leases, never burns, so link previewers can look freely.
-        match app.ledger.state(&claims.nonce).await? {
-            LinkState::Used(_) => return Err(ApiError::Used),
-            LinkState::Revoked => return Err(ApiError::Revoked),
-            LinkState::Unused | LinkState::InProgress => {}
-        }
+        refuse_if_spent(app.ledger.state(&claims.nonce).await?)?;
         let (_, meta) = open(&app, &claims).await?;
         let mut response = StatusCode::OK.into_response();
         file_headers(response.headers_mut(), &claims, &meta);
@@ -60,7 +56,8 @@ pub async fn download(
         return Ok(response);
     }
 
-    let lease = Lease::acquire(&app.ledger, &claims, app.config.lease).await?;
+    // Everything that can fail without touching the link comes first, so a 404 or 416 never
+    // holds the lease (a retry right after would otherwise see 409).
     let (file, meta) = open(&app, &claims).await?;
     let size = meta.len();
     let range_header = headers.get(header::RANGE).and_then(|v| v.to_str().ok());
@@ -71,8 +68,13 @@ pub async fn download(
             *r.start(),
             r.end() - r.start() + 1,
         ),
-        Decision::Unsatisfiable => return Err(ApiError::RangeNotSatisfiable { size }),
+        Decision::Unsatisfiable => {
+            // A spent link says so rather than blaming the range.
+            refuse_if_spent(app.ledger.state(&claims.nonce).await?)?;
+            return Err(ApiError::RangeNotSatisfiable { size });
+        }
     };
+    let lease = Lease::acquire(&app.ledger, &claims, app.config.lease).await?;
     let burns = start + len == size;
 
     let mut file = tokio::fs::File::from_std(file);
@@ -104,6 +106,14 @@ pub async fn download(
         h.insert(header::CONTENT_RANGE, v);
     }
     Ok(response)
+}
+
+fn refuse_if_spent(state: LinkState) -> Result<(), ApiError> {
+    match state {
+        LinkState::Used(_) => Err(ApiError::Used),
+        LinkState::Revoked => Err(ApiError::Revoked),
+        LinkState::Unused | LinkState::InProgress => Ok(()),
+    }
 }
 
 /// Opens the token's file through the sandbox again: whatever happened on disk since minting
