@@ -1,13 +1,14 @@
 //! The in-process ledger, for a single replica.
 //!
-//! Entries live in a few mutex-guarded hash maps (sharded by nonce so concurrent transfers
-//! rarely contend) and are purged by a background task once their token has expired. A burned
-//! entry is a 16-byte key plus about 40 bytes of value; the `ledger` bench measures the real
-//! cost per entry including the table's overhead.
+//! Most entries are spent links (burned or revoked) waiting for their token to expire, so
+//! those live in their own map with a 24-byte bucket (16-byte nonce, 4-byte expiry, a flag);
+//! the few links in flight and the receipts of uploads have maps of their own. Each shard's
+//! maps sit behind one mutex, so every transition is atomic, and shards (picked by nonce) keep
+//! concurrent transfers from contending. The `ledger` bench measures bytes per burned entry.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
@@ -41,28 +42,43 @@ impl Hasher for NonceHasher {
     }
 }
 
-type Map = HashMap<Nonce, Entry, BuildHasherDefault<NonceHasher>>;
+type Map<V> = HashMap<Nonce, V, BuildHasherDefault<NonceHasher>>;
 
-struct Entry {
-    /// The token's expiry (unix seconds); u32 lasts until 2106 and keeps the entry small.
+/// A burned or revoked link.
+#[derive(Clone, Copy)]
+struct Spent {
+    /// The token's expiry (unix seconds); u32 lasts until 2106 and keeps the bucket small.
     expires_at: u32,
-    state: State,
+    revoked: bool,
 }
 
-enum State {
-    /// `until_ms` counts from the ledger's start on tokio's clock, so tests can pause time.
-    Leased {
-        owner: [u8; 16],
-        until_ms: u64,
-    },
-    Burned,
-    /// Uploads keep what arrived; boxed so download entries do not pay for it.
-    BurnedWithReceipt(Box<Receipt>),
-    Revoked,
+/// A link in flight.
+struct Held {
+    owner: Owner,
+    /// Milliseconds since the ledger's start on tokio's clock, so tests can pause time.
+    until_ms: u64,
+    expires_at: u64,
+}
+
+#[derive(Default)]
+struct Shard {
+    spent: Map<Spent>,
+    held: Map<Held>,
+    receipts: Map<Receipt>,
+}
+
+impl Shard {
+    fn live_lease(&mut self, nonce: &Nonce, now_ms: u64) -> Option<&mut Held> {
+        self.held.get_mut(nonce).filter(|h| h.until_ms > now_ms)
+    }
+
+    fn owned_lease(&mut self, nonce: &Nonce, owner: Owner, now_ms: u64) -> Option<&mut Held> {
+        self.live_lease(nonce, now_ms).filter(|h| h.owner == owner)
+    }
 }
 
 pub struct MemoryLedger {
-    shards: [Mutex<Map>; SHARDS],
+    shards: [Mutex<Shard>; SHARDS],
     started: Instant,
 }
 
@@ -75,7 +91,7 @@ impl Default for MemoryLedger {
 impl MemoryLedger {
     pub fn new() -> Self {
         MemoryLedger {
-            shards: std::array::from_fn(|_| Mutex::new(Map::default())),
+            shards: std::array::from_fn(|_| Mutex::new(Shard::default())),
             started: Instant::now(),
         }
     }
@@ -101,22 +117,28 @@ impl MemoryLedger {
         let now_ms = self.now_ms();
         let mut dropped = 0;
         for shard in &self.shards {
-            let mut map = lock(shard);
-            let before = map.len();
-            map.retain(|_, e| {
-                u64::from(e.expires_at) > cutoff_unix
-                    || matches!(e.state, State::Leased { until_ms, .. } if until_ms > now_ms)
-            });
-            dropped += before - map.len();
-            if map.capacity() > 64 && map.len() < map.capacity() / 4 {
-                map.shrink_to_fit();
+            let mut shard = lock(shard);
+            let before = shard.spent.len() + shard.held.len();
+            shard
+                .spent
+                .retain(|_, s| u64::from(s.expires_at) > cutoff_unix);
+            shard
+                .held
+                .retain(|_, h| h.expires_at > cutoff_unix || h.until_ms > now_ms);
+            let Shard {
+                spent, receipts, ..
+            } = &mut *shard;
+            receipts.retain(|nonce, _| spent.contains_key(nonce));
+            dropped += before - (shard.spent.len() + shard.held.len());
+            if shard.spent.capacity() > 64 && shard.spent.len() < shard.spent.capacity() / 4 {
+                shard.spent.shrink_to_fit();
             }
         }
         dropped
     }
 
-    fn shard(&self, nonce: &Nonce) -> &Mutex<Map> {
-        &self.shards[nonce[0] as usize % SHARDS]
+    fn shard(&self, nonce: &Nonce) -> MutexGuard<'_, Shard> {
+        lock(&self.shards[nonce[0] as usize % SHARDS])
     }
 
     fn now_ms(&self) -> u64 {
@@ -128,9 +150,9 @@ impl MemoryLedger {
     }
 }
 
-fn lock(m: &Mutex<Map>) -> std::sync::MutexGuard<'_, Map> {
-    // A panic while holding the lock cannot leave an entry half-written (every update is a
-    // single assignment), so a poisoned map is still consistent.
+fn lock(m: &Mutex<Shard>) -> MutexGuard<'_, Shard> {
+    // Every update under the lock is a handful of map operations that cannot panic halfway
+    // in a way that breaks the rules below, so a poisoned shard is still consistent.
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
@@ -156,23 +178,24 @@ impl Ledger for MemoryLedger {
     ) -> Result<Acquire, LedgerError> {
         let now = self.now_ms();
         let until_ms = self.deadline(lifetime);
-        let mut map = lock(self.shard(nonce));
-        if let Some(entry) = map.get(nonce) {
-            match entry.state {
-                State::Leased { until_ms, .. } if until_ms > now => return Ok(Acquire::Busy),
-                State::Leased { .. } => {} // lapsed: its owner died or stalled
-                State::Burned | State::BurnedWithReceipt(_) => return Ok(Acquire::Used),
-                State::Revoked => return Ok(Acquire::Revoked),
-            }
+        let mut shard = self.shard(nonce);
+        if let Some(spent) = shard.spent.get(nonce) {
+            return Ok(if spent.revoked {
+                Acquire::Revoked
+            } else {
+                Acquire::Used
+            });
         }
-        map.insert(
+        if shard.live_lease(nonce, now).is_some() {
+            return Ok(Acquire::Busy);
+        }
+        // Absent, or a lapsed lease whose owner died or stalled.
+        shard.held.insert(
             *nonce,
-            Entry {
-                expires_at: clamp_expiry(expires_at),
-                state: State::Leased {
-                    owner: owner.0.to_le_bytes(),
-                    until_ms,
-                },
+            Held {
+                owner,
+                until_ms,
+                expires_at,
             },
         );
         Ok(Acquire::Granted)
@@ -185,18 +208,15 @@ impl Ledger for MemoryLedger {
         lifetime: Duration,
     ) -> Result<bool, LedgerError> {
         let now = self.now_ms();
-        let new_until = self.deadline(lifetime);
-        let mut map = lock(self.shard(nonce));
-        match map.get_mut(nonce) {
-            Some(Entry {
-                state: State::Leased { owner: o, until_ms },
-                ..
-            }) if *o == owner.0.to_le_bytes() && *until_ms > now => {
-                *until_ms = new_until;
-                Ok(true)
+        let until_ms = self.deadline(lifetime);
+        let mut shard = self.shard(nonce);
+        Ok(match shard.owned_lease(nonce, owner, now) {
+            Some(held) => {
+                held.until_ms = until_ms;
+                true
             }
-            _ => Ok(false),
-        }
+            None => false,
+        })
     }
 
     async fn commit(
@@ -206,71 +226,68 @@ impl Ledger for MemoryLedger {
         receipt: Option<Receipt>,
     ) -> Result<bool, LedgerError> {
         let now = self.now_ms();
-        let mut map = lock(self.shard(nonce));
-        match map.get_mut(nonce) {
-            Some(entry) => match entry.state {
-                State::Leased { owner: o, until_ms }
-                    if o == owner.0.to_le_bytes() && until_ms > now =>
-                {
-                    entry.state = match receipt {
-                        Some(r) => State::BurnedWithReceipt(Box::new(r)),
-                        None => State::Burned,
-                    };
-                    Ok(true)
-                }
-                _ => Ok(false),
+        let mut shard = self.shard(nonce);
+        let Some(held) = shard.owned_lease(nonce, owner, now) else {
+            return Ok(false);
+        };
+        let expires_at = clamp_expiry(held.expires_at);
+        shard.held.remove(nonce);
+        shard.spent.insert(
+            *nonce,
+            Spent {
+                expires_at,
+                revoked: false,
             },
-            None => Ok(false),
+        );
+        if let Some(r) = receipt {
+            shard.receipts.insert(*nonce, r);
         }
+        Ok(true)
     }
 
     async fn release(&self, nonce: &Nonce, owner: Owner) -> Result<(), LedgerError> {
-        let mut map = lock(self.shard(nonce));
-        if let Some(Entry {
-            state: State::Leased { owner: o, .. },
-            ..
-        }) = map.get(nonce)
-            && *o == owner.0.to_le_bytes()
-        {
-            map.remove(nonce);
+        let mut shard = self.shard(nonce);
+        if shard.held.get(nonce).is_some_and(|h| h.owner == owner) {
+            shard.held.remove(nonce);
         }
         Ok(())
     }
 
     async fn revoke(&self, nonce: &Nonce, expires_at: u64) -> Result<Revoke, LedgerError> {
-        let mut map = lock(self.shard(nonce));
-        match map.get_mut(nonce) {
-            Some(entry) => match entry.state {
-                State::Burned | State::BurnedWithReceipt(_) => Ok(Revoke::AlreadyUsed),
-                State::Revoked => Ok(Revoke::AlreadyRevoked),
-                State::Leased { .. } => {
-                    entry.state = State::Revoked;
-                    Ok(Revoke::Revoked)
-                }
-            },
-            None => {
-                map.insert(
-                    *nonce,
-                    Entry {
-                        expires_at: clamp_expiry(expires_at),
-                        state: State::Revoked,
-                    },
-                );
-                Ok(Revoke::Revoked)
-            }
+        let mut shard = self.shard(nonce);
+        if let Some(spent) = shard.spent.get(nonce) {
+            return Ok(if spent.revoked {
+                Revoke::AlreadyRevoked
+            } else {
+                Revoke::AlreadyUsed
+            });
         }
+        // A transfer in flight loses its lease: it can no longer renew or commit.
+        shard.held.remove(nonce);
+        shard.spent.insert(
+            *nonce,
+            Spent {
+                expires_at: clamp_expiry(expires_at),
+                revoked: true,
+            },
+        );
+        Ok(Revoke::Revoked)
     }
 
     async fn state(&self, nonce: &Nonce) -> Result<LinkState, LedgerError> {
         let now = self.now_ms();
-        let map = lock(self.shard(nonce));
-        Ok(match map.get(nonce).map(|e| &e.state) {
-            None => LinkState::Unused,
-            Some(State::Leased { until_ms, .. }) if *until_ms > now => LinkState::InProgress,
-            Some(State::Leased { .. }) => LinkState::Unused,
-            Some(State::Burned) => LinkState::Used(None),
-            Some(State::BurnedWithReceipt(r)) => LinkState::Used(Some(**r)),
-            Some(State::Revoked) => LinkState::Revoked,
+        let mut shard = self.shard(nonce);
+        if let Some(spent) = shard.spent.get(nonce) {
+            return Ok(if spent.revoked {
+                LinkState::Revoked
+            } else {
+                LinkState::Used(shard.receipts.get(nonce).copied())
+            });
+        }
+        Ok(if shard.live_lease(nonce, now).is_some() {
+            LinkState::InProgress
+        } else {
+            LinkState::Unused
         })
     }
 
@@ -279,7 +296,14 @@ impl Ledger for MemoryLedger {
     }
 
     async fn entries(&self) -> Result<u64, LedgerError> {
-        Ok(self.shards.iter().map(|s| lock(s).len() as u64).sum())
+        Ok(self
+            .shards
+            .iter()
+            .map(|s| {
+                let s = lock(s);
+                (s.spent.len() + s.held.len()) as u64
+            })
+            .sum())
     }
 }
 
