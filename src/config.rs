@@ -64,17 +64,18 @@ struct Raw {
     tls_key: Option<String>,
 }
 
-/// A variable with a bad value. Displays as the one line start-up prints.
+/// A variable (or the `.env` file) with a bad value. Displays as the one line start-up prints.
 #[derive(Debug, thiserror::Error)]
-#[error("BURNLINK_{var}: {expected}")]
+#[error("{var}: {expected}")]
 pub struct ConfigError {
-    pub var: &'static str,
+    /// The full variable name (`BURNLINK_BIND`), or `.env`.
+    pub var: String,
     pub expected: String,
 }
 
 fn bad(var: &'static str, expected: impl Into<String>) -> ConfigError {
     ConfigError {
-        var,
+        var: format!("BURNLINK_{var}"),
         expected: expected.into(),
     }
 }
@@ -119,12 +120,26 @@ pub struct Config {
 }
 
 impl Config {
-    /// Reads `.env` (the real environment wins) and then the environment.
+    /// Reads `./.env` if there is one (the real environment wins), then the environment.
+    /// Only the current directory's `.env` counts: one found by walking up into a parent
+    /// directory would be a surprise.
     pub fn from_env() -> Result<Self, ConfigError> {
-        let _ = dotenvy::dotenv();
+        match dotenvy::from_path(".env") {
+            Ok(()) => {}
+            Err(e) if e.not_found() => {}
+            Err(e) => {
+                return Err(ConfigError {
+                    var: ".env".into(),
+                    expected: format!("cannot be read: {e}"),
+                });
+            }
+        }
         let raw: Raw = envy::prefixed("BURNLINK_")
             .from_env()
-            .map_err(|e| bad("*", e.to_string()))?;
+            .map_err(|e| ConfigError {
+                var: "BURNLINK_*".into(),
+                expected: e.to_string(),
+            })?;
         Self::from_raw(raw)
     }
 
@@ -381,7 +396,7 @@ mod tests {
             ..Raw::default()
         })
         .unwrap_err();
-        assert_eq!(err.var, "TTL_DEFAULT_S");
+        assert_eq!(err.var, "BURNLINK_TTL_DEFAULT_S");
     }
 
     #[test]

@@ -151,3 +151,41 @@ fn a_bad_variable_stops_start_up_with_one_line_naming_it() {
         assert!(err.contains(var), "{err}");
     }
 }
+
+#[test]
+fn dot_env_is_read_and_the_real_environment_wins() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("data")).unwrap();
+    std::fs::write(dir.path().join("data/f.txt"), b"f").unwrap();
+    std::fs::write(
+        dir.path().join(".env"),
+        format!("BURNLINK_KEYS={KEYS}\nBURNLINK_ROOT=./data\nBURNLINK_TTL_DEFAULT_S=77\n"),
+    )
+    .unwrap();
+    let ttl = |extra: &[(&str, &str)]| {
+        let mut c = Command::new(bin());
+        c.args(["mint", "f.txt", "--json"]).current_dir(dir.path());
+        for (k, v) in extra {
+            c.env(k, v);
+        }
+        let out = c.output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        v["expires_in_seconds"].as_u64().unwrap()
+    };
+    assert_eq!(ttl(&[]), 77);
+    assert_eq!(ttl(&[("BURNLINK_TTL_DEFAULT_S", "88")]), 88);
+
+    std::fs::write(dir.path().join(".env"), "BURNLINK_KEYS='unterminated\n").unwrap();
+    let out = Command::new(bin())
+        .args(["mint", "f.txt"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains(".env"));
+}

@@ -4,6 +4,7 @@ mod common;
 
 use burnlink::token::Direction;
 use common::*;
+use reqwest::Method;
 use reqwest::header;
 
 #[tokio::test]
@@ -105,12 +106,12 @@ async fn expired_is_gone_and_revoked_is_not_found() {
     let url = s.mint("f.txt").await;
     let token = burnlink::token::extract_token(&url).to_string();
     let r = s
-        .client
-        .delete(format!("{}/api/links/{token}", s.base))
-        .bearer_auth(API_TOKEN)
-        .send()
-        .await
-        .unwrap();
+        .api(
+            Method::DELETE,
+            &format!("/api/links/{token}"),
+            Some(API_TOKEN),
+        )
+        .await;
     assert_eq!(r.status(), 200);
     assert_eq!(error_code(s.get(&url).await).await, (404, "revoked".into()));
     assert_eq!(s.state(&url).await, "revoked");

@@ -3,6 +3,7 @@
 mod common;
 
 use common::*;
+use reqwest::Method;
 use serde_json::{Value, json};
 
 #[tokio::test]
@@ -140,19 +141,16 @@ async fn bearer_auth_is_required_and_pinned_tokens_stay_in_their_session() {
     // ...but the pinned token may not look at that link.
     let token = burnlink::token::extract_token(url);
     let r = s
-        .client
-        .get(format!("{}/api/links/{token}", s.base))
-        .bearer_auth(PINNED_TOKEN)
-        .send()
-        .await
-        .unwrap();
+        .api(
+            Method::GET,
+            &format!("/api/links/{token}"),
+            Some(PINNED_TOKEN),
+        )
+        .await;
     assert_eq!(r.status(), 403);
     let r = s
-        .client
-        .get(format!("{}/api/links/{token}", s.base))
-        .send()
-        .await
-        .unwrap();
+        .api(Method::GET, &format!("/api/links/{token}"), None)
+        .await;
     assert_eq!(r.status(), 401);
 }
 
@@ -163,12 +161,8 @@ async fn status_and_revoke() {
     let url = s.mint("f.txt").await;
     let token = burnlink::token::extract_token(&url).to_string();
     let v: Value = s
-        .client
-        .get(format!("{}/api/links/{token}", s.base))
-        .bearer_auth(API_TOKEN)
-        .send()
+        .api(Method::GET, &format!("/api/links/{token}"), Some(API_TOKEN))
         .await
-        .unwrap()
         .json()
         .await
         .unwrap();
@@ -177,12 +171,8 @@ async fn status_and_revoke() {
     assert_eq!(v["path"], "f.txt");
 
     let r = s
-        .client
-        .get(format!("{}/api/links/garbage", s.base))
-        .bearer_auth(API_TOKEN)
-        .send()
-        .await
-        .unwrap();
+        .api(Method::GET, "/api/links/garbage", Some(API_TOKEN))
+        .await;
     assert_eq!(error_code(r).await, (404, "not_found".into()));
 
     let r = s.get(&url).await;
@@ -192,23 +182,23 @@ async fn status_and_revoke() {
     assert_eq!(s.settled_state(&url).await, "used");
     // A used link cannot be revoked; it stays used.
     let r = s
-        .client
-        .delete(format!("{}/api/links/{token}", s.base))
-        .bearer_auth(API_TOKEN)
-        .send()
-        .await
-        .unwrap();
+        .api(
+            Method::DELETE,
+            &format!("/api/links/{token}"),
+            Some(API_TOKEN),
+        )
+        .await;
     assert_eq!(error_code(r).await, (404, "used".into()));
 
     let url = s.mint("f.txt").await;
     let token = burnlink::token::extract_token(&url).to_string();
     let r = s
-        .client
-        .delete(format!("{}/api/links/{token}", s.base))
-        .bearer_auth(API_TOKEN)
-        .send()
-        .await
-        .unwrap();
+        .api(
+            Method::DELETE,
+            &format!("/api/links/{token}"),
+            Some(API_TOKEN),
+        )
+        .await;
     assert_eq!(r.status(), 200);
     assert_eq!(r.json::<Value>().await.unwrap()["state"], "revoked");
     assert_eq!(error_code(s.get(&url).await).await, (404, "revoked".into()));
@@ -273,12 +263,8 @@ async fn compatibility_generate_and_stats() {
         let s = &s;
         async move {
             let r = s
-                .client
-                .get(format!("{}/api/download/stats{q}", s.base))
-                .bearer_auth(token)
-                .send()
-                .await
-                .unwrap();
+                .api(Method::GET, &format!("/api/download/stats{q}"), Some(token))
+                .await;
             (r.status().as_u16(), r.json::<Value>().await.unwrap())
         }
     };
@@ -306,12 +292,7 @@ async fn compatibility_generate_and_stats() {
     );
     let (st, _) = stats("?session_id=s2", PINNED_TOKEN).await;
     assert_eq!(st, 403);
-    let r = s
-        .client
-        .get(format!("{}/api/download/stats", s.base))
-        .send()
-        .await
-        .unwrap();
+    let r = s.api(Method::GET, "/api/download/stats", None).await;
     assert_eq!(r.status(), 401);
 }
 
@@ -324,4 +305,30 @@ async fn health_and_readiness() {
     assert_eq!(r.status(), 200);
     let r = s.get(&format!("{}/no/such/route", s.base)).await;
     assert_eq!(error_code(r).await, (404, "not_found".into()));
+}
+
+#[tokio::test]
+async fn no_token_key_or_api_token_ever_reaches_the_log() {
+    let s = Server::start_with(&[("BURNLINK_TYPO_VARIABLE", "1")]);
+    s.write("f.txt", b"f");
+    let url = s.mint("f.txt").await;
+    let token = burnlink::token::extract_token(&url).to_string();
+    let r = s.get(&url).await;
+    assert_eq!(r.bytes().await.unwrap().as_ref(), b"f");
+    assert_eq!(s.settled_state(&url).await, "used");
+    let _ = s.get(&url).await; // a refused use is logged too
+    let bad = s.api(Method::POST, "/api/links", Some("wrong-token")).await;
+    assert_eq!(bad.status(), 401);
+
+    let log = s.log();
+    assert!(log.contains("event=\"mint\""), "{log}");
+    assert!(log.contains("outcome=\"completed\""), "{log}");
+    assert!(
+        log.contains("BURNLINK_TYPO_VARIABLE"),
+        "unknown variables are warned about"
+    );
+    let key = KEYS.split_once(':').unwrap().1;
+    for secret in [token.as_str(), key, API_TOKEN, PINNED_TOKEN, "wrong-token"] {
+        assert!(!log.contains(secret), "log contains a secret: {secret}");
+    }
 }

@@ -88,6 +88,18 @@ impl Server {
         }
     }
 
+    /// Waits (bounded) for the process to exit and returns its exit code.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<i32> {
+        let deadline = std::time::Instant::now() + limit;
+        while std::time::Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.code();
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
@@ -126,6 +138,20 @@ impl Server {
         body["url"].as_str().unwrap().to_string()
     }
 
+    /// `method` on `{base}{path}`, with a bearer token when given.
+    pub async fn api(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: Option<&str>,
+    ) -> reqwest::Response {
+        let mut req = self.client.request(method, format!("{}{path}", self.base));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        req.send().await.unwrap()
+    }
+
     pub async fn get(&self, url: &str) -> reqwest::Response {
         self.client.get(url).send().await.unwrap()
     }
@@ -133,13 +159,10 @@ impl Server {
     /// The link's state from `GET /api/links/{token}`.
     pub async fn state(&self, url: &str) -> String {
         let token = burnlink::token::extract_token(url);
+        let path = format!("/api/links/{token}");
         let v: Value = self
-            .client
-            .get(format!("{}/api/links/{token}", self.base))
-            .bearer_auth(API_TOKEN)
-            .send()
+            .api(reqwest::Method::GET, &path, Some(API_TOKEN))
             .await
-            .unwrap()
             .json()
             .await
             .unwrap();
