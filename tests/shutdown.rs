@@ -8,12 +8,8 @@ use common::*;
 use futures_util::StreamExt;
 
 fn sigterm(pid: u32) {
-    let ok = std::process::Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok);
+    let pid = rustix::process::Pid::from_raw(pid as i32).unwrap();
+    rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
 }
 
 #[tokio::test]
