@@ -10,6 +10,8 @@ use std::future::Future;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::{Pin, pin};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -22,7 +24,8 @@ use pin_project_lite::pin_project;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tokio::time::Sleep;
+use tokio::time::{Instant, Sleep};
+use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
 
 /// What a handler may know about the connection its request came on.
@@ -32,6 +35,51 @@ pub struct ConnInfo {
     /// Counts completed flushes of the connection: every time hyper has handed all its buffered
     /// bytes to the kernel. Closed when the connection ends.
     pub flushed: watch::Receiver<u64>,
+    pub state: Arc<ConnState>,
+}
+
+/// Per-connection state shared between the socket wrapper and the transfer using it.
+#[derive(Debug, Default)]
+pub struct ConnState {
+    written: AtomicU64,
+    fence: Mutex<Option<Fence>>,
+}
+
+/// "No byte may leave after `until`", set by the transfer `owner` whose lease ends then.
+#[derive(Clone, Copy, Debug)]
+struct Fence {
+    owner: u64,
+    until: Instant,
+}
+
+impl ConnState {
+    /// Bytes the kernel has accepted on this connection so far: what a lease renews on.
+    pub fn written(&self) -> u64 {
+        self.written.load(Ordering::Relaxed)
+    }
+
+    /// Stops writes on this connection after `until`, on behalf of transfer `owner`. A response
+    /// whose lease may have lapsed must not keep sending (another transfer may hold the link);
+    /// fencing the socket also stops what is already in hyper's buffer.
+    pub fn fence_until(&self, owner: u64, until: Instant) {
+        *self.lock() = Some(Fence { owner, until });
+    }
+
+    /// Removes `owner`'s fence, unless a later transfer on this connection replaced it.
+    pub fn lift_fence(&self, owner: u64) {
+        let mut fence = self.lock();
+        if fence.is_some_and(|f| f.owner == owner) {
+            *fence = None;
+        }
+    }
+
+    pub fn fenced(&self) -> bool {
+        self.lock().is_some_and(|f| Instant::now() >= f.until)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<Fence>> {
+        self.fence.lock().unwrap_or_else(|p| p.into_inner())
+    }
 }
 
 impl ConnInfo {
@@ -49,49 +97,77 @@ pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAddr
     if !is_trusted(&peer) {
         return peer;
     }
-    let hops: Vec<IpAddr> = headers
+    let hops: Vec<&str> = headers
         .get_all("x-forwarded-for")
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .filter_map(|h| h.trim().parse::<IpAddr>().ok())
-        .map(|ip| ip.to_canonical())
+        .map(str::trim)
         .collect();
-    // Walk from the nearest hop back; the first one we do not trust is the client.
+    // Walk from the nearest hop back; the first one we do not trust is the client. A hop we
+    // cannot read stops the walk at the last proxy we trust: whatever stands left of it was
+    // written by someone we cannot vouch for (fail closed for `ip`-restricted links).
     let mut client = peer;
     for hop in hops.iter().rev() {
-        client = *hop;
-        if !is_trusted(hop) {
+        let Some(ip) = parse_hop(hop) else { break };
+        client = ip;
+        if !is_trusted(&ip) {
             break;
         }
     }
     client
 }
 
+/// An `X-Forwarded-For` entry: `ip`, `ip:port` or `[ipv6]:port`.
+fn parse_hop(hop: &str) -> Option<IpAddr> {
+    hop.parse::<IpAddr>()
+        .or_else(|_| hop.parse::<SocketAddr>().map(|a| a.ip()))
+        .ok()
+        .map(|ip| ip.to_canonical())
+}
+
 pin_project! {
-    /// An I/O stream that counts completed flushes, and fails writes that make no progress for
-    /// `write_idle`: a client that stops reading must not hold a link (or a connection) forever.
+    /// An I/O stream that counts completed flushes and written bytes, refuses writes past a
+    /// transfer's fence, and fails writes that make no progress for `write_idle`: a client that
+    /// stops reading must not hold a link (or a connection) forever.
     pub struct FlushTracked<T> {
         #[pin]
         inner: T,
         flushes: watch::Sender<u64>,
+        state: Arc<ConnState>,
         write_idle: Duration,
         stalled: Option<Pin<Box<Sleep>>>,
     }
 }
 
 impl<T> FlushTracked<T> {
-    pub fn new(inner: T, write_idle: Duration) -> (Self, watch::Receiver<u64>) {
+    pub fn new(inner: T, write_idle: Duration) -> (Self, watch::Receiver<u64>, Arc<ConnState>) {
         let (flushes, rx) = watch::channel(0);
+        let state = Arc::new(ConnState::default());
         (
             FlushTracked {
                 inner,
                 flushes,
+                state: state.clone(),
                 write_idle,
                 stalled: None,
             },
             rx,
+            state,
         )
+    }
+}
+
+fn fenced_off() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::ConnectionAborted,
+        "the transfer's lease ran out",
+    )
+}
+
+fn count_written(result: &Poll<io::Result<usize>>, state: &ConnState) {
+    if let Poll::Ready(Ok(n)) = result {
+        state.written.fetch_add(*n as u64, Ordering::Relaxed);
     }
 }
 
@@ -137,7 +213,11 @@ impl<T: AsyncWrite> AsyncWrite for FlushTracked<T> {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = self.project();
+        if this.state.fenced() {
+            return Poll::Ready(Err(fenced_off()));
+        }
         let result = this.inner.poll_write(cx, buf);
+        count_written(&result, this.state);
         watch_stall(result, this.stalled, *this.write_idle, cx)
     }
 
@@ -147,7 +227,11 @@ impl<T: AsyncWrite> AsyncWrite for FlushTracked<T> {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let this = self.project();
+        if this.state.fenced() {
+            return Poll::Ready(Err(fenced_off()));
+        }
         let result = this.inner.poll_write_vectored(cx, bufs);
+        count_written(&result, this.state);
         watch_stall(result, this.stalled, *this.write_idle, cx)
     }
 
@@ -181,18 +265,22 @@ pub struct ConnLimits {
 }
 
 /// Serves `router` on `listener` until `shutdown` resolves, then waits up to `grace` for open
-/// connections (and the transfers on them) to finish.
+/// connections to finish and for `tasks` (the work that settles their transfers) to end.
 pub async fn serve(
     listener: TcpListener,
     router: Router,
     limits: ConnLimits,
     shutdown: impl std::future::Future<Output = ()>,
     grace: Duration,
+    tasks: TaskTracker,
 ) {
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let mut shutdown = pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {
+            // Shutdown first: once it is asked for, no further connection is taken.
+            biased;
+            () = &mut shutdown => break,
             accepted = listener.accept() => match accepted {
                 Ok(pair) => pair,
                 Err(e) => {
@@ -202,11 +290,14 @@ pub async fn serve(
                     continue;
                 }
             },
-            () = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
-        let (io, flushed) = FlushTracked::new(stream, limits.write_idle);
-        let info = ConnInfo { peer, flushed };
+        let (io, flushed, state) = FlushTracked::new(stream, limits.write_idle);
+        let info = ConnInfo {
+            peer,
+            flushed,
+            state,
+        };
         let router = router.clone();
         let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
             req.extensions_mut().insert(info.clone());
@@ -226,8 +317,13 @@ pub async fn serve(
         });
     }
     drop(listener);
+    let drained = async {
+        graceful.shutdown().await;
+        tasks.close();
+        tasks.wait().await;
+    };
     tokio::select! {
-        () = graceful.shutdown() => tracing::info!("all connections closed"),
+        () = drained => tracing::info!("all connections closed and transfers settled"),
         () = tokio::time::sleep(grace) => {
             tracing::warn!(grace_s = grace.as_secs(), "shutdown grace period over; cutting remaining transfers");
         }
@@ -262,6 +358,18 @@ mod tests {
             client_ip("10.0.0.2".parse().unwrap(), &HeaderMap::new(), &trusted),
             "10.0.0.2".parse::<IpAddr>().unwrap()
         );
+        // A hop we cannot read stops the walk at our proxy (fail closed); ports are fine.
+        h.insert("x-forwarded-for", "1.2.3.4, unknown".parse().unwrap());
+        assert_eq!(
+            client_ip("10.0.0.2".parse().unwrap(), &h, &trusted),
+            "10.0.0.2".parse::<IpAddr>().unwrap()
+        );
+        h.insert("x-forwarded-for", "198.51.100.9:4711".parse().unwrap());
+        assert_eq!(
+            client_ip("10.0.0.2".parse().unwrap(), &h, &trusted),
+            "198.51.100.9".parse::<IpAddr>().unwrap()
+        );
+        h.insert("x-forwarded-for", "1.2.3.4, 198.51.100.8".parse().unwrap());
         // IPv4 peers on a dual-stack socket are matched as IPv4.
         assert_eq!(
             client_ip("::ffff:10.0.0.2".parse().unwrap(), &h, &trusted),

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
+use tokio_util::task::TaskTracker;
 
 use crate::api;
 use crate::api::auth::ApiTokens;
@@ -28,6 +29,8 @@ pub struct App {
     pub stats: Arc<dyn StatsStore>,
     pub sandbox: Sandbox,
     pub minter: Arc<Minter>,
+    /// Work that outlives a response (settling a transfer's lease), so shutdown can wait for it.
+    pub tasks: TaskTracker,
 }
 
 impl App {
@@ -182,12 +185,22 @@ pub async fn run(mut config: Config) -> Result<(), StartError> {
         stats: Arc::new(MemoryStats::default()),
         sandbox,
         minter,
+        tasks: TaskTracker::new(),
     });
 
     // A stable line on stdout that scripts and tests can wait for.
     println!("burnlink listening on http://{bound} (links: {base_url})");
     tracing::info!(%bound, %base_url, "listening");
-    net::serve(listener, router(app), conn_limits, shutdown_signal(), grace).await;
+    let tasks = app.tasks.clone();
+    net::serve(
+        listener,
+        router(app),
+        conn_limits,
+        shutdown_signal(),
+        grace,
+        tasks,
+    )
+    .await;
     tracing::info!("stopped");
     Ok(())
 }

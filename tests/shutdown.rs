@@ -26,7 +26,13 @@ async fn sigterm_lets_a_running_download_finish_and_exits_0() {
     body.extend_from_slice(&stream.next().await.unwrap().unwrap());
 
     sigterm(s.pid());
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    for _ in 0..100 {
+        if s.log().contains("SIGTERM: draining") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(s.log().contains("SIGTERM: draining"), "{}", s.log());
     // New connections are refused while the running transfer goes on.
     let refused = reqwest::Client::new()
         .get(format!("{}/healthz", s.base))
@@ -41,4 +47,6 @@ async fn sigterm_lets_a_running_download_finish_and_exits_0() {
     assert_eq!(sha256(&body), sha256(&data));
     let status = s.wait_exit(Duration::from_secs(10));
     assert_eq!(status, Some(0), "exit status after SIGTERM");
+    // The transfer was settled before the process ended.
+    assert!(s.log().contains("outcome=\"completed\""), "{}", s.log());
 }

@@ -1,8 +1,9 @@
 //! Holding a link while its bytes flow, and burning it exactly when they have been handed over.
 //!
 //! A transfer takes a [`Lease`] on the link's nonce. For a download the lease then moves into a
-//! small supervisor task that renews it while bytes flow and decides its fate once the response
-//! body is done with:
+//! small supervisor task that renews it while the socket accepts bytes, fences the connection
+//! so that nothing is written once the lease may have lapsed (another transfer may hold the
+//! link by then), and decides the lease's fate once the response body is done with:
 //!
 //! - the body was dropped after yielding its last byte: the supervisor waits until the
 //!   connection has flushed (those bytes are in the kernel's socket buffer), then commits, which
@@ -15,7 +16,7 @@
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
@@ -26,9 +27,11 @@ use tokio::io::{AsyncRead, Take};
 use tokio::sync::{oneshot, watch};
 use tokio::time::Instant;
 use tokio_util::io::ReaderStream;
+use tokio_util::task::TaskTracker;
 
 use crate::error::ApiError;
 use crate::ledger::{Acquire, Ledger, LedgerError, Owner, Receipt};
+use crate::net::{ConnInfo, ConnState};
 use crate::stats::StatsStore;
 use crate::telemetry::TransferAudit;
 use crate::token::{Claims, Nonce};
@@ -44,6 +47,9 @@ pub struct Lease {
     nonce: Nonce,
     owner: Owner,
     lifetime: Duration,
+    /// Taken before the ledger was asked, so `acquired_at + lifetime` is never later than the
+    /// ledger's own deadline.
+    acquired_at: Instant,
     settled: bool,
 }
 
@@ -55,6 +61,7 @@ impl Lease {
         lifetime: Duration,
     ) -> Result<Lease, ApiError> {
         let owner = Owner::random();
+        let acquired_at = Instant::now();
         match ledger
             .lease(&claims.nonce, owner, claims.expires_at, lifetime)
             .await?
@@ -64,6 +71,7 @@ impl Lease {
                 nonce: claims.nonce,
                 owner,
                 lifetime,
+                acquired_at,
                 settled: false,
             }),
             Acquire::Busy => Err(ApiError::InProgress),
@@ -79,12 +87,12 @@ impl Lease {
     }
 
     /// Burns the link. `Ok(false)`: the lease was lost (lapsed or revoked) and nothing burned.
-    pub async fn commit(mut self, receipt: Option<Receipt>) -> Result<bool, LedgerError> {
+    pub async fn commit(&mut self, receipt: Option<Receipt>) -> Result<bool, LedgerError> {
         self.settled = true;
         self.ledger.commit(&self.nonce, self.owner, receipt).await
     }
 
-    pub async fn release(mut self) {
+    pub async fn release(&mut self) {
         self.settled = true;
         if let Err(e) = self.ledger.release(&self.nonce, self.owner).await {
             // The lease lapses by itself after its lifetime.
@@ -126,140 +134,138 @@ pub struct Settle {
     pub expires_at: u64,
 }
 
-/// Starts streaming `reader` (already positioned, `len` bytes) under `lease`. `burns` says
-/// whether this response carries the file's final byte.
+/// Taken off every lease deadline when fencing the connection, for clock granularity (the
+/// memory ledger counts whole milliseconds).
+const FENCE_MARGIN: Duration = Duration::from_millis(50);
+
+/// Starts streaming `reader` (already positioned, `len` bytes) under `lease` on connection
+/// `conn`. `burns` says whether this response carries the file's final byte. The supervisor
+/// runs on `tasks`, so shutdown can wait for it to settle the link.
 pub fn deliver<R>(
     lease: Lease,
     reader: R,
     len: u64,
     burns: bool,
-    flushed: watch::Receiver<u64>,
+    conn: &ConnInfo,
+    tasks: &TaskTracker,
     settle: Settle,
 ) -> DeliveryBody<R>
 where
     R: AsyncRead + Unpin + Send + 'static,
 {
-    let progress = Arc::new(AtomicU64::new(0));
-    let lost = Arc::new(AtomicBool::new(false));
-    let valid = Validity::new(lease.lifetime);
+    static TRANSFERS: AtomicU64 = AtomicU64::new(1);
+    let id = TRANSFERS.fetch_add(1, Ordering::Relaxed);
+    conn.state
+        .fence_until(id, lease.acquired_at + lease.lifetime - FENCE_MARGIN);
+    let sent = Arc::new(AtomicU64::new(0));
     let (tx, rx) = oneshot::channel();
-    tokio::spawn(supervise(
-        lease,
-        rx,
-        Shared {
-            progress: progress.clone(),
-            lost: lost.clone(),
-            valid: valid.clone(),
+    tasks.spawn(supervise(
+        Supervised {
+            lease,
+            id,
+            conn: conn.state.clone(),
+            sent: sent.clone(),
         },
-        flushed.clone(),
+        rx,
+        conn.flushed.clone(),
         burns,
         settle,
     ));
     DeliveryBody {
         stream: ReaderStream::with_capacity(tokio::io::AsyncReadExt::take(reader, len), CHUNK),
         remaining: len,
-        progress,
-        lost,
-        valid,
+        sent,
+        conn: conn.state.clone(),
         handoff: Some(tx),
-        flushed,
+        flushed: conn.flushed.clone(),
     }
 }
 
-/// Until when the lease is surely still ours, as milliseconds on tokio's clock since `base`.
-/// Measured from *before* each renew call, so it never runs past the ledger's own deadline.
-#[derive(Clone)]
-struct Validity {
-    base: Instant,
-    until_ms: Arc<AtomicU64>,
+/// A lease under supervision, and the connection it fences.
+struct Supervised {
+    lease: Lease,
+    id: u64,
+    conn: Arc<ConnState>,
+    /// Bytes the body handed to hyper, for the audit line.
+    sent: Arc<AtomicU64>,
 }
 
-impl Validity {
-    fn new(lifetime: Duration) -> Self {
-        let v = Validity {
-            base: Instant::now(),
-            until_ms: Arc::new(AtomicU64::new(0)),
-        };
-        v.extend_from(v.base, lifetime);
-        v
-    }
-
-    fn extend_from(&self, start: Instant, lifetime: Duration) {
-        let until = (start + lifetime).saturating_duration_since(self.base);
-        self.until_ms
-            .store(until.as_millis() as u64, Ordering::Relaxed);
-    }
-
-    fn expired(&self) -> bool {
-        self.base.elapsed().as_millis() as u64 >= self.until_ms.load(Ordering::Relaxed)
-    }
-}
-
-/// State the body and its supervisor both see.
-struct Shared {
-    progress: Arc<AtomicU64>,
-    lost: Arc<AtomicBool>,
-    valid: Validity,
-}
-
-impl Shared {
-    async fn renew(&self, lease: &Lease) {
+impl Supervised {
+    /// Renews the lease and moves the connection's fence with it. A renew that finds the lease
+    /// gone (lapsed and taken, or revoked) fences the connection at once.
+    async fn renew(&self) {
         let start = Instant::now();
-        match lease.renew().await {
-            Ok(true) => self.valid.extend_from(start, lease.lifetime),
-            Ok(false) => self.lost.store(true, Ordering::Relaxed),
-            // The ledger is unreachable: the lease runs out at its old deadline, and the body
-            // stops sending then.
+        match self.lease.renew().await {
+            Ok(true) => self
+                .conn
+                .fence_until(self.id, start + self.lease.lifetime - FENCE_MARGIN),
+            Ok(false) => self.conn.fence_until(self.id, start),
+            // The ledger is unreachable: the old fence stands, and writes stop there.
             Err(e) => tracing::warn!(error = %e, "could not renew a lease"),
         }
     }
 }
 
+impl Drop for Supervised {
+    fn drop(&mut self) {
+        // However the transfer ended, the next response on this connection is not fenced.
+        self.conn.lift_fence(self.id);
+    }
+}
+
 async fn supervise(
-    lease: Lease,
+    mut s: Supervised,
     handoff: oneshot::Receiver<Handoff>,
-    shared: Shared,
     mut flushed: watch::Receiver<u64>,
     burns: bool,
     settle: Settle,
 ) {
-    let period = lease.lifetime / 3;
+    let period = s.lease.lifetime / 3;
     let mut tick = tokio::time::interval_at(Instant::now() + period, period);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut seen = 0;
+    // Renew only while the socket takes bytes: a client that stopped reading does not hold
+    // the link, and the fence stops the connection when the lease runs out.
+    let mut seen = s.conn.written();
     tokio::pin!(handoff);
     let outcome = loop {
         tokio::select! {
             h = &mut handoff => break h.unwrap_or(Handoff::Aborted),
             _ = tick.tick() => {
-                // Renew only while bytes flow: a client that stopped reading does not hold the
-                // link, and once the lease has run out the body refuses to send more.
-                let now = shared.progress.load(Ordering::Relaxed);
-                if now != seen && !shared.valid.expired() {
+                let now = s.conn.written();
+                if now != seen && !s.conn.fenced() {
                     seen = now;
-                    shared.renew(&lease).await;
+                    s.renew().await;
                 }
             }
         }
     };
-    let bytes = shared.progress.load(Ordering::Relaxed);
+    let bytes = s.sent.load(Ordering::Relaxed);
     match outcome {
         Handoff::Delivered { epoch } if burns => {
-            // The last bytes are in hyper's buffer, on their way to the socket. Keep the lease
-            // while they drain; a client that stops reading is cut off by the connection's
-            // write-idle timeout, which ends this wait with a release.
+            // The last bytes are in hyper's buffer, on their way to the socket. Renew now (the
+            // body just made progress) and while they drain; if the client stops reading, the
+            // fence or the write-idle timeout ends the connection and this wait with it.
+            if !s.conn.fenced() {
+                s.renew().await;
+            }
             let flushed_out = loop {
                 tokio::select! {
                     ok = flushed_past(&mut flushed, epoch) => break ok,
-                    _ = tick.tick() => shared.renew(&lease).await,
+                    _ = tick.tick() => {
+                        let now = s.conn.written();
+                        if now != seen && !s.conn.fenced() {
+                            seen = now;
+                            s.renew().await;
+                        }
+                    }
                 }
             };
             if !flushed_out {
-                lease.release().await;
                 settle.audit.log("aborted", bytes);
+                s.lease.release().await;
                 return;
             }
-            match lease.commit(None).await {
+            match s.lease.commit(None).await {
                 Ok(true) => {
                     if let Err(e) = settle
                         .stats
@@ -278,11 +284,11 @@ async fn supervise(
             }
         }
         Handoff::Delivered { .. } => {
-            lease.release().await;
+            s.lease.release().await;
             settle.audit.log("partial", bytes);
         }
         Handoff::Aborted => {
-            lease.release().await;
+            s.lease.release().await;
             settle.audit.log("aborted", bytes);
         }
     }
@@ -298,9 +304,8 @@ async fn flushed_past(flushed: &mut watch::Receiver<u64>, epoch: u64) -> bool {
 pub struct DeliveryBody<R> {
     stream: ReaderStream<Take<R>>,
     remaining: u64,
-    progress: Arc<AtomicU64>,
-    lost: Arc<AtomicBool>,
-    valid: Validity,
+    sent: Arc<AtomicU64>,
+    conn: Arc<ConnState>,
     handoff: Option<oneshot::Sender<Handoff>>,
     flushed: watch::Receiver<u64>,
 }
@@ -313,10 +318,9 @@ impl<R: AsyncRead + Unpin> Body for DeliveryBody<R> {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
-        // Never send past the lease: once it may have lapsed, another transfer may hold the
-        // link, and two full deliveries of a one-time link must not happen.
-        if self.lost.load(Ordering::Relaxed) || self.valid.expired() {
-            self.lost.store(true, Ordering::Relaxed);
+        // Never hand over more once the lease may have lapsed: another transfer may hold the
+        // link, and a one-time link must not be delivered twice.
+        if self.conn.fenced() {
             return Poll::Ready(Some(Err(io::Error::other("lease lost"))));
         }
         if self.remaining == 0 {
@@ -326,7 +330,7 @@ impl<R: AsyncRead + Unpin> Body for DeliveryBody<R> {
             Some(Ok(chunk)) => {
                 let n = chunk.len() as u64;
                 self.remaining = self.remaining.saturating_sub(n);
-                self.progress.fetch_add(n, Ordering::Relaxed);
+                self.sent.fetch_add(n, Ordering::Relaxed);
                 Poll::Ready(Some(Ok(Frame::data(chunk))))
             }
             Some(Err(e)) => Poll::Ready(Some(Err(e))),
@@ -350,7 +354,7 @@ impl<R: AsyncRead + Unpin> Body for DeliveryBody<R> {
 
 impl<R> Drop for DeliveryBody<R> {
     fn drop(&mut self) {
-        let handoff = if self.remaining == 0 && !self.lost.load(Ordering::Relaxed) {
+        let handoff = if self.remaining == 0 && !self.conn.fenced() {
             Handoff::Delivered {
                 epoch: *self.flushed.borrow(),
             }

@@ -93,7 +93,7 @@ pub async fn download(
         session: claims.session.clone(),
         expires_at: claims.expires_at,
     };
-    let body = delivery::deliver(lease, file, len, burns, conn.flushed.clone(), settle);
+    let body = delivery::deliver(lease, file, len, burns, &conn, &app.tasks, settle);
 
     let mut response = Response::new(Body::new(body));
     *response.status_mut() = status;
