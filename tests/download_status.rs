@@ -105,13 +105,7 @@ async fn expired_is_gone_and_revoked_is_not_found() {
 
     let url = s.mint("f.txt").await;
     let token = burnlink::token::extract_token(&url).to_string();
-    let r = s
-        .api(
-            Method::DELETE,
-            &format!("/api/links/{token}"),
-            Some(API_TOKEN),
-        )
-        .await;
+    let r = s.link_api(Method::DELETE, &token, Some(API_TOKEN)).await;
     assert_eq!(r.status(), 200);
     assert_eq!(error_code(s.get(&url).await).await, (404, "revoked".into()));
     assert_eq!(s.state(&url).await, "revoked");

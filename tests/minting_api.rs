@@ -140,17 +140,9 @@ async fn bearer_auth_is_required_and_pinned_tokens_stay_in_their_session() {
     let url = v["url"].as_str().unwrap();
     // ...but the pinned token may not look at that link.
     let token = burnlink::token::extract_token(url);
-    let r = s
-        .api(
-            Method::GET,
-            &format!("/api/links/{token}"),
-            Some(PINNED_TOKEN),
-        )
-        .await;
+    let r = s.link_api(Method::GET, token, Some(PINNED_TOKEN)).await;
     assert_eq!(r.status(), 403);
-    let r = s
-        .api(Method::GET, &format!("/api/links/{token}"), None)
-        .await;
+    let r = s.link_api(Method::GET, token, None).await;
     assert_eq!(r.status(), 401);
 }
 
@@ -161,7 +153,7 @@ async fn status_and_revoke() {
     let url = s.mint("f.txt").await;
     let token = burnlink::token::extract_token(&url).to_string();
     let v: Value = s
-        .api(Method::GET, &format!("/api/links/{token}"), Some(API_TOKEN))
+        .link_api(Method::GET, &token, Some(API_TOKEN))
         .await
         .json()
         .await
@@ -181,24 +173,12 @@ async fn status_and_revoke() {
     assert_eq!(r.bytes().await.unwrap().as_ref(), b"f");
     assert_eq!(s.settled_state(&url).await, "used");
     // A used link cannot be revoked; it stays used.
-    let r = s
-        .api(
-            Method::DELETE,
-            &format!("/api/links/{token}"),
-            Some(API_TOKEN),
-        )
-        .await;
+    let r = s.link_api(Method::DELETE, &token, Some(API_TOKEN)).await;
     assert_eq!(error_code(r).await, (404, "used".into()));
 
     let url = s.mint("f.txt").await;
     let token = burnlink::token::extract_token(&url).to_string();
-    let r = s
-        .api(
-            Method::DELETE,
-            &format!("/api/links/{token}"),
-            Some(API_TOKEN),
-        )
-        .await;
+    let r = s.link_api(Method::DELETE, &token, Some(API_TOKEN)).await;
     assert_eq!(r.status(), 200);
     assert_eq!(r.json::<Value>().await.unwrap()["state"], "revoked");
     assert_eq!(error_code(s.get(&url).await).await, (404, "revoked".into()));

@@ -152,16 +152,25 @@ impl Server {
         req.send().await.unwrap()
     }
 
+    /// `method` on `/api/links/{token}` for a link given as URL or token.
+    pub async fn link_api(
+        &self,
+        method: reqwest::Method,
+        url_or_token: &str,
+        token: Option<&str>,
+    ) -> reqwest::Response {
+        let link = burnlink::token::extract_token(url_or_token);
+        self.api(method, &format!("/api/links/{link}"), token).await
+    }
+
     pub async fn get(&self, url: &str) -> reqwest::Response {
         self.client.get(url).send().await.unwrap()
     }
 
     /// The link's state from `GET /api/links/{token}`.
     pub async fn state(&self, url: &str) -> String {
-        let token = burnlink::token::extract_token(url);
-        let path = format!("/api/links/{token}");
         let v: Value = self
-            .api(reqwest::Method::GET, &path, Some(API_TOKEN))
+            .link_api(reqwest::Method::GET, url, Some(API_TOKEN))
             .await
             .json()
             .await
