@@ -87,6 +87,27 @@ async fn mint_response_and_field_errors() {
         ),
         (json!({"nopath": 1}), 400, "bad_request"),
     ];
+    // `curl -d` without a JSON content type still mints.
+    let r = s
+        .client
+        .post(format!("{}/api/links", s.base))
+        .bearer_auth(API_TOKEN)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(r#"{"path": "docs/a.txt"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let r = s
+        .client
+        .post(format!("{}/api/links", s.base))
+        .bearer_auth(API_TOKEN)
+        .body("path=docs/a.txt")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error_code(r).await, (400, "bad_request".into()));
+
     for (body, status, code) in cases {
         let (st, v) = s.mint_raw(Some(API_TOKEN), body.clone()).await;
         assert_eq!(

@@ -7,6 +7,7 @@ pub mod links;
 use std::sync::Arc;
 
 use axum::Router;
+use axum::body::Bytes;
 use axum::extract::{FromRequest, Request};
 use axum::routing::{get, post};
 use serde::de::DeserializeOwned;
@@ -27,7 +28,11 @@ pub fn routes() -> Router<Arc<App>> {
         .route("/readyz", get(links::readyz))
 }
 
-/// `Json<T>` whose rejections are the API's JSON 400, not axum's plain-text ones.
+/// A JSON request body, whatever `Content-Type` says, with failures as the API's JSON 400.
+///
+/// Lenient on purpose: `curl -d '{…}'` without `-H 'Content-Type: application/json'` sends
+/// `application/x-www-form-urlencoded`, and a CI job should not fail on that. The body size is
+/// bounded by axum's default body limit (2 MiB).
 pub struct ApiJson<T>(pub T);
 
 impl<T, S> FromRequest<S> for ApiJson<T>
@@ -38,9 +43,11 @@ where
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
-        match axum::Json::<T>::from_request(req, state).await {
-            Ok(axum::Json(v)) => Ok(ApiJson(v)),
-            Err(rejection) => Err(ApiError::BadRequest(rejection.body_text())),
-        }
+        let body = Bytes::from_request(req, state)
+            .await
+            .map_err(|rejection| ApiError::BadRequest(rejection.body_text()))?;
+        serde_json::from_slice(&body)
+            .map(ApiJson)
+            .map_err(|e| ApiError::BadRequest(format!("invalid JSON body: {e}")))
     }
 }
