@@ -215,7 +215,7 @@ mod tests {
     use super::*;
 
     fn minter(root: &std::path::Path) -> Minter {
-        let keyring = Arc::new(Keyring::ephemeral());
+        let keyring = Arc::new(Keyring::parse(&crate::token::generate_key_entry()).unwrap());
         Minter::new(
             keyring,
             Sandbox::open(root).unwrap(),

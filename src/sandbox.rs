@@ -374,6 +374,88 @@ mod tests {
         ));
     }
 
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        /// On a real tree with symlinks that lead up, out and across, every path built from
+        /// its names either fails or opens a file inside the sandbox.
+        #[test]
+        fn no_generated_path_opens_a_file_outside(
+            parts in proptest::collection::vec(
+                prop_oneof![
+                    Just("a.txt"), Just("sub"), Just("b.txt"), Just("up"), Just("out"),
+                    Just("abs"), Just("secret.txt"), Just(".."), Just("."), Just(""),
+                    Just("s2"), Just("other.txt"), Just("cross"),
+                ],
+                0..7,
+            ),
+            session in prop_oneof![Just(None), Just(Some("s1")), Just(Some("s2"))],
+            absolute in any::<bool>(),
+        ) {
+            let (outside, sb, root) = symlink_maze();
+            let session = session.map(|s| SessionId::parse(s).unwrap());
+            let joined = parts.join("/");
+            let input = if absolute {
+                format!("{}/{joined}", sb.dir_path(session.as_ref()).display())
+            } else {
+                joined
+            };
+            if let Ok(rel) = sb.normalize(session.as_ref(), &input)
+                && let Ok((mut file, _)) = sb.open_file(session.as_ref(), &rel)
+            {
+                let mut content = String::new();
+                std::io::Read::read_to_string(&mut file, &mut content).unwrap();
+                prop_assert!(content.starts_with("inside"), "{input:?} read {content:?}");
+                // A session's sandbox is its own directory: nothing of s2 from s1.
+                if session.as_ref().is_some_and(|s| s.as_str() == "s1") {
+                    prop_assert!(content == "inside s1", "{input:?} read {content:?}");
+                }
+            }
+            drop((outside, root));
+        }
+    }
+
+    /// root/{a.txt, s1/{a.txt, sub/{b.txt, up -> .., out -> ../../.., abs -> /outside}, cross
+    /// -> ../s2/other.txt}, s2/other.txt}, with outside/secret.txt next to root.
+    fn symlink_maze() -> (tempfile::TempDir, Sandbox, PathBuf) {
+        use std::os::unix::fs::symlink;
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::write(outside.path().join("secret.txt"), b"SECRET").unwrap();
+        let root = outside.path().join("root");
+        std::fs::create_dir_all(root.join("s1/sub")).unwrap();
+        std::fs::create_dir_all(root.join("s2")).unwrap();
+        std::fs::write(root.join("a.txt"), b"inside root").unwrap();
+        std::fs::write(root.join("s1/a.txt"), b"inside s1").unwrap();
+        std::fs::write(root.join("s1/sub/b.txt"), b"inside s1").unwrap();
+        std::fs::write(root.join("s2/other.txt"), b"inside s2").unwrap();
+        symlink("..", root.join("s1/sub/up")).unwrap();
+        symlink("../../..", root.join("s1/sub/out")).unwrap();
+        symlink(outside.path(), root.join("s1/sub/abs")).unwrap();
+        symlink("../s2/other.txt", root.join("s1/cross")).unwrap();
+        symlink(
+            outside.path().join("secret.txt"),
+            root.join("s2/secret.txt"),
+        )
+        .unwrap();
+        let sb = Sandbox::open(&root).unwrap();
+        (outside, sb, root)
+    }
+
+    #[test]
+    fn the_maze_has_the_escapes_the_property_needs() {
+        // Guard against a maze that cannot catch an escape: the raw file system does lead out.
+        let (_outside, _sb, root) = symlink_maze();
+        assert_eq!(
+            std::fs::read(root.join("s1/sub/abs/secret.txt")).unwrap(),
+            b"SECRET"
+        );
+        assert_eq!(
+            std::fs::read(root.join("s1/sub/out/secret.txt")).unwrap(),
+            b"SECRET"
+        );
+        assert_eq!(std::fs::read(root.join("s1/cross")).unwrap(), b"inside s2");
+    }
+
     #[test]
     fn a_fifo_is_refused_without_blocking() {
         let (_outside, sb, root) = tree();

@@ -17,7 +17,7 @@ use crate::net::{self, ConnLimits};
 use crate::sandbox::Sandbox;
 use crate::stats::{MemoryStats, StatsStore};
 use crate::telemetry::audit_mint;
-use crate::token::Keyring;
+use crate::token::{Keyring, generate_key_entry};
 use crate::transfer;
 
 /// Everything a request handler may need, shared by all of them.
@@ -123,7 +123,11 @@ pub async fn run(mut config: Config) -> Result<(), StartError> {
                  working when it restarts and other replicas reject them. Run `burnlink keygen` \
                  and set BURNLINK_KEYS."
             );
-            Keyring::ephemeral()
+            let entry = generate_key_entry();
+            // Printed on stdout, once, and never logged, so a developer can mint with the CLI
+            // against this server (or keep the key in `.env`).
+            println!("BURNLINK_KEYS={entry}   (generated for this run; links die with it)");
+            Keyring::parse(&entry).expect("a generated key entry parses")
         }
     });
     let api_tokens = match config.api_tokens.take() {

@@ -217,14 +217,6 @@ impl Keyring {
         Ok(Keyring { keys })
     }
 
-    /// A keyring with one random key, for a single process that was given no keys.
-    pub fn ephemeral() -> Self {
-        let secret: [u8; 32] = rand::random();
-        Keyring {
-            keys: vec![Key::new("ephemeral", &secret)],
-        }
-    }
-
     /// The id of the key that signs new tokens.
     pub fn signing_key_id(&self) -> &str {
         &self.keys[0].id
