@@ -13,6 +13,7 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 use crate::sandbox::{self, Kind, Sandbox, SandboxError, SessionId};
+pub use crate::token::unix_now;
 use crate::token::{Claims, Direction, Keyring};
 
 /// Characters left as they are in the cosmetic file-name segment of a URL.
@@ -201,13 +202,6 @@ pub fn rfc3339(unix: u64) -> String {
         .ok()
         .and_then(|t| t.format(&Rfc3339).ok())
         .unwrap_or_default()
-}
-
-pub fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
 }
 
 #[cfg(test)]

@@ -9,13 +9,13 @@
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use tokio::time::Instant;
 
 use super::{Acquire, Ledger, LedgerError, LinkState, Owner, Receipt, Revoke};
-use crate::token::Nonce;
+use crate::token::{Nonce, unix_now};
 
 const SHARDS: usize = 16;
 
@@ -154,13 +154,6 @@ fn lock(m: &Mutex<Shard>) -> MutexGuard<'_, Shard> {
     // Every update under the lock is a handful of map operations that cannot panic halfway
     // in a way that breaks the rules below, so a poisoned shard is still consistent.
     m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
 }
 
 fn clamp_expiry(expires_at: u64) -> u32 {
