@@ -206,12 +206,9 @@ fn inspect(mut config: Config, input: &str) -> Result<ExitCode, String> {
         Err(e) => {
             let reason = match e {
                 TokenError::UnsupportedVersion => "malformed (unsupported token version)",
-                other => match other {
-                    TokenError::Malformed => "malformed",
-                    TokenError::UnknownKey => "unknown key",
-                    TokenError::BadSignature => "bad signature",
-                    TokenError::UnsupportedVersion => unreachable!(),
-                },
+                TokenError::Malformed => "malformed",
+                TokenError::UnknownKey => "unknown key",
+                TokenError::BadSignature => "bad signature",
             };
             println!("valid: no");
             println!("reason: {reason}");

@@ -96,14 +96,6 @@ impl Minter {
         }
     }
 
-    pub fn base_url(&self) -> &str {
-        &self.base_url
-    }
-
-    pub fn limits(&self) -> &Limits {
-        &self.limits
-    }
-
     /// Checks the request against the sandbox and limits and signs a token. Blocking: it
     /// stats the file system.
     pub fn mint(&self, req: MintRequest, now_unix: u64) -> Result<Minted, MintError> {

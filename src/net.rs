@@ -166,9 +166,22 @@ fn fenced_off() -> io::Error {
     )
 }
 
-fn count_written(result: &Poll<io::Result<usize>>, state: &ConnState) {
-    if let Poll::Ready(Ok(n)) = result {
-        state.written.fetch_add(*n as u64, Ordering::Relaxed);
+impl<T: AsyncWrite> FlushTracked<T> {
+    /// What every write goes through: the fence, the byte count and the stall timer.
+    fn guarded_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        write: impl FnOnce(Pin<&mut T>, &mut Context<'_>) -> Poll<io::Result<usize>>,
+    ) -> Poll<io::Result<usize>> {
+        let this = self.project();
+        if this.state.fenced() {
+            return Poll::Ready(Err(fenced_off()));
+        }
+        let result = write(this.inner, cx);
+        if let Poll::Ready(Ok(n)) = &result {
+            this.state.written.fetch_add(*n as u64, Ordering::Relaxed);
+        }
+        watch_stall(result, this.stalled, *this.write_idle, cx)
     }
 }
 
@@ -213,13 +226,7 @@ impl<T: AsyncWrite> AsyncWrite for FlushTracked<T> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        let this = self.project();
-        if this.state.fenced() {
-            return Poll::Ready(Err(fenced_off()));
-        }
-        let result = this.inner.poll_write(cx, buf);
-        count_written(&result, this.state);
-        watch_stall(result, this.stalled, *this.write_idle, cx)
+        self.guarded_write(cx, |io, cx| io.poll_write(cx, buf))
     }
 
     fn poll_write_vectored(
@@ -227,13 +234,7 @@ impl<T: AsyncWrite> AsyncWrite for FlushTracked<T> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        let this = self.project();
-        if this.state.fenced() {
-            return Poll::Ready(Err(fenced_off()));
-        }
-        let result = this.inner.poll_write_vectored(cx, bufs);
-        count_written(&result, this.state);
-        watch_stall(result, this.stalled, *this.write_idle, cx)
+        self.guarded_write(cx, |io, cx| io.poll_write_vectored(cx, bufs))
     }
 
     fn is_write_vectored(&self) -> bool {

@@ -126,11 +126,11 @@ enum Handoff {
     Aborted,
 }
 
-/// What happens once the transfer is settled.
+/// What happens once the transfer is settled: an audit line, and a count if the link burned.
 pub struct Settle {
     pub stats: Arc<dyn StatsStore>,
+    /// Also names the session the use is counted for.
     pub audit: TransferAudit,
-    pub session: Option<String>,
     pub expires_at: u64,
 }
 
@@ -165,6 +165,7 @@ where
             id,
             conn: conn.state.clone(),
             sent: sent.clone(),
+            seen: conn.state.written(),
         },
         rx,
         conn.flushed.clone(),
@@ -188,9 +189,21 @@ struct Supervised {
     conn: Arc<ConnState>,
     /// Bytes the body handed to hyper, for the audit line.
     sent: Arc<AtomicU64>,
+    /// The socket's byte count at the last renewal.
+    seen: u64,
 }
 
 impl Supervised {
+    /// Renews only while the socket takes bytes: a client that stopped reading does not hold
+    /// the link, and the fence stops the connection when the lease runs out.
+    async fn renew_if_progressing(&mut self) {
+        let now = self.conn.written();
+        if now != self.seen && !self.conn.fenced() {
+            self.seen = now;
+            self.renew().await;
+        }
+    }
+
     /// Renews the lease and moves the connection's fence with it. A renew that finds the lease
     /// gone (lapsed and taken, or revoked) fences the connection at once.
     async fn renew(&self) {
@@ -223,20 +236,11 @@ async fn supervise(
     let period = s.lease.lifetime / 3;
     let mut tick = tokio::time::interval_at(Instant::now() + period, period);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    // Renew only while the socket takes bytes: a client that stopped reading does not hold
-    // the link, and the fence stops the connection when the lease runs out.
-    let mut seen = s.conn.written();
     tokio::pin!(handoff);
     let outcome = loop {
         tokio::select! {
             h = &mut handoff => break h.unwrap_or(Handoff::Aborted),
-            _ = tick.tick() => {
-                let now = s.conn.written();
-                if now != seen && !s.conn.fenced() {
-                    seen = now;
-                    s.renew().await;
-                }
-            }
+            _ = tick.tick() => s.renew_if_progressing().await,
         }
     };
     let bytes = s.sent.load(Ordering::Relaxed);
@@ -251,13 +255,7 @@ async fn supervise(
             let flushed_out = loop {
                 tokio::select! {
                     ok = flushed_past(&mut flushed, epoch) => break ok,
-                    _ = tick.tick() => {
-                        let now = s.conn.written();
-                        if now != seen && !s.conn.fenced() {
-                            seen = now;
-                            s.renew().await;
-                        }
-                    }
+                    _ = tick.tick() => s.renew_if_progressing().await,
                 }
             };
             if !flushed_out {
@@ -269,7 +267,7 @@ async fn supervise(
                 Ok(true) => {
                     if let Err(e) = settle
                         .stats
-                        .record_use(settle.session.as_deref(), settle.expires_at)
+                        .record_use(settle.audit.session.as_deref(), settle.expires_at)
                         .await
                     {
                         tracing::warn!(error = %e, "could not count a used link");

@@ -22,11 +22,9 @@ use crate::token::{Claims, Direction};
 
 #[derive(Deserialize)]
 pub struct TokenPath {
+    /// The `{name}` segment, when present, is cosmetic (so `curl -O` saves under a real name)
+    /// and is not read at all.
     token: String,
-    /// Cosmetic, so `curl -O` saves under a real name; never trusted.
-    #[serde(default)]
-    #[allow(dead_code)]
-    name: Option<String>,
 }
 
 pub async fn download(
@@ -77,20 +75,18 @@ pub async fn download(
     let lease = Lease::acquire(&app.ledger, &claims, app.config.lease).await?;
     let burns = start + len == size;
 
-    let mut file = tokio::fs::File::from_std(file);
+    let mut file = file;
     if start > 0 {
-        use tokio::io::AsyncSeekExt;
-        file.seek(std::io::SeekFrom::Start(start))
-            .await
-            .map_err(|e| {
-                tracing::error!(error = %e, "seek failed");
-                ApiError::Internal
-            })?;
+        // lseek only moves the file offset, so it is done here rather than on the blocking pool.
+        std::io::Seek::seek(&mut file, std::io::SeekFrom::Start(start)).map_err(|e| {
+            tracing::error!(error = %e, "seek failed");
+            ApiError::Internal
+        })?;
     }
+    let file = tokio::fs::File::from_std(file);
     let settle = Settle {
         stats: app.stats.clone(),
         audit: TransferAudit::new(&claims, client),
-        session: claims.session.clone(),
         expires_at: claims.expires_at,
     };
     let body = delivery::deliver(lease, file, len, burns, &conn, &app.tasks, settle);
