@@ -495,6 +495,52 @@ mod tests {
         );
     }
 
+    /// A Redis that hangs (SIGSTOP: connections open, no answers) must not hang transfers.
+    #[tokio::test]
+    async fn a_hung_redis_times_out_and_answers_are_not_mixed_up_afterwards() {
+        let Some(r) = RedisServer::start() else {
+            return;
+        };
+        let l = ledger(&r);
+        l.ping().await.unwrap();
+        r.pause();
+        let started = std::time::Instant::now();
+        assert!(matches!(
+            l.lease(&[1; 16], Owner(1), u64::MAX, Duration::from_secs(30))
+                .await,
+            Err(LedgerError::Unavailable(_))
+        ));
+        assert!(matches!(
+            l.state(&[2; 16]).await,
+            Err(LedgerError::Unavailable(_))
+        ));
+        assert!(
+            started.elapsed() <= OP_TIMEOUT * 2 + Duration::from_millis(500),
+            "each call is bounded"
+        );
+        r.resume();
+        let mut ok = false;
+        for _ in 0..50 {
+            if l.ping().await.is_ok() {
+                ok = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(ok);
+        // The timed-out lease may have run late (Redis queued it); either way each answer
+        // belongs to its own question.
+        assert!(l.commit(&[2; 16], Owner(1), None).await.is_ok_and(|c| !c));
+        assert_eq!(
+            l.lease(&[3; 16], Owner(3), u64::MAX, Duration::from_secs(30))
+                .await
+                .unwrap(),
+            Acquire::Granted
+        );
+        assert_eq!(l.state(&[3; 16]).await.unwrap(), LinkState::InProgress);
+        assert_eq!(l.state(&[4; 16]).await.unwrap(), LinkState::Unused);
+    }
+
     #[test]
     fn values_round_trip() {
         let r = Receipt {

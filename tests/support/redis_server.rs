@@ -1,6 +1,6 @@
 //! A throwaway `redis-server` on a free loopback port, for unit tests, integration tests and
 //! benches alike (included with `#[path]`, since unit tests in `src/` cannot use
-//! `tests/common`). It uses only std and tempfile.
+//! `tests/common`). It uses std, tempfile and rustix (a dev-dependency with `process`).
 //!
 //! When `redis-server` is missing, [`RedisServer::start`] panics under `CI=true` (CI must
 //! install it) and otherwise returns `None` after printing why the test is skipped.
@@ -84,9 +84,28 @@ impl RedisServer {
     /// Kills the server (SIGKILL: nothing is saved, as in a crash).
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
+            // A paused server would not die of SIGKILL any later, but let it go cleanly.
+            let pid = rustix::process::Pid::from_raw(child.id() as i32).unwrap();
+            let _ = rustix::process::kill_process(pid, rustix::process::Signal::CONT);
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+
+    /// Freezes the server (SIGSTOP): connections stay open but nothing answers, like a Redis
+    /// host that hangs. [`RedisServer::resume`] undoes it.
+    pub fn pause(&self) {
+        self.signal(rustix::process::Signal::STOP);
+    }
+
+    pub fn resume(&self) {
+        self.signal(rustix::process::Signal::CONT);
+    }
+
+    fn signal(&self, signal: rustix::process::Signal) {
+        let child = self.child.as_ref().expect("redis-server is running");
+        let pid = rustix::process::Pid::from_raw(child.id() as i32).unwrap();
+        rustix::process::kill_process(pid, signal).unwrap();
     }
 
     /// Starts it again on the same port, empty (persistence is off).
