@@ -115,6 +115,7 @@ pub async fn run(mut config: Config) -> Result<(), StartError> {
         tracing::warn!(variable = %var, "unknown BURNLINK_* variable ignored (a typo?)");
     }
     let sandbox = open_sandbox(&config)?;
+    let (ledger, stats) = open_ledger(&config.ledger).await?;
     let keyring = Arc::new(match config.keys.take() {
         Some(k) => k,
         None => {
@@ -141,7 +142,6 @@ pub async fn run(mut config: Config) -> Result<(), StartError> {
             tokens
         }
     };
-    let (ledger, stats) = open_ledger(&config.ledger).await?;
 
     let listener = tokio::net::TcpListener::bind(config.bind)
         .await

@@ -315,3 +315,40 @@ async fn a_replica_killed_mid_download_frees_its_link_after_the_lease() {
     assert_eq!(b.settled_state(&on_b).await, "used");
     assert!(stack.redis.command("PING").contains("PONG"));
 }
+
+#[tokio::test]
+async fn a_replica_started_while_redis_is_down_serves_once_redis_is_up() {
+    let Some(mut redis) = RedisServer::start() else {
+        return;
+    };
+    redis.stop();
+    let url = redis.url();
+    let s = Server::start_with(&[("BURNLINK_LEDGER", &url)]);
+    s.write("f.txt", b"hello");
+    assert_eq!(s.get(&format!("{}/readyz", s.base)).await.status(), 503);
+    // Minting needs only the key.
+    let link = s.mint("f.txt").await;
+    assert_eq!(
+        error_code(s.get(&link).await).await,
+        (503, "unavailable".to_string())
+    );
+    assert!(s.log().contains("Redis is not reachable yet"));
+
+    redis.restart();
+    let mut ready = false;
+    for _ in 0..100 {
+        if s.get(&format!("{}/readyz", s.base)).await.status() == 200 {
+            ready = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        ready,
+        "ready within 10 s of Redis coming up, without a restart"
+    );
+    let resp = s.get(&link).await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(&resp.bytes().await.unwrap()[..], b"hello");
+    assert_eq!(s.settled_state(&link).await, "used");
+}
