@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use burnlink::ledger::redis::connect;
-use burnlink::ledger::{Ledger, Owner, RedisLedger};
+use burnlink::ledger::{Acquire, Ledger, Owner, RedisLedger};
 use burnlink::token::unix_now;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use redis_server::RedisServer;
@@ -28,7 +28,9 @@ fn nonce(i: u64) -> [u8; 16] {
 /// connection manager, as one replica would under load.
 fn burns_per_second(rt: &tokio::runtime::Runtime, ledger: &Arc<RedisLedger>, tasks: u64) {
     const TOTAL: u64 = 40_000;
-    let next = Arc::new(AtomicU64::new(1 << 40));
+    // Fresh nonces for each run: a burned one would not lease again.
+    let base = (tasks + 1) << 40;
+    let next = Arc::new(AtomicU64::new(base));
     let expires_at = unix_now() + 3600;
     let started = Instant::now();
     rt.block_on(async {
@@ -39,11 +41,12 @@ fn burns_per_second(rt: &tokio::runtime::Runtime, ledger: &Arc<RedisLedger>, tas
                 let owner = Owner(u128::from(t));
                 loop {
                     let i = next.fetch_add(1, Ordering::Relaxed);
-                    if i >= (1 << 40) + TOTAL {
+                    if i >= base + TOTAL {
                         break;
                     }
                     let n = nonce(i);
-                    ledger.lease(&n, owner, expires_at, LEASE).await.unwrap();
+                    let got = ledger.lease(&n, owner, expires_at, LEASE).await.unwrap();
+                    assert_eq!(got, Acquire::Granted);
                     assert!(ledger.commit(&n, owner, None).await.unwrap());
                 }
             }));
