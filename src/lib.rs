@@ -15,6 +15,7 @@ pub mod links;
 pub mod net;
 pub mod sandbox;
 pub mod server;
+pub mod staging;
 pub mod stats;
 pub mod telemetry;
 pub mod token;

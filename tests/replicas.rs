@@ -146,6 +146,38 @@ async fn a_link_minted_on_any_replica_works_exactly_once_through_any_other() {
         assert_eq!(v["statistics"]["total_tokens"], 3, "{v}");
         assert_eq!(v["statistics"]["used_tokens"], 3, "{v}");
     }
+    // An upload through one replica: its receipt is stored in Redis, so another reports it.
+    let (status, minted) = r[0]
+        .mint_raw(
+            Some(API_TOKEN),
+            json!({ "path": "in/upload.bin", "direction": "upload" }),
+        )
+        .await;
+    assert_eq!(status, 201, "{minted}");
+    let up = minted["url"].as_str().unwrap();
+    let body = pattern(70_000);
+    let resp = client()
+        .post(via(up, &r[0].base, &r[1].base))
+        .body(body.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 201);
+    let status: serde_json::Value = r[2]
+        .link_api(reqwest::Method::GET, up, Some(API_TOKEN))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let hex: String = sha256(&body).iter().map(|b| format!("{b:02x}")).collect();
+    assert_eq!(status["state"], "used", "{status}");
+    assert_eq!(status["bytes"], 70_000, "{status}");
+    assert_eq!(status["sha256"], hex.as_str(), "{status}");
+    assert_eq!(
+        std::fs::read(stack.root().join("in/upload.bin")).unwrap(),
+        body
+    );
+
     // A revoke on one replica is seen by the others.
     let url = r[0].mint("report.bin").await;
     assert_eq!(
