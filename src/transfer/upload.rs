@@ -13,7 +13,7 @@
 //! whose client went away, and a rename that happened must still be followed by its commit
 //! (and shutdown must wait for it).
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::Extension;
@@ -33,7 +33,7 @@ use super::digest::{Expected, Hasher};
 use super::download::TokenPath;
 use super::{authorize, check_client};
 use crate::error::ApiError;
-use crate::ledger::{LinkState, Receipt};
+use crate::ledger::{Acquire, LinkState, Receipt};
 use crate::links::unix_now;
 use crate::net::ConnInfo;
 use crate::sandbox::{SandboxError, SessionId};
@@ -76,10 +76,13 @@ pub async fn upload(
     .with_header(headers.get("content-digest").map(|v| v.as_bytes()))
     .map_err(|e| ApiError::BadRequest(e.to_string()))?;
 
-    let (staged, name) = stage(&app, &claims).await?;
+    // The lease comes before anything touches the disk: a used or revoked link says so, and
+    // creates no directory or temporary.
     let lease = Lease::acquire(&app.ledger, &claims, app.config.lease).await?;
+    let (staged, name) = stage(&app, &claims).await?;
     let job = Receive {
         audit: TransferAudit::new(&claims, client),
+        valid_until: Arc::new(Mutex::new(lease.acquired_deadline().into_std())),
         app: app.clone(),
         claims,
         lease,
@@ -137,6 +140,8 @@ struct Receive {
     expected: Expected,
     name: String,
     audit: TransferAudit,
+    /// Until when the lease is known to be held; the rename happens only before it.
+    valid_until: Arc<Mutex<std::time::Instant>>,
 }
 
 /// What the socket side tells the writer thread.
@@ -213,7 +218,9 @@ impl Receive {
                 return Err(e);
             }
         }
-        let written = writer
+        // Syncing a large file can outlast a lease; keep renewing while it runs.
+        let written = self
+            .keep(writer)
             .await
             .map_err(|_| ApiError::Internal)?
             .map_err(|e| internal("writing an upload", e))?;
@@ -229,11 +236,19 @@ impl Receive {
         // that took the link after this one's lease lapsed could land too.
         self.hold().await?;
         let (name, overwrite) = (self.name.clone(), self.claims.overwrite);
-        tokio::task::spawn_blocking(move || written.staged.persist(&name, overwrite))
+        let valid_until = self.valid_until.clone();
+        let landing = tokio::task::spawn_blocking(move || {
+            // Checked right before the rename: a lease that lapsed while this thread waited
+            // for the pool may be someone else's by now.
+            let held = || std::time::Instant::now() + FENCE_MARGIN < *lock(&valid_until);
+            written.staged.persist(&name, overwrite, held)
+        });
+        self.keep(landing)
             .await
             .map_err(|_| ApiError::Internal)?
             .map_err(|e| match e {
                 PersistError::Exists => exists(),
+                PersistError::LeaseLost => ApiError::InProgress,
                 PersistError::Io(err) => internal("moving an upload into place", err),
             })?;
 
@@ -304,8 +319,27 @@ impl Receive {
     }
 
     /// Renews the lease; an upload whose lease is gone (revoked, or lapsed and taken) stops.
+    ///
+    /// A lease that lapsed while the client paused is taken again if nobody else took it: the
+    /// link was free, so this upload may go on. `valid_until` follows every answer, so the
+    /// rename never happens on a lease that may be gone.
     async fn hold(&self) -> Result<(), ApiError> {
-        if self.lease.renew().await? {
+        let start = std::time::Instant::now();
+        let held = match self.lease.renew().await {
+            Ok(true) => true,
+            Ok(false) => self.lease.retake(self.claims.expires_at).await? == Acquire::Granted,
+            Err(e) => {
+                // Unknown: the old deadline stands, and the rename respects it.
+                tracing::warn!(error = %e, "could not renew an upload's lease");
+                return Err(e.into());
+            }
+        };
+        *lock(&self.valid_until) = if held {
+            start + self.lease.lifetime()
+        } else {
+            start
+        };
+        if held {
             return Ok(());
         }
         Err(match self.app.ledger.state(&self.claims.nonce).await? {
@@ -313,6 +347,22 @@ impl Receive {
             LinkState::Used(_) => ApiError::Used,
             LinkState::InProgress | LinkState::Unused => ApiError::InProgress,
         })
+    }
+
+    /// Runs `work` while renewing the lease on every period, whether or not bytes flow: the
+    /// body is complete and the server is the slow one now (syncing, renaming).
+    async fn keep<F: std::future::Future>(&self, work: F) -> F::Output {
+        let period = self.lease_period();
+        let mut tick = tokio::time::interval_at(Instant::now() + period, period);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tokio::pin!(work);
+        loop {
+            tokio::select! {
+                out = &mut work => return out,
+                // A failure moves `valid_until`, which the rename checks.
+                _ = tick.tick() => { let _ = self.hold().await; }
+            }
+        }
     }
 
     /// Burns the link now that the file is in place. The file stays whatever the ledger says:
@@ -329,9 +379,11 @@ impl Receive {
                     tracing::warn!(error = %e, "could not count a used link");
                 }
             }
+            // Only a revoke between the last renewal and the rename gets here: the rename
+            // is fenced by the lease's deadline.
             Ok(false) => tracing::error!(
                 link = %self.claims.short_id(),
-                "an upload landed but its lease was gone before the burn"
+                "an upload landed but the link was revoked or lost just before; not burned"
             ),
             Err(e) => tracing::error!(
                 error = %e,
@@ -374,6 +426,13 @@ fn write(
         sha256,
         sha512,
     })
+}
+
+/// Taken off the lease deadline before the rename, for clock granularity and the rename itself.
+const FENCE_MARGIN: Duration = Duration::from_millis(250);
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Removes a temporary that will not be used, off the async workers.
