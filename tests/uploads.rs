@@ -549,7 +549,7 @@ async fn a_sole_uploader_pausing_longer_than_the_lease_still_lands() {
         b"helloworld"
     );
     assert_eq!(
-        s.settled_state(&minted["url"].as_str().unwrap()).await,
+        s.settled_state(minted["url"].as_str().unwrap()).await,
         "used"
     );
 }
