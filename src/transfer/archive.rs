@@ -9,8 +9,8 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::http::{HeaderMap, HeaderValue, header};
+use axum::response::Response;
 use cap_std::fs::Dir;
 
 use super::delivery::{self, Lease, Settle};
@@ -26,7 +26,10 @@ use crate::token::Claims;
 /// Answers `HEAD` without building anything.
 pub async fn head(app: &App, claims: &Claims) -> Result<Response, ApiError> {
     open(app, claims).await?;
-    let mut response = StatusCode::OK.into_response();
+    // A body of unknown length, as the GET's: an empty body would make hyper announce
+    // `Content-Length: 0`, which is not the archive's length.
+    let unknown = futures_util::stream::empty::<Result<bytes::Bytes, std::io::Error>>();
+    let mut response = Response::new(Body::from_stream(unknown));
     headers(response.headers_mut(), app, claims);
     Ok(response)
 }
