@@ -4,7 +4,6 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::path::Path;
 use std::time::{Duration, SystemTime};
 
 use common::archive::*;
@@ -41,8 +40,7 @@ fn photos(s: &Server) -> Vec<(&'static str, Vec<u8>)> {
         s.write(&format!("photos/{name}"), bytes);
     }
     let p = s.root.join("photos");
-    std::fs::set_permissions(p.join("sub/run.sh"), std::fs::Permissions::from_mode(0o755))
-        .unwrap();
+    std::fs::set_permissions(p.join("sub/run.sh"), std::fs::Permissions::from_mode(0o755)).unwrap();
     std::fs::File::options()
         .write(true)
         .open(p.join("notes.txt"))
@@ -99,7 +97,11 @@ async fn minting_a_directory_answers_its_kind_total_size_and_a_zip_url() {
         .env("BURNLINK_BASE_URL", &s.base)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["kind"], "directory");
     assert_eq!(v["size"], 25);
@@ -119,7 +121,10 @@ async fn the_archive_holds_the_tree_byte_for_byte_for_python_and_unzip() {
     assert_eq!(code, 0, "curl: {headers}");
     let headers = headers.to_ascii_lowercase();
     assert!(headers.starts_with("http/1.1 200"), "{headers}");
-    assert!(headers.contains("content-type: application/zip"), "{headers}");
+    assert!(
+        headers.contains("content-type: application/zip"),
+        "{headers}"
+    );
     assert!(headers.contains("filename=\"photos.zip\""), "{headers}");
     assert!(headers.contains("accept-ranges: none"), "{headers}");
     assert!(headers.contains("transfer-encoding: chunked"), "{headers}");
@@ -166,7 +171,10 @@ async fn the_archive_holds_the_tree_byte_for_byte_for_python_and_unzip() {
         .modified()
         .unwrap();
     assert_eq!(
-        mtime.duration_since(SystemTime::UNIX_EPOCH).unwrap().as_secs(),
+        mtime
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap()
+            .as_secs(),
         MTIME
     );
 }
@@ -207,21 +215,6 @@ async fn head_builds_nothing_and_a_range_gets_the_whole_archive() {
     assert_eq!(resp.status(), 404);
 }
 
-/// Reads `resp` to its end or its first error; returns (bytes, whether it ended cleanly).
-async fn drain(resp: reqwest::Response, limit: Duration) -> (u64, bool) {
-    let mut stream = resp.bytes_stream();
-    let mut total = 0u64;
-    let deadline = tokio::time::Instant::now() + limit;
-    loop {
-        match tokio::time::timeout_at(deadline, stream.next()).await {
-            Ok(Some(Ok(chunk))) => total += chunk.len() as u64,
-            Ok(Some(Err(_))) => return (total, false),
-            Ok(None) => return (total, true),
-            Err(_) => panic!("the download neither ended nor failed within {limit:?}"),
-        }
-    }
-}
-
 #[tokio::test]
 async fn a_dropped_connection_leaves_the_link_usable() {
     if !have_readers() {
@@ -253,7 +246,10 @@ async fn a_dropped_connection_leaves_the_link_usable() {
     );
     unzip_test(&zip);
     assert_eq!(s.settled_state(&url).await, "used");
-    assert!(s.log().contains("outcome=\"aborted\""), "the cut is audited");
+    assert!(
+        s.log().contains("outcome=\"aborted\""),
+        "the cut is audited"
+    );
 }
 
 #[tokio::test]
@@ -299,7 +295,10 @@ async fn a_file_that_shrinks_mid_stream_cuts_the_connection_and_the_link_stays_u
             Err(_) => panic!("no end within 60 s"),
         }
     }
-    assert!(!clean, "the client sees a broken transfer, not a short archive");
+    assert!(
+        !clean,
+        "the client sees a broken transfer, not a short archive"
+    );
     assert!(got < 256 * 1024 * 1024, "{got}");
     assert_eq!(s.settled_state(&url).await, "unused");
     assert!(s.log().contains("shrank"), "{}", s.log());
@@ -321,10 +320,15 @@ async fn a_directory_gone_since_minting_is_not_found_and_not_burned() {
     s.write("gone/a.txt", b"a");
     let url = s.mint("gone").await;
     std::fs::remove_dir_all(s.root.join("gone")).unwrap();
-    assert_eq!(error_code(s.get(&url).await).await, (404, "not_found".into()));
+    assert_eq!(
+        error_code(s.get(&url).await).await,
+        (404, "not_found".into())
+    );
     // Swapped for a symlink out of the sandbox: still not found.
     std::os::unix::fs::symlink(s.dir.path(), s.root.join("gone")).unwrap();
-    assert_eq!(error_code(s.get(&url).await).await, (404, "not_found".into()));
+    assert_eq!(
+        error_code(s.get(&url).await).await,
+        (404, "not_found".into())
+    );
     assert_eq!(s.state(&url).await, "unused");
-    let _ = Path::new("");
 }

@@ -11,32 +11,32 @@ const COMPRESSED_EXTENSIONS: &[&str] = &[
     "7z", "aac", "apk", "avi", "avif", "br", "bz2", "cab", "deb", "dmg", "docx", "epub", "flac",
     "gif", "gz", "heic", "heif", "ipa", "jar", "jpeg", "jpg", "jxl", "lz", "lz4", "lzma", "m4a",
     "m4v", "mkv", "mov", "mp3", "mp4", "odp", "ods", "odt", "oga", "ogg", "ogv", "opus", "pdf",
-    "png", "pptx", "rar", "rpm", "tbz", "tbz2", "tgz", "txz", "tzst", "war", "webm", "webp",
-    "whl", "woff", "woff2", "xlsx", "xz", "zip", "zst",
+    "png", "pptx", "rar", "rpm", "tbz", "tbz2", "tgz", "txz", "tzst", "war", "webm", "webp", "whl",
+    "woff", "woff2", "xlsx", "xz", "zip", "zst",
 ];
 
 /// Leading bytes (at an offset) of compressed formats, for files whose name says nothing.
 const MAGIC: &[(usize, &[u8])] = &[
-    (0, b"\xFF\xD8\xFF"),             // JPEG
-    (0, b"\x89PNG\r\n\x1A\n"),        // PNG
-    (0, b"GIF8"),                     // GIF
-    (0, b"PK\x03\x04"),               // zip, jar, docx, apk...
-    (0, b"\x1F\x8B"),                 // gzip
-    (0, b"BZh"),                      // bzip2
-    (0, b"\xFD7zXZ\x00"),             // xz
-    (0, b"\x28\xB5\x2F\xFD"),         // zstd
-    (0, b"7z\xBC\xAF\x27\x1C"),       // 7z
-    (0, b"Rar!\x1A\x07"),             // rar
-    (0, b"\x04\x22\x4D\x18"),         // lz4
-    (0, b"OggS"),                     // ogg
-    (0, b"fLaC"),                     // flac
-    (0, b"ID3"),                      // mp3 with tags
-    (0, b"\x1A\x45\xDF\xA3"),         // matroska, webm
-    (0, b"wOFF"),                     // woff
-    (0, b"wOF2"),                     // woff2
-    (0, b"%PDF-"),                    // pdf
-    (4, b"ftyp"),                     // mp4, mov, heic, avif
-    (8, b"WEBP"),                     // webp (after RIFF....)
+    (0, b"\xFF\xD8\xFF"),       // JPEG
+    (0, b"\x89PNG\r\n\x1A\n"),  // PNG
+    (0, b"GIF8"),               // GIF
+    (0, b"PK\x03\x04"),         // zip, jar, docx, apk...
+    (0, b"\x1F\x8B"),           // gzip
+    (0, b"BZh"),                // bzip2
+    (0, b"\xFD7zXZ\x00"),       // xz
+    (0, b"\x28\xB5\x2F\xFD"),   // zstd
+    (0, b"7z\xBC\xAF\x27\x1C"), // 7z
+    (0, b"Rar!\x1A\x07"),       // rar
+    (0, b"\x04\x22\x4D\x18"),   // lz4
+    (0, b"OggS"),               // ogg
+    (0, b"fLaC"),               // flac
+    (0, b"ID3"),                // mp3 with tags
+    (0, b"\x1A\x45\xDF\xA3"),   // matroska, webm
+    (0, b"wOFF"),               // woff
+    (0, b"wOF2"),               // woff2
+    (0, b"%PDF-"),              // pdf
+    (4, b"ftyp"),               // mp4, mov, heic, avif
+    (8, b"WEBP"),               // webp (after RIFF....)
 ];
 
 /// Bits per byte above which a sample is taken as already compressed or encrypted. Random and
@@ -136,7 +136,10 @@ mod tests {
         let mut webp = b"RIFF\x00\x00\x00\x00WEBPVP8 ".to_vec();
         webp.extend_from_slice(&[0; 100]);
         assert_eq!(choose("blob", &webp), Method::Stored);
-        assert_eq!(choose("blob", b"RIFF\x00\x00\x00\x00WAVE"), Method::Deflated);
+        assert_eq!(
+            choose("blob", b"RIFF\x00\x00\x00\x00WAVE"),
+            Method::Deflated
+        );
     }
 
     #[test]

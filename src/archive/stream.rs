@@ -129,7 +129,10 @@ fn add_file<W: Write + io::Seek>(
     let (mut file, meta) = match sandbox::open_regular(base, &entry.rel) {
         Ok(opened) => opened,
         Err(SandboxError::NotFound | SandboxError::Outside | SandboxError::NotAFileOrDirectory) => {
-            tracing::debug!(name = entry.name, "changed since listed; left out of the archive");
+            tracing::debug!(
+                name = entry.name,
+                "changed since listed; left out of the archive"
+            );
             return Ok(());
         }
         Err(e) => return Err(io::Error::other(e)),
@@ -315,7 +318,14 @@ mod tests {
         let d = dos_time(t);
         // 2023-11-14 22:13:20 UTC
         assert_eq!(
-            (d.year(), d.month(), d.day(), d.hour(), d.minute(), d.second()),
+            (
+                d.year(),
+                d.month(),
+                d.day(),
+                d.hour(),
+                d.minute(),
+                d.second()
+            ),
             (2023, 11, 14, 22, 13, 20)
         );
         assert_eq!(dos_time(SystemTime::UNIX_EPOCH), DateTime::default());

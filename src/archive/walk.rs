@@ -228,7 +228,11 @@ impl<'a> Walk<'a> {
                 return Err(WalkError::NamesTooLong(self.limits.max_name_bytes));
             }
             return Ok(Some(Entry {
-                size: if kind == EntryKind::File { meta.len() } else { 0 },
+                size: if kind == EntryKind::File {
+                    meta.len()
+                } else {
+                    0
+                },
                 modified: meta.modified().ok().map(|t| t.into_std()),
                 mode: meta.mode(),
                 name,
