@@ -19,7 +19,7 @@ trap '[ -n "$pid" ] && kill "$pid" 2>/dev/null; rm -rf "$work"' EXIT
 mkdir -p "$work/data"
 
 # 2,000 files of ~100 KiB each per tree: random bytes named .jpg (stored), and English-like
-# text from a 2,000-word vocabulary (deflated, about 3.5:1 at level 1).
+# text from a 2,000-word vocabulary (deflated; about 1.8:1 at level 1).
 python3 - "$work/data" <<'EOF'
 import os, random, sys
 root = sys.argv[1]
