@@ -30,6 +30,12 @@ pub enum ApiError {
     RangeNotSatisfiable { size: u64 },
     #[error("{0}")]
     Exists(String),
+    #[error("the upload does not match the expected SHA-256 digest; nothing was written")]
+    DigestMismatch,
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    #[error("{0}")]
+    Timeout(String),
     #[error("missing or invalid bearer token")]
     Unauthorized,
     #[error("{0}")]
@@ -57,6 +63,9 @@ impl ApiError {
             ApiError::Expired => StatusCode::GONE,
             ApiError::InProgress | ApiError::Exists(_) => StatusCode::CONFLICT,
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::DigestMismatch => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::Timeout(_) => StatusCode::REQUEST_TIMEOUT,
             ApiError::RangeNotSatisfiable { .. } => StatusCode::RANGE_NOT_SATISFIABLE,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
@@ -79,6 +88,10 @@ impl ApiError {
             ApiError::TooLarge(_) => "too_large",
             ApiError::RangeNotSatisfiable { .. } => "range_not_satisfiable",
             ApiError::Exists(_) => "exists",
+            ApiError::DigestMismatch => "digest_mismatch",
+            ApiError::UnsupportedMediaType(_) => "unsupported_media_type",
+            // §8 has no code of its own for a stalled request; the status says it.
+            ApiError::Timeout(_) => "bad_request",
             ApiError::Unauthorized => "unauthorized",
             ApiError::Forbidden(_) => "forbidden",
             ApiError::BadRequest(_) | ApiError::MethodNotAllowed => "bad_request",
@@ -195,6 +208,9 @@ mod tests {
             ApiError::TooLarge(String::new()),
             ApiError::RangeNotSatisfiable { size: 1 },
             ApiError::Exists(String::new()),
+            ApiError::DigestMismatch,
+            ApiError::UnsupportedMediaType(String::new()),
+            ApiError::Timeout(String::new()),
             ApiError::Unauthorized,
             ApiError::Forbidden(String::new()),
             ApiError::BadRequest(String::new()),

@@ -16,6 +16,7 @@ pub mod mcp;
 pub mod net;
 pub mod sandbox;
 pub mod server;
+pub mod staging;
 pub mod stats;
 pub mod telemetry;
 pub mod token;

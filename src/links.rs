@@ -30,6 +30,8 @@ pub struct Limits {
     pub ttl_max: u64,
     pub max_download_bytes: u64,
     pub max_upload_bytes: u64,
+    /// Lower-case extensions an upload destination may have; `None` = any.
+    pub upload_extensions: Option<Vec<String>>,
 }
 
 /// A request to mint, already past authentication and with its session decided.
@@ -108,8 +110,11 @@ impl Minter {
         let session = req.session.as_ref();
         let rel = self.sandbox.normalize(session, &req.path)?;
         if direction == Direction::Upload {
+            return self.mint_upload(req, rel, ttl, now_unix);
+        }
+        if req.max_bytes.is_some() || req.sha256.is_some() || req.overwrite.is_some() {
             return Err(MintError::BadRequest(
-                "upload links are not served by this version yet".into(),
+                "max_bytes, sha256 and overwrite apply to upload links only".into(),
             ));
         }
         let meta = self.sandbox.stat(session, &rel)?;
@@ -150,6 +155,69 @@ impl Minter {
         })
     }
 
+    /// An upload link: the destination must be a file name inside the sandbox with an allowed
+    /// extension, and must not exist when the link may not replace it. The cap in force (the
+    /// request's, clamped to the configured maximum) is signed into the token.
+    fn mint_upload(
+        &self,
+        req: MintRequest,
+        rel: String,
+        ttl: u64,
+        now_unix: u64,
+    ) -> Result<Minted, MintError> {
+        if let Some(allowed) = &self.limits.upload_extensions {
+            let ext = upload_extension(&rel);
+            if !ext.as_ref().is_some_and(|e| allowed.contains(e)) {
+                return Err(MintError::BadRequest(format!(
+                    "uploads here must have one of these extensions: {}",
+                    allowed.join(", ")
+                )));
+            }
+        }
+        let overwrite = req.overwrite.unwrap_or(true);
+        match self
+            .sandbox
+            .upload_destination(req.session.as_ref(), &rel)?
+        {
+            Some(meta) if meta.is_dir() => {
+                return Err(MintError::BadRequest(
+                    "the destination is a directory; name a file inside it".into(),
+                ));
+            }
+            Some(_) if !overwrite => return Err(MintError::Exists),
+            _ => {}
+        }
+        let max_bytes = req
+            .max_bytes
+            .unwrap_or(self.limits.max_upload_bytes)
+            .min(self.limits.max_upload_bytes);
+        let expires_at = now_unix.saturating_add(ttl);
+        let mut claims = Claims::new(
+            Direction::Upload,
+            req.session.map(|s| s.as_str().to_string()),
+            rel,
+            expires_at,
+        );
+        claims.max_bytes = Some(max_bytes);
+        claims.sha256 = req.sha256;
+        claims.overwrite = overwrite;
+        claims.ip = req.ip;
+        let token = self.keyring.sign(&claims);
+        let name = sandbox::file_name(&claims.path);
+        Ok(Minted {
+            url: self.url_for(&token, name),
+            token,
+            path: claims.path.clone(),
+            direction: Direction::Upload,
+            kind: Kind::File.as_str(),
+            size: None,
+            expires_at: rfc3339(expires_at),
+            expires_in_seconds: ttl,
+            max_bytes: Some(max_bytes),
+            claims,
+        })
+    }
+
     /// `{base}/transfer/{token}/{name}`; the name only makes `curl -O` and browsers pick a
     /// sensible file name.
     pub fn url_for(&self, token: &str, name: &str) -> String {
@@ -159,6 +227,16 @@ impl Minter {
             token,
             utf8_percent_encode(name, SEGMENT)
         )
+    }
+}
+
+/// The lower-case extension of a destination (`report.PDF` → `pdf`); `None` for names without
+/// one, including dot files such as `.env`.
+fn upload_extension(rel: &str) -> Option<String> {
+    let name = sandbox::file_name(rel);
+    match name.rsplit_once('.') {
+        Some((stem, ext)) if !stem.is_empty() && !ext.is_empty() => Some(ext.to_ascii_lowercase()),
+        _ => None,
     }
 }
 
@@ -210,6 +288,7 @@ mod tests {
                 ttl_max: 86400,
                 max_download_bytes: 10,
                 max_upload_bytes: 10,
+                upload_extensions: None,
             },
             "http://h:1/".into(),
         )
@@ -251,6 +330,68 @@ mod tests {
         assert!(matches!(m.mint(r.clone(), 0), Err(MintError::InvalidTtl)));
         r.ttl_seconds = Some(10_000_000);
         assert_eq!(m.mint(r, 0).unwrap().expires_in_seconds, 86400);
+    }
+
+    #[test]
+    fn mints_an_upload_link() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("old.txt"), b"x").unwrap();
+        std::fs::create_dir(dir.path().join("d")).unwrap();
+        let m = minter(dir.path());
+        let mut r = req("new/deep/in.csv");
+        r.direction = Some(Direction::Upload);
+        r.max_bytes = Some(1_000);
+        let out = m.mint(r.clone(), 0).unwrap();
+        assert_eq!(out.max_bytes, Some(10), "clamped to the configured maximum");
+        assert_eq!(out.claims.max_bytes, Some(10));
+        assert_eq!(out.size, None);
+        assert!(out.claims.overwrite);
+        assert!(out.url.ends_with("/in.csv"));
+
+        r.path = "old.txt".into();
+        r.overwrite = Some(false);
+        assert!(matches!(m.mint(r.clone(), 0), Err(MintError::Exists)));
+        r.overwrite = None;
+        assert!(m.mint(r.clone(), 0).is_ok(), "replacing is the default");
+        for bad in ["d", ".", "old.txt/x.txt"] {
+            r.path = bad.into();
+            assert!(
+                matches!(
+                    m.mint(r.clone(), 0),
+                    Err(MintError::BadRequest(_) | MintError::Sandbox(_))
+                ),
+                "{bad}"
+            );
+        }
+        r.path = "../x.txt".into();
+        assert!(matches!(
+            m.mint(r, 0),
+            Err(MintError::Sandbox(SandboxError::Outside))
+        ));
+
+        let mut d = req("old.txt");
+        d.max_bytes = Some(5);
+        assert!(
+            matches!(m.mint(d, 0), Err(MintError::BadRequest(_))),
+            "upload constraints on a download link"
+        );
+    }
+
+    #[test]
+    fn upload_extensions_are_an_allowlist() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut m = minter(dir.path());
+        m.limits.upload_extensions = Some(vec!["pdf".into(), "csv".into()]);
+        let mut r = req("a.PDF");
+        r.direction = Some(Direction::Upload);
+        assert!(m.mint(r.clone(), 0).is_ok());
+        for bad in ["a.exe", "noext", ".pdf", "a.pdf.sh", "a."] {
+            r.path = bad.into();
+            assert!(
+                matches!(m.mint(r.clone(), 0), Err(MintError::BadRequest(_))),
+                "{bad}"
+            );
+        }
     }
 
     #[test]

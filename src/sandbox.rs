@@ -189,6 +189,99 @@ impl Sandbox {
     }
 }
 
+impl Sandbox {
+    /// Checks an upload destination at mint time, creating nothing: what is there now, if
+    /// anything. A missing parent is fine (uploads create it); a parent that is a file, or a
+    /// path leading out of the sandbox, is not. Blocking.
+    pub fn upload_destination(
+        &self,
+        session: Option<&SessionId>,
+        rel: &str,
+    ) -> Result<Option<Metadata>, SandboxError> {
+        let (parent, _) = split_upload_path(rel)?;
+        let dir = self.session_dir(session)?;
+        match dir.metadata(parent) {
+            Ok(meta) if meta.is_dir() => {}
+            Ok(_) => {
+                return Err(SandboxError::BadPath(
+                    "a parent of the destination is a file",
+                ));
+            }
+            Err(e) => {
+                return match SandboxError::from(e) {
+                    SandboxError::NotFound => Ok(None),
+                    other => Err(other),
+                };
+            }
+        }
+        match dir.metadata(rel) {
+            Ok(meta) => Ok(Some(meta)),
+            Err(e) => match SandboxError::from(e) {
+                SandboxError::NotFound => Ok(None),
+                other => Err(other),
+            },
+        }
+    }
+
+    /// Opens the directory an upload to `rel` lands in, beneath the session's sandbox,
+    /// creating missing directories; returns it with the file name. Directories it had to
+    /// create are fsynced into their parents, so the path survives a crash along with the
+    /// file. Blocking.
+    pub fn upload_parent(
+        &self,
+        session: Option<&SessionId>,
+        rel: &str,
+    ) -> Result<(Dir, String), SandboxError> {
+        let (parent, name) = split_upload_path(rel)?;
+        let base = self.session_dir(session)?;
+        match base.open_dir(parent) {
+            Ok(dir) => return Ok((dir, name.to_string())),
+            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e.into()),
+            Err(_) => {}
+        }
+        base.create_dir_all(parent)?;
+        // Every directory from the session's down to the parent may have gained an entry.
+        sync_dir(&base)?;
+        let mut prefix = String::new();
+        for component in parent.split('/') {
+            if !prefix.is_empty() {
+                prefix.push('/');
+            }
+            prefix.push_str(component);
+            let dir = base.open_dir(&prefix)?;
+            sync_dir(&dir)?;
+        }
+        Ok((base.open_dir(parent)?, name.to_string()))
+    }
+
+    /// The sandbox root itself, for start-up housekeeping.
+    pub fn root_dir(&self) -> &Dir {
+        &self.root
+    }
+}
+
+/// Flushes a directory's entries to stable storage, so a file renamed or created in it
+/// survives a crash. cap-std's directory handles are `O_PATH`, which cannot be synced, so the
+/// directory is opened once more for reading. Blocking.
+pub fn sync_dir(dir: &Dir) -> io::Result<()> {
+    let mut options = OpenOptions::new();
+    options
+        .read(true)
+        .custom_flags(rustix::fs::OFlags::DIRECTORY.bits() as i32);
+    dir.open_with(".", &options)?.sync_all()
+}
+
+/// `a/b/c.txt` → (`a/b`, `c.txt`); `c.txt` → (`.`, `c.txt`). The sandbox itself is no
+/// file name to upload to.
+fn split_upload_path(rel: &str) -> Result<(&str, &str), SandboxError> {
+    if rel == "." || rel.is_empty() {
+        return Err(SandboxError::BadPath(
+            "an upload needs a file name, not a directory",
+        ));
+    }
+    Ok(rel.rsplit_once('/').unwrap_or((".", rel)))
+}
+
 /// Checks the kind of an entry the sandbox resolved.
 pub fn kind_of(meta: &Metadata) -> Result<Kind, SandboxError> {
     if meta.is_file() {

@@ -90,6 +90,7 @@ pub fn limits(config: &Config) -> Limits {
         ttl_max: config.ttl_max,
         max_download_bytes: config.max_download_bytes,
         max_upload_bytes: config.max_upload_bytes,
+        upload_extensions: config.upload_extensions.clone(),
     }
 }
 
@@ -116,6 +117,7 @@ pub async fn run(mut config: Config) -> Result<(), StartError> {
         tracing::warn!(variable = %var, "unknown BURNLINK_* variable ignored (a typo?)");
     }
     let sandbox = open_sandbox(&config)?;
+    sweep_stale_uploads(&sandbox);
     let keyring = Arc::new(match config.keys.take() {
         Some(k) => k,
         None => {
@@ -208,6 +210,19 @@ pub async fn run(mut config: Config) -> Result<(), StartError> {
     .await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Removes temporaries that crashed uploads left behind, in the background so a large tree
+/// does not delay start-up; uploads still running in other replicas are left alone
+/// ([`crate::staging`]).
+fn sweep_stale_uploads(sandbox: &Sandbox) {
+    let sandbox = sandbox.clone();
+    tokio::task::spawn_blocking(move || {
+        let removed = crate::staging::sweep(sandbox.root_dir());
+        if removed > 0 {
+            tracing::info!(removed, "removed temporary files of interrupted uploads");
+        }
+    });
 }
 
 async fn shutdown_signal() {

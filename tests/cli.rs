@@ -63,6 +63,59 @@ async fn minted_offline_the_link_works_on_the_server() {
     }
 }
 
+#[tokio::test]
+async fn a_ci_job_mints_an_upload_link_and_pushes_with_curl() {
+    let s = Server::start();
+    let artifact = pattern(200_000);
+    let src = s.dir.path().join("build.tgz");
+    std::fs::write(&src, &artifact).unwrap();
+    let digest = hex(&sha256(&artifact));
+    let out = cli(&s)
+        .args([
+            "mint",
+            "artifacts/build.tgz",
+            "--upload",
+            "--max-bytes",
+            "300000",
+            "--sha256",
+            &digest,
+            "--no-overwrite",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let url = String::from_utf8(out.stdout).unwrap().trim().to_string();
+
+    let inspected = cli(&s).args(["inspect", &url]).output().unwrap();
+    let text = String::from_utf8_lossy(&inspected.stdout);
+    for line in [
+        "direction: upload",
+        "max_bytes: 300000",
+        "overwrite: false",
+        &format!("sha256: {digest}"),
+    ] {
+        assert!(text.contains(line), "{line} in {text}");
+    }
+
+    let (status, body) = curl_status(&["--data-binary", &format!("@{}", src.display()), &url]);
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(
+        std::fs::read(s.root.join("artifacts/build.tgz")).unwrap(),
+        artifact
+    );
+    // The destination exists now, so a second no-overwrite link is refused at mint.
+    let out = cli(&s)
+        .args(["mint", "artifacts/build.tgz", "--upload", "--no-overwrite"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("exists"));
+}
+
 #[test]
 fn keygen_prints_one_usable_entry() {
     let out = Command::new(bin()).arg("keygen").output().unwrap();

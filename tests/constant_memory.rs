@@ -5,16 +5,6 @@ mod common;
 use common::*;
 use futures_util::StreamExt;
 
-/// Peak resident set of a process, from /proc (Linux).
-fn vm_hwm_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmHWM in /proc/PID/status")
-}
-
 #[tokio::test]
 async fn a_512_mib_download_keeps_peak_memory_under_64_mib() {
     // The default download ceiling is 100 MiB; raise it for this test.

@@ -10,7 +10,7 @@ use serde::Deserialize;
 
 use super::delivery::{self, Lease, Settle};
 use super::range::{self, Decision};
-use super::{authorize, disposition};
+use super::{authorize, check_client, disposition};
 use crate::error::ApiError;
 use crate::ledger::LinkState;
 use crate::links::unix_now;
@@ -24,7 +24,7 @@ use crate::token::{Claims, Direction};
 pub struct TokenPath {
     /// The `{name}` segment, when present, is cosmetic (so `curl -O` saves under a real name)
     /// and is not read at all.
-    token: String,
+    pub(super) token: String,
 }
 
 pub async fn download(
@@ -36,13 +36,7 @@ pub async fn download(
 ) -> Result<Response, ApiError> {
     let claims = authorize(&app, &params.token, Direction::Download, unix_now())?;
     let client = conn.client_ip(&headers, &app.config.trusted_proxies);
-    if let Some(net) = claims.ip
-        && !net.contains(&client)
-    {
-        return Err(ApiError::Forbidden(
-            "this link is restricted to other client addresses".into(),
-        ));
-    }
+    check_client(&claims, client)?;
 
     if method == Method::HEAD {
         // Metadata only: never leases, never burns, so link previewers can look freely.

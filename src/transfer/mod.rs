@@ -4,10 +4,13 @@
 //! and commit or release (see [`delivery`]).
 
 pub mod delivery;
+pub mod digest;
 pub mod disposition;
 pub mod download;
 pub mod range;
+pub mod upload;
 
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use axum::Router;
@@ -19,9 +22,11 @@ use crate::token::{Claims, Direction};
 
 pub fn routes() -> Router<Arc<App>> {
     let download = get(download::download).head(download::download);
+    // Minted upload URLs carry the cosmetic name too, so both forms take an upload.
+    let transfer = download.clone().post(upload::upload).put(upload::upload);
     Router::new()
-        .route("/transfer/{token}", download.clone())
-        .route("/transfer/{token}/{name}", download.clone())
+        .route("/transfer/{token}", transfer.clone())
+        .route("/transfer/{token}/{name}", transfer)
         .route("/api/download/{token}", download)
 }
 
@@ -43,4 +48,15 @@ pub fn authorize(
         return Err(ApiError::Expired);
     }
     Ok(claims)
+}
+
+/// Enforces a link's `ip` constraint against the client address (the peer, or what a trusted
+/// proxy forwarded).
+pub fn check_client(claims: &Claims, client: IpAddr) -> Result<(), ApiError> {
+    match claims.ip {
+        Some(net) if !net.contains(&client) => Err(ApiError::Forbidden(
+            "this link is restricted to other client addresses".into(),
+        )),
+        _ => Ok(()),
+    }
 }

@@ -138,6 +138,20 @@ impl Server {
         body["url"].as_str().unwrap().to_string()
     }
 
+    /// Mints an upload link with the fields of `body` (`direction` is set) and returns the
+    /// mint response.
+    pub async fn mint_upload(&self, mut body: Value) -> Value {
+        body["direction"] = json!("upload");
+        let (status, out) = self.mint_raw(Some(API_TOKEN), body).await;
+        assert_eq!(status, 201, "{out}");
+        out
+    }
+
+    /// Upload temporaries anywhere under the root (there should be none once an upload ended).
+    pub fn temporaries(&self) -> Vec<PathBuf> {
+        temporaries(&self.root)
+    }
+
     /// `method` on `{base}{path}`, with a bearer token when given.
     pub async fn api(
         &self,
@@ -244,4 +258,50 @@ pub fn curl() -> Command {
     let mut c = Command::new("curl");
     c.args(["--silent", "--show-error"]);
     c
+}
+
+pub fn temporaries(root: &Path) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                stack.push(path);
+            } else if entry
+                .file_name()
+                .to_string_lossy()
+                .starts_with(".burnlink-")
+            {
+                found.push(path);
+            }
+        }
+    }
+    found
+}
+
+/// Peak resident set of a process, from /proc (Linux).
+pub fn vm_hwm_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmHWM in /proc/PID/status")
+}
+
+pub fn hex(bytes: &[u8]) -> String {
+    burnlink::token::hex(bytes)
+}
+
+/// Runs curl with `args` plus `-w '\n%{http_code}'`; returns (status, body).
+pub fn curl_status(args: &[&str]) -> (u16, String) {
+    let out = curl()
+        .args(args)
+        .args(["-w", "\n%{http_code}"])
+        .output()
+        .expect("run curl");
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
+    (code.trim().parse().unwrap_or(0), body.to_string())
 }
