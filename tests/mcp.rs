@@ -90,8 +90,18 @@ fn over_http(py: &Path, s: &Server, token: &str, calls: Value) -> Value {
 
 /// `burnlink mcp` as the SDK's stdio server, for the server `s` (same key, same files).
 fn over_stdio(py: &Path, s: &Server, api_tokens: Option<&str>, calls: Value) -> Value {
+    over_stdio_with(py, s, api_tokens, &[], calls)
+}
+
+fn over_stdio_with(
+    py: &Path,
+    s: &Server,
+    api_tokens: Option<&str>,
+    extra: &[(&str, &str)],
+    calls: Value,
+) -> Value {
     let root = s.root.display().to_string();
-    let env = [
+    let mut env = vec![
         ("BURNLINK_ROOT", root.as_str()),
         ("BURNLINK_BASE_URL", s.base.as_str()),
         ("BURNLINK_KEYS", KEYS),
@@ -99,6 +109,7 @@ fn over_stdio(py: &Path, s: &Server, api_tokens: Option<&str>, calls: Value) -> 
         // Empty = unset, also over an inherited value.
         ("BURNLINK_API_TOKENS", api_tokens.unwrap_or("")),
     ];
+    env.extend_from_slice(extra);
     run_client(py, &["stdio", bin()], &env, calls)
 }
 
@@ -431,10 +442,11 @@ async fn upload_links_over_http_and_stdio_take_a_curl_push() {
         json!([{"tool": "create_upload_link",
                 "args": {"path": "incoming/a.bin", "max_bytes": 5_000_000_000u64}}]),
     );
-    let stdio = over_stdio(
+    let stdio = over_stdio_with(
         &py,
         &s,
         Some(API_TOKEN),
+        &[("BURNLINK_MAX_UPLOAD_BYTES", "1000000")],
         json!([{"tool": "create_upload_link", "args": {"path": "incoming/b.bin"}}]),
     );
     for (report, dest) in [(&http, "incoming/a.bin"), (&stdio, "incoming/b.bin")] {
@@ -460,6 +472,22 @@ async fn upload_links_over_http_and_stdio_take_a_curl_push() {
         .unwrap()
         .to_string();
     assert!(note.contains("max_bytes"), "{note}");
+
+    // The agent learns that the file arrived, and what it is.
+    let url = structured(ok(&http, 0))["url"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let report = over_http(
+        &py,
+        &s,
+        API_TOKEN,
+        json!([{"tool": "get_link_status", "args": {"url": url}}]),
+    );
+    let status = structured(ok(&report, 0));
+    assert_eq!(status["state"], "used");
+    assert_eq!(status["bytes"], 30_000);
+    assert_eq!(status["sha256"], burnlink::token::hex(&sha256(&data)));
 }
 
 #[tokio::test]

@@ -23,7 +23,7 @@ use crate::token::extract_token;
 
 pub enum Backend {
     Server(Arc<App>),
-    Local(Local),
+    Local(Box<Local>),
 }
 
 /// `burnlink mcp`: mints with the shared key, no HTTP server in this process.

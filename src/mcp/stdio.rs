@@ -58,13 +58,13 @@ pub async fn run(mut config: Config) -> Result<(), String> {
         limits.clone(),
         base_url.clone(),
     ));
-    let handler = BurnlinkMcp::new(Backend::Local(Local {
+    let handler = BurnlinkMcp::new(Backend::Local(Box::new(Local {
         minter,
         sandbox,
         limits,
         stats: MemoryStats::default(),
         status,
-    }));
+    })));
     tracing::info!(%base_url, "MCP server on stdio");
     let running = handler
         .serve(stdio())
