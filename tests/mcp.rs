@@ -193,6 +193,11 @@ async fn tools_over_http_mint_links_curl_can_fetch() {
     for tool in report["tools"].as_array().unwrap() {
         assert!(tool["description"].as_str().unwrap().len() > 80, "{tool}");
         assert_eq!(tool["inputSchema"]["type"], "object", "{tool}");
+        // One plain type per argument (no `["T", "null"]`), which every client dialect reads.
+        for (name, prop) in tool["inputSchema"]["properties"].as_object().unwrap() {
+            assert!(prop["type"].is_string(), "{name}: {prop}");
+            assert!(prop["description"].is_string(), "{name}: {prop}");
+        }
     }
     let create = report["tools"]
         .as_array()

@@ -1,7 +1,9 @@
 //! The tools' arguments and results, with the JSON schemas clients are shown.
 //!
 //! Field docs become schema descriptions, which is what a model reads before calling a tool:
-//! they say what a value is for and its limits, not how it is implemented.
+//! they say what a value is for and its limits, not how it is implemented. Optional fields are
+//! described as their plain type and left out of `required` (not as `["T", "null"]`), which
+//! clients that map schemas onto a single-`type` dialect (Gemini's function declarations) accept.
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -15,9 +17,13 @@ pub struct CreateDownloadArgs {
     pub path: String,
     /// How long the link stays valid, in seconds. Leave it out for the server's default; a
     /// value above the server's maximum is lowered to the maximum (the result says so).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "i64")]
     pub ttl_seconds: Option<i64>,
     /// The sandbox session to act in (letters, digits, `_`, `-`; at most 64). Leave it out
     /// unless you were told to use one; a token pinned to a session always uses its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "String")]
     pub session: Option<String>,
 }
 
@@ -29,18 +35,28 @@ pub struct CreateUploadArgs {
     pub path: String,
     /// How long the link stays valid, in seconds. Leave it out for the server's default; a
     /// value above the server's maximum is lowered to the maximum (the result says so).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "i64")]
     pub ttl_seconds: Option<i64>,
     /// The largest upload accepted, in bytes. Above the server's ceiling it is lowered to the
     /// ceiling; the result shows the value in force.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "u64")]
     pub max_bytes: Option<u64>,
     /// The SHA-256 the uploaded file must have, as 64 hex digits; an upload with another
     /// digest is refused and nothing is written.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "String")]
     pub sha256: Option<String>,
     /// Whether the upload may replace an existing file (default true). With false, minting
     /// fails if the file exists already.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "bool")]
     pub overwrite: Option<bool>,
     /// The sandbox session to act in (letters, digits, `_`, `-`; at most 64). Leave it out
     /// unless you were told to use one; a token pinned to a session always uses its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "String")]
     pub session: Option<String>,
 }
 
@@ -50,8 +66,12 @@ pub struct GenerateArgs {
     pub path: String,
     /// Minutes until the link expires: 5 when left out, at most 60 (larger values are
     /// lowered to 60).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "i64")]
     pub expiry_minutes: Option<i64>,
     /// The sandbox session to act in. Leave it out unless you were told to use one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "String")]
     pub session: Option<String>,
 }
 
@@ -59,14 +79,20 @@ pub struct GenerateArgs {
 pub struct StatsArgs {
     /// The sandbox session to report on. Leave it out for the root sandbox (or, with a token
     /// pinned to a session, for that session).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "String")]
     pub session: Option<String>,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
 pub struct StatusArgs {
     /// The link's full URL as it was handed out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "String")]
     pub url: Option<String>,
     /// The link's token, if you have it instead of the URL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "String")]
     pub token: Option<String>,
 }
 
@@ -81,6 +107,7 @@ pub struct DownloadLink {
     pub kind: String,
     /// Size in bytes.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "u64")]
     pub size: Option<u64>,
     /// When the link stops working (RFC 3339, UTC).
     pub expires_at: String,
@@ -88,6 +115,7 @@ pub struct DownloadLink {
     pub expires_in_seconds: u64,
     /// Set when a requested value was adjusted (e.g. the lifetime was clamped).
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "String")]
     pub note: Option<String>,
 }
 
@@ -107,6 +135,7 @@ pub struct UploadLink {
     pub max_bytes: u64,
     /// Set when a requested value was adjusted (e.g. the lifetime or size cap was clamped).
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "String")]
     pub note: Option<String>,
 }
 
@@ -158,8 +187,10 @@ pub struct LinkStatus {
     pub expires_at: String,
     /// Bytes received, once an upload is in place.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "u64")]
     pub bytes: Option<u64>,
     /// SHA-256 (hex) of the uploaded file, once an upload is in place.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "String")]
     pub sha256: Option<String>,
 }
