@@ -525,8 +525,20 @@ async fn mcp_over_http_needs_the_bearer_token_and_an_allowed_host() {
     assert_eq!(v["result"]["serverInfo"]["name"], "burnlink");
 
     // DNS rebinding: a page on evil.example resolving to this server must be refused.
-    let r = post(Some(API_TOKEN), Some("evil.example")).await.unwrap();
-    assert_eq!(r.status(), 403);
+    let (status, code) =
+        error_code(post(Some(API_TOKEN), Some("evil.example")).await.unwrap()).await;
+    assert_eq!((status, code.as_str()), (403, "forbidden"));
+    // rmcp's other HTTP-level refusals are JSON like every burnlink error.
+    let r = s
+        .client
+        .get(format!("{}/mcp", s.base))
+        .bearer_auth(API_TOKEN)
+        .header("Accept", "text/event-stream")
+        .send()
+        .await
+        .unwrap();
+    let (status, code) = error_code(r).await;
+    assert_eq!((status, code.as_str()), (405, "bad_request"));
 
     // Behind a load balancer: the public host name is allowed once configured, and the
     // configured list replaces the default.

@@ -12,7 +12,10 @@ mod types;
 use std::sync::Arc;
 
 use axum::Router;
+use axum::body::Body;
 use axum::extract::Request;
+use axum::http::HeaderValue;
+use axum::http::header::{CONTENT_LENGTH, CONTENT_TYPE};
 use axum::middleware::{self, Next};
 use axum::response::Response;
 use rmcp::transport::streamable_http_server::session::never::NeverSessionManager;
@@ -50,7 +53,43 @@ pub fn routes(app: Arc<App>) -> Router<Arc<App>> {
     );
     Router::new()
         .route_service("/mcp", service)
+        .layer(middleware::map_response(json_errors))
         .layer(middleware::from_fn_with_state(app, bearer))
+}
+
+/// rmcp answers its own HTTP-level refusals (a foreign `Host`, a wrong method or `Accept`) in
+/// plain text; burnlink's error bodies are JSON `{error, message}` everywhere (contract §8).
+/// JSON-RPC answers are JSON already and pass through untouched.
+async fn json_errors(response: Response) -> Response {
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return response;
+    }
+    let (mut parts, body) = response.into_parts();
+    let message = axum::body::to_bytes(body, 64 * 1024)
+        .await
+        .map(|b| String::from_utf8_lossy(&b).trim().to_string())
+        .unwrap_or_default();
+    let code = match status.as_u16() {
+        401 => "unauthorized",
+        403 => "forbidden",
+        404 => "not_found",
+        413 => "too_large",
+        415 => "unsupported_media_type",
+        500.. => "internal",
+        _ => "bad_request",
+    };
+    parts.headers.remove(CONTENT_LENGTH);
+    parts
+        .headers
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    let body = serde_json::json!({ "error": code, "message": message }).to_string();
+    Response::from_parts(parts, Body::from(body))
 }
 
 /// Puts the authenticated [`Caller`] into the request, where the tools find it (with its

@@ -388,3 +388,23 @@ fn ttl_note(asked: Option<i64>, limits: &Limits) -> Option<String> {
 pub(super) fn to_value<T: Serialize>(v: &T) -> serde_json::Value {
     serde_json::to_value(v).unwrap_or_default()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_clamped_ttl_is_noted_and_others_are_not() {
+        let limits = Limits {
+            ttl_default: 3600,
+            ttl_max: 600,
+            max_download_bytes: 1,
+            max_upload_bytes: 1,
+        };
+        assert!(ttl_note(Some(601), &limits).unwrap().contains("600 s"));
+        assert_eq!(ttl_note(Some(600), &limits), None);
+        assert_eq!(ttl_note(None, &limits), None);
+        // Refused, not clamped: the error says so instead.
+        assert_eq!(ttl_note(Some(-5), &limits), None);
+    }
+}
