@@ -400,6 +400,7 @@ mod tests {
             ttl_max: 600,
             max_download_bytes: 1,
             max_upload_bytes: 1,
+            upload_extensions: None,
         };
         assert!(ttl_note(Some(601), &limits).unwrap().contains("600 s"));
         assert_eq!(ttl_note(Some(600), &limits), None);
