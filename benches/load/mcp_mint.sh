@@ -37,7 +37,7 @@ wrk.headers["Content-Type"] = "application/json"
 wrk.headers["Accept"] = "application/json, text/event-stream"
 wrk.headers["Authorization"] = "Bearer bench"
 wrk.headers["MCP-Protocol-Version"] = "2025-11-25"
-local failed = 0
+failed = 0  -- global: done() reads it from each thread with thread:get
 local threads = {}
 function setup(thread) table.insert(threads, thread) end
 function init(args) failed = 0 end
