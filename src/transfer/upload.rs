@@ -147,6 +147,19 @@ enum Chunk {
     End,
 }
 
+/// Why streaming the body stopped early.
+enum Stop {
+    /// The writer thread ended (a write failed); its result says why.
+    WriterGone,
+    Refuse(ApiError),
+}
+
+impl From<ApiError> for Stop {
+    fn from(e: ApiError) -> Self {
+        Stop::Refuse(e)
+    }
+}
+
 /// The writer thread's result: the synced temporary, its size and digests.
 struct Written {
     staged: Staged,
@@ -184,53 +197,22 @@ impl Receive {
         let (tx, rx) = mpsc::channel(QUEUE);
         let hasher = Hasher::new(&self.expected);
         let writer = tokio::task::spawn_blocking(move || write(staged, rx, hasher));
-
-        let idle = self.app.config.idle_timeout;
-        let period = self.lease_period();
-        let mut tick = tokio::time::interval_at(Instant::now() + period, period);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut stream = body.into_data_stream();
-        let mut last_byte = Instant::now();
-        let mut renewed_at = 0;
-        loop {
-            tokio::select! {
-                next = stream.next() => match next {
-                    None => break,
-                    Some(Err(e)) => {
-                        tracing::debug!(error = %e, "upload body ended early");
-                        return Err(ApiError::BadRequest("the upload was interrupted".into()));
-                    }
-                    Some(Ok(chunk)) => {
-                        *received += chunk.len() as u64;
-                        if *received > self.cap {
-                            return Err(too_large(self.cap));
-                        }
-                        last_byte = Instant::now();
-                        if tx.send(Chunk::Data(chunk)).await.is_err() {
-                            // The writer stopped on an error; it says which.
-                            return Err(writer_failed(writer.await));
-                        }
-                    }
-                },
-                () = tokio::time::sleep_until(last_byte + idle) => {
-                    return Err(ApiError::Timeout(format!(
-                        "no upload data for {} s; the link is still usable",
-                        idle.as_secs()
-                    )));
-                }
-                _ = tick.tick() => {
-                    // Renew only while bytes arrive: a stalled client does not hold the link.
-                    if *received != renewed_at {
-                        renewed_at = *received;
-                        self.hold().await?;
-                    }
-                }
+        let streamed = match self.stream_body(body, &tx, received).await {
+            Ok(()) => tx.send(Chunk::End).await.map_err(|_| Stop::WriterGone),
+            Err(stop) => Err(stop),
+        };
+        drop(tx);
+        match streamed {
+            Ok(()) => {}
+            // The writer stopped on an error; it says which.
+            Err(Stop::WriterGone) => return Err(writer_failed(writer.await)),
+            Err(Stop::Refuse(e)) => {
+                // The writer sees the queue close without `End` and drops the temporary; wait
+                // for that, so the answer goes out only once nothing is left behind.
+                let _ = writer.await;
+                return Err(e);
             }
         }
-        if tx.send(Chunk::End).await.is_err() {
-            return Err(writer_failed(writer.await));
-        }
-        drop(tx);
         let written = writer
             .await
             .map_err(|_| ApiError::Internal)?
@@ -266,6 +248,55 @@ impl Receive {
             "sha256": hex(&receipt.sha256),
         });
         Ok((StatusCode::CREATED, Json(body)).into_response())
+    }
+
+    /// Moves the body into the writer's queue, counting it against the cap, renewing the lease
+    /// while bytes arrive and giving up on a body that stalls.
+    async fn stream_body(
+        &self,
+        body: Body,
+        tx: &mpsc::Sender<Chunk>,
+        received: &mut u64,
+    ) -> Result<(), Stop> {
+        let idle = self.app.config.idle_timeout;
+        let period = self.lease_period();
+        let mut tick = tokio::time::interval_at(Instant::now() + period, period);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut stream = body.into_data_stream();
+        let mut last_byte = Instant::now();
+        let mut renewed_at = 0;
+        loop {
+            tokio::select! {
+                next = stream.next() => match next {
+                    None => return Ok(()),
+                    Some(Err(e)) => {
+                        tracing::debug!(error = %e, "upload body ended early");
+                        return Err(ApiError::BadRequest("the upload was interrupted".into()).into());
+                    }
+                    Some(Ok(chunk)) => {
+                        *received += chunk.len() as u64;
+                        if *received > self.cap {
+                            return Err(too_large(self.cap).into());
+                        }
+                        last_byte = Instant::now();
+                        tx.send(Chunk::Data(chunk)).await.map_err(|_| Stop::WriterGone)?;
+                    }
+                },
+                () = tokio::time::sleep_until(last_byte + idle) => {
+                    return Err(ApiError::Timeout(format!(
+                        "no upload data for {} s; the link is still usable",
+                        idle.as_secs()
+                    )).into());
+                }
+                _ = tick.tick() => {
+                    // Renew only while bytes arrive: a stalled client does not hold the link.
+                    if *received != renewed_at {
+                        renewed_at = *received;
+                        self.hold().await?;
+                    }
+                }
+            }
+        }
     }
 
     fn lease_period(&self) -> Duration {

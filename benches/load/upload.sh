@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# One-time uploads of one large file with curl (-T, streamed from disk) through a release
+# build, on loopback. Prints curl's speed per run and the server's peak resident memory (VmHWM).
+#
+#   benches/load/upload.sh [RUNS=5] [SIZE_MIB=256]
+#
+# Bounded: RUNS uploads, each with a 120 s cap; the server is stopped at the end. Each upload
+# is hashed, written, fsynced and renamed, so the figure includes the disk's sync time.
+set -euo pipefail
+runs="${1:-5}"
+size_mib="${2:-256}"
+top="$(cd "$(dirname "$0")/../.." && pwd)"
+cargo build --quiet --release --manifest-path "$top/Cargo.toml"
+bin="${CARGO_TARGET_DIR:-$top/target}/release/burnlink"
+
+work="$(mktemp -d)"
+trap 'kill "$pid" 2>/dev/null || true; rm -rf "$work"' EXIT
+mkdir -p "$work/data"
+head -c "$((size_mib * 1024 * 1024))" /dev/urandom > "$work/src.bin"
+cat "$work/src.bin" > /dev/null   # into the page cache: measure the server, not the source disk
+
+port=$((20000 + RANDOM % 20000))
+export BURNLINK_KEYS="$("$bin" keygen)" BURNLINK_ROOT="$work/data" BURNLINK_BIND="127.0.0.1:$port" \
+       BURNLINK_API_TOKENS=bench BURNLINK_MAX_UPLOAD_BYTES=$((size_mib * 1024 * 1024 + 1)) \
+       BURNLINK_LOG=warn
+(cd "$work" && exec "$bin" serve >/dev/null 2>"$work/server.log") &
+pid=$!
+for _ in $(seq 1 50); do curl -sf "http://127.0.0.1:$port/healthz" >/dev/null && break; sleep 0.1; done
+
+for i in $(seq 1 "$runs"); do
+  url="$("$bin" mint --upload "up-$i.bin")"
+  curl -s --max-time 120 -o /dev/null -T "$work/src.bin" \
+       -w "run $i: HTTP %{http_code}, %{size_upload} bytes in %{time_total}s = %{speed_upload} B/s\n" "$url"
+  rm -f "$work/data/up-$i.bin"
+done
+grep VmHWM "/proc/$pid/status"
