@@ -13,6 +13,7 @@ pub mod config;
 pub mod error;
 pub mod ledger;
 pub mod links;
+pub mod mcp;
 pub mod net;
 pub mod sandbox;
 pub mod server;

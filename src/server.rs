@@ -105,6 +105,7 @@ pub fn router(app: Arc<App>) -> Router {
     Router::new()
         .merge(transfer::routes())
         .merge(api::routes())
+        .merge(crate::mcp::routes(app.clone()))
         .fallback(|| async { ApiError::NotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .with_state(app)
