@@ -13,6 +13,7 @@ pub mod error;
 pub mod ledger;
 pub mod links;
 pub mod net;
+pub mod pages;
 pub mod sandbox;
 pub mod server;
 pub mod staging;
