@@ -121,8 +121,15 @@
       'The upload failed (HTTP ' + xhr.status + ')' + (body && body.message ? ': ' + body.message : '') +
       '. Nothing was saved and the link still works.';
     say(text, 'error');
+    ready();
+  }
+
+  // After a failure: the same file or another can be sent again.
+  function ready() {
     input.disabled = false;
     button.disabled = false;
+    bar.hidden = true;
+    percent.hidden = true;
   }
 
   form.addEventListener('submit', function (e) {
@@ -143,8 +150,7 @@
     xhr.addEventListener('error', function () {
       say('The connection broke before the upload finished. Nothing was saved and the link ' +
         'still works: try again. (A file over ' + size(cap) + ' is refused.)', 'error');
-      input.disabled = false;
-      button.disabled = false;
+      ready();
     });
     input.disabled = true;
     button.disabled = true;
