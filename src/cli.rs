@@ -4,6 +4,7 @@
 //! mint links every replica accepts. Results go to stdout, so `URL=$(burnlink mint f)` works;
 //! errors go to stderr with a non-zero exit.
 
+use std::io::Write;
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -73,6 +74,10 @@ struct MintArgs {
     /// Print the whole mint response as JSON instead of the URL.
     #[arg(long)]
     json: bool,
+    /// Mint this many independent links for the same path, one per line (for batch jobs and
+    /// load tests: one process, one sandbox check per link).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=10_000_000))]
+    count: u32,
 }
 
 /// `90s`, `10m`, `2h`, `1d` or bare seconds.
@@ -182,17 +187,19 @@ fn mint(mut config: Config, args: MintArgs) -> Result<ExitCode, String> {
             .transpose()
             .map_err(|e| format!("--ip: {e}"))?,
     };
-    let minted = minter
-        .mint(request, unix_now())
-        .map_err(|e| e.to_string())?;
-    if args.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&minted).map_err(|e| e.to_string())?
-        );
-    } else {
-        println!("{}", minted.url);
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    for _ in 0..args.count {
+        let minted = minter
+            .mint(request.clone(), unix_now())
+            .map_err(|e| e.to_string())?;
+        let line = match (args.json, args.count) {
+            (true, 1) => serde_json::to_string_pretty(&minted).map_err(|e| e.to_string())?,
+            (true, _) => serde_json::to_string(&minted).map_err(|e| e.to_string())?,
+            (false, _) => minted.url,
+        };
+        writeln!(out, "{line}").map_err(|e| e.to_string())?;
     }
+    out.flush().map_err(|e| e.to_string())?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -64,6 +64,33 @@ async fn minted_offline_the_link_works_on_the_server() {
 }
 
 #[tokio::test]
+async fn count_mints_independent_links_one_per_line() {
+    let s = Server::start();
+    s.write("f.txt", b"batch");
+    let out = cli(&s)
+        .args(["mint", "f.txt", "--count", "3"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let urls: Vec<String> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect();
+    assert_eq!(urls.len(), 3);
+    assert!(urls[0] != urls[1] && urls[1] != urls[2] && urls[0] != urls[2]);
+    for url in &urls {
+        assert_eq!(s.get(url).await.bytes().await.unwrap().as_ref(), b"batch");
+        assert_eq!(s.settled_state(url).await, "used");
+    }
+    let out = cli(&s)
+        .args(["mint", "f.txt", "--count", "0"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+}
+
+#[tokio::test]
 async fn a_ci_job_mints_an_upload_link_and_pushes_with_curl() {
     let s = Server::start();
     let artifact = pattern(200_000);

@@ -86,6 +86,23 @@ impl Lease {
             .await
     }
 
+    /// Takes the lease again for the same owner after it lapsed, if nobody else took it in
+    /// between (a sole uploader that paused longer than the lease).
+    pub async fn retake(&self, expires_at: u64) -> Result<Acquire, LedgerError> {
+        self.ledger
+            .lease(&self.nonce, self.owner, expires_at, self.lifetime)
+            .await
+    }
+
+    pub fn lifetime(&self) -> Duration {
+        self.lifetime
+    }
+
+    /// When the lease runs out unless renewed (measured from before the ledger was asked).
+    pub fn acquired_deadline(&self) -> Instant {
+        self.acquired_at + self.lifetime
+    }
+
     /// Burns the link. `Ok(false)`: the lease was lost (lapsed or revoked) and nothing burned.
     pub async fn commit(&mut self, receipt: Option<Receipt>) -> Result<bool, LedgerError> {
         self.settled = true;
