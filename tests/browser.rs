@@ -143,11 +143,14 @@ fn screenshot_dir() -> PathBuf {
     let dir = std::env::var_os("BURNLINK_SCREENSHOTS")
         .map(PathBuf::from)
         .unwrap_or_else(|| {
-            // CARGO_TARGET_TMPDIR is `<target>/tmp`: keep them beside it, in the target dir.
-            Path::new(env!("CARGO_TARGET_TMPDIR"))
+            // CARGO_TARGET_TMPDIR is `<target>/tmp`: keep them beside it, in the target dir,
+            // and only this run's.
+            let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
                 .parent()
                 .unwrap()
-                .join("browser-screenshots")
+                .join("browser-screenshots");
+            let _ = std::fs::remove_dir_all(&dir);
+            dir
         });
     std::fs::create_dir_all(&dir).unwrap();
     dir
@@ -349,6 +352,29 @@ async fn walk_through(s: &Server, c: &Client, downloads: &Path, shots: &Path) {
     snap(c, shots, "7-upload-too-large").await;
     assert_eq!(s.state(&small).await, "unused");
 
+    // A refusal after the whole body was read (422: not the expected file) in words.
+    let minted = s
+        .mint_upload(json!({ "path": "expected.bin", "sha256": hex(&sha256(b"another file")) }))
+        .await;
+    let digest = minted["url"].as_str().unwrap().to_string();
+    c.goto(&digest).await.unwrap();
+    c.find(Locator::Id("file"))
+        .await
+        .unwrap()
+        .send_keys(src.to_str().unwrap())
+        .await
+        .unwrap();
+    c.find(Locator::Id("upload-button"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_text(c, "#status", "checksum does not match").await;
+    snap(c, shots, "8-upload-digest-mismatch").await;
+    assert!(!s.root.join("expected.bin").exists());
+    assert_eq!(s.settled_state(&digest).await, "unused");
+
     // A refusal from the server (409 exists: the file appeared after minting) in words.
     let minted = s
         .mint_upload(json!({ "path": "keep.txt", "overwrite": false }))
@@ -369,7 +395,7 @@ async fn walk_through(s: &Server, c: &Client, downloads: &Path, shots: &Path) {
         .await
         .unwrap();
     wait_text(c, "#status", "already there").await;
-    snap(c, shots, "8-upload-refused").await;
+    snap(c, shots, "9-upload-exists").await;
     assert_eq!(
         std::fs::read(s.root.join("keep.txt")).unwrap(),
         b"already here"
