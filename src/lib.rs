@@ -15,6 +15,7 @@ pub mod ledger;
 pub mod links;
 pub mod mcp;
 pub mod net;
+pub mod pages;
 pub mod sandbox;
 pub mod server;
 pub mod staging;

@@ -102,7 +102,7 @@ pub async fn download(
     Ok(response)
 }
 
-fn refuse_if_spent(state: LinkState) -> Result<(), ApiError> {
+pub(super) fn refuse_if_spent(state: LinkState) -> Result<(), ApiError> {
     match state {
         LinkState::Used(_) => Err(ApiError::Used),
         LinkState::Revoked => Err(ApiError::Revoked),

@@ -3,7 +3,9 @@
 //! Each handler reads like the contract: verify the token, take the link's lease, stream,
 //! and commit or release (see [`delivery`]).
 
+pub mod accept;
 pub mod archive;
+pub mod confirm;
 pub mod delivery;
 pub mod digest;
 pub mod disposition;
@@ -22,13 +24,15 @@ use crate::server::App;
 use crate::token::{Claims, Direction};
 
 pub fn routes() -> Router<Arc<App>> {
-    let download = get(download::download).head(download::download);
-    // Minted upload URLs carry the cosmetic name too, so both forms take an upload.
-    let transfer = download.clone().post(upload::upload).put(upload::upload);
+    // GET shows browsers a page first and gives everyone else the bytes (see `confirm`).
+    let download = get(confirm::get).head(download::download);
+    // Minted upload URLs carry the cosmetic name too, so both forms take an upload; a POST on a
+    // download link is its page's Download button.
+    let transfer = download.clone().post(confirm::post).put(upload::upload);
     Router::new()
         .route("/transfer/{token}", transfer.clone())
         .route("/transfer/{token}/{name}", transfer)
-        .route("/api/download/{token}", download)
+        .route("/api/download/{token}", download.post(confirm::post_alias))
 }
 
 /// Verifies a token for use in `direction` at `now`. Every way a token can be wrong (bad
