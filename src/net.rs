@@ -384,6 +384,9 @@ async fn serve_conn<I>(
     builder
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout)
+        // A head that arrives in one read is checked against `max_header_size`; one that
+        // arrives in pieces against `max_buf_size`. Either way: 431 and the connection closes.
+        .max_header_size(limits.max_header_bytes)
         .max_buf_size(limits.max_header_bytes.max(8192));
     let conn = builder.serve_connection(io, service);
     if let Err(e) = watcher.watch(conn).await {

@@ -26,7 +26,12 @@ async fn forwarded_for_is_believed_only_from_a_trusted_proxy() {
     let wary = Server::start();
     for s in [&trusting, &wary] {
         s.write("f.txt", b"f");
-        let minted = mint_as(s, "203.0.113.7", json!({ "path": "f.txt", "ip": "203.0.113.0/24" })).await;
+        let minted = mint_as(
+            s,
+            "203.0.113.7",
+            json!({ "path": "f.txt", "ip": "203.0.113.0/24" }),
+        )
+        .await;
         let url = minted["url"].as_str().unwrap();
         let r = s
             .client
@@ -40,13 +45,22 @@ async fn forwarded_for_is_believed_only_from_a_trusted_proxy() {
             assert_eq!(r.bytes().await.unwrap().as_ref(), b"f");
             assert_eq!(s.settled_state(url).await, "used");
         } else {
-            assert_eq!(error_code(r).await, (403, "forbidden".into()), "a forged header is ignored");
+            assert_eq!(
+                error_code(r).await,
+                (403, "forbidden".into()),
+                "a forged header is ignored"
+            );
         }
     }
     let log = trusting.log();
-    let audit: Vec<&str> = log.lines().filter(|l| l.contains("burnlink::audit")).collect();
+    let audit: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("burnlink::audit"))
+        .collect();
     assert!(
-        audit.iter().any(|l| l.contains("event=\"mint\"") && l.contains("client=203.0.113.7")),
+        audit
+            .iter()
+            .any(|l| l.contains("event=\"mint\"") && l.contains("client=203.0.113.7")),
         "{log}"
     );
     let transfer = audit

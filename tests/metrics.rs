@@ -8,17 +8,19 @@ use serde_json::json;
 
 /// The value of the sample `name` whose labels include every `labels` pair.
 fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-    text.lines().filter(|l| !l.starts_with('#')).find_map(|line| {
-        let (series, value) = line.rsplit_once(' ')?;
-        let (metric, label_text) = match series.split_once('{') {
-            Some((m, rest)) => (m, rest.trim_end_matches('}')),
-            None => (series, ""),
-        };
-        let all = labels
-            .iter()
-            .all(|(k, v)| label_text.split(',').any(|p| p == format!("{k}=\"{v}\"")));
-        (metric == name && all).then(|| value.parse().ok())?
-    })
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|line| {
+            let (series, value) = line.rsplit_once(' ')?;
+            let (metric, label_text) = match series.split_once('{') {
+                Some((m, rest)) => (m, rest.trim_end_matches('}')),
+                None => (series, ""),
+            };
+            let all = labels
+                .iter()
+                .all(|(k, v)| label_text.split(',').any(|p| p == format!("{k}=\"{v}\"")));
+            (metric == name && all).then(|| value.parse().ok())?
+        })
 }
 
 async fn scrape(s: &Server) -> String {
@@ -83,7 +85,10 @@ async fn metrics_count_mints_transfers_bytes_and_latency_without_leaking_links()
     assert_eq!(transfers("download", "partial"), 1.0);
     assert_eq!(transfers("upload", "completed"), 1.0);
     assert_eq!(
-        get("burnlink_transfer_bytes_total", &[("direction", "download")]),
+        get(
+            "burnlink_transfer_bytes_total",
+            &[("direction", "download")]
+        ),
         (data.len() + 100) as f64
     );
     assert_eq!(
@@ -120,7 +125,11 @@ async fn metrics_count_mints_transfers_bytes_and_latency_without_leaking_links()
     assert_eq!(
         get(
             "burnlink_http_request_duration_seconds_count",
-            &[("route", "/api/links"), ("method", "POST"), ("status", "201")]
+            &[
+                ("route", "/api/links"),
+                ("method", "POST"),
+                ("status", "201")
+            ]
         ),
         3.0
     );

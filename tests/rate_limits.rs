@@ -46,7 +46,11 @@ async fn too_many_failed_token_checks_lock_the_address_out_and_no_one_else() {
     // Locked out: even a genuine link, with a Retry-After a client can obey.
     let r = s.get(&kept).await;
     assert_eq!(r.status(), 429);
-    let retry: u64 = r.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    let retry: u64 = r.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
     assert!((1..=12).contains(&retry), "{retry}");
     let v: serde_json::Value = r.json().await.unwrap();
     assert_eq!(v["error"], "rate_limited");
@@ -78,10 +82,11 @@ async fn wrong_bearer_tokens_count_as_failed_checks() {
         codes.push(r.status().as_u16());
     }
     assert_eq!(codes, [401, 401, 401, 401, 429, 429]);
-    let (status, body) = s
-        .mint_raw(Some(API_TOKEN), json!({ "path": "x" }))
-        .await;
-    assert_eq!((status, body["error"].as_str()), (429, Some("rate_limited")));
+    let (status, body) = s.mint_raw(Some(API_TOKEN), json!({ "path": "x" })).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (429, Some("rate_limited"))
+    );
 }
 
 #[tokio::test]
@@ -93,7 +98,9 @@ async fn minting_is_paced_per_address_when_configured() {
     ]);
     s.write("f.txt", b"f");
     for _ in 0..2 {
-        let (status, body) = s.mint_raw(Some(API_TOKEN), json!({ "path": "f.txt" })).await;
+        let (status, body) = s
+            .mint_raw(Some(API_TOKEN), json!({ "path": "f.txt" }))
+            .await;
         assert_eq!(status, 201, "{body}");
     }
     let r = s
@@ -128,7 +135,9 @@ async fn minting_is_paced_per_address_when_configured() {
         .await
         .unwrap();
     assert_eq!(r.status(), 201);
-    let (status, _) = s.mint_raw(Some(API_TOKEN), json!({ "path": "f.txt" })).await;
+    let (status, _) = s
+        .mint_raw(Some(API_TOKEN), json!({ "path": "f.txt" }))
+        .await;
     assert_eq!(status, 429, "still paced");
     assert_eq!(s.get(&format!("{}/healthz", s.base)).await.status(), 200);
 }
