@@ -235,7 +235,7 @@ async fn thousands_of_malformed_requests_leave_the_server_healthy_and_its_links_
     for w in 0..WORKERS {
         let (addr, token, keeper) = (addr.clone(), other.clone(), keeper.clone());
         handles.push(tokio::task::spawn_blocking(move || {
-            let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ (w + 1) * 0x1234_5678_9abc);
+            let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ ((w + 1) * 0x1234_5678_9abc));
             let mut statuses = Vec::new();
             for _ in 0..PER_WORKER {
                 let request = hostile(&mut rng, &token, &keeper);
