@@ -24,7 +24,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use axum::extract::{FromRequestParts, MatchedPath, RawPathParams, Request, State};
+use axum::extract::{MatchedPath, Request, State};
 use axum::http::StatusCode;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -181,6 +181,9 @@ fn seconds(wait: Duration) -> u64 {
 /// looking at what the route answered. A 404 on a route with a `{token}` counts only when the
 /// token does not verify (a missing file behind a genuine link is not a guess).
 pub async fn guard(State(app): State<Arc<App>>, request: Request, next: Next) -> Response {
+    if app.rate_limits.failed.is_none() {
+        return next.run(request).await;
+    }
     let route = request.extensions().get::<MatchedPath>().cloned();
     if route
         .as_ref()
@@ -188,33 +191,36 @@ pub async fn guard(State(app): State<Arc<App>>, request: Request, next: Next) ->
     {
         return next.run(request).await;
     }
-    let Some(conn) = request.extensions().get::<ConnInfo>().cloned() else {
+    let Some(client) = request
+        .extensions()
+        .get::<ConnInfo>()
+        .map(|conn| conn.client_ip(request.headers(), &app.config.trusted_proxies))
+    else {
         return next.run(request).await;
     };
-    let client = conn.client_ip(request.headers(), &app.config.trusted_proxies);
     if let Err(e) = app.rate_limits.gate(client) {
         return e.into_response();
     }
-    let (mut parts, body) = request.into_parts();
-    let token = RawPathParams::from_request_parts(&mut parts, &())
-        .await
-        .ok()
-        .and_then(|params| {
-            params
-                .iter()
-                .find(|(name, _)| *name == "token")
-                .map(|(_, value)| value.to_owned())
-        });
-    let response = next.run(Request::from_parts(parts, body)).await;
+    // Kept for after the response (a cheap clone); the token is only looked at on a 404.
+    let uri = request.uri().clone();
+    let response = next.run(request).await;
     let failed = match response.status() {
         StatusCode::UNAUTHORIZED => true,
-        StatusCode::NOT_FOUND => token.is_some_and(|t| app.keyring.verify(&t).is_err()),
+        StatusCode::NOT_FOUND => route
+            .and_then(|r| token_segment(r.as_str(), uri.path()))
+            .is_some_and(|t| app.keyring.verify(t).is_err()),
         _ => false,
     };
     if failed {
         app.rate_limits.record_failure(client);
     }
     response
+}
+
+/// The `{token}` segment of `path` under route template `route`, if the route has one.
+fn token_segment<'a>(route: &str, path: &'a str) -> Option<&'a str> {
+    let at = route.split('/').position(|seg| seg == "{token}")?;
+    path.split('/').nth(at)
 }
 
 #[cfg(test)]
@@ -279,6 +285,20 @@ mod tests {
         assert_eq!(gate.blocked_len.load(Ordering::Relaxed), 0);
         gate.gate(a, Instant::now() + Duration::from_secs(21))
             .unwrap();
+    }
+
+    #[test]
+    fn the_token_is_found_by_the_route_template() {
+        assert_eq!(
+            token_segment("/transfer/{token}/{name}", "/transfer/AbC/f.txt"),
+            Some("AbC")
+        );
+        assert_eq!(
+            token_segment("/api/links/{token}", "/api/links/x"),
+            Some("x")
+        );
+        assert_eq!(token_segment("/api/links", "/api/links"), None);
+        assert_eq!(token_segment("/transfer/{token}", "/transfer/"), Some(""));
     }
 
     #[test]
