@@ -1,4 +1,4 @@
-//! The command line: `serve`, `mint`, `keygen`, `inspect`, `revoke`.
+//! The command line: `serve`, `mint`, `keygen`, `inspect`, `revoke`, `mcp`.
 //!
 //! `mint`, `keygen` and `inspect` work with no server running: anything holding the key can
 //! mint links every replica accepts. Results go to stdout, so `URL=$(burnlink mint f)` works;
@@ -45,6 +45,8 @@ enum Command {
         /// A token or any URL that carries one.
         token_or_url: String,
     },
+    /// MCP server on stdio: mints for the server at BURNLINK_BASE_URL with BURNLINK_KEYS.
+    Mcp,
 }
 
 #[derive(clap::Args)]
@@ -119,6 +121,7 @@ pub fn main() -> ExitCode {
         Command::Mint(args) => mint(config, args),
         Command::Inspect { token_or_url } => inspect(config, &token_or_url),
         Command::Revoke { token_or_url } => revoke(config, &token_or_url),
+        Command::Mcp => mcp(config),
         Command::Keygen => unreachable!("handled above"),
     };
     match result {
@@ -142,6 +145,13 @@ fn serve(config: Config) -> Result<ExitCode, String> {
     runtime()?
         .block_on(server::run(config))
         .map_err(|e| e.to_string())?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn mcp(config: Config) -> Result<ExitCode, String> {
+    // Logs go to stderr (`telemetry::init`): stdout is the protocol.
+    crate::telemetry::init(&config.log, config.log_format);
+    runtime()?.block_on(crate::mcp::stdio::run(config))?;
     Ok(ExitCode::SUCCESS)
 }
 

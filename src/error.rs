@@ -166,6 +166,7 @@ impl From<MintError> for ApiError {
             MintError::TooLarge { size, limit } => ApiError::TooLarge(format!(
                 "{size} bytes is over the download ceiling of {limit} bytes"
             )),
+            MintError::TreeTooLarge(m) => ApiError::TooLarge(m),
             MintError::Exists => {
                 ApiError::Exists("the destination exists and overwrite is false".into())
             }

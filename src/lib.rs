@@ -7,11 +7,13 @@
 #![forbid(unsafe_code)]
 
 pub mod api;
+pub mod archive;
 pub mod cli;
 pub mod config;
 pub mod error;
 pub mod ledger;
 pub mod links;
+pub mod mcp;
 pub mod metrics;
 pub mod net;
 pub mod ratelimit;

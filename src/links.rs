@@ -12,6 +12,10 @@ use serde::Serialize;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
+use crate::archive::{
+    self,
+    walk::{self, WalkError},
+};
 use crate::sandbox::{self, Kind, Sandbox, SandboxError, SessionId};
 pub use crate::token::unix_now;
 use crate::token::{Claims, Direction, Keyring};
@@ -79,6 +83,9 @@ pub enum MintError {
     TooLarge { size: u64, limit: u64 },
     #[error("the destination exists and overwrite is false")]
     Exists,
+    /// A directory past the archive limits (entries, depth).
+    #[error("{0}")]
+    TreeTooLarge(String),
 }
 
 pub struct Minter {
@@ -119,18 +126,20 @@ impl Minter {
         }
         let meta = self.sandbox.stat(session, &rel)?;
         let kind = sandbox::kind_of(&meta)?;
-        if kind == Kind::Directory {
-            return Err(MintError::BadRequest(
-                "directory links (streamed as zip) are not served by this version yet".into(),
-            ));
-        }
-        let size = meta.len();
+        let size = match kind {
+            Kind::File => meta.len(),
+            Kind::Directory => self.directory_size(session, &rel)?,
+        };
         if size > self.limits.max_download_bytes {
             return Err(MintError::TooLarge {
                 size,
                 limit: self.limits.max_download_bytes,
             });
         }
+        let name = match kind {
+            Kind::File => sandbox::file_name(&rel).to_string(),
+            Kind::Directory => archive::archive_name(&self.sandbox, session, &rel),
+        };
         let expires_at = now_unix.saturating_add(ttl);
         let mut claims = Claims::new(
             direction,
@@ -140,9 +149,8 @@ impl Minter {
         );
         claims.ip = req.ip;
         let token = self.keyring.sign(&claims);
-        let name = sandbox::file_name(&claims.path);
         Ok(Minted {
-            url: self.url_for(&token, name),
+            url: self.url_for(&token, &name),
             token,
             path: claims.path.clone(),
             direction,
@@ -216,6 +224,16 @@ impl Minter {
             max_bytes: Some(max_bytes),
             claims,
         })
+    }
+
+    /// The sum of the directory's files' sizes (contract §8), walked through the sandbox.
+    fn directory_size(&self, session: Option<&SessionId>, rel: &str) -> Result<u64, MintError> {
+        let base = self.sandbox.session_dir(session)?;
+        match walk::summarize(&base, rel, walk::LIMITS) {
+            Ok(summary) => Ok(summary.bytes),
+            Err(WalkError::Sandbox(e)) => Err(e.into()),
+            Err(limit) => Err(MintError::TreeTooLarge(limit.to_string())),
+        }
     }
 
     /// `{base}/transfer/{token}/{name}`; the name only makes `curl -O` and browsers pick a
@@ -316,6 +334,28 @@ mod tests {
             out.url,
             format!("http://h:1/transfer/{}/a%20b.txt", out.token)
         );
+    }
+
+    #[test]
+    fn mints_a_directory_link_with_the_sum_of_its_files() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("photos/raw")).unwrap();
+        std::fs::write(dir.path().join("photos/a.jpg"), b"1234").unwrap();
+        std::fs::write(dir.path().join("photos/raw/b.jpg"), b"123456").unwrap();
+        let m = minter(dir.path());
+        let out = m.mint(req("photos"), 0).unwrap();
+        assert_eq!(out.kind, "directory");
+        assert_eq!(out.size, Some(10));
+        assert!(out.url.ends_with("/photos.zip"), "{}", out.url);
+        // The ceiling (10 bytes here) applies to the sum.
+        std::fs::write(dir.path().join("photos/raw/c.jpg"), b"1").unwrap();
+        assert!(matches!(
+            m.mint(req("photos"), 0),
+            Err(MintError::TooLarge {
+                size: 11,
+                limit: 10
+            })
+        ));
     }
 
     #[test]

@@ -149,8 +149,8 @@ impl Sandbox {
         }
     }
 
-    /// Opens the session's directory. Blocking.
-    fn session_dir(&self, session: Option<&SessionId>) -> Result<Dir, SandboxError> {
+    /// Opens the session's directory: every path below is resolved beneath it. Blocking.
+    pub fn session_dir(&self, session: Option<&SessionId>) -> Result<Dir, SandboxError> {
         match session {
             // A session id is one plain component, so this cannot climb; cap-std still
             // refuses it if `{root}/{session}` is a symlink out.
@@ -173,19 +173,7 @@ impl Sandbox {
         session: Option<&SessionId>,
         rel: &str,
     ) -> Result<(std::fs::File, std::fs::Metadata), SandboxError> {
-        let dir = self.session_dir(session)?;
-        // O_NONBLOCK: opening a FIFO swapped in after minting must not block a thread forever;
-        // regular files ignore the flag.
-        let mut options = OpenOptions::new();
-        options
-            .read(true)
-            .custom_flags(rustix::fs::OFlags::NONBLOCK.bits() as i32);
-        let file = dir.open_with(rel, &options)?.into_std();
-        let meta = file.metadata()?;
-        if !meta.is_file() {
-            return Err(SandboxError::NotAFileOrDirectory);
-        }
-        Ok((file, meta))
+        open_regular(&self.session_dir(session)?, rel)
     }
 }
 
@@ -280,6 +268,25 @@ fn split_upload_path(rel: &str) -> Result<(&str, &str), SandboxError> {
         ));
     }
     Ok(rel.rsplit_once('/').unwrap_or((".", rel)))
+}
+
+/// Opens `rel` beneath `dir` for reading, if it is a regular file. Blocking.
+pub fn open_regular(
+    dir: &Dir,
+    rel: &str,
+) -> Result<(std::fs::File, std::fs::Metadata), SandboxError> {
+    // O_NONBLOCK: opening a FIFO swapped in after minting must not block a thread forever;
+    // regular files ignore the flag.
+    let mut options = OpenOptions::new();
+    options
+        .read(true)
+        .custom_flags(rustix::fs::OFlags::NONBLOCK.bits() as i32);
+    let file = dir.open_with(rel, &options)?.into_std();
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        return Err(SandboxError::NotAFileOrDirectory);
+    }
+    Ok((file, meta))
 }
 
 /// Checks the kind of an entry the sandbox resolved.

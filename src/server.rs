@@ -13,12 +13,12 @@ use crate::api;
 use crate::api::auth::ApiTokens;
 use crate::config::{Config, LedgerKind};
 use crate::error::ApiError;
-use crate::ledger::{Ledger, MemoryLedger};
+use crate::ledger::{Ledger, MemoryLedger, RedisLedger};
 use crate::links::{Limits, MintError, MintRequest, Minted, Minter, unix_now};
 use crate::net::{self, ConnLimits};
 use crate::ratelimit::RateLimits;
 use crate::sandbox::Sandbox;
-use crate::stats::{MemoryStats, StatsStore};
+use crate::stats::{MemoryStats, RedisStats, StatsStore};
 use crate::telemetry::audit_mint;
 use crate::token::{Keyring, generate_key_entry};
 use crate::transfer;
@@ -86,8 +86,8 @@ pub enum StartError {
         addr: std::net::SocketAddr,
         source: std::io::Error,
     },
-    #[error("BURNLINK_LEDGER: the Redis ledger is not built into this version yet; use `memory`")]
-    RedisUnavailable,
+    #[error("BURNLINK_LEDGER: {0}")]
+    Redis(String),
     #[error("{0}")]
     Tls(#[from] crate::tls::TlsError),
 }
@@ -113,6 +113,7 @@ pub fn router(app: Arc<App>) -> Router {
     Router::new()
         .merge(transfer::routes())
         .merge(api::routes())
+        .merge(crate::mcp::routes(app.clone()))
         .route("/metrics", get(crate::metrics::scrape))
         // Route layers cover the routes added above them: keep new routes above these lines.
         // The outer one times the whole request, 429s included.
@@ -133,6 +134,7 @@ pub async fn run(mut config: Config) -> Result<(), StartError> {
     }
     let sandbox = open_sandbox(&config)?;
     let tls = config.tls.as_ref().map(crate::tls::acceptor).transpose()?;
+    let (ledger, stats) = open_ledger(&config.ledger).await?;
     sweep_stale_uploads(&sandbox);
     crate::metrics::install();
     let keyring = Arc::new(match config.keys.take() {
@@ -160,14 +162,6 @@ pub async fn run(mut config: Config) -> Result<(), StartError> {
             );
             tokens
         }
-    };
-    let ledger: Arc<dyn Ledger> = match &config.ledger {
-        LedgerKind::Memory => {
-            let ledger = Arc::new(MemoryLedger::new());
-            ledger.spawn_purger(Duration::from_secs(30));
-            ledger
-        }
-        LedgerKind::Redis(_) => return Err(StartError::RedisUnavailable),
     };
 
     let listener = tokio::net::TcpListener::bind(config.bind)
@@ -209,7 +203,7 @@ pub async fn run(mut config: Config) -> Result<(), StartError> {
         keyring,
         api_tokens,
         ledger,
-        stats: Arc::new(MemoryStats::default()),
+        stats,
         sandbox,
         minter,
         rate_limits,
@@ -234,6 +228,37 @@ pub async fn run(mut config: Config) -> Result<(), StartError> {
     .await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The ledger and the stats store: both in this process, or both in one shared Redis.
+///
+/// A Redis that is down at start does not stop the replica: the connection is made lazily and
+/// retried on every call, `/readyz` fails and transfers answer 503 until Redis answers, and
+/// minting (which needs only the key) works throughout.
+async fn open_ledger(
+    kind: &LedgerKind,
+) -> Result<(Arc<dyn Ledger>, Arc<dyn StatsStore>), StartError> {
+    Ok(match kind {
+        LedgerKind::Memory => {
+            let ledger = Arc::new(MemoryLedger::new());
+            ledger.spawn_purger(Duration::from_secs(30));
+            (ledger, Arc::new(MemoryStats::default()))
+        }
+        LedgerKind::Redis(url) => {
+            let conn = crate::ledger::redis::connect(url)
+                .map_err(|e| StartError::Redis(format!("expected `redis://host:port/db`: {e}")))?;
+            let ledger = RedisLedger::new(conn.clone());
+            // The URL may hold a password: log neither it nor the error's echo of it.
+            match ledger.ping().await {
+                Ok(()) => tracing::info!("ledger: Redis reachable"),
+                Err(_) => tracing::warn!(
+                    "ledger: Redis is not reachable yet; transfers answer 503 and /readyz fails \
+                     until it is (minting keeps working)"
+                ),
+            }
+            (Arc::new(ledger), Arc::new(RedisStats::new(conn)))
+        }
+    })
 }
 
 /// Removes temporaries that crashed uploads left behind, in the background so a large tree

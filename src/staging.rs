@@ -14,7 +14,7 @@
 
 use std::io;
 
-use cap_std::fs::{Dir, OpenOptions};
+use cap_std::fs::{Dir, OpenOptions, OpenOptionsExt};
 use rustix::fs::{AtFlags, FlockOperation, RenameFlags};
 
 const PREFIX: &str = ".burnlink-";
@@ -37,27 +37,38 @@ pub enum PersistError {
     /// `overwrite = false` and something is at the destination now.
     #[error("the destination exists")]
     Exists,
+    /// The caller's hold on the upload ended before the rename; nothing moved.
+    #[error("the upload's lease was lost before it could land")]
+    LeaseLost,
     #[error("{0}")]
     Io(#[from] io::Error),
 }
 
 impl Staged {
-    /// Creates a fresh temporary in `dir`. Blocking.
+    /// Creates a fresh temporary in `dir`, locked before its name appears, so the sweep can
+    /// never take a live upload for an orphan. Blocking.
     pub fn create(dir: Dir) -> io::Result<Staged> {
         let temp_name = format!("{PREFIX}{:032x}{SUFFIX}", rand::random::<u128>());
-        let mut options = OpenOptions::new();
-        options.write(true).create_new(true);
-        let file = dir.open_with(&temp_name, &options)?.into_std();
-        let staged = Staged {
+        let file = match create_locked_unnamed(&dir, &temp_name) {
+            Ok(file) => file,
+            // File systems without O_TMPFILE (NFS, some FUSE), or no /proc: name first, lock
+            // right after. A sweep running in exactly that instant could remove the file; the
+            // upload then fails cleanly at the rename and the link stays usable.
+            Err(_) => {
+                let mut options = OpenOptions::new();
+                options.write(true).create_new(true);
+                let file = dir.open_with(&temp_name, &options)?.into_std();
+                rustix::fs::flock(&file, FlockOperation::NonBlockingLockExclusive)
+                    .map_err(io::Error::from)?;
+                file
+            }
+        };
+        Ok(Staged {
             dir,
             temp_name,
             file,
             persisted: false,
-        };
-        // Fresh and unshared, so this cannot block; it marks the file as in use for the sweep.
-        rustix::fs::flock(&staged.file, FlockOperation::NonBlockingLockExclusive)
-            .map_err(io::Error::from)?;
-        Ok(staged)
+        })
     }
 
     pub fn file(&mut self) -> &mut std::fs::File {
@@ -70,21 +81,43 @@ impl Staged {
     }
 
     /// Moves the (already synced) file to `name` in its directory and syncs the directory, so
-    /// the new name survives a crash. With `overwrite = false` an existing `name` (a file, a
-    /// directory, a symlink) wins and nothing moves. Blocking.
-    pub fn persist(mut self, name: &str, overwrite: bool) -> Result<(), PersistError> {
+    /// the new name survives a crash. `still_held` is asked right before the rename, the last
+    /// moment at which the upload can still back out. With `overwrite = false` an existing
+    /// `name` (a file, a directory, a symlink) wins and nothing moves; with `overwrite = true`
+    /// a directory in the way wins too. Once the name exists the upload has landed, so a
+    /// failure to sync the directory afterwards is logged rather than reported. Blocking.
+    pub fn persist(
+        mut self,
+        name: &str,
+        overwrite: bool,
+        still_held: impl FnOnce() -> bool,
+    ) -> Result<(), PersistError> {
+        if !still_held() {
+            return Err(PersistError::LeaseLost);
+        }
         if overwrite {
-            rustix::fs::renameat(&self.dir, &self.temp_name, &self.dir, name)
-                .map_err(io::Error::from)?;
+            match rustix::fs::renameat(&self.dir, &self.temp_name, &self.dir, name) {
+                Ok(()) => {}
+                Err(
+                    rustix::io::Errno::ISDIR
+                    | rustix::io::Errno::NOTEMPTY
+                    | rustix::io::Errno::EXIST,
+                ) => {
+                    return Err(PersistError::Exists);
+                }
+                Err(e) => return Err(io::Error::from(e).into()),
+            }
         } else {
             self.rename_noreplace(name)?;
         }
         self.persisted = true;
-        crate::sandbox::sync_dir(&self.dir)?;
+        if let Err(e) = crate::sandbox::sync_dir(&self.dir) {
+            tracing::error!(error = %e, "an upload landed but its directory could not be synced");
+        }
         Ok(())
     }
 
-    fn rename_noreplace(&self, name: &str) -> Result<(), PersistError> {
+    fn rename_noreplace(&mut self, name: &str) -> Result<(), PersistError> {
         let (dir, temp) = (&self.dir, self.temp_name.as_str());
         match rustix::fs::renameat_with(dir, temp, dir, name, RenameFlags::NOREPLACE) {
             Ok(()) => Ok(()),
@@ -94,8 +127,11 @@ impl Staged {
             Err(rustix::io::Errno::INVAL | rustix::io::Errno::NOSYS) => {
                 match rustix::fs::linkat(dir, temp, dir, name, AtFlags::empty()) {
                     Ok(()) => {
-                        rustix::fs::unlinkat(dir, temp, AtFlags::empty())
-                            .map_err(io::Error::from)?;
+                        // Landed. The temporary name is now a second name of the same file.
+                        self.persisted = true;
+                        if let Err(e) = rustix::fs::unlinkat(dir, temp, AtFlags::empty()) {
+                            tracing::warn!(error = %e, file = temp, "could not remove a temporary name");
+                        }
                         Ok(())
                     }
                     Err(rustix::io::Errno::EXIST) => Err(PersistError::Exists),
@@ -105,6 +141,29 @@ impl Staged {
             Err(e) => Err(io::Error::from(e).into()),
         }
     }
+}
+
+/// An unnamed file in `dir` (O_TMPFILE), locked, then given `name` through /proc (linkat of
+/// an O_TMPFILE needs no privilege that way). Blocking.
+fn create_locked_unnamed(dir: &Dir, name: &str) -> io::Result<std::fs::File> {
+    use rustix::fs::{Mode, OFlags};
+    use std::os::fd::AsRawFd;
+    let fd = rustix::fs::openat(
+        dir,
+        ".",
+        OFlags::TMPFILE | OFlags::WRONLY | OFlags::CLOEXEC,
+        Mode::from_raw_mode(0o644),
+    )?;
+    rustix::fs::flock(&fd, FlockOperation::NonBlockingLockExclusive)?;
+    let proc_path = format!("/proc/self/fd/{}", fd.as_raw_fd());
+    rustix::fs::linkat(
+        rustix::fs::CWD,
+        proc_path.as_str(),
+        dir,
+        name,
+        AtFlags::SYMLINK_FOLLOW,
+    )?;
+    Ok(std::fs::File::from(fd))
 }
 
 impl Drop for Staged {
@@ -160,7 +219,10 @@ pub fn sweep(root: &Dir) -> usize {
 /// A temporary whose lock can be taken has no writer left: its process died mid-upload.
 fn orphaned(dir: &Dir, name: &str) -> bool {
     let mut options = OpenOptions::new();
-    options.read(true);
+    // A FIFO swapped in must not block the sweep.
+    options
+        .read(true)
+        .custom_flags(rustix::fs::OFlags::NONBLOCK.bits() as i32);
     match dir.open_with(name, &options) {
         Ok(file) => rustix::fs::flock(&file, FlockOperation::NonBlockingLockExclusive).is_ok(),
         Err(_) => false,
@@ -193,7 +255,7 @@ mod tests {
         s.file().write_all(b"new").unwrap();
         s.sync().unwrap();
         assert_eq!(names(tmp.path()).len(), 1);
-        s.persist("dest.txt", true).unwrap();
+        s.persist("dest.txt", true, || true).unwrap();
         assert_eq!(names(tmp.path()), vec!["dest.txt"]);
         assert_eq!(std::fs::read(tmp.path().join("dest.txt")).unwrap(), b"new");
 
@@ -201,6 +263,28 @@ mod tests {
         s.file().write_all(b"abandoned").unwrap();
         drop(s);
         assert_eq!(names(tmp.path()), vec!["dest.txt"], "no temporary left");
+    }
+
+    #[test]
+    fn a_lost_hold_moves_nothing() {
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::write(tmp.path().join("dest.txt"), b"old").unwrap();
+        let mut s = Staged::create(dir(tmp.path())).unwrap();
+        s.file().write_all(b"new").unwrap();
+        assert!(matches!(
+            s.persist("dest.txt", true, || false),
+            Err(PersistError::LeaseLost)
+        ));
+        assert_eq!(names(tmp.path()), vec!["dest.txt"]);
+        assert_eq!(std::fs::read(tmp.path().join("dest.txt")).unwrap(), b"old");
+        // A directory in the way wins over a replacing upload too.
+        std::fs::create_dir(tmp.path().join("sub")).unwrap();
+        let s = Staged::create(dir(tmp.path())).unwrap();
+        assert!(matches!(
+            s.persist("sub", true, || true),
+            Err(PersistError::Exists)
+        ));
+        assert_eq!(names(tmp.path()), vec!["dest.txt", "sub"]);
     }
 
     #[test]
@@ -213,7 +297,7 @@ mod tests {
             let mut s = Staged::create(dir(tmp.path())).unwrap();
             s.file().write_all(b"new").unwrap();
             assert!(
-                matches!(s.persist(name, false), Err(PersistError::Exists)),
+                matches!(s.persist(name, false, || true), Err(PersistError::Exists)),
                 "{name}"
             );
         }
@@ -221,7 +305,7 @@ mod tests {
         assert_eq!(names(tmp.path()), vec!["dangling", "dest.txt", "sub"]);
 
         let s = Staged::create(dir(tmp.path())).unwrap();
-        s.persist("fresh.txt", false).unwrap();
+        s.persist("fresh.txt", false, || true).unwrap();
         assert!(tmp.path().join("fresh.txt").exists());
     }
 

@@ -4,6 +4,8 @@
 //! burned by a transfer, `expired` = expired unused, `active` = the rest. Behind a trait so a
 //! shared (Redis) store can count across replicas.
 
+pub mod redis;
+
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 
@@ -11,6 +13,8 @@ use async_trait::async_trait;
 use serde::Serialize;
 
 use crate::ledger::LedgerError;
+
+pub use redis::RedisStats;
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct Statistics {

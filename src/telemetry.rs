@@ -13,7 +13,14 @@ use crate::token::Claims;
 
 /// Installs the global subscriber. Logs go to stderr; stdout is kept for what the CLI prints.
 pub fn init(filter: &str, format: LogFormat) {
-    let filter = EnvFilter::try_new(filter).unwrap_or_else(|_| EnvFilter::new("info"));
+    // rmcp logs every MCP request's life cycle at info (several lines per `/mcp` call); keep
+    // it to warnings unless BURNLINK_LOG names it.
+    let filter = if filter.contains("rmcp") {
+        filter.to_string()
+    } else {
+        format!("{filter},rmcp=warn")
+    };
+    let filter = EnvFilter::try_new(&filter).unwrap_or_else(|_| EnvFilter::new("info,rmcp=warn"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

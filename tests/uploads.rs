@@ -439,7 +439,117 @@ async fn stale_temporaries_from_a_crash_are_removed_at_start_up() {
 
     let second = Server::start_with(&[("BURNLINK_ROOT", root.to_str().unwrap())]);
     wait_for("the sweep", async || temporaries(&root).is_empty()).await;
-    assert!(second.log().contains("removed temporary files"));
+    wait_for("the sweep's log line", async || {
+        second.log().contains("removed temporary files")
+    })
+    .await;
     assert!(!root.join("deep/dir/crash.bin").exists());
     drop(first);
+}
+
+/// Sends request headers (and `body`) on a raw socket and returns what the server answers
+/// within `limit`.
+async fn raw_request(s: &Server, head: &str, body: &[u8], limit: Duration) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = s.base.trim_start_matches("http://").to_string();
+    let mut sock = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    sock.write_all(head.as_bytes()).await.unwrap();
+    sock.write_all(body).await.unwrap();
+    let mut answer = vec![0u8; 4096];
+    let n = tokio::time::timeout(limit, sock.read(&mut answer))
+        .await
+        .expect("an answer in time")
+        .unwrap();
+    String::from_utf8_lossy(&answer[..n]).to_string()
+}
+
+#[tokio::test]
+async fn a_content_length_over_the_cap_is_refused_without_reading_the_body() {
+    let s = Server::start_with(&[("BURNLINK_IDLE_TIMEOUT_S", "60")]);
+    let minted = s
+        .mint_upload(json!({ "path": "capped.bin", "max_bytes": 1000 }))
+        .await;
+    let path = minted["url"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches(&s.base)
+        .to_string();
+    // No body follows: a server that waited for it would not answer within the limit.
+    let head = format!("POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\n\r\n");
+    let answer = raw_request(&s, &head, b"", Duration::from_secs(5)).await;
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    assert!(answer.contains("too_large"), "{answer}");
+    assert!(s.temporaries().is_empty());
+    assert!(!s.root.join("capped.bin").exists());
+}
+
+#[tokio::test]
+async fn spent_links_say_so_and_touch_nothing_on_disk() {
+    let s = Server::start();
+    let minted = s
+        .mint_upload(json!({ "path": "once.txt", "overwrite": false }))
+        .await;
+    let url = minted["url"].as_str().unwrap();
+    assert_eq!(curl_status(&["--data-binary", "first", url]).0, 201);
+    // The destination exists now, but the link's state is what a second upload hears.
+    let (status, body) = curl_status(&["--data-binary", "second", url]);
+    assert_eq!(
+        (status, parse(&body)["error"].as_str()),
+        (404, Some("used"))
+    );
+    assert_eq!(std::fs::read(s.root.join("once.txt")).unwrap(), b"first");
+
+    let minted = s.mint_upload(json!({ "path": "ghost/deep/x.txt" })).await;
+    let url = minted["url"].as_str().unwrap();
+    let revoked = s
+        .link_api(reqwest::Method::DELETE, url, Some(API_TOKEN))
+        .await;
+    assert_eq!(revoked.status(), 200);
+    let (status, body) = curl_status(&["--data-binary", "x", url]);
+    assert_eq!(
+        (status, parse(&body)["error"].as_str()),
+        (404, Some("revoked"))
+    );
+    assert!(
+        !s.root.join("ghost").exists(),
+        "no directory made for a revoked link"
+    );
+    assert!(s.temporaries().is_empty());
+}
+
+#[tokio::test]
+async fn a_sole_uploader_pausing_longer_than_the_lease_still_lands() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let s = Server::start_with(&[("BURNLINK_LEASE_S", "1"), ("BURNLINK_IDLE_TIMEOUT_S", "20")]);
+    let minted = s.mint_upload(json!({ "path": "paused.txt" })).await;
+    let path = minted["url"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches(&s.base)
+        .to_string();
+    let addr = s.base.trim_start_matches("http://").to_string();
+    let mut sock = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    sock.write_all(
+        format!("PUT {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nhello").as_bytes(),
+    )
+    .await
+    .unwrap();
+    // Longer than the lease: it lapses, nobody else wants the link.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    sock.write_all(b"world").await.unwrap();
+    let mut answer = vec![0u8; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(10), sock.read(&mut answer))
+        .await
+        .expect("an answer in time")
+        .unwrap();
+    let answer = String::from_utf8_lossy(&answer[..n]);
+    assert!(answer.starts_with("HTTP/1.1 201"), "{answer}");
+    assert_eq!(
+        std::fs::read(s.root.join("paused.txt")).unwrap(),
+        b"helloworld"
+    );
+    assert_eq!(
+        s.settled_state(minted["url"].as_str().unwrap()).await,
+        "used"
+    );
 }

@@ -21,6 +21,16 @@ use crate::token::Direction;
 const DEFAULT_MINUTES: i64 = 5;
 const MAX_MINUTES: i64 = 60;
 
+/// The old API's `expiry_minutes` as a TTL in seconds: 5 minutes when absent, at most 60,
+/// refused when not positive. Shared with MCP's `generate_download_link`.
+pub fn expiry_seconds(minutes: Option<i64>) -> Result<i64, ApiError> {
+    let minutes = minutes.unwrap_or(DEFAULT_MINUTES);
+    if minutes <= 0 {
+        return Err(ApiError::InvalidTtl);
+    }
+    Ok(minutes.min(MAX_MINUTES) * 60)
+}
+
 #[derive(Deserialize)]
 pub struct GenerateBody {
     session_id: Option<String>,
@@ -35,15 +45,11 @@ pub async fn generate(
     headers: HeaderMap,
     ApiJson(body): ApiJson<GenerateBody>,
 ) -> Result<Json<Value>, ApiError> {
-    let minutes = body.expiry_minutes.unwrap_or(DEFAULT_MINUTES);
-    if minutes <= 0 {
-        return Err(ApiError::InvalidTtl);
-    }
     let request = MintRequest {
         session: caller.session_for(body.session_id.as_deref())?,
         path: body.file_path,
         direction: Some(Direction::Download),
-        ttl_seconds: Some(minutes.min(MAX_MINUTES) * 60),
+        ttl_seconds: Some(expiry_seconds(body.expiry_minutes)?),
         ..MintRequest::default()
     };
     let client = conn.client_ip(&headers, &app.config.trusted_proxies);

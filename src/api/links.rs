@@ -58,9 +58,14 @@ pub async fn status(
     caller: Caller,
     Path(token): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let claims = verified_for(&app, &caller, &token)?;
+    Ok(Json(link_status(&app, &caller, &token).await?))
+}
+
+/// What `GET /api/links/{token}` answers, for any front end (the API, MCP's `get_link_status`).
+pub async fn link_status(app: &App, caller: &Caller, token: &str) -> Result<Value, ApiError> {
+    let claims = verified_for(app, caller, token)?;
     let state = app.ledger.state(&claims.nonce).await?;
-    Ok(Json(status_json(&claims, state, unix_now())))
+    Ok(status_json(&claims, state, unix_now()))
 }
 
 pub async fn revoke(

@@ -20,6 +20,7 @@
 //! transfer whose lease lapsed (its replica stalled) cannot burn a link someone else now holds.
 
 pub mod memory;
+pub mod redis;
 
 use std::time::Duration;
 
@@ -28,6 +29,7 @@ use async_trait::async_trait;
 use crate::token::Nonce;
 
 pub use memory::MemoryLedger;
+pub use redis::RedisLedger;
 
 /// Identifies one transfer attempt. Random, so replicas need not coordinate to pick one.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

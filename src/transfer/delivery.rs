@@ -11,6 +11,9 @@
 //! - the body was dropped early (client went away, read error): release, the link stays usable;
 //! - a range that did not include the file's last byte: release.
 //!
+//! A body of unknown length (a directory's zip) counts as delivered when its stream ends, which
+//! the archive stream does only after the archive's last byte; an error cuts the connection.
+//!
 //! Any lease not handed on (an error before streaming started) is released when dropped.
 
 use std::io;
@@ -89,6 +92,23 @@ impl Lease {
             .await
     }
 
+    /// Takes the lease again for the same owner after it lapsed, if nobody else took it in
+    /// between (a sole uploader that paused longer than the lease).
+    pub async fn retake(&self, expires_at: u64) -> Result<Acquire, LedgerError> {
+        self.ledger
+            .lease(&self.nonce, self.owner, expires_at, self.lifetime)
+            .await
+    }
+
+    pub fn lifetime(&self) -> Duration {
+        self.lifetime
+    }
+
+    /// When the lease runs out unless renewed (measured from before the ledger was asked).
+    pub fn acquired_deadline(&self) -> Instant {
+        self.acquired_at + self.lifetime
+    }
+
     /// Burns the link. `Ok(false)`: the lease was lost (lapsed or revoked) and nothing burned.
     pub async fn commit(&mut self, receipt: Option<Receipt>) -> Result<bool, LedgerError> {
         self.settled = true;
@@ -152,10 +172,42 @@ pub fn deliver<R>(
     conn: &ConnInfo,
     tasks: &TaskTracker,
     settle: Settle,
-) -> DeliveryBody<R>
+) -> DeliveryBody<FileStream<R>>
 where
     R: AsyncRead + Unpin + Send + 'static,
 {
+    let stream = ReaderStream::with_capacity(tokio::io::AsyncReadExt::take(reader, len), CHUNK);
+    start(lease, stream, Some(len), burns, conn, tasks, settle)
+}
+
+/// Streams a body of unknown length (a directory's zip) under `lease`. It burns the link when
+/// `stream` ends and its last bytes have been flushed; `stream` must end only when complete and
+/// yield an error otherwise.
+pub fn deliver_stream<S>(
+    lease: Lease,
+    stream: S,
+    conn: &ConnInfo,
+    tasks: &TaskTracker,
+    settle: Settle,
+) -> DeliveryBody<S>
+where
+    S: Stream<Item = io::Result<Bytes>> + Unpin,
+{
+    start(lease, stream, None, true, conn, tasks, settle)
+}
+
+/// A file region as a stream of chunks.
+pub type FileStream<R> = ReaderStream<Take<R>>;
+
+fn start<S>(
+    lease: Lease,
+    stream: S,
+    len: Option<u64>,
+    burns: bool,
+    conn: &ConnInfo,
+    tasks: &TaskTracker,
+    settle: Settle,
+) -> DeliveryBody<S> {
     static TRANSFERS: AtomicU64 = AtomicU64::new(1);
     let id = TRANSFERS.fetch_add(1, Ordering::Relaxed);
     conn.state
@@ -176,8 +228,9 @@ where
         settle,
     ));
     DeliveryBody {
-        stream: ReaderStream::with_capacity(tokio::io::AsyncReadExt::take(reader, len), CHUNK),
-        remaining: len,
+        stream,
+        remaining: len.unwrap_or(u64::MAX),
+        exact: len.is_some(),
         sent,
         conn: conn.state.clone(),
         handoff: Some(tx),
@@ -300,18 +353,21 @@ async fn flushed_past(flushed: &mut watch::Receiver<u64>, epoch: u64) -> bool {
     flushed.wait_for(|n| *n > epoch).await.is_ok()
 }
 
-/// A response body streaming a file region in constant memory. See the module docs for what
-/// its drop means.
-pub struct DeliveryBody<R> {
-    stream: ReaderStream<Take<R>>,
+/// A response body streaming a file region (or an archive) in constant memory. See the module
+/// docs for what its drop means.
+pub struct DeliveryBody<S> {
+    stream: S,
+    /// Bytes still to send; for a body of unknown length, `u64::MAX` until its stream ends.
     remaining: u64,
+    /// Whether the length is known (a file region) or found at the stream's end (an archive).
+    exact: bool,
     sent: Arc<AtomicU64>,
     conn: Arc<ConnState>,
     handoff: Option<oneshot::Sender<Handoff>>,
     flushed: watch::Receiver<u64>,
 }
 
-impl<R: AsyncRead + Unpin> Body for DeliveryBody<R> {
+impl<S: Stream<Item = io::Result<Bytes>> + Unpin> Body for DeliveryBody<S> {
     type Data = Bytes;
     type Error = io::Error;
 
@@ -330,11 +386,17 @@ impl<R: AsyncRead + Unpin> Body for DeliveryBody<R> {
         match ready!(Pin::new(&mut self.stream).poll_next(cx)) {
             Some(Ok(chunk)) => {
                 let n = chunk.len() as u64;
-                self.remaining = self.remaining.saturating_sub(n);
+                if self.exact {
+                    self.remaining = self.remaining.saturating_sub(n);
+                }
                 self.sent.fetch_add(n, Ordering::Relaxed);
                 Poll::Ready(Some(Ok(Frame::data(chunk))))
             }
             Some(Err(e)) => Poll::Ready(Some(Err(e))),
+            None if !self.exact => {
+                self.remaining = 0;
+                Poll::Ready(None)
+            }
             // The file shrank under us: fail the response rather than send a short body that
             // claims to be complete.
             None => Poll::Ready(Some(Err(io::Error::new(
@@ -349,11 +411,15 @@ impl<R: AsyncRead + Unpin> Body for DeliveryBody<R> {
     }
 
     fn size_hint(&self) -> SizeHint {
-        SizeHint::with_exact(self.remaining)
+        if self.exact {
+            SizeHint::with_exact(self.remaining)
+        } else {
+            SizeHint::default()
+        }
     }
 }
 
-impl<R> Drop for DeliveryBody<R> {
+impl<S> Drop for DeliveryBody<S> {
     fn drop(&mut self) {
         let handoff = if self.remaining == 0 && !self.conn.fenced() {
             Handoff::Delivered {

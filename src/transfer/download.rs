@@ -10,7 +10,7 @@ use serde::Deserialize;
 
 use super::delivery::{self, Lease, Settle};
 use super::range::{self, Decision};
-use super::{authorize, check_client, disposition};
+use super::{archive, authorize, check_client, disposition};
 use crate::error::ApiError;
 use crate::ledger::LinkState;
 use crate::links::unix_now;
@@ -41,7 +41,9 @@ pub async fn download(
     if method == Method::HEAD {
         // Metadata only: never leases, never burns, so link previewers can look freely.
         refuse_if_spent(app.ledger.state(&claims.nonce).await?)?;
-        let (_, meta) = open(&app, &claims).await?;
+        let Some((_, meta)) = open(&app, &claims).await? else {
+            return archive::head(&app, &claims).await;
+        };
         let mut response = StatusCode::OK.into_response();
         file_headers(response.headers_mut(), &claims, &meta);
         set_len(response.headers_mut(), meta.len());
@@ -50,7 +52,9 @@ pub async fn download(
 
     // Everything that can fail without touching the link comes first, so a 404 or 416 never
     // holds the lease (a retry right after would otherwise see 409).
-    let (file, meta) = open(&app, &claims).await?;
+    let Some((file, meta)) = open(&app, &claims).await? else {
+        return archive::get(&app, &conn, &claims, client).await;
+    };
     let size = meta.len();
     let range_header = headers.get(header::RANGE).and_then(|v| v.to_str().ok());
     let (status, start, len) = match range::decide(range_header, size) {
@@ -107,8 +111,12 @@ fn refuse_if_spent(state: LinkState) -> Result<(), ApiError> {
 }
 
 /// Opens the token's file through the sandbox again: whatever happened on disk since minting
-/// (deleted, swapped for a symlink out, replaced by a directory) is "not found" now.
-async fn open(app: &App, claims: &Claims) -> Result<(std::fs::File, std::fs::Metadata), ApiError> {
+/// (deleted, swapped for a symlink out) is "not found" now. `None`: it is not a regular file,
+/// so perhaps a directory, served as an archive.
+async fn open(
+    app: &App,
+    claims: &Claims,
+) -> Result<Option<(std::fs::File, std::fs::Metadata)>, ApiError> {
     let sandbox = app.sandbox.clone();
     let session = claims.session.clone();
     let path = claims.path.clone();
@@ -118,13 +126,15 @@ async fn open(app: &App, claims: &Claims) -> Result<(std::fs::File, std::fs::Met
     })
     .await
     .map_err(|_| ApiError::Internal)?;
-    opened.map_err(|e| match e {
-        SandboxError::Io(err) => {
+    match opened {
+        Ok(opened) => Ok(Some(opened)),
+        Err(SandboxError::NotAFileOrDirectory) => Ok(None),
+        Err(SandboxError::Io(err)) => {
             tracing::error!(error = %err, "file system error while opening a download");
-            ApiError::Internal
+            Err(ApiError::Internal)
         }
-        _ => ApiError::NotFound,
-    })
+        Err(_) => Err(ApiError::NotFound),
+    }
 }
 
 fn file_headers(h: &mut HeaderMap, claims: &Claims, meta: &std::fs::Metadata) {

@@ -3,6 +3,7 @@
 //! Each handler reads like the contract: verify the token, take the link's lease, stream,
 //! and commit or release (see [`delivery`]).
 
+pub mod archive;
 pub mod delivery;
 pub mod digest;
 pub mod disposition;

@@ -13,7 +13,7 @@
 //! whose client went away, and a rename that happened must still be followed by its commit
 //! (and shutdown must wait for it).
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::Extension;
@@ -33,7 +33,7 @@ use super::digest::{Expected, Hasher};
 use super::download::TokenPath;
 use super::{authorize, check_client};
 use crate::error::ApiError;
-use crate::ledger::{LinkState, Receipt};
+use crate::ledger::{Acquire, LinkState, Receipt};
 use crate::links::unix_now;
 use crate::net::ConnInfo;
 use crate::sandbox::{SandboxError, SessionId};
@@ -76,10 +76,13 @@ pub async fn upload(
     .with_header(headers.get("content-digest").map(|v| v.as_bytes()))
     .map_err(|e| ApiError::BadRequest(e.to_string()))?;
 
-    let (staged, name) = stage(&app, &claims).await?;
+    // The lease comes before anything touches the disk: a used or revoked link says so, and
+    // creates no directory or temporary.
     let lease = Lease::acquire(&app.ledger, &claims, app.config.lease).await?;
+    let (staged, name) = stage(&app, &claims).await?;
     let job = Receive {
         audit: TransferAudit::new(&claims, client),
+        valid_until: Arc::new(Mutex::new(lease.acquired_deadline().into_std())),
         app: app.clone(),
         claims,
         lease,
@@ -137,6 +140,8 @@ struct Receive {
     expected: Expected,
     name: String,
     audit: TransferAudit,
+    /// Until when the lease is known to be held; the rename happens only before it.
+    valid_until: Arc<Mutex<std::time::Instant>>,
 }
 
 /// What the socket side tells the writer thread.
@@ -145,6 +150,19 @@ enum Chunk {
     /// The body is complete: sync and hand the file back. A channel that closes without this
     /// means the upload was abandoned.
     End,
+}
+
+/// Why streaming the body stopped early.
+enum Stop {
+    /// The writer thread ended (a write failed); its result says why.
+    WriterGone,
+    Refuse(ApiError),
+}
+
+impl From<ApiError> for Stop {
+    fn from(e: ApiError) -> Self {
+        Stop::Refuse(e)
+    }
 }
 
 /// The writer thread's result: the synced temporary, its size and digests.
@@ -184,54 +202,25 @@ impl Receive {
         let (tx, rx) = mpsc::channel(QUEUE);
         let hasher = Hasher::new(&self.expected);
         let writer = tokio::task::spawn_blocking(move || write(staged, rx, hasher));
-
-        let idle = self.app.config.idle_timeout;
-        let period = self.lease_period();
-        let mut tick = tokio::time::interval_at(Instant::now() + period, period);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut stream = body.into_data_stream();
-        let mut last_byte = Instant::now();
-        let mut renewed_at = 0;
-        loop {
-            tokio::select! {
-                next = stream.next() => match next {
-                    None => break,
-                    Some(Err(e)) => {
-                        tracing::debug!(error = %e, "upload body ended early");
-                        return Err(ApiError::BadRequest("the upload was interrupted".into()));
-                    }
-                    Some(Ok(chunk)) => {
-                        *received += chunk.len() as u64;
-                        if *received > self.cap {
-                            return Err(too_large(self.cap));
-                        }
-                        last_byte = Instant::now();
-                        if tx.send(Chunk::Data(chunk)).await.is_err() {
-                            // The writer stopped on an error; it says which.
-                            return Err(writer_failed(writer.await));
-                        }
-                    }
-                },
-                () = tokio::time::sleep_until(last_byte + idle) => {
-                    return Err(ApiError::Timeout(format!(
-                        "no upload data for {} s; the link is still usable",
-                        idle.as_secs()
-                    )));
-                }
-                _ = tick.tick() => {
-                    // Renew only while bytes arrive: a stalled client does not hold the link.
-                    if *received != renewed_at {
-                        renewed_at = *received;
-                        self.hold().await?;
-                    }
-                }
+        let streamed = match self.stream_body(body, &tx, received).await {
+            Ok(()) => tx.send(Chunk::End).await.map_err(|_| Stop::WriterGone),
+            Err(stop) => Err(stop),
+        };
+        drop(tx);
+        match streamed {
+            Ok(()) => {}
+            // The writer stopped on an error; it says which.
+            Err(Stop::WriterGone) => return Err(writer_failed(writer.await)),
+            Err(Stop::Refuse(e)) => {
+                // The writer sees the queue close without `End` and drops the temporary; wait
+                // for that, so the answer goes out only once nothing is left behind.
+                let _ = writer.await;
+                return Err(e);
             }
         }
-        if tx.send(Chunk::End).await.is_err() {
-            return Err(writer_failed(writer.await));
-        }
-        drop(tx);
-        let written = writer
+        // Syncing a large file can outlast a lease; keep renewing while it runs.
+        let written = self
+            .keep(writer)
             .await
             .map_err(|_| ApiError::Internal)?
             .map_err(|e| internal("writing an upload", e))?;
@@ -247,11 +236,19 @@ impl Receive {
         // that took the link after this one's lease lapsed could land too.
         self.hold().await?;
         let (name, overwrite) = (self.name.clone(), self.claims.overwrite);
-        tokio::task::spawn_blocking(move || written.staged.persist(&name, overwrite))
+        let valid_until = self.valid_until.clone();
+        let landing = tokio::task::spawn_blocking(move || {
+            // Checked right before the rename: a lease that lapsed while this thread waited
+            // for the pool may be someone else's by now.
+            let held = || std::time::Instant::now() + FENCE_MARGIN < *lock(&valid_until);
+            written.staged.persist(&name, overwrite, held)
+        });
+        self.keep(landing)
             .await
             .map_err(|_| ApiError::Internal)?
             .map_err(|e| match e {
                 PersistError::Exists => exists(),
+                PersistError::LeaseLost => ApiError::InProgress,
                 PersistError::Io(err) => internal("moving an upload into place", err),
             })?;
 
@@ -268,13 +265,81 @@ impl Receive {
         Ok((StatusCode::CREATED, Json(body)).into_response())
     }
 
+    /// Moves the body into the writer's queue, counting it against the cap, renewing the lease
+    /// while bytes arrive and giving up on a body that stalls.
+    async fn stream_body(
+        &self,
+        body: Body,
+        tx: &mpsc::Sender<Chunk>,
+        received: &mut u64,
+    ) -> Result<(), Stop> {
+        let idle = self.app.config.idle_timeout;
+        let period = self.lease_period();
+        let mut tick = tokio::time::interval_at(Instant::now() + period, period);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut stream = body.into_data_stream();
+        let mut last_byte = Instant::now();
+        let mut renewed_at = 0;
+        loop {
+            tokio::select! {
+                next = stream.next() => match next {
+                    None => return Ok(()),
+                    Some(Err(e)) => {
+                        tracing::debug!(error = %e, "upload body ended early");
+                        return Err(ApiError::BadRequest("the upload was interrupted".into()).into());
+                    }
+                    Some(Ok(chunk)) => {
+                        *received += chunk.len() as u64;
+                        if *received > self.cap {
+                            return Err(too_large(self.cap).into());
+                        }
+                        last_byte = Instant::now();
+                        tx.send(Chunk::Data(chunk)).await.map_err(|_| Stop::WriterGone)?;
+                    }
+                },
+                () = tokio::time::sleep_until(last_byte + idle) => {
+                    return Err(ApiError::Timeout(format!(
+                        "no upload data for {} s; the link is still usable",
+                        idle.as_secs()
+                    )).into());
+                }
+                _ = tick.tick() => {
+                    // Renew only while bytes arrive: a stalled client does not hold the link.
+                    if *received != renewed_at {
+                        renewed_at = *received;
+                        self.hold().await?;
+                    }
+                }
+            }
+        }
+    }
+
     fn lease_period(&self) -> Duration {
         (self.app.config.lease / 3).max(Duration::from_millis(100))
     }
 
     /// Renews the lease; an upload whose lease is gone (revoked, or lapsed and taken) stops.
+    ///
+    /// A lease that lapsed while the client paused is taken again if nobody else took it: the
+    /// link was free, so this upload may go on. `valid_until` follows every answer, so the
+    /// rename never happens on a lease that may be gone.
     async fn hold(&self) -> Result<(), ApiError> {
-        if self.lease.renew().await? {
+        let start = std::time::Instant::now();
+        let held = match self.lease.renew().await {
+            Ok(true) => true,
+            Ok(false) => self.lease.retake(self.claims.expires_at).await? == Acquire::Granted,
+            Err(e) => {
+                // Unknown: the old deadline stands, and the rename respects it.
+                tracing::warn!(error = %e, "could not renew an upload's lease");
+                return Err(e.into());
+            }
+        };
+        *lock(&self.valid_until) = if held {
+            start + self.lease.lifetime()
+        } else {
+            start
+        };
+        if held {
             return Ok(());
         }
         Err(match self.app.ledger.state(&self.claims.nonce).await? {
@@ -282,6 +347,22 @@ impl Receive {
             LinkState::Used(_) => ApiError::Used,
             LinkState::InProgress | LinkState::Unused => ApiError::InProgress,
         })
+    }
+
+    /// Runs `work` while renewing the lease on every period, whether or not bytes flow: the
+    /// body is complete and the server is the slow one now (syncing, renaming).
+    async fn keep<F: std::future::Future>(&self, work: F) -> F::Output {
+        let period = self.lease_period();
+        let mut tick = tokio::time::interval_at(Instant::now() + period, period);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tokio::pin!(work);
+        loop {
+            tokio::select! {
+                out = &mut work => return out,
+                // A failure moves `valid_until`, which the rename checks.
+                _ = tick.tick() => { let _ = self.hold().await; }
+            }
+        }
     }
 
     /// Burns the link now that the file is in place. The file stays whatever the ledger says:
@@ -298,9 +379,11 @@ impl Receive {
                     tracing::warn!(error = %e, "could not count a used link");
                 }
             }
+            // Only a revoke between the last renewal and the rename gets here: the rename
+            // is fenced by the lease's deadline.
             Ok(false) => tracing::error!(
                 link = %self.claims.short_id(),
-                "an upload landed but its lease was gone before the burn"
+                "an upload landed but the link was revoked or lost just before; not burned"
             ),
             Err(e) => tracing::error!(
                 error = %e,
@@ -343,6 +426,13 @@ fn write(
         sha256,
         sha512,
     })
+}
+
+/// Taken off the lease deadline before the rename, for clock granularity and the rename itself.
+const FENCE_MARGIN: Duration = Duration::from_millis(250);
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Removes a temporary that will not be used, off the async workers.

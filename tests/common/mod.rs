@@ -1,6 +1,8 @@
 //! Starts the real `burnlink` binary on 127.0.0.1:0 and talks to it over HTTP.
 #![allow(dead_code)]
 
+pub mod archive;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# MCP create_download_link calls per second through /mcp (streamable HTTP, stateless JSON mode)
+# on a release build, on loopback, with wrk POSTing JSON-RPC tools/call requests.
+#
+#   benches/load/mcp_mint.sh [SECONDS=10] [CONNECTIONS=32] [THREADS=2]
+#
+# Each request is a complete MCP tool call (bearer auth, Host guard, JSON-RPC, the sandbox stat,
+# signing, counting, an audit line at BURNLINK_LOG=warn it is filtered). The server runs stateless,
+# so no initialize round trip is needed per call; a real client also sends initialize once per
+# connection, which this leaves out. Every response is checked for `"isError":false`: errors are
+# counted and reported, not hidden. Bounded: one wrk run of SECONDS; the server is stopped at the end.
+set -euo pipefail
+secs="${1:-10}"
+conns="${2:-32}"
+threads="${3:-2}"
+top="$(cd "$(dirname "$0")/../.." && pwd)"
+cargo build --quiet --release --manifest-path "$top/Cargo.toml"
+bin="${CARGO_TARGET_DIR:-$top/target}/release/burnlink"
+command -v wrk >/dev/null || { echo "wrk is needed (apt-get install wrk)" >&2; exit 1; }
+
+work="$(mktemp -d)"
+trap 'kill "$pid" 2>/dev/null || true; rm -rf "$work"' EXIT
+mkdir -p "$work/data/reports"
+head -c 4096 /dev/urandom > "$work/data/reports/q3.bin"
+
+port=$((20000 + RANDOM % 20000))
+export BURNLINK_KEYS="$("$bin" keygen)" BURNLINK_ROOT="$work/data" BURNLINK_BIND="127.0.0.1:$port" \
+       BURNLINK_API_TOKENS=bench BURNLINK_LOG=warn
+(cd "$work" && exec "$bin" serve >/dev/null 2>"$work/server.log") &
+pid=$!
+for _ in $(seq 1 50); do curl -sf "http://127.0.0.1:$port/healthz" >/dev/null && break; sleep 0.1; done
+
+cat > "$work/call.lua" <<'LUA'
+wrk.method = "POST"
+wrk.body = '{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"create_download_link","arguments":{"path":"reports/q3.bin"}}}'
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["Accept"] = "application/json, text/event-stream"
+wrk.headers["Authorization"] = "Bearer bench"
+wrk.headers["MCP-Protocol-Version"] = "2025-11-25"
+failed = 0  -- global: done() reads it from each thread with thread:get
+local threads = {}
+function setup(thread) table.insert(threads, thread) end
+function init(args) failed = 0 end
+function response(status, headers, body)
+  if status ~= 200 or not string.find(body, '"isError":false', 1, true) then failed = failed + 1 end
+end
+function done(summary, latency, requests)
+  local bad = 0
+  for _, t in ipairs(threads) do bad = bad + t:get("failed") end
+  io.write(string.format("calls: %d in %.1f s = %.0f calls/s; failed: %d; p50 %.2f ms, p99 %.2f ms\n",
+    summary.requests, summary.duration / 1e6, summary.requests / (summary.duration / 1e6), bad,
+    latency:percentile(50) / 1000, latency:percentile(99) / 1000))
+end
+LUA
+
+# One call by hand first, so a broken setup shows its error instead of a rate.
+curl -sf -X POST "http://127.0.0.1:$port/mcp" -H 'Content-Type: application/json' \
+     -H 'Accept: application/json, text/event-stream' -H 'Authorization: Bearer bench' \
+     -d '{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"create_download_link","arguments":{"path":"reports/q3.bin"}}}' \
+     | grep -q '"isError":false' || { echo "a single MCP call failed" >&2; exit 1; }
+
+wrk -t "$threads" -c "$conns" -d "${secs}s" -s "$work/call.lua" "http://127.0.0.1:$port/mcp"
+grep VmHWM "/proc/$pid/status"

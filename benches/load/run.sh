@@ -1,0 +1,216 @@
+#!/usr/bin/env bash
+# burnlink side by side with nginx's secure_link (expiring signed links, not single-use) on the
+# same files, on loopback, in one run. Prints one table: burnlink, nginx, ratio per row.
+#
+#   benches/load/run.sh [DURATION_S=5]
+#
+# Needs: cargo, curl, wrk, nginx (with the secure_link module, as Debian's is), python3.
+# The MCP row also needs the venv that .ci/run makes (BURNLINK_VENV, default
+# /var/tmp/burnlink-venv) with the `mcp` package.
+# Bounded: each wrk run lasts DURATION_S, each curl at most 120 s; servers stop on exit.
+set -euo pipefail
+dur="${1:-5}"
+top="$(cd "$(dirname "$0")/../.." && pwd)"
+here="$top/benches/load"
+for tool in curl wrk nginx python3; do
+  command -v "$tool" >/dev/null || { echo "missing: $tool (apt-get install $tool)" >&2; exit 1; }
+done
+cargo build --quiet --release --manifest-path "$top/Cargo.toml"
+bin="${CARGO_TARGET_DIR:-$top/target}/release/burnlink"
+
+work="$(mktemp -d)"
+# nginx started as root serves through workers running as `nobody`: they must read the files.
+chmod 755 "$work"
+bl_pid="" ; ng_pid=""
+cleanup() {
+  [ -n "$bl_pid" ] && kill "$bl_pid" 2>/dev/null || true
+  [ -n "$ng_pid" ] && kill "$ng_pid" 2>/dev/null || true
+  wait 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+data="$work/data"
+mkdir -p "$data" "$work/nginx/logs"
+
+echo "== preparing files in $work"
+head -c 4096 /dev/urandom > "$data/small.bin"
+head -c $((1024 * 1024 * 1024)) /dev/urandom > "$data/big.bin"
+head -c $((256 * 1024 * 1024)) /dev/urandom > "$work/upload.bin"
+# 2,000 files, about 200 MiB: half compressible text, half random bytes named as photos.
+python3 - "$data/tree" <<'PY'
+import os, random, sys
+root = sys.argv[1]
+rnd = random.Random(7)
+words = [b"alpha", b"beta", b"gamma", b"delta", b"log", b"line", b"error", b"ok", b"0123456789"]
+for i in range(2000):
+    d = os.path.join(root, f"d{i % 40:02d}")
+    os.makedirs(d, exist_ok=True)
+    size = rnd.randint(20_000, 190_000)
+    if i % 2:
+        body = os.urandom(size)
+        name = f"photo{i}.jpg"
+    else:
+        out = bytearray()
+        while len(out) < size:
+            out += b" ".join(rnd.choice(words) for _ in range(12)) + b"\n"
+        body = bytes(out[:size])
+        name = f"notes{i}.txt"
+    with open(os.path.join(d, name), "wb") as f:
+        f.write(body)
+PY
+cat "$data/big.bin" "$work/upload.bin" > /dev/null   # page cache: measure servers, not the disk
+find "$data/tree" -type f -exec cat {} + > /dev/null
+tree_bytes=$(du -sb --apparent-size "$data/tree" | cut -f1)
+
+port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+bl_port=$(port); ng_port=$(port)
+
+echo "== starting burnlink (release) on $bl_port and nginx on $ng_port"
+export BURNLINK_KEYS="$("$bin" keygen)" BURNLINK_ROOT="$data" BURNLINK_BIND="127.0.0.1:$bl_port" \
+       BURNLINK_API_TOKENS=bench BURNLINK_MAX_DOWNLOAD_BYTES=$((2 * 1024 * 1024 * 1024)) \
+       BURNLINK_MAX_UPLOAD_BYTES=$((512 * 1024 * 1024)) BURNLINK_LOG=warn \
+       BURNLINK_BROWSER_CONFIRM=false
+(cd "$work" && exec "$bin" serve >"$work/burnlink.out" 2>"$work/burnlink.log") &
+bl_pid=$!
+secret="bench-secret-$RANDOM$RANDOM"
+cat > "$work/nginx/nginx.conf" <<NGINX
+worker_processes auto;
+pid $work/nginx/nginx.pid;
+error_log $work/nginx/logs/error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  sendfile on;
+  tcp_nopush on;
+  tcp_nodelay on;
+  keepalive_requests 1000000;
+  client_body_temp_path $work/nginx/body;
+  proxy_temp_path $work/nginx/proxy;
+  fastcgi_temp_path $work/nginx/fastcgi;
+  uwsgi_temp_path $work/nginx/uwsgi;
+  scgi_temp_path $work/nginx/scgi;
+  default_type application/octet-stream;
+  server {
+    listen 127.0.0.1:$ng_port;
+    root $data;
+    location / {
+      secure_link \$arg_md5,\$arg_expires;
+      secure_link_md5 "\$secure_link_expires\$uri $secret";
+      if (\$secure_link = "") { return 403; }
+      if (\$secure_link = "0") { return 410; }
+    }
+  }
+}
+NGINX
+nginx -p "$work/nginx" -c "$work/nginx/nginx.conf" -g 'daemon off;' &
+ng_pid=$!
+for _ in $(seq 1 100); do
+  curl -sf "http://127.0.0.1:$bl_port/healthz" >/dev/null && \
+  curl -s -o /dev/null "http://127.0.0.1:$ng_port/" && break
+  sleep 0.1
+done
+
+# nginx secure_link URLs: md5 over "expires + uri + secret", URL-safe base64 without padding.
+nginx_urls() { # PATH COUNT
+  python3 - "$1" "$2" "$secret" <<'PY'
+import base64, hashlib, sys, time
+path, count, secret = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+exp = int(time.time()) + 3600
+for i in range(count):
+    e = exp + i  # a distinct link per request, as for burnlink
+    md5 = base64.urlsafe_b64encode(hashlib.md5(f"{e}{path} {secret}".encode()).digest()).rstrip(b"=")
+    print(f"{path}?md5={md5.decode()}&expires={e}")
+PY
+}
+# The burnlink server's peak memory for one row: clear the high-water mark, run, read it.
+reset_peak() { echo 5 > "/proc/$bl_pid/clear_refs" 2>/dev/null || true; }
+peak_mib() { awk '/VmHWM/ { printf "%.1f", $2 / 1024 }' "/proc/$bl_pid/status"; }
+nginx_peak_mib() {
+  local max=0 kb
+  for p in $(pgrep -P "$ng_pid") "$ng_pid"; do
+    kb=$(awk '/VmHWM/ { print $2 }' "/proc/$p/status" 2>/dev/null || echo 0)
+    [ "${kb:-0}" -gt "$max" ] && max=$kb
+  done
+  awk -v k="$max" 'BEGIN { printf "%.1f", k / 1024 }'
+}
+field() { sed -n "s/.*$1=\([0-9.]*\).*/\1/p" | head -1; }
+
+declare -a rows
+row() { rows+=("$1|$2|$3|$4"); }   # name | burnlink | nginx | burnlink peak MiB
+
+links=$((60000 * dur))
+echo "== minting $links one-time links with the CLI (and as many nginx links)"
+"$bin" mint small.bin --count "$links" --ttl 1h | sed "s#^http://127.0.0.1:$bl_port##" > "$work/bl_urls"
+nginx_urls /small.bin "$links" > "$work/ng_urls"
+
+for c in 1 32; do
+  t=$(( c == 1 ? 1 : 2 ))
+  echo "== 4 KiB one-time downloads, concurrency $c, ${dur}s"
+  reset_peak
+  b=$(wrk -t"$t" -c"$c" -d"${dur}s" --latency -s "$here/walk.lua" "http://127.0.0.1:$bl_port" -- "$work/bl_urls" "$t" | grep -E "RESULT|statuses")
+  bpeak=$(peak_mib)
+  n=$(wrk -t"$t" -c"$c" -d"${dur}s" --latency -s "$here/walk.lua" "http://127.0.0.1:$ng_port" -- "$work/ng_urls" "$t" | grep -E "RESULT|statuses")
+  echo "   burnlink: $b"; echo "   nginx:    $n"
+  # Remove the links this run used, so the next run starts on fresh ones.
+  used=$(echo "$b" | field requests); tail -n +"$((used + 1))" "$work/bl_urls" > "$work/bl_next"; mv "$work/bl_next" "$work/bl_urls"
+  used=$(echo "$n" | field requests); tail -n +"$((used + 1))" "$work/ng_urls" > "$work/ng_next"; mv "$work/ng_next" "$work/ng_urls"
+  row "4 KiB downloads c=$c (req/s)" "$(echo "$b" | field rps)" "$(echo "$n" | field rps)" "$bpeak"
+  row "4 KiB downloads c=$c p99 (ms, lower is better)" "$(echo "$b" | field p99_ms)" "$(echo "$n" | field p99_ms)" "$bpeak"
+  [ "$(echo "$b" | field non200)" = 0 ] || echo "   WARNING: burnlink answered non-200s: $b"
+done
+
+median() { sort -n | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'; }
+echo "== 1 GiB download with curl, 3 runs each (median)"
+reset_peak
+b=$(for _ in 1 2 3; do curl -s --max-time 120 -o /dev/null -w '%{speed_download}\n' "$("$bin" mint big.bin)"; done | median)
+bpeak=$(peak_mib)
+n=$(for _ in 1 2 3; do curl -s --max-time 120 -o /dev/null -w '%{speed_download}\n' "http://127.0.0.1:$ng_port$(nginx_urls /big.bin 1)"; done | median)
+row "1 GiB download (MB/s)" "$(awk -v v="$b" 'BEGIN { printf "%.0f", v / 1e6 }')" "$(awk -v v="$n" 'BEGIN { printf "%.0f", v / 1e6 }')" "$bpeak"
+
+echo "== directory of 2,000 files ($((tree_bytes / 1024 / 1024)) MiB) as zip"
+reset_peak
+if url=$("$bin" mint tree 2>/dev/null); then
+  r=$(curl -s --max-time 120 -o /dev/null -w '%{size_download} %{time_total}' "$url")
+  mbs=$(echo "$r" | awk -v t="$tree_bytes" '{ printf "%.0f", t / $2 / 1e6 }')
+  row "2,000-file directory as zip (MB/s of file data)" "$mbs" "-" "$(peak_mib)"
+else
+  row "2,000-file directory as zip (MB/s of file data)" "n/a (directory links not built)" "-" "-"
+fi
+
+echo "== 256 MiB upload with curl -T"
+reset_peak
+url=$("$bin" mint --upload incoming/upload.bin)
+r=$(curl -s --max-time 120 -o /dev/null -T "$work/upload.bin" -w '%{http_code} %{speed_upload}' "$url")
+[ "${r%% *}" = 201 ] || echo "   WARNING: upload answered ${r%% *}"
+row "256 MiB upload (MB/s)" "$(echo "$r" | awk '{ printf "%.0f", $2 / 1e6 }')" "-" "$(peak_mib)"
+
+echo "== minting through POST /api/links, concurrency 32, ${dur}s"
+reset_peak
+m=$(wrk -t2 -c32 -d"${dur}s" --latency -s "$here/mint.lua" "http://127.0.0.1:$bl_port/api/links" -- bench small.bin | grep RESULT)
+echo "   $m"
+row "links minted via POST /api/links (links/s)" "$(echo "$m" | field rps)" "-" "$(peak_mib)"
+
+venv="${BURNLINK_VENV:-/var/tmp/burnlink-venv}"
+if [ -x "$here/mcp_mint.py" ] && [ -x "$venv/bin/python" ]; then
+  echo "== minting through MCP create_download_link, ${dur}s"
+  reset_peak
+  m=$("$venv/bin/python" "$here/mcp_mint.py" "http://127.0.0.1:$bl_port/mcp" bench small.bin "$dur" | grep RESULT || true)
+  echo "   $m"
+  row "links minted via MCP create_download_link (links/s)" "$(echo "$m" | field links_per_s)" "-" "$(peak_mib)"
+else
+  row "links minted via MCP create_download_link (links/s)" "n/a (no MCP client venv)" "-" "-"
+fi
+nginx_peak=$(nginx_peak_mib)
+
+echo
+echo "burnlink $(git -C "$top" rev-parse --short HEAD) vs nginx $(nginx -v 2>&1 | sed 's/.*nginx\///'), $(nproc) cores, $(date -u +%Y-%m-%dT%H:%MZ)"
+printf '| %-52s | %12s | %10s | %8s | %s |\n' "row" "burnlink" "nginx" "ratio" "burnlink peak MiB"
+printf '|%s|%s|%s|%s|%s|\n' "$(printf -- '-%.0s' {1..54})" "--------------" "------------" "----------" "-------------------"
+for r in "${rows[@]}"; do
+  IFS='|' read -r name bv nv pk <<<"$r"
+  ratio=$(awk -v b="$bv" -v n="$nv" -v name="$name" 'BEGIN {
+    if (n + 0 == 0 || b + 0 == 0) { print "-"; exit }
+    if (name ~ /lower is better/) printf "%.2f", n / b; else printf "%.2f", b / n }')
+  printf '| %-52s | %12s | %10s | %8s | %s |\n' "$name" "$bv" "$nv" "$ratio" "$pk"
+done
+echo "(ratio: burnlink relative to nginx, higher is better for burnlink; nginx peak RSS of its largest process: ${nginx_peak} MiB)"

@@ -1,0 +1,263 @@
+//! Statistics in Redis, so `GET /api/download/stats` counts across replicas.
+//!
+//! The same bookkeeping as [`super::MemoryStats`], per session: totals `minted` and `used`,
+//! links still in their lifetime bucketed by expiry second (`m:{s}`, `u:{s}` fields, with the
+//! seconds in a sorted set), and buckets folded into `xm`/`xu` (expired minted/used) once their
+//! second has passed. Each record or fold is one Lua script, so replicas counting at once
+//! never lose an increment.
+//!
+//! All stats keys carry the hash tag `{burnlink:stats}` because a record script touches the
+//! session registry and the session's keys together: on a Redis Cluster they share one slot.
+//! They are a few small keys per session and never on the transfer path's critical step.
+
+use std::sync::LazyLock;
+use std::time::Duration;
+
+use ::redis::Script;
+use ::redis::aio::ConnectionManager;
+use async_trait::async_trait;
+
+use super::{Statistics, StatsStore};
+use crate::ledger::LedgerError;
+use crate::ledger::redis::{bounded, bounded_by};
+
+/// A record waits at most this long: minting never fails for stats, and should not be slowed
+/// much by a Redis that hangs either (a refused connection fails at once).
+const RECORD_TIMEOUT: Duration = Duration::from_millis(500);
+
+const SESSIONS: &str = "{burnlink:stats}:sessions";
+
+/// `KEYS`: registry, counters, expiry set. `ARGV`: member, `m`|`u`, expiry second.
+static RECORD: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"redis.call('SADD', KEYS[1], ARGV[1])
+          redis.call('HINCRBY', KEYS[2], ARGV[2] == 'm' and 'minted' or 'used', 1)
+          local folded = tonumber(redis.call('HGET', KEYS[2], 'fu') or '0')
+          if tonumber(ARGV[3]) <= folded then
+            redis.call('HINCRBY', KEYS[2], 'x' .. ARGV[2], 1)
+          else
+            redis.call('HINCRBY', KEYS[2], ARGV[2] .. ':' .. ARGV[3], 1)
+            redis.call('ZADD', KEYS[3], ARGV[3], ARGV[3])
+          end
+          return 0",
+    )
+});
+
+/// `KEYS`: counters, expiry set. `ARGV`: now (unix s). Folds passed buckets, returns
+/// minted, used, expired minted, expired used.
+static FOLD: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"local now = tonumber(ARGV[1])
+          local folded = tonumber(redis.call('HGET', KEYS[1], 'fu') or '0')
+          if now > folded then
+            for _, s in ipairs(redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now)) do
+              local m = tonumber(redis.call('HGET', KEYS[1], 'm:' .. s) or '0')
+              local u = tonumber(redis.call('HGET', KEYS[1], 'u:' .. s) or '0')
+              redis.call('HINCRBY', KEYS[1], 'xm', m)
+              redis.call('HINCRBY', KEYS[1], 'xu', u)
+              redis.call('HDEL', KEYS[1], 'm:' .. s, 'u:' .. s)
+            end
+            redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
+            redis.call('HSET', KEYS[1], 'fu', now)
+          end
+          return redis.call('HMGET', KEYS[1], 'minted', 'used', 'xm', 'xu')",
+    )
+});
+
+pub struct RedisStats {
+    conn: ConnectionManager,
+}
+
+impl RedisStats {
+    pub fn new(conn: ConnectionManager) -> Self {
+        RedisStats { conn }
+    }
+
+    async fn record(
+        &self,
+        session: Option<&str>,
+        kind: &str,
+        expires_at: u64,
+    ) -> Result<(), LedgerError> {
+        let member = member(session);
+        let mut call = RECORD.key(SESSIONS);
+        call.key(counters_key(&member))
+            .key(expiries_key(&member))
+            .arg(&member)
+            .arg(kind)
+            .arg(expires_at);
+        let mut conn = self.conn.clone();
+        let _: i64 = bounded_by(RECORD_TIMEOUT, call.invoke_async(&mut conn)).await?;
+        Ok(())
+    }
+
+    async fn fold(&self, member: &str, now_unix: u64) -> Result<Statistics, LedgerError> {
+        let mut call = FOLD.key(counters_key(member));
+        call.key(expiries_key(member)).arg(now_unix);
+        let mut conn = self.conn.clone();
+        let counts: Vec<Option<u64>> = bounded(call.invoke_async(&mut conn)).await?;
+        let get = |i: usize| counts.get(i).copied().flatten().unwrap_or(0);
+        Ok(statistics(get(0), get(1), get(2), get(3)))
+    }
+}
+
+/// The registry's name for a session; the root sandbox is `/`, which no session id can be.
+fn member(session: Option<&str>) -> String {
+    match session {
+        None => "/".to_string(),
+        Some(s) => format!("s:{s}"),
+    }
+}
+
+fn counters_key(member: &str) -> String {
+    format!("{{burnlink:stats}}:c:{member}")
+}
+
+fn expiries_key(member: &str) -> String {
+    format!("{{burnlink:stats}}:z:{member}")
+}
+
+/// The same arithmetic as the memory store: a use of an expired link is not also "expired".
+fn statistics(minted: u64, used: u64, expired_minted: u64, expired_used: u64) -> Statistics {
+    let expired = expired_minted.saturating_sub(expired_used);
+    Statistics {
+        total_tokens: minted,
+        used_tokens: used,
+        expired_tokens: expired,
+        active_tokens: minted.saturating_sub(used).saturating_sub(expired),
+    }
+}
+
+#[async_trait]
+impl StatsStore for RedisStats {
+    async fn record_mint(&self, session: Option<&str>, expires_at: u64) -> Result<(), LedgerError> {
+        self.record(session, "m", expires_at).await
+    }
+
+    async fn record_use(&self, session: Option<&str>, expires_at: u64) -> Result<(), LedgerError> {
+        self.record(session, "u", expires_at).await
+    }
+
+    async fn snapshot(
+        &self,
+        session: Option<Option<&str>>,
+        now_unix: u64,
+    ) -> Result<Statistics, LedgerError> {
+        let members = match session {
+            Some(s) => vec![member(s)],
+            None => {
+                let mut conn = self.conn.clone();
+                bounded(
+                    ::redis::cmd("SMEMBERS")
+                        .arg(SESSIONS)
+                        .query_async::<Vec<String>>(&mut conn),
+                )
+                .await?
+            }
+        };
+        let mut total = Statistics::default();
+        for m in members {
+            let s = self.fold(&m, now_unix).await?;
+            total.total_tokens += s.total_tokens;
+            total.active_tokens += s.active_tokens;
+            total.used_tokens += s.used_tokens;
+            total.expired_tokens += s.expired_tokens;
+        }
+        Ok(total)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ledger::redis::connect;
+    use crate::ledger::redis::redis_server::RedisServer;
+    use crate::stats::MemoryStats;
+
+    fn tuple(s: Statistics) -> (u64, u64, u64, u64) {
+        (
+            s.total_tokens,
+            s.active_tokens,
+            s.used_tokens,
+            s.expired_tokens,
+        )
+    }
+
+    /// Drives a store through the memory store's test script and returns what it saw.
+    async fn script(s: &dyn StatsStore) -> Vec<(u64, u64, u64, u64)> {
+        let mut seen = Vec::new();
+        s.record_mint(Some("a"), 100).await.unwrap();
+        s.record_mint(Some("a"), 100).await.unwrap();
+        s.record_mint(Some("a"), 200).await.unwrap();
+        s.record_mint(None, 200).await.unwrap();
+        s.record_use(Some("a"), 100).await.unwrap();
+        seen.push(tuple(s.snapshot(Some(Some("a")), 50).await.unwrap()));
+        seen.push(tuple(s.snapshot(Some(Some("a")), 150).await.unwrap()));
+        s.record_use(Some("a"), 100).await.unwrap();
+        seen.push(tuple(s.snapshot(Some(Some("a")), 150).await.unwrap()));
+        seen.push(tuple(s.snapshot(Some(None), 150).await.unwrap()));
+        seen.push(tuple(s.snapshot(Some(Some("nobody")), 150).await.unwrap()));
+        seen.push(tuple(s.snapshot(None, 300).await.unwrap()));
+        seen
+    }
+
+    #[tokio::test]
+    async fn counts_like_the_memory_store() {
+        let Some(r) = RedisServer::start() else {
+            return;
+        };
+        let redis = RedisStats::new(connect(&r.url()).unwrap());
+        let want = script(&MemoryStats::default()).await;
+        assert_eq!(
+            want,
+            vec![
+                (3, 2, 1, 0),
+                (3, 1, 1, 1),
+                (3, 1, 2, 0),
+                (1, 1, 0, 0),
+                (0, 0, 0, 0),
+                (4, 0, 2, 2)
+            ]
+        );
+        assert_eq!(script(&redis).await, want);
+    }
+
+    /// Two handles stand for two replicas: what one counts, the other reports, and
+    /// concurrent records are not lost.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn replicas_count_together() {
+        let Some(r) = RedisServer::start() else {
+            return;
+        };
+        let a = std::sync::Arc::new(RedisStats::new(connect(&r.url()).unwrap()));
+        let b = std::sync::Arc::new(RedisStats::new(connect(&r.url()).unwrap()));
+        let mut tasks = Vec::new();
+        for i in 0..100u64 {
+            let s = if i % 2 == 0 { a.clone() } else { b.clone() };
+            tasks.push(tokio::spawn(async move {
+                s.record_mint(Some("s1"), 1_000 + i % 3).await.unwrap();
+                if i % 4 == 0 {
+                    s.record_use(Some("s1"), 1_000 + i % 3).await.unwrap();
+                }
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+        assert_eq!(tuple(b.snapshot(None, 10).await.unwrap()), (100, 75, 25, 0));
+        let later = tuple(a.snapshot(Some(Some("s1")), 5_000).await.unwrap());
+        assert_eq!(later, (100, 0, 25, 75));
+    }
+
+    #[tokio::test]
+    async fn redis_down_is_an_error_within_the_record_timeout() {
+        let Some(mut r) = RedisServer::start() else {
+            return;
+        };
+        let s = RedisStats::new(connect(&r.url()).unwrap());
+        r.stop();
+        let started = std::time::Instant::now();
+        assert!(s.record_mint(None, 100).await.is_err());
+        assert!(started.elapsed() < RECORD_TIMEOUT + Duration::from_millis(300));
+    }
+}
