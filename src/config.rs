@@ -37,6 +37,9 @@ pub const KNOWN_VARS: &[&str] = &[
     "IDLE_TIMEOUT_S",
     "TLS_CERT",
     "TLS_KEY",
+    "RATE_MINT_PER_S",
+    "RATE_MINT_BURST",
+    "RATE_FAILED_PER_MIN",
 ];
 
 #[derive(Debug, Default, Deserialize)]
@@ -62,6 +65,9 @@ struct Raw {
     idle_timeout_s: Option<String>,
     tls_cert: Option<String>,
     tls_key: Option<String>,
+    rate_mint_per_s: Option<String>,
+    rate_mint_burst: Option<String>,
+    rate_failed_per_min: Option<String>,
 }
 
 /// A variable (or the `.env` file) with a bad value. Displays as the one line start-up prints.
@@ -117,6 +123,28 @@ pub struct Config {
     pub lease: Duration,
     pub shutdown_grace: Duration,
     pub idle_timeout: Duration,
+    /// Both set, or neither (then plain HTTP).
+    pub tls: Option<TlsFiles>,
+    pub rate: RateConfig,
+}
+
+/// PEM files for serving HTTPS.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// Per-client-address limits ([`crate::ratelimit`]); 0 turns one off.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RateConfig {
+    /// Mints per second per client; 0 (the default) = unlimited.
+    pub mint_per_s: u32,
+    /// Mints a client may make at once before `mint_per_s` paces it.
+    pub mint_burst: u32,
+    /// Failed token checks (forged or malformed links, wrong bearer tokens) per minute per
+    /// client, also the burst; 0 = unlimited.
+    pub failed_per_min: u32,
 }
 
 impl Config {
@@ -256,10 +284,38 @@ impl Config {
                 })
                 .collect::<Result<_, _>>()?,
         };
-        if non_empty(raw.tls_cert).is_some() || non_empty(raw.tls_key).is_some() {
+        let tls = match (non_empty(raw.tls_cert), non_empty(raw.tls_key)) {
+            (None, None) => None,
+            (Some(cert), Some(key)) => Some(TlsFiles {
+                cert: cert.into(),
+                key: key.into(),
+            }),
+            (None, Some(_)) => {
+                return Err(bad(
+                    "TLS_CERT",
+                    "must be set together with BURNLINK_TLS_KEY (a PEM certificate chain)",
+                ));
+            }
+            (Some(_), None) => {
+                return Err(bad(
+                    "TLS_KEY",
+                    "must be set together with BURNLINK_TLS_CERT (a PEM private key)",
+                ));
+            }
+        };
+        let mint_per_s = count("RATE_MINT_PER_S", raw.rate_mint_per_s, 0)?;
+        let rate = RateConfig {
+            mint_per_s,
+            mint_burst: match non_empty(raw.rate_mint_burst.clone()) {
+                None => mint_per_s,
+                Some(_) => count("RATE_MINT_BURST", raw.rate_mint_burst, 0)?,
+            },
+            failed_per_min: count("RATE_FAILED_PER_MIN", raw.rate_failed_per_min, 60)?,
+        };
+        if rate.mint_per_s > 0 && rate.mint_burst == 0 {
             return Err(bad(
-                "TLS_CERT",
-                "TLS is not built into this version yet; terminate TLS in a proxy in front",
+                "RATE_MINT_BURST",
+                "must be at least 1 when BURNLINK_RATE_MINT_PER_S is set",
             ));
         }
         Ok(Config {
@@ -295,6 +351,8 @@ impl Config {
                 60,
                 86400,
             )?),
+            tls,
+            rate,
         })
     }
 
@@ -305,11 +363,17 @@ impl Config {
         if let Some(url) = &self.base_url {
             return (url.clone(), false);
         }
+        let scheme = self.scheme();
         if bound.ip().is_unspecified() {
-            (format!("http://127.0.0.1:{}", bound.port()), true)
+            (format!("{scheme}://127.0.0.1:{}", bound.port()), true)
         } else {
-            (format!("http://{bound}"), false)
+            (format!("{scheme}://{bound}"), false)
         }
+    }
+
+    /// `https` when the server terminates TLS itself.
+    pub fn scheme(&self) -> &'static str {
+        if self.tls.is_some() { "https" } else { "http" }
     }
 }
 
@@ -323,6 +387,19 @@ fn seconds(var: &'static str, v: Option<String>, default: u64) -> Result<u64, Co
         Some(s) => s
             .parse()
             .map_err(|_| bad(var, format!("expected a whole number, got `{s}`"))),
+    }
+}
+
+/// A whole number that fits a rate limiter's quota; 0 means "off".
+fn count(var: &'static str, v: Option<String>, default: u32) -> Result<u32, ConfigError> {
+    match non_empty(v) {
+        None => Ok(default),
+        Some(s) => s.parse().map_err(|_| {
+            bad(
+                var,
+                format!("expected a whole number (0 = unlimited), got `{s}`"),
+            )
+        }),
     }
 }
 
@@ -483,6 +560,75 @@ mod tests {
             let msg = Config::from_raw(raw).unwrap_err().to_string();
             assert!(msg.starts_with(prefix), "{msg}");
             assert!(!msg.contains('\n'), "one line: {msg}");
+        }
+    }
+
+    #[test]
+    fn rate_limits_and_tls() {
+        let c = Config::from_raw(Raw::default()).unwrap();
+        assert_eq!(
+            c.rate,
+            RateConfig {
+                mint_per_s: 0,
+                mint_burst: 0,
+                failed_per_min: 60
+            }
+        );
+        assert!(c.tls.is_none());
+        let c = Config::from_raw(Raw {
+            rate_mint_per_s: Some("5".into()),
+            rate_failed_per_min: Some("0".into()),
+            tls_cert: Some("/c.pem".into()),
+            tls_key: Some("/k.pem".into()),
+            ..Raw::default()
+        })
+        .unwrap();
+        assert_eq!((c.rate.mint_per_s, c.rate.mint_burst), (5, 5));
+        assert_eq!(c.rate.failed_per_min, 0);
+        assert_eq!(
+            c.resolve_base_url("127.0.0.1:8443".parse().unwrap()).0,
+            "https://127.0.0.1:8443"
+        );
+        for (raw, var) in [
+            (
+                Raw {
+                    tls_cert: Some("/c.pem".into()),
+                    ..Raw::default()
+                },
+                "BURNLINK_TLS_KEY:",
+            ),
+            (
+                Raw {
+                    tls_key: Some("/k.pem".into()),
+                    ..Raw::default()
+                },
+                "BURNLINK_TLS_CERT:",
+            ),
+            (
+                Raw {
+                    rate_mint_per_s: Some("fast".into()),
+                    ..Raw::default()
+                },
+                "BURNLINK_RATE_MINT_PER_S:",
+            ),
+            (
+                Raw {
+                    rate_mint_per_s: Some("10".into()),
+                    rate_mint_burst: Some("0".into()),
+                    ..Raw::default()
+                },
+                "BURNLINK_RATE_MINT_BURST:",
+            ),
+            (
+                Raw {
+                    rate_failed_per_min: Some("-1".into()),
+                    ..Raw::default()
+                },
+                "BURNLINK_RATE_FAILED_PER_MIN:",
+            ),
+        ] {
+            let msg = Config::from_raw(raw).unwrap_err().to_string();
+            assert!(msg.starts_with(var), "{msg}");
         }
     }
 

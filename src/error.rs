@@ -50,6 +50,8 @@ pub enum ApiError {
     InvalidTtl,
     #[error("the link ledger is unreachable; try again shortly")]
     Unavailable,
+    #[error("too many requests from this address; retry in {retry_after_s} s")]
+    RateLimited { retry_after_s: u64 },
     #[error("internal error")]
     Internal,
 }
@@ -73,6 +75,7 @@ impl ApiError {
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::InvalidTtl => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -97,6 +100,7 @@ impl ApiError {
             ApiError::BadRequest(_) | ApiError::MethodNotAllowed => "bad_request",
             ApiError::InvalidTtl => "invalid_ttl",
             ApiError::Unavailable => "unavailable",
+            ApiError::RateLimited { .. } => "rate_limited",
             ApiError::Internal => "internal",
         }
     }
@@ -120,6 +124,9 @@ impl IntoResponse for ApiError {
             }
             ApiError::InProgress | ApiError::Unavailable => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            ApiError::RateLimited { retry_after_s } => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(retry_after_s.max(1)));
             }
             _ => {}
         }
@@ -219,6 +226,7 @@ mod tests {
             ApiError::InvalidTtl,
             ApiError::MethodNotAllowed,
             ApiError::Unavailable,
+            ApiError::RateLimited { retry_after_s: 1 },
             ApiError::Internal,
         ];
         for e in all {

@@ -26,6 +26,8 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::time::{Instant, Sleep};
+use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
 
@@ -260,23 +262,32 @@ impl<T: AsyncWrite> AsyncWrite for FlushTracked<T> {
 /// Limits on what one connection may make the server hold or wait for.
 #[derive(Clone, Copy, Debug)]
 pub struct ConnLimits {
+    /// How long a request head (and a TLS handshake) may take to arrive.
     pub header_read_timeout: Duration,
     /// How long a write may wait for a client that does not read.
     pub write_idle: Duration,
     pub max_header_bytes: usize,
 }
 
-/// Serves `router` on `listener` until `shutdown` resolves, then waits up to `grace` for open
-/// connections to finish and for `tasks` (the work that settles their transfers) to end.
+/// How long cut-off transfers get to release their leases once the grace period is over.
+const CUT_SETTLE: Duration = Duration::from_secs(5);
+
+/// Serves `router` on `listener` (over TLS when `tls` is given) until `shutdown` resolves, then
+/// waits up to `grace` for open connections to finish and for `tasks` (the work that settles
+/// their transfers) to end. Connections still open after that are cut: dropping them aborts
+/// their transfers, which release their leases (and log it) before this returns.
 pub async fn serve(
     listener: TcpListener,
     router: Router,
     limits: ConnLimits,
+    tls: Option<TlsAcceptor>,
     shutdown: impl std::future::Future<Output = ()>,
     grace: Duration,
     tasks: TaskTracker,
 ) {
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let cut = CancellationToken::new();
+    let conns = TaskTracker::new();
     let mut shutdown = pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {
@@ -294,27 +305,39 @@ pub async fn serve(
             },
         };
         let _ = stream.set_nodelay(true);
+        // Under TLS too, the tracker wraps the TCP stream itself: a completed flush still
+        // means "every byte is in the kernel's socket buffer".
         let (io, flushed, state) = FlushTracked::new(stream, limits.write_idle);
         let info = ConnInfo {
             peer,
             flushed,
             state,
         };
-        let router = router.clone();
-        let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
-            req.extensions_mut().insert(info.clone());
-            router.clone().oneshot(req.map(axum::body::Body::new))
-        });
-        let mut builder = hyper::server::conn::http1::Builder::new();
-        builder
-            .timer(TokioTimer::new())
-            .header_read_timeout(limits.header_read_timeout)
-            .max_buf_size(limits.max_header_bytes.max(8192));
-        let conn = builder.serve_connection(TokioIo::new(io), service);
-        let conn = graceful.watch(conn);
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(error = %e, %peer, "connection ended with an error");
+        let (router, watcher, cut, tls) =
+            (router.clone(), graceful.watcher(), cut.clone(), tls.clone());
+        conns.spawn(async move {
+            let served = async {
+                match tls {
+                    None => serve_conn(TokioIo::new(io), router, info, limits, watcher).await,
+                    Some(acceptor) => {
+                        // The handshake is bounded like a request head.
+                        match tokio::time::timeout(limits.header_read_timeout, acceptor.accept(io))
+                            .await
+                        {
+                            Ok(Ok(io)) => {
+                                serve_conn(TokioIo::new(io), router, info, limits, watcher).await
+                            }
+                            Ok(Err(e)) => {
+                                tracing::debug!(error = %e, %peer, "TLS handshake failed")
+                            }
+                            Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                        }
+                    }
+                }
+            };
+            tokio::select! {
+                () = served => {}
+                () = cut.cancelled() => {}
             }
         });
     }
@@ -328,7 +351,46 @@ pub async fn serve(
         () = drained => tracing::info!("all connections closed and transfers settled"),
         () = tokio::time::sleep(grace) => {
             tracing::warn!(grace_s = grace.as_secs(), "shutdown grace period over; cutting remaining transfers");
+            cut.cancel();
+            conns.close();
+            tasks.close();
+            let settled = async {
+                conns.wait().await;
+                tasks.wait().await;
+            };
+            if tokio::time::timeout(CUT_SETTLE, settled).await.is_err() {
+                tracing::warn!("some transfers did not settle; their leases lapse by themselves");
+            }
         }
+    }
+}
+
+/// Serves one connection's requests, each carrying the connection's [`ConnInfo`].
+async fn serve_conn<I>(
+    io: I,
+    router: Router,
+    info: ConnInfo,
+    limits: ConnLimits,
+    watcher: hyper_util::server::graceful::Watcher,
+) where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let peer = info.peer;
+    let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
+        req.extensions_mut().insert(info.clone());
+        router.clone().oneshot(req.map(axum::body::Body::new))
+    });
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        // A head that arrives in one read is checked against `max_header_size`; one that
+        // arrives in pieces against `max_buf_size`. Either way: 431 and the connection closes.
+        .max_header_size(limits.max_header_bytes)
+        .max_buf_size(limits.max_header_bytes.max(8192));
+    let conn = builder.serve_connection(io, service);
+    if let Err(e) = watcher.watch(conn).await {
+        tracing::debug!(error = %e, %peer, "connection ended with an error");
     }
 }
 

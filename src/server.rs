@@ -5,6 +5,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
+use axum::middleware;
+use axum::routing::get;
 use tokio_util::task::TaskTracker;
 
 use crate::api;
@@ -14,6 +16,7 @@ use crate::error::ApiError;
 use crate::ledger::{Ledger, MemoryLedger, RedisLedger};
 use crate::links::{Limits, MintError, MintRequest, Minted, Minter, unix_now};
 use crate::net::{self, ConnLimits};
+use crate::ratelimit::RateLimits;
 use crate::sandbox::Sandbox;
 use crate::stats::{MemoryStats, RedisStats, StatsStore};
 use crate::telemetry::audit_mint;
@@ -31,6 +34,7 @@ pub struct App {
     pub minter: Arc<Minter>,
     /// Work that outlives a response (settling a transfer's lease), so shutdown can wait for it.
     pub tasks: TaskTracker,
+    pub rate_limits: Arc<RateLimits>,
 }
 
 impl App {
@@ -43,6 +47,7 @@ impl App {
         via: &str,
         client: Option<IpAddr>,
     ) -> Result<Minted, ApiError> {
+        self.rate_limits.check_mint(client)?;
         let minted = mint_blocking(self, request).await?;
         let claims = &minted.claims;
         if let Err(e) = self
@@ -53,6 +58,7 @@ impl App {
             tracing::warn!(error = %e, "could not count a minted link");
         }
         audit_mint(claims, via, client);
+        crate::metrics::link_minted(claims.direction.as_str());
         Ok(minted)
     }
 }
@@ -82,6 +88,8 @@ pub enum StartError {
     },
     #[error("BURNLINK_LEDGER: {0}")]
     Redis(String),
+    #[error("{0}")]
+    Tls(#[from] crate::tls::TlsError),
 }
 
 pub fn limits(config: &Config) -> Limits {
@@ -106,6 +114,14 @@ pub fn router(app: Arc<App>) -> Router {
         .merge(transfer::routes())
         .merge(api::routes())
         .merge(crate::mcp::routes(app.clone()))
+        .route("/metrics", get(crate::metrics::scrape))
+        // Route layers cover the routes added above them: keep new routes above these lines.
+        // The outer one times the whole request, 429s included.
+        .route_layer(middleware::from_fn_with_state(
+            app.clone(),
+            crate::ratelimit::guard,
+        ))
+        .route_layer(middleware::from_fn(crate::metrics::track))
         .fallback(|| async { ApiError::NotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .with_state(app)
@@ -117,8 +133,10 @@ pub async fn run(mut config: Config) -> Result<(), StartError> {
         tracing::warn!(variable = %var, "unknown BURNLINK_* variable ignored (a typo?)");
     }
     let sandbox = open_sandbox(&config)?;
+    let tls = config.tls.as_ref().map(crate::tls::acceptor).transpose()?;
     let (ledger, stats) = open_ledger(&config.ledger).await?;
     sweep_stale_uploads(&sandbox);
+    crate::metrics::install();
     let keyring = Arc::new(match config.keys.take() {
         Some(k) => k,
         None => {
@@ -173,10 +191,13 @@ pub async fn run(mut config: Config) -> Result<(), StartError> {
     ));
     let grace = config.shutdown_grace;
     let conn_limits = ConnLimits {
-        header_read_timeout: Duration::from_secs(30),
+        // A request head gets 30 s, or the idle timeout if that is shorter: a client that
+        // trickles a header is as idle as one that sends nothing.
+        header_read_timeout: Duration::from_secs(30).min(config.idle_timeout),
         write_idle: config.idle_timeout,
         max_header_bytes: 64 * 1024,
     };
+    let rate_limits = Arc::new(RateLimits::new(&config.rate));
     let app = Arc::new(App {
         config,
         keyring,
@@ -185,17 +206,21 @@ pub async fn run(mut config: Config) -> Result<(), StartError> {
         stats,
         sandbox,
         minter,
+        rate_limits,
         tasks: TaskTracker::new(),
     });
+    app.rate_limits.spawn_sweeper();
 
     // A stable line on stdout that scripts and tests can wait for.
-    println!("burnlink listening on http://{bound} (links: {base_url})");
+    let scheme = app.config.scheme();
+    println!("burnlink listening on {scheme}://{bound} (links: {base_url})");
     tracing::info!(%bound, %base_url, "listening");
     let tasks = app.tasks.clone();
     net::serve(
         listener,
         router(app),
         conn_limits,
+        tls,
         shutdown_signal(),
         grace,
         tasks,

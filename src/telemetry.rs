@@ -52,7 +52,9 @@ impl TransferAudit {
         }
     }
 
+    /// The one place every transfer outcome passes: the audit line and the transfer metrics.
     pub fn log(&self, outcome: &str, bytes: u64) {
+        crate::metrics::transfer_settled(self.direction, outcome, bytes);
         tracing::info!(
             target: "burnlink::audit",
             event = "transfer",

@@ -34,6 +34,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::error::ApiError;
 use crate::ledger::{Acquire, Ledger, LedgerError, Owner, Receipt};
+use crate::metrics::ActiveTransfer;
 use crate::net::{ConnInfo, ConnState};
 use crate::stats::StatsStore;
 use crate::telemetry::TransferAudit;
@@ -54,6 +55,7 @@ pub struct Lease {
     /// ledger's own deadline.
     acquired_at: Instant,
     settled: bool,
+    _active: ActiveTransfer,
 }
 
 impl Lease {
@@ -76,6 +78,7 @@ impl Lease {
                 lifetime,
                 acquired_at,
                 settled: false,
+                _active: ActiveTransfer::start(),
             }),
             Acquire::Busy => Err(ApiError::InProgress),
             Acquire::Used => Err(ApiError::Used),

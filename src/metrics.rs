@@ -1,0 +1,191 @@
+//! Prometheus metrics: what `/metrics` shows and the few hooks that feed it.
+//!
+//! The `metrics` facade with `metrics-exporter-prometheus` (built without its own HTTP
+//! listener) renders the text format, so nothing here formats exposition lines by hand. The
+//! recorder is installed once per process by `burnlink serve`; without it (unit tests, the
+//! CLI) every hook is a no-op.
+//!
+//! Labels are low-cardinality on purpose: direction, outcome, method, route template and
+//! status. A token, a path, a session or a client address never becomes a label, so
+//! `/metrics` needs no authentication and cannot leak a link (see README "Operations").
+
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{HeaderValue, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+use crate::server::App;
+
+pub const LINKS_MINTED: &str = "burnlink_links_minted_total";
+pub const TRANSFERS: &str = "burnlink_transfers_total";
+pub const TRANSFER_BYTES: &str = "burnlink_transfer_bytes_total";
+pub const ACTIVE_TRANSFERS: &str = "burnlink_active_transfers";
+pub const LEDGER_ENTRIES: &str = "burnlink_ledger_entries";
+pub const REQUEST_DURATION: &str = "burnlink_http_request_duration_seconds";
+
+/// Upper bounds of the latency histogram: from a cached-token answer (well under a
+/// millisecond) to a slow upload's fsync and rename.
+const DURATION_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
+/// How often histogram samples are folded into their buckets between scrapes, so memory
+/// stays bounded under load whether or not anyone scrapes.
+const UPKEEP: Duration = Duration::from_secs(5);
+
+static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// Installs the process-wide recorder (once) and its upkeep task.
+pub fn install() {
+    if HANDLE.get().is_some() {
+        return;
+    }
+    let recorder = PrometheusBuilder::new()
+        .set_buckets_for_metric(Matcher::Full(REQUEST_DURATION.into()), DURATION_BUCKETS)
+        .expect("the bucket list is not empty")
+        .build_recorder();
+    let handle = recorder.handle();
+    if metrics::set_global_recorder(recorder).is_err() {
+        tracing::warn!("a metrics recorder was already installed; /metrics stays empty");
+        return;
+    }
+    describe();
+    let upkeep = handle.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(UPKEEP);
+        loop {
+            tick.tick().await;
+            upkeep.run_upkeep();
+        }
+    });
+    let _ = HANDLE.set(handle);
+}
+
+fn describe() {
+    metrics::describe_counter!(LINKS_MINTED, "Links minted through this server");
+    metrics::describe_counter!(
+        TRANSFERS,
+        "Transfers that took a link's lease, by how they ended"
+    );
+    metrics::describe_counter!(
+        TRANSFER_BYTES,
+        metrics::Unit::Bytes,
+        "Bytes sent (downloads) or received (uploads), whatever the outcome"
+    );
+    metrics::describe_gauge!(ACTIVE_TRANSFERS, "Transfers holding a lease right now");
+    metrics::describe_gauge!(LEDGER_ENTRIES, "Entries in the link ledger, read at scrape");
+    metrics::describe_histogram!(
+        REQUEST_DURATION,
+        metrics::Unit::Seconds,
+        "Time until the response head is ready (a download's body streams after it)"
+    );
+}
+
+pub fn link_minted(direction: &'static str) {
+    metrics::counter!(LINKS_MINTED, "direction" => direction).increment(1);
+}
+
+/// One settled transfer: counted by outcome, and its bytes.
+pub fn transfer_settled(direction: &'static str, outcome: &str, bytes: u64) {
+    metrics::counter!(TRANSFERS, "direction" => direction, "outcome" => outcome.to_string())
+        .increment(1);
+    metrics::counter!(TRANSFER_BYTES, "direction" => direction).increment(bytes);
+}
+
+/// Counts one transfer in `burnlink_active_transfers` for as long as it lives; held by the
+/// transfer's lease, so every way a lease ends also ends the count.
+#[derive(Debug)]
+pub struct ActiveTransfer(());
+
+impl ActiveTransfer {
+    pub fn start() -> Self {
+        metrics::gauge!(ACTIVE_TRANSFERS).increment(1.0);
+        ActiveTransfer(())
+    }
+}
+
+impl Drop for ActiveTransfer {
+    fn drop(&mut self) {
+        metrics::gauge!(ACTIVE_TRANSFERS).decrement(1.0);
+    }
+}
+
+/// Middleware (a route layer, so the route template is known): request latency by method,
+/// route template and status. The template (`/transfer/{token}`) never carries the token.
+pub async fn track(request: Request, next: Next) -> Response {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|m| m.as_str().to_owned())
+        .unwrap_or_else(|| "unmatched".into());
+    let method = request.method().as_str().to_owned();
+    let start = Instant::now();
+    let response = next.run(request).await;
+    metrics::histogram!(
+        REQUEST_DURATION,
+        "method" => method,
+        "route" => route,
+        "status" => response.status().as_str().to_owned(),
+    )
+    .record(start.elapsed().as_secs_f64());
+    response
+}
+
+/// `GET /metrics`: the Prometheus text format. The ledger's size is read now, so it is never
+/// stale; a ledger that cannot answer leaves the last value.
+pub async fn scrape(State(app): State<Arc<App>>) -> Response {
+    match app.ledger.entries().await {
+        Ok(n) => metrics::gauge!(LEDGER_ENTRIES).set(n as f64),
+        Err(e) => tracing::warn!(error = %e, "could not count ledger entries for /metrics"),
+    }
+    let body = HANDLE.get().map(|h| h.render()).unwrap_or_default();
+    let mut response = body.into_response();
+    let h = response.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hooks_render_as_prometheus_text_with_low_cardinality_labels() {
+        let recorder = PrometheusBuilder::new()
+            .set_buckets_for_metric(Matcher::Full(REQUEST_DURATION.into()), DURATION_BUCKETS)
+            .unwrap()
+            .build_recorder();
+        let handle = recorder.handle();
+        metrics::with_local_recorder(&recorder, || {
+            link_minted("download");
+            link_minted("download");
+            transfer_settled("upload", "completed", 1234);
+            let active = ActiveTransfer::start();
+            let other = ActiveTransfer::start();
+            drop(active);
+            metrics::histogram!(REQUEST_DURATION, "method" => "GET", "route" => "/healthz", "status" => "200").record(0.002);
+            drop(other);
+        });
+        let text = handle.render();
+        assert!(
+            text.contains("burnlink_links_minted_total{direction=\"download\"} 2"),
+            "{text}"
+        );
+        assert!(
+            text.contains("burnlink_transfers_total{direction=\"upload\",outcome=\"completed\"} 1")
+        );
+        assert!(text.contains("burnlink_transfer_bytes_total{direction=\"upload\"} 1234"));
+        assert!(text.contains("burnlink_active_transfers 0"), "{text}");
+        assert!(text.contains(
+            "burnlink_http_request_duration_seconds_bucket{method=\"GET\",route=\"/healthz\",status=\"200\",le=\"0.0025\"} 1"
+        ), "{text}");
+    }
+}
