@@ -242,6 +242,49 @@ impl Sandbox {
         Ok((base.open_dir(parent)?, name.to_string()))
     }
 
+    /// Opens a regular file for reading only if the kernel can resolve the whole path from its
+    /// caches (`openat2` with `RESOLVE_CACHED`), so it never blocks and may run on an async
+    /// worker. Same confinement as [`Sandbox::open_file`]: `RESOLVE_BENEATH` from the session's
+    /// directory, no magic links, `O_NONBLOCK`. `None` whenever it cannot answer that way (not
+    /// cached, an escape, anything else): the caller then takes the blocking path, whose answer
+    /// is authoritative. A hit is the common case for files that were just minted or served.
+    pub fn open_file_cached(
+        &self,
+        session: Option<&SessionId>,
+        rel: &str,
+    ) -> Option<(std::fs::File, std::fs::Metadata)> {
+        use rustix::fs::{Mode, OFlags, ResolveFlags, openat2};
+        use std::os::fd::AsFd;
+        let resolve = ResolveFlags::BENEATH | ResolveFlags::NO_MAGICLINKS | ResolveFlags::CACHED;
+        let session_fd;
+        let base = match session {
+            Some(s) => {
+                session_fd = openat2(
+                    self.root.as_fd(),
+                    s.as_str(),
+                    OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+                    Mode::empty(),
+                    resolve,
+                )
+                .ok()?;
+                session_fd.as_fd()
+            }
+            None => self.root.as_fd(),
+        };
+        let fd = openat2(
+            base,
+            rel,
+            OFlags::RDONLY | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC,
+            Mode::empty(),
+            resolve,
+        )
+        .ok()?;
+        let file = std::fs::File::from(fd);
+        // fstat of an open file reads the in-memory inode.
+        let meta = file.metadata().ok()?;
+        meta.is_file().then_some((file, meta))
+    }
+
     /// The sandbox root itself, for start-up housekeeping.
     pub fn root_dir(&self) -> &Dir {
         &self.root

@@ -30,28 +30,6 @@ export BURNLINK_KEYS="$("$bin" keygen)" BURNLINK_ROOT="$work/data" BURNLINK_BIND
 pid=$!
 for _ in $(seq 1 50); do curl -sf "http://127.0.0.1:$port/healthz" >/dev/null && break; sleep 0.1; done
 
-cat > "$work/call.lua" <<'LUA'
-wrk.method = "POST"
-wrk.body = '{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"create_download_link","arguments":{"path":"reports/q3.bin"}}}'
-wrk.headers["Content-Type"] = "application/json"
-wrk.headers["Accept"] = "application/json, text/event-stream"
-wrk.headers["Authorization"] = "Bearer bench"
-wrk.headers["MCP-Protocol-Version"] = "2025-11-25"
-failed = 0  -- global: done() reads it from each thread with thread:get
-local threads = {}
-function setup(thread) table.insert(threads, thread) end
-function init(args) failed = 0 end
-function response(status, headers, body)
-  if status ~= 200 or not string.find(body, '"isError":false', 1, true) then failed = failed + 1 end
-end
-function done(summary, latency, requests)
-  local bad = 0
-  for _, t in ipairs(threads) do bad = bad + t:get("failed") end
-  io.write(string.format("calls: %d in %.1f s = %.0f calls/s; failed: %d; p50 %.2f ms, p99 %.2f ms\n",
-    summary.requests, summary.duration / 1e6, summary.requests / (summary.duration / 1e6), bad,
-    latency:percentile(50) / 1000, latency:percentile(99) / 1000))
-end
-LUA
 
 # One call by hand first, so a broken setup shows its error instead of a rate.
 curl -sf -X POST "http://127.0.0.1:$port/mcp" -H 'Content-Type: application/json' \
@@ -59,5 +37,6 @@ curl -sf -X POST "http://127.0.0.1:$port/mcp" -H 'Content-Type: application/json
      -d '{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"create_download_link","arguments":{"path":"reports/q3.bin"}}}' \
      | grep -q '"isError":false' || { echo "a single MCP call failed" >&2; exit 1; }
 
-wrk -t "$threads" -c "$conns" -d "${secs}s" -s "$work/call.lua" "http://127.0.0.1:$port/mcp"
+wrk -t "$threads" -c "$conns" -d "${secs}s" --latency -s "$(dirname "$0")/mcp_call.lua" \
+    "http://127.0.0.1:$port/mcp" -- bench reports/q3.bin
 grep VmHWM "/proc/$pid/status"

@@ -5,8 +5,8 @@
 #   benches/load/run.sh [DURATION_S=5]
 #
 # Needs: cargo, curl, wrk, nginx (with the secure_link module, as Debian's is), python3.
-# The MCP row also needs the venv that .ci/run makes (BURNLINK_VENV, default
-# /var/tmp/burnlink-venv) with the `mcp` package.
+# MCP calls are raw JSON-RPC tools/call requests sent by wrk (the server runs MCP stateless),
+# each answer checked for "isError":false.
 # Bounded: each wrk run lasts DURATION_S, each curl at most 120 s; servers stop on exit.
 set -euo pipefail
 dur="${1:-5}"
@@ -190,16 +190,12 @@ m=$(wrk -t2 -c32 -d"${dur}s" --latency -s "$here/mint.lua" "http://127.0.0.1:$bl
 echo "   $m"
 row "links minted via POST /api/links (links/s)" "$(echo "$m" | field rps)" "-" "$(peak_mib)"
 
-venv="${BURNLINK_VENV:-/var/tmp/burnlink-venv}"
-if [ -x "$here/mcp_mint.py" ] && [ -x "$venv/bin/python" ]; then
-  echo "== minting through MCP create_download_link, ${dur}s"
-  reset_peak
-  m=$("$venv/bin/python" "$here/mcp_mint.py" "http://127.0.0.1:$bl_port/mcp" bench small.bin "$dur" | grep RESULT || true)
-  echo "   $m"
-  row "links minted via MCP create_download_link (links/s)" "$(echo "$m" | field links_per_s)" "-" "$(peak_mib)"
-else
-  row "links minted via MCP create_download_link (links/s)" "n/a (no MCP client venv)" "-" "-"
-fi
+echo "== minting through MCP tools/call create_download_link, concurrency 32, ${dur}s"
+reset_peak
+m=$(wrk -t2 -c32 -d"${dur}s" --latency -s "$here/mcp_call.lua" "http://127.0.0.1:$bl_port/mcp" -- bench small.bin | grep RESULT)
+echo "   $m"
+[ "$(echo "$m" | field failed)" = 0 ] || echo "   WARNING: MCP calls failed: $m"
+row "links minted via MCP create_download_link (links/s)" "$(echo "$m" | field rps)" "-" "$(peak_mib)"
 nginx_peak=$(nginx_peak_mib)
 
 echo

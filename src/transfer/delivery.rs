@@ -176,7 +176,9 @@ pub fn deliver<R>(
 where
     R: AsyncRead + Unpin + Send + 'static,
 {
-    let stream = ReaderStream::with_capacity(tokio::io::AsyncReadExt::take(reader, len), CHUNK);
+    // A small file needs no 256 KiB buffer.
+    let capacity = usize::try_from(len).unwrap_or(CHUNK).clamp(1, CHUNK);
+    let stream = ReaderStream::with_capacity(tokio::io::AsyncReadExt::take(reader, len), capacity);
     start(lease, stream, Some(len), burns, conn, tasks, settle)
 }
 
