@@ -62,7 +62,11 @@ fn bench(c: &mut Criterion) {
         ..MintRequest::default()
     };
     c.bench_function("links/mint", |b| {
-        b.iter(|| minter.mint(black_box(request.clone()), 1_800_000_000).unwrap())
+        b.iter(|| {
+            minter
+                .mint(black_box(request.clone()), 1_800_000_000)
+                .unwrap()
+        })
     });
     // Path resolution at transfer time, the non-blocking way (cached dentries).
     c.bench_function("sandbox/open_file_cached", |b| {
