@@ -483,6 +483,8 @@ mod tests {
         // A symlink that stays inside is followed.
         std::os::unix::fs::symlink("sub/ok.txt", root.join("s1/inside-link")).unwrap();
         assert!(sb.open_file(Some(&s1), "inside-link").is_ok());
+        // Once the path is in the kernel's caches, the non-blocking open finds it too.
+        assert!(sb.open_file_cached(Some(&s1), "inside-link").is_some());
 
         // Absolute and relative symlinks out of the sandbox are refused.
         std::os::unix::fs::symlink(outside.path().join("secret.txt"), root.join("s1/abs")).unwrap();
@@ -492,6 +494,7 @@ mod tests {
                 matches!(sb.open_file(Some(&s1), name), Err(SandboxError::Outside)),
                 "{name}"
             );
+            assert!(sb.open_file_cached(Some(&s1), name).is_none(), "{name}");
             assert!(matches!(
                 sb.stat(Some(&s1), name),
                 Err(SandboxError::Outside)
@@ -543,9 +546,15 @@ mod tests {
             } else {
                 joined
             };
-            if let Ok(rel) = sb.normalize(session.as_ref(), &input)
-                && let Ok((mut file, _)) = sb.open_file(session.as_ref(), &rel)
-            {
+            let Ok(rel) = sb.normalize(session.as_ref(), &input) else {
+                return Ok(());
+            };
+            // The blocking open and the non-blocking cached one are held to the same rule.
+            let opened = [
+                sb.open_file(session.as_ref(), &rel).ok(),
+                sb.open_file_cached(session.as_ref(), &rel),
+            ];
+            for (mut file, _) in opened.into_iter().flatten() {
                 let mut content = String::new();
                 std::io::Read::read_to_string(&mut file, &mut content).unwrap();
                 prop_assert!(content.starts_with("inside"), "{input:?} read {content:?}");
