@@ -177,7 +177,8 @@ impl Drop for Staged {
     }
 }
 
-fn is_temporary(name: &str) -> bool {
+/// Whether a directory entry is an upload's temporary (also left out of directory archives).
+pub fn is_temporary(name: &str) -> bool {
     name.len() > PREFIX.len() + SUFFIX.len() && name.starts_with(PREFIX) && name.ends_with(SUFFIX)
 }
 

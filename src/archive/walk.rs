@@ -88,6 +88,8 @@ pub enum Skip {
     Special,
     /// Not valid UTF-8: it cannot be named in a token-relative path.
     NotUtf8,
+    /// An upload's temporary file: half-written, never part of the tree.
+    UploadInProgress,
 }
 
 struct Level {
@@ -178,6 +180,10 @@ impl<'a> Walk<'a> {
                 continue;
             };
             let name = format!("{prefix}{leaf}");
+            if crate::staging::is_temporary(leaf) {
+                self.skip(&name, Skip::UploadInProgress);
+                continue;
+            }
             let rel = self.rel(&name);
             // Follows symlinks, beneath the sandbox only.
             let meta = match self.base.metadata(&rel) {
@@ -305,6 +311,12 @@ mod tests {
         symlink("../../other", root.join("d/sub/sib")).unwrap();
         symlink("../../../secret.txt", root.join("d/sub/out")).unwrap();
         symlink("nope", root.join("d/sub/dangling")).unwrap();
+        // An upload in progress beside the tree's files: never archived, never counted.
+        std::fs::write(
+            root.join("d/sub/.burnlink-0123456789abcdef0123456789abcdef.part"),
+            b"half-written",
+        )
+        .unwrap();
         let dir = Dir::open_ambient_dir(&root, ambient_authority()).unwrap();
         (outside, dir)
     }
@@ -334,7 +346,10 @@ mod tests {
         );
         let mut walk = Walk::new(&dir, "d", LIMITS).unwrap();
         assert!(walk.by_ref().all(|e| e.is_ok()));
-        assert_eq!(walk.skipped, 3, "up (loop), out (escapes), dangling");
+        assert_eq!(
+            walk.skipped, 4,
+            "up (loop), out (escapes), dangling, the upload's temporary"
+        );
         let rels: Vec<String> = Walk::new(&dir, "d", LIMITS)
             .unwrap()
             .map(|e| e.unwrap().rel)

@@ -196,10 +196,17 @@ async fn download_page(app: &App, claims: &Claims) -> Result<Response, ApiError>
     .await
     .map_err(|_| ApiError::Internal)?
     .map_err(|_| ApiError::NotFound)?;
-    let base = sandbox::file_name(&claims.path);
     let (name, size) = match meta {
-        (Kind::File, len) => (base.to_string(), Some(len)),
-        (Kind::Directory, _) => (format!("{base}.zip"), None),
+        (Kind::File, len) => (sandbox::file_name(&claims.path).to_string(), Some(len)),
+        // The same name the archive is served under (the sandbox's own name for `.`).
+        (Kind::Directory, _) => {
+            let session = claims
+                .session
+                .as_deref()
+                .and_then(|s| SessionId::parse(s).ok());
+            let name = crate::archive::archive_name(&app.sandbox, session.as_ref(), &claims.path);
+            (name, None)
+        }
     };
     Ok(pages::download_page(&DownloadView {
         name: &name,
