@@ -44,15 +44,7 @@ pub async fn get(
     headers: HeaderMap,
 ) -> Response {
     if !prefers_html(&headers) {
-        return download::download(
-            State(app),
-            Extension(conn),
-            Method::GET,
-            Path(params),
-            headers,
-        )
-        .await
-        .into_response();
+        return bytes(app, conn, params, headers).await.into_response();
     }
     let claims = match verified(&app, &params.token, &conn, &headers) {
         Ok(c) => c,
@@ -63,16 +55,7 @@ pub async fn get(
         Direction::Upload => upload_page(&app, &claims).await,
         Direction::Download if app.config.browser_confirm => download_page(&app, &claims).await,
         // The page is turned off: browsers get the bytes too, but failures still in words.
-        Direction::Download => {
-            download::download(
-                State(app),
-                Extension(conn),
-                Method::GET,
-                Path(params),
-                headers,
-            )
-            .await
-        }
+        Direction::Download => bytes(app, conn, params, headers).await,
     };
     page.unwrap_or_else(|e| pages::error_page(&e, Some(direction)))
 }
@@ -110,6 +93,24 @@ pub async fn post_alias(
     confirmed(app, conn, params, headers, body).await
 }
 
+/// The download route's GET: the bytes, the lease and the burn, for every request that is not
+/// shown a page.
+async fn bytes(
+    app: Arc<App>,
+    conn: ConnInfo,
+    params: TokenPath,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    download::download(
+        State(app),
+        Extension(conn),
+        Method::GET,
+        Path(params),
+        headers,
+    )
+    .await
+}
+
 /// The Download button's request: the whole download route, burn included.
 async fn confirmed(
     app: Arc<App>,
@@ -120,14 +121,7 @@ async fn confirmed(
 ) -> Response {
     let html = prefers_html(&headers);
     let result = if is_confirmation(&headers, body).await {
-        download::download(
-            State(app),
-            Extension(conn),
-            Method::GET,
-            Path(params),
-            headers,
-        )
-        .await
+        bytes(app, conn, params, headers).await
     } else {
         Err(ApiError::NotFound)
     };
