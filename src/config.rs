@@ -10,7 +10,9 @@ use std::time::Duration;
 use ipnet::IpNet;
 use serde::Deserialize;
 
-use crate::api::auth::ApiTokens;
+use crate::access::ApiTokens;
+use crate::links::Limits;
+use crate::sandbox::Sandbox;
 use crate::token::Keyring;
 
 /// Every variable burnlink reads, without the prefix. Anything else with the prefix is
@@ -369,6 +371,25 @@ impl Config {
         } else {
             (format!("{scheme}://{bound}"), false)
         }
+    }
+
+    /// The bounds every mint is held to, whoever mints (server, MCP on stdio, CLI).
+    pub fn limits(&self) -> Limits {
+        Limits {
+            ttl_default: self.ttl_default,
+            ttl_max: self.ttl_max,
+            max_download_bytes: self.max_download_bytes,
+            max_upload_bytes: self.max_upload_bytes,
+            upload_extensions: self.upload_extensions.clone(),
+        }
+    }
+
+    /// Opens (creating if missing) the sandbox at `BURNLINK_ROOT`.
+    pub fn open_sandbox(&self) -> Result<Sandbox, ConfigError> {
+        Sandbox::open(&self.root).map_err(|e| ConfigError {
+            var: "BURNLINK_ROOT".into(),
+            expected: format!("cannot create or open `{}`: {e}", self.root.display()),
+        })
     }
 
     /// `https` when the server terminates TLS itself.

@@ -4,7 +4,8 @@
 //! trusted proxy forwarded: the same address audit lines show).
 //!
 //! - **Minting** (`BURNLINK_RATE_MINT_PER_S`, `BURNLINK_RATE_MINT_BURST`): every mint through
-//!   the server passes [`App::mint`], which asks [`RateLimits::check_mint`]. Off by default:
+//!   the server (API and MCP alike) passes [`crate::links::LinkService::mint`], which asks
+//!   [`RateLimits::check_mint`]. Off by default:
 //!   minting already needs a bearer token, and one CI runner may legitimately mint tens of
 //!   thousands of links a second.
 //! - **Failed token checks** (`BURNLINK_RATE_FAILED_PER_MIN`, default 60, also the burst): a
@@ -14,7 +15,8 @@
 //!   be right would be refused too, so the limit really bounds how fast anyone can guess.
 //!   Genuine links that are expired, used or revoked are not failures.
 //!
-//! A refusal is 429 `rate_limited` with `Retry-After` in seconds.
+//! A refusal is [`RateLimited`]; the HTTP edge answers it as 429 `rate_limited` with
+//! `Retry-After` in seconds, and its middleware feeds the failure gate.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -24,24 +26,20 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use axum::extract::{MatchedPath, Request, State};
-use axum::http::StatusCode;
-use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
 use governor::clock::Clock;
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 
 use crate::config::RateConfig;
-use crate::error::ApiError;
-use crate::net::ConnInfo;
-use crate::server::App;
 
 /// How often idle per-address state is dropped, so memory follows the active clients only.
 const SWEEP: Duration = Duration::from_secs(60);
 
-/// Routes that are never limited: probes and scrapes must keep answering whatever a client
-/// behind the same address did.
-const UNGUARDED: &[&str] = &["/healthz", "/readyz", "/metrics"];
+/// A client that is over its allowance, and how long until it may try again.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("too many requests from this address; retry in {retry_after_s} s")]
+pub struct RateLimited {
+    pub retry_after_s: u64,
+}
 
 pub struct RateLimits {
     mint: Option<DefaultKeyedRateLimiter<IpAddr>>,
@@ -64,20 +62,25 @@ impl RateLimits {
 
     /// Spends one mint of `client`'s allowance. Mints with no client address (none today
     /// through the server) are not limited.
-    pub fn check_mint(&self, client: Option<IpAddr>) -> Result<(), ApiError> {
+    pub fn check_mint(&self, client: Option<IpAddr>) -> Result<(), RateLimited> {
         let (Some(limiter), Some(ip)) = (&self.mint, client) else {
             return Ok(());
         };
         limiter.check_key(&ip).map_err(|not_until| {
             let wait = not_until.wait_time_from(limiter.clock().now());
-            ApiError::RateLimited {
+            RateLimited {
                 retry_after_s: seconds(wait),
             }
         })
     }
 
+    /// Whether failed checks are limited at all (the middleware skips its work when not).
+    pub fn limits_failures(&self) -> bool {
+        self.failed.is_some()
+    }
+
     /// Refuses a client that has used up its failed-check allowance.
-    pub fn gate(&self, client: IpAddr) -> Result<(), ApiError> {
+    pub fn gate(&self, client: IpAddr) -> Result<(), RateLimited> {
         match &self.failed {
             Some(gate) => gate.gate(client, Instant::now()),
             None => Ok(()),
@@ -128,13 +131,13 @@ struct FailureGate {
 }
 
 impl FailureGate {
-    fn gate(&self, client: IpAddr, now: Instant) -> Result<(), ApiError> {
+    fn gate(&self, client: IpAddr, now: Instant) -> Result<(), RateLimited> {
         if self.blocked_len.load(Ordering::Relaxed) == 0 {
             return Ok(());
         }
         let mut blocked = self.lock();
         match blocked.get(&client) {
-            Some(&until) if until > now => Err(ApiError::RateLimited {
+            Some(&until) if until > now => Err(RateLimited {
                 retry_after_s: seconds(until - now),
             }),
             Some(_) => {
@@ -177,52 +180,6 @@ fn seconds(wait: Duration) -> u64 {
     wait.as_secs() + u64::from(wait.subsec_nanos() > 0)
 }
 
-/// Middleware (a route layer): refuses blocked clients, and counts failed token checks by
-/// looking at what the route answered. A 404 on a route with a `{token}` counts only when the
-/// token does not verify (a missing file behind a genuine link is not a guess).
-pub async fn guard(State(app): State<Arc<App>>, request: Request, next: Next) -> Response {
-    if app.rate_limits.failed.is_none() {
-        return next.run(request).await;
-    }
-    let route = request.extensions().get::<MatchedPath>().cloned();
-    if route
-        .as_ref()
-        .is_some_and(|r| UNGUARDED.contains(&r.as_str()))
-    {
-        return next.run(request).await;
-    }
-    let Some(client) = request
-        .extensions()
-        .get::<ConnInfo>()
-        .map(|conn| conn.client_ip(request.headers(), &app.config.trusted_proxies))
-    else {
-        return next.run(request).await;
-    };
-    if let Err(e) = app.rate_limits.gate(client) {
-        return e.into_response();
-    }
-    // Kept for after the response (a cheap clone); the token is only looked at on a 404.
-    let uri = request.uri().clone();
-    let response = next.run(request).await;
-    let failed = match response.status() {
-        StatusCode::UNAUTHORIZED => true,
-        StatusCode::NOT_FOUND => route
-            .and_then(|r| token_segment(r.as_str(), uri.path()))
-            .is_some_and(|t| app.keyring.verify(t).is_err()),
-        _ => false,
-    };
-    if failed {
-        app.rate_limits.record_failure(client);
-    }
-    response
-}
-
-/// The `{token}` segment of `path` under route template `route`, if the route has one.
-fn token_segment<'a>(route: &str, path: &'a str) -> Option<&'a str> {
-    let at = route.split('/').position(|seg| seg == "{token}")?;
-    path.split('/').nth(at)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -243,10 +200,7 @@ mod tests {
             l.check_mint(Some(a)).unwrap();
         }
         let e = l.check_mint(Some(a)).unwrap_err();
-        assert!(
-            matches!(e, ApiError::RateLimited { retry_after_s: 1 }),
-            "{e:?}"
-        );
+        assert!(e == RateLimited { retry_after_s: 1 }, "{e:?}");
         l.check_mint(Some(b))
             .expect("another address has its own allowance");
         l.check_mint(None).expect("no address, no limit");
@@ -275,30 +229,13 @@ mod tests {
         l.record_failure(a);
         let e = l.gate(a).unwrap_err();
         // 3 per minute: one more unit in at most 20 s.
-        assert!(
-            matches!(e, ApiError::RateLimited { retry_after_s } if (1..=20).contains(&retry_after_s)),
-            "{e:?}"
-        );
+        assert!((1..=20).contains(&e.retry_after_s), "{e:?}");
         l.gate(b).expect("other addresses are not affected");
         let gate = l.failed.as_ref().unwrap();
         gate.unblock_expired(Instant::now() + Duration::from_secs(21));
         assert_eq!(gate.blocked_len.load(Ordering::Relaxed), 0);
         gate.gate(a, Instant::now() + Duration::from_secs(21))
             .unwrap();
-    }
-
-    #[test]
-    fn the_token_is_found_by_the_route_template() {
-        assert_eq!(
-            token_segment("/transfer/{token}/{name}", "/transfer/AbC/f.txt"),
-            Some("AbC")
-        );
-        assert_eq!(
-            token_segment("/api/links/{token}", "/api/links/x"),
-            Some("x")
-        );
-        assert_eq!(token_segment("/api/links", "/api/links"), None);
-        assert_eq!(token_segment("/transfer/{token}", "/transfer/"), Some(""));
     }
 
     #[test]

@@ -10,7 +10,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use maud::Markup;
 
-use crate::error::ApiError;
+use crate::http::error::{ApiError, FailedCheck};
 use crate::token::Direction;
 pub use templates::{DownloadView, ErrorView, UploadView};
 
@@ -24,12 +24,24 @@ pub fn upload_page(view: &UploadView) -> Response {
 
 /// The HTML form of a transfer error, with the status the JSON form would have had.
 /// `direction` is known when the token verified, and picks the wording.
+/// The headers that carry meaning (`Retry-After`, `Content-Range`) and the failed-check mark
+/// are the JSON answer's own, so a page never says less than the JSON would have.
 pub fn error_page(error: &ApiError, direction: Option<Direction>) -> Response {
     let (title, explanation) = words(error, direction);
-    respond(
+    let mut page = respond(
         error.status(),
         templates::error(&ErrorView { title, explanation }),
-    )
+    );
+    let json = error.clone().into_response();
+    for name in [header::RETRY_AFTER, header::CONTENT_RANGE] {
+        if let Some(v) = json.headers().get(&name) {
+            page.headers_mut().insert(name, v.clone());
+        }
+    }
+    if let Some(mark) = json.extensions().get::<FailedCheck>() {
+        page.extensions_mut().insert(*mark);
+    }
+    page
 }
 
 /// What a person is told about each way a link can fail.
@@ -65,11 +77,17 @@ pub fn words(error: &ApiError, direction: Option<Direction>) -> (&'static str, &
             "This link cannot be used from here",
             "The sender restricted this link to certain networks, and yours is not one of them.",
         ),
+        ApiError::RateLimited { .. } => (
+            "Too many attempts from your network",
+            "This server has seen many invalid links from your network address in the last \
+             minute, so it is pausing requests from it. Nothing was used up: wait a minute and \
+             try again.",
+        ),
         ApiError::Unavailable => (
             "Temporarily unavailable",
             "The server cannot check links right now. Nothing was used up: try again in a minute.",
         ),
-        ApiError::NotFound | ApiError::MissingFile(_) => (
+        ApiError::NotFound | ApiError::BadToken | ApiError::MissingFile(_) => (
             "This link is not valid",
             "The link may be incomplete (check that it was copied whole), or the file it \
              pointed to is no longer there. Ask the sender for a new link.",
@@ -92,15 +110,7 @@ fn respond(status: StatusCode, markup: Markup) -> Response {
     if let Ok(csp) = HeaderValue::from_str(&assets::CONTENT_SECURITY_POLICY) {
         h.insert(header::CONTENT_SECURITY_POLICY, csp);
     }
-    h.insert(
-        header::REFERRER_POLICY,
-        HeaderValue::from_static("no-referrer"),
-    );
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    h.insert(
-        header::X_CONTENT_TYPE_OPTIONS,
-        HeaderValue::from_static("nosniff"),
-    );
+    crate::http::private_headers(h);
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     // The same URL answers bytes or a page depending on Accept.
     h.insert(header::VARY, HeaderValue::from_static("Accept"));

@@ -15,22 +15,21 @@
 
 use std::sync::Arc;
 
-use axum::Extension;
 use axum::body::Body;
-use axum::extract::{Path, State};
-use axum::http::{HeaderMap, Method, header};
+use axum::extract::State;
+use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
 
 use super::accept::prefers_html;
-use super::download::{self, TokenPath, refuse_if_spent};
-use super::{check_client, upload};
-use crate::error::ApiError;
-use crate::links::unix_now;
-use crate::net::ConnInfo;
-use crate::pages::{self, DownloadView, UploadView};
-use crate::sandbox::{self, Kind, SessionId};
-use crate::server::App;
-use crate::token::{Claims, Direction, hex};
+use super::download::{self, refuse_if_spent};
+use super::open;
+use super::upload;
+use crate::http::error::ApiError;
+use crate::http::gate::Link;
+use crate::http::pages::{self, DownloadView, UploadView};
+use crate::sandbox::{self, Kind};
+use crate::state::App;
+use crate::token::{Claims, Direction, hex, unix_now};
 
 /// The form field the Download button sends; any other POST on a download link is refused
 /// as "not found", as a POST on a download link always was.
@@ -39,96 +38,82 @@ const CONFIRM_FIELD: &str = "burnlink=download";
 /// `GET` on a transfer URL.
 pub async fn get(
     State(app): State<Arc<App>>,
-    Extension(conn): Extension<ConnInfo>,
-    Path(params): Path<TokenPath>,
+    link: Result<Link, ApiError>,
     headers: HeaderMap,
 ) -> Response {
     if !prefers_html(&headers) {
-        return bytes(app, conn, params, headers).await.into_response();
+        return match link {
+            Ok(link) => download::get(&app, link, &headers).await.into_response(),
+            Err(e) => e.into_response(),
+        };
     }
-    let claims = match verified(&app, &params.token, &conn, &headers) {
-        Ok(c) => c,
+    let link = match link {
+        Ok(link) => link,
         Err(e) => return pages::error_page(&e, None),
     };
-    let direction = claims.direction;
+    let direction = link.claims.direction;
     let page = match direction {
-        Direction::Upload => upload_page(&app, &claims).await,
-        Direction::Download if app.config.browser_confirm => download_page(&app, &claims).await,
+        Direction::Upload => upload_page(&app, &link.claims).await,
+        Direction::Download if app.config.browser_confirm => {
+            download_page(&app, &link.claims).await
+        }
         // The page is turned off: browsers get the bytes too, but failures still in words.
-        Direction::Download => bytes(app, conn, params, headers).await,
+        Direction::Download => download::get(&app, link, &headers).await,
     };
     page.unwrap_or_else(|e| pages::error_page(&e, Some(direction)))
 }
 
 /// `POST` on `/transfer/{token}[/{name}]`: the Download button on a download link, an upload
-/// on an upload link.
+/// on an upload link. The token is verified before a byte of the body is read.
 pub async fn post(
     State(app): State<Arc<App>>,
-    Extension(conn): Extension<ConnInfo>,
-    Path(params): Path<TokenPath>,
+    link: Result<Link, ApiError>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let is_download = app
-        .keyring
-        .verify(&params.token)
-        .is_ok_and(|v| v.claims.direction == Direction::Download);
-    if is_download {
-        confirmed(app, conn, params, headers, body).await
-    } else {
-        upload::upload(State(app), Extension(conn), Path(params), headers, body)
+    match link {
+        Ok(link) if link.claims.direction == Direction::Download => {
+            confirmed(&app, link, headers, body).await
+        }
+        Ok(link) => upload::receive(&app, link, &headers, body)
             .await
-            .into_response()
+            .into_response(),
+        Err(e) => failure(e, &headers, None),
     }
 }
 
 /// `POST` on `/api/download/{token}`, the alias: only the Download button.
 pub async fn post_alias(
     State(app): State<Arc<App>>,
-    Extension(conn): Extension<ConnInfo>,
-    Path(params): Path<TokenPath>,
+    link: Result<Link, ApiError>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    confirmed(app, conn, params, headers, body).await
-}
-
-/// The download route's GET: the bytes, the lease and the burn, for every request that is not
-/// shown a page.
-async fn bytes(
-    app: Arc<App>,
-    conn: ConnInfo,
-    params: TokenPath,
-    headers: HeaderMap,
-) -> Result<Response, ApiError> {
-    download::download(
-        State(app),
-        Extension(conn),
-        Method::GET,
-        Path(params),
-        headers,
-    )
-    .await
+    match link {
+        Ok(link) => confirmed(&app, link, headers, body).await,
+        Err(e) => failure(e, &headers, None),
+    }
 }
 
 /// The Download button's request: the whole download route, burn included.
-async fn confirmed(
-    app: Arc<App>,
-    conn: ConnInfo,
-    params: TokenPath,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
-    let html = prefers_html(&headers);
+async fn confirmed(app: &Arc<App>, link: Link, headers: HeaderMap, body: Body) -> Response {
     let result = if is_confirmation(&headers, body).await {
-        bytes(app, conn, params, headers).await
+        download::get(app, link, &headers).await
     } else {
         Err(ApiError::NotFound)
     };
     match result {
         Ok(r) => r,
-        Err(e) if html => pages::error_page(&e, Some(Direction::Download)),
-        Err(e) => e.into_response(),
+        Err(e) => failure(e, &headers, Some(Direction::Download)),
+    }
+}
+
+/// A failure in words for a browser, as JSON for everyone else.
+fn failure(e: ApiError, headers: &HeaderMap, direction: Option<Direction>) -> Response {
+    if prefers_html(headers) {
+        pages::error_page(&e, direction)
+    } else {
+        e.into_response()
     }
 }
 
@@ -154,52 +139,16 @@ async fn is_confirmation(headers: &HeaderMap, body: Body) -> bool {
     }
 }
 
-/// Verifies the token in either direction, its expiry and its client restriction, as the
-/// transfer routes do: a bad token is "not found" and says nothing more.
-fn verified(
-    app: &App,
-    token: &str,
-    conn: &ConnInfo,
-    headers: &HeaderMap,
-) -> Result<Claims, ApiError> {
-    let claims = app
-        .keyring
-        .verify(token)
-        .map_err(|_| ApiError::NotFound)?
-        .claims;
-    if claims.is_expired(unix_now()) {
-        return Err(ApiError::Expired);
-    }
-    let client = conn.client_ip(headers, &app.config.trusted_proxies);
-    check_client(&claims, client)?;
-    Ok(claims)
-}
-
-/// The confirmation page: only for a link that could still be used, and a file that is
-/// still there. Reads the ledger and the file system; changes nothing.
+/// The confirmation page: only for a link that could still be used, and a file or directory
+/// that is still there. Reads the ledger and the file system; changes nothing.
 async fn download_page(app: &App, claims: &Claims) -> Result<Response, ApiError> {
     refuse_if_spent(app.ledger.state(&claims.nonce).await?)?;
-    let sandbox = app.sandbox.clone();
-    let session = claims.session.clone();
-    let path = claims.path.clone();
-    let meta = tokio::task::spawn_blocking(move || {
-        let session = session.as_deref().map(SessionId::parse).transpose()?;
-        let meta = sandbox.stat(session.as_ref(), &path)?;
-        sandbox::kind_of(&meta).map(|kind| (kind, meta.len()))
-    })
-    .await
-    .map_err(|_| ApiError::Internal)?
-    .map_err(|_| ApiError::NotFound)?;
-    let (name, size) = match meta {
-        (Kind::File, len) => (sandbox::file_name(&claims.path).to_string(), Some(len)),
+    let (kind, size) = open::describe(&app.sandbox, claims).await?;
+    let name = match kind {
+        Kind::File => sandbox::file_name(&claims.path).to_string(),
         // The same name the archive is served under (the sandbox's own name for `.`).
-        (Kind::Directory, _) => {
-            let session = claims
-                .session
-                .as_deref()
-                .and_then(|s| SessionId::parse(s).ok());
-            let name = crate::archive::archive_name(&app.sandbox, session.as_ref(), &claims.path);
-            (name, None)
+        Kind::Directory => {
+            crate::archive::archive_name(&app.sandbox, claims.session.as_ref(), &claims.path)
         }
     };
     Ok(pages::download_page(&DownloadView {

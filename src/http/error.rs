@@ -1,21 +1,31 @@
 //! Every HTTP error burnlink answers, and the one place each becomes a status and a JSON body.
 //!
-//! Layers below (token, ledger, sandbox, links) have their own error types and know nothing of
-//! HTTP; the `From` impls here decide what each of their cases looks like to a client.
+//! Layers below (token, sandbox, ledger and lease, links service, access, rate limits) have
+//! their own error types and know nothing of HTTP; the `From` impls here decide what each of
+//! their cases looks like to a client, so the same fault gets the same status and code on
+//! every route. MCP's HTTP refusals map through [`code_for_status`].
 
 use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
+use crate::access::AccessError;
+use crate::lease::LeaseError;
 use crate::ledger::LedgerError;
-use crate::links::MintError;
+use crate::links::{MintError, ServiceError};
+use crate::ratelimit::RateLimited;
 use crate::sandbox::SandboxError;
+use crate::token::TokenError;
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum ApiError {
     #[error("no such link")]
     NotFound,
+    /// A token that does not verify: answered exactly like [`ApiError::NotFound`], but marked
+    /// ([`FailedCheck`]) so the rate limiter counts it without verifying the token again.
+    #[error("no such link")]
+    BadToken,
     #[error("this link has already been used")]
     Used,
     #[error("this link was revoked")]
@@ -59,9 +69,11 @@ pub enum ApiError {
 impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
-            ApiError::NotFound | ApiError::Used | ApiError::Revoked | ApiError::MissingFile(_) => {
-                StatusCode::NOT_FOUND
-            }
+            ApiError::NotFound
+            | ApiError::BadToken
+            | ApiError::Used
+            | ApiError::Revoked
+            | ApiError::MissingFile(_) => StatusCode::NOT_FOUND,
             ApiError::Expired => StatusCode::GONE,
             ApiError::InProgress | ApiError::Exists(_) => StatusCode::CONFLICT,
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
@@ -83,7 +95,7 @@ impl ApiError {
     /// The stable machine-readable code of contract §8.
     pub fn code(&self) -> &'static str {
         match self {
-            ApiError::NotFound | ApiError::MissingFile(_) => "not_found",
+            ApiError::NotFound | ApiError::BadToken | ApiError::MissingFile(_) => "not_found",
             ApiError::Used => "used",
             ApiError::Revoked => "revoked",
             ApiError::Expired => "expired",
@@ -106,11 +118,19 @@ impl ApiError {
     }
 }
 
+/// Marks a response that refused a credential (a link token that does not verify, a wrong
+/// bearer token): what the failed-check rate limit counts.
+#[derive(Clone, Copy, Debug)]
+pub struct FailedCheck;
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
         let body = json!({ "error": self.code(), "message": self.to_string() });
         let mut response = (status, Json(body)).into_response();
+        if matches!(self, ApiError::Unauthorized | ApiError::BadToken) {
+            response.extensions_mut().insert(FailedCheck);
+        }
         let headers = response.headers_mut();
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         match self {
@@ -136,6 +156,12 @@ impl IntoResponse for ApiError {
 
 impl From<LedgerError> for ApiError {
     fn from(e: LedgerError) -> Self {
+        ApiError::from(&e)
+    }
+}
+
+impl From<&LedgerError> for ApiError {
+    fn from(e: &LedgerError) -> Self {
         tracing::error!(error = %e, "ledger call failed; failing closed");
         ApiError::Unavailable
     }
@@ -143,12 +169,15 @@ impl From<LedgerError> for ApiError {
 
 impl From<MintError> for ApiError {
     fn from(e: MintError) -> Self {
+        ApiError::from(&e)
+    }
+}
+
+impl From<&MintError> for ApiError {
+    fn from(e: &MintError) -> Self {
         match e {
             MintError::InvalidTtl => ApiError::InvalidTtl,
-            MintError::BadRequest(m) => ApiError::BadRequest(m),
-            MintError::Sandbox(SandboxError::BadSession) => {
-                ApiError::BadRequest(SandboxError::BadSession.to_string())
-            }
+            MintError::BadRequest(m) => ApiError::BadRequest(m.clone()),
             MintError::Sandbox(SandboxError::BadPath(m)) => ApiError::BadRequest(m.to_string()),
             MintError::Sandbox(SandboxError::Outside) => {
                 ApiError::Forbidden("path is outside the sandbox".into())
@@ -166,11 +195,118 @@ impl From<MintError> for ApiError {
             MintError::TooLarge { size, limit } => ApiError::TooLarge(format!(
                 "{size} bytes is over the download ceiling of {limit} bytes"
             )),
-            MintError::TreeTooLarge(m) => ApiError::TooLarge(m),
+            MintError::TreeTooLarge(m) => ApiError::TooLarge(m.clone()),
             MintError::Exists => {
                 ApiError::Exists("the destination exists and overwrite is false".into())
             }
         }
+    }
+}
+
+/// What a transfer finds when it opens its path again: whatever happened on disk since
+/// minting (deleted, replaced by something else, swapped for a symlink that leads out) is "no
+/// such link" now; only a genuine I/O failure is the server's fault.
+impl From<SandboxError> for ApiError {
+    fn from(e: SandboxError) -> Self {
+        match e {
+            SandboxError::Io(err) => {
+                tracing::error!(error = %err, "file system error during a transfer");
+                ApiError::Internal
+            }
+            SandboxError::BadPath(_)
+            | SandboxError::Outside
+            | SandboxError::NotFound
+            | SandboxError::NotAFileOrDirectory => ApiError::NotFound,
+        }
+    }
+}
+
+/// Every way a token can be wrong is the same "not found", so a prober learns nothing.
+impl From<TokenError> for ApiError {
+    fn from(_: TokenError) -> Self {
+        ApiError::BadToken
+    }
+}
+
+/// Work sent to the blocking pool that did not come back (it panicked, or the runtime is
+/// shutting down).
+impl From<tokio::task::JoinError> for ApiError {
+    fn from(e: tokio::task::JoinError) -> Self {
+        tracing::error!(error = %e, "a blocking task did not complete");
+        ApiError::Internal
+    }
+}
+
+impl From<AccessError> for ApiError {
+    fn from(e: AccessError) -> Self {
+        ApiError::from(&e)
+    }
+}
+
+impl From<&AccessError> for ApiError {
+    fn from(e: &AccessError) -> Self {
+        match e {
+            AccessError::BadSession(_) => ApiError::BadRequest(e.to_string()),
+            AccessError::Pinned(_) => ApiError::Forbidden(e.to_string()),
+        }
+    }
+}
+
+impl From<RateLimited> for ApiError {
+    fn from(e: RateLimited) -> Self {
+        ApiError::RateLimited {
+            retry_after_s: e.retry_after_s,
+        }
+    }
+}
+
+impl From<LeaseError> for ApiError {
+    fn from(e: LeaseError) -> Self {
+        match e {
+            LeaseError::Busy => ApiError::InProgress,
+            LeaseError::Used => ApiError::Used,
+            LeaseError::Revoked => ApiError::Revoked,
+            LeaseError::Ledger(e) => e.into(),
+        }
+    }
+}
+
+impl From<ServiceError> for ApiError {
+    fn from(e: ServiceError) -> Self {
+        ApiError::from(&e)
+    }
+}
+
+/// By reference, so MCP can word the same fault with the same code and still pick its hint
+/// from the fault itself.
+impl From<&ServiceError> for ApiError {
+    fn from(e: &ServiceError) -> Self {
+        match e {
+            ServiceError::Mint(e) => e.into(),
+            ServiceError::Access(e) => e.into(),
+            ServiceError::RateLimited(e) => (*e).into(),
+            ServiceError::UnknownLink => ApiError::BadToken,
+            ServiceError::Expired => ApiError::Expired,
+            ServiceError::Used => ApiError::Used,
+            ServiceError::Ledger(e) => e.into(),
+            ServiceError::Interrupted => ApiError::Internal,
+        }
+    }
+}
+
+/// The contract code for a bare HTTP status, for answers burnlink did not word itself (the MCP
+/// SDK's plain-text refusals): the same table [`ApiError::status`] implies, read backwards.
+pub fn code_for_status(status: StatusCode) -> &'static str {
+    match status {
+        StatusCode::UNAUTHORIZED => ApiError::Unauthorized.code(),
+        StatusCode::FORBIDDEN => ApiError::Forbidden(String::new()).code(),
+        StatusCode::NOT_FOUND => ApiError::NotFound.code(),
+        StatusCode::PAYLOAD_TOO_LARGE => ApiError::TooLarge(String::new()).code(),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => ApiError::UnsupportedMediaType(String::new()).code(),
+        StatusCode::TOO_MANY_REQUESTS => ApiError::RateLimited { retry_after_s: 1 }.code(),
+        StatusCode::SERVICE_UNAVAILABLE => ApiError::Unavailable.code(),
+        s if s.is_server_error() => ApiError::Internal.code(),
+        _ => ApiError::BadRequest(String::new()).code(),
     }
 }
 
@@ -209,6 +345,7 @@ mod tests {
         ];
         let all = [
             ApiError::NotFound,
+            ApiError::BadToken,
             ApiError::Used,
             ApiError::Revoked,
             ApiError::Expired,

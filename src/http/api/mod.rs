@@ -11,8 +11,8 @@ use axum::extract::{FromRequest, Request};
 use axum::routing::{get, post};
 use serde::de::DeserializeOwned;
 
-use crate::error::ApiError;
-use crate::server::App;
+use crate::http::error::ApiError;
+use crate::state::App;
 
 pub fn routes() -> Router<Arc<App>> {
     Router::new()

@@ -1,8 +1,12 @@
-//! Minting: turning "this path, this way, for this long" into a signed URL.
+//! Links: minting ("this path, this way, for this long" into a signed URL) and the
+//! [`service`] that every front end mints, asks and revokes through.
 //!
-//! Shared by the HTTP API, the CLI (which mints with no server running) and, later, MCP, so all
-//! of them apply the same sandbox rules, TTL bounds and size ceilings. Minting checks the
-//! sandbox; it does not touch the ledger, so it keeps working when the ledger is down.
+//! The [`Minter`] applies the sandbox rules, TTL bounds and size ceilings and signs; it does
+//! not touch the ledger, so minting keeps working when the ledger is down.
+
+pub mod service;
+
+pub use service::{LinkService, LinkStatus, Origin, ServiceError, expiry_seconds};
 
 use std::sync::Arc;
 
@@ -16,7 +20,8 @@ use crate::archive::{
     self,
     walk::{self, WalkError},
 };
-use crate::sandbox::{self, Kind, Sandbox, SandboxError, SessionId};
+use crate::sandbox::{self, Kind, Sandbox, SandboxError};
+use crate::session::SessionId;
 pub use crate::token::unix_now;
 use crate::token::{Claims, Direction, Keyring};
 
@@ -105,6 +110,14 @@ impl Minter {
         }
     }
 
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    pub fn sandbox(&self) -> &Sandbox {
+        &self.sandbox
+    }
+
     /// Checks the request against the sandbox and limits and signs a token. Blocking: it
     /// stats the file system.
     pub fn mint(&self, req: MintRequest, now_unix: u64) -> Result<Minted, MintError> {
@@ -141,12 +154,7 @@ impl Minter {
             Kind::Directory => archive::archive_name(&self.sandbox, session, &rel),
         };
         let expires_at = now_unix.saturating_add(ttl);
-        let mut claims = Claims::new(
-            direction,
-            req.session.map(|s| s.as_str().to_string()),
-            rel,
-            expires_at,
-        );
+        let mut claims = Claims::new(direction, req.session, rel, expires_at);
         claims.ip = req.ip;
         let token = self.keyring.sign(&claims);
         Ok(Minted {
@@ -200,12 +208,7 @@ impl Minter {
             .unwrap_or(self.limits.max_upload_bytes)
             .min(self.limits.max_upload_bytes);
         let expires_at = now_unix.saturating_add(ttl);
-        let mut claims = Claims::new(
-            Direction::Upload,
-            req.session.map(|s| s.as_str().to_string()),
-            rel,
-            expires_at,
-        );
+        let mut claims = Claims::new(Direction::Upload, req.session, rel, expires_at);
         claims.max_bytes = Some(max_bytes);
         claims.sha256 = req.sha256;
         claims.overwrite = overwrite;

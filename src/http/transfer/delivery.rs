@@ -21,124 +21,23 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll, ready};
-use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::Stream;
 use http_body::{Body, Frame, SizeHint};
 use tokio::io::{AsyncRead, Take};
 use tokio::sync::{oneshot, watch};
-use tokio::time::Instant;
 use tokio_util::io::ReaderStream;
 use tokio_util::task::TaskTracker;
 
-use crate::error::ApiError;
-use crate::ledger::{Acquire, Ledger, LedgerError, Owner, Receipt};
-use crate::metrics::ActiveTransfer;
-use crate::net::{ConnInfo, ConnState};
-use crate::stats::StatsStore;
+use crate::http::net::{ConnInfo, ConnState};
+use crate::lease::Lease;
 use crate::telemetry::TransferAudit;
-use crate::token::{Claims, Nonce};
 
 /// Read size for file bodies. Each read is one hop to the blocking pool, so larger reads cost
 /// fewer hops: a 1 GiB download with curl on loopback measured 0.60–0.67 GB/s with 64 KiB and
 /// 0.79–1.50 GB/s with 256 KiB (BENCHMARKS.md). 256 KiB per running download is still small.
 const CHUNK: usize = 256 * 1024;
-
-/// A held lease on one link. Releasing on drop makes every early return safe.
-pub struct Lease {
-    ledger: Arc<dyn Ledger>,
-    nonce: Nonce,
-    owner: Owner,
-    lifetime: Duration,
-    /// Taken before the ledger was asked, so `acquired_at + lifetime` is never later than the
-    /// ledger's own deadline.
-    acquired_at: Instant,
-    settled: bool,
-    _active: ActiveTransfer,
-}
-
-impl Lease {
-    /// Takes the link's lease, or says why not in the transfer route's terms.
-    pub async fn acquire(
-        ledger: &Arc<dyn Ledger>,
-        claims: &Claims,
-        lifetime: Duration,
-    ) -> Result<Lease, ApiError> {
-        let owner = Owner::random();
-        let acquired_at = Instant::now();
-        match ledger
-            .lease(&claims.nonce, owner, claims.expires_at, lifetime)
-            .await?
-        {
-            Acquire::Granted => Ok(Lease {
-                ledger: ledger.clone(),
-                nonce: claims.nonce,
-                owner,
-                lifetime,
-                acquired_at,
-                settled: false,
-                _active: ActiveTransfer::start(),
-            }),
-            Acquire::Busy => Err(ApiError::InProgress),
-            Acquire::Used => Err(ApiError::Used),
-            Acquire::Revoked => Err(ApiError::Revoked),
-        }
-    }
-
-    pub async fn renew(&self) -> Result<bool, LedgerError> {
-        self.ledger
-            .renew(&self.nonce, self.owner, self.lifetime)
-            .await
-    }
-
-    /// Takes the lease again for the same owner after it lapsed, if nobody else took it in
-    /// between (a sole uploader that paused longer than the lease).
-    pub async fn retake(&self, expires_at: u64) -> Result<Acquire, LedgerError> {
-        self.ledger
-            .lease(&self.nonce, self.owner, expires_at, self.lifetime)
-            .await
-    }
-
-    pub fn lifetime(&self) -> Duration {
-        self.lifetime
-    }
-
-    /// When the lease runs out unless renewed (measured from before the ledger was asked).
-    pub fn acquired_deadline(&self) -> Instant {
-        self.acquired_at + self.lifetime
-    }
-
-    /// Burns the link. `Ok(false)`: the lease was lost (lapsed or revoked) and nothing burned.
-    pub async fn commit(&mut self, receipt: Option<Receipt>) -> Result<bool, LedgerError> {
-        self.settled = true;
-        self.ledger.commit(&self.nonce, self.owner, receipt).await
-    }
-
-    pub async fn release(&mut self) {
-        self.settled = true;
-        if let Err(e) = self.ledger.release(&self.nonce, self.owner).await {
-            // The lease lapses by itself after its lifetime.
-            tracing::warn!(error = %e, "could not release a lease; it will lapse");
-        }
-    }
-}
-
-impl Drop for Lease {
-    fn drop(&mut self) {
-        if self.settled {
-            return;
-        }
-        let (ledger, nonce, owner) = (self.ledger.clone(), self.nonce, self.owner);
-        if let Ok(rt) = tokio::runtime::Handle::try_current() {
-            rt.spawn(async move {
-                if let Err(e) = ledger.release(&nonce, owner).await {
-                    tracing::warn!(error = %e, "could not release a lease; it will lapse");
-                }
-            });
-        }
-    }
-}
 
 /// What the body tells its supervisor when it is dropped.
 enum Handoff {
@@ -149,17 +48,10 @@ enum Handoff {
     Aborted,
 }
 
-/// What happens once the transfer is settled: an audit line, and a count if the link burned.
+/// What happens once the transfer is settled: an audit line (the lease counts the use).
 pub struct Settle {
-    pub stats: Arc<dyn StatsStore>,
-    /// Also names the session the use is counted for.
     pub audit: TransferAudit,
-    pub expires_at: u64,
 }
-
-/// Taken off every lease deadline when fencing the connection, for clock granularity (the
-/// memory ledger counts whole milliseconds).
-const FENCE_MARGIN: Duration = Duration::from_millis(50);
 
 /// Starts streaming `reader` (already positioned, `len` bytes) under `lease` on connection
 /// `conn`. `burns` says whether this response carries the file's final byte. The supervisor
@@ -212,8 +104,7 @@ fn start<S>(
 ) -> DeliveryBody<S> {
     static TRANSFERS: AtomicU64 = AtomicU64::new(1);
     let id = TRANSFERS.fetch_add(1, Ordering::Relaxed);
-    conn.state
-        .fence_until(id, lease.acquired_at + lease.lifetime - FENCE_MARGIN);
+    conn.state.fence_until(id, lease.valid_until());
     let sent = Arc::new(AtomicU64::new(0));
     let (tx, rx) = oneshot::channel();
     tasks.spawn(supervise(
@@ -262,18 +153,14 @@ impl Supervised {
         }
     }
 
-    /// Renews the lease and moves the connection's fence with it. A renew that finds the lease
-    /// gone (lapsed and taken, or revoked) fences the connection at once.
+    /// Renews the lease and moves the connection's fence to its new deadline. A renew that
+    /// finds the lease gone (lapsed and taken, or revoked) fences the connection at once; an
+    /// unreachable ledger leaves the old fence, and writes stop there.
     async fn renew(&self) {
-        let start = Instant::now();
-        match self.lease.renew().await {
-            Ok(true) => self
-                .conn
-                .fence_until(self.id, start + self.lease.lifetime - FENCE_MARGIN),
-            Ok(false) => self.conn.fence_until(self.id, start),
-            // The ledger is unreachable: the old fence stands, and writes stop there.
-            Err(e) => tracing::warn!(error = %e, "could not renew a lease"),
+        if let Err(e) = self.lease.renew().await {
+            tracing::warn!(error = %e, "could not renew a lease");
         }
+        self.conn.fence_until(self.id, self.lease.valid_until());
     }
 }
 
@@ -291,9 +178,7 @@ async fn supervise(
     burns: bool,
     settle: Settle,
 ) {
-    let period = s.lease.lifetime / 3;
-    let mut tick = tokio::time::interval_at(Instant::now() + period, period);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut tick = s.lease.ticker();
     tokio::pin!(handoff);
     let outcome = loop {
         tokio::select! {
@@ -322,16 +207,7 @@ async fn supervise(
                 return;
             }
             match s.lease.commit(None).await {
-                Ok(true) => {
-                    if let Err(e) = settle
-                        .stats
-                        .record_use(settle.audit.session.as_deref(), settle.expires_at)
-                        .await
-                    {
-                        tracing::warn!(error = %e, "could not count a used link");
-                    }
-                    settle.audit.log("completed", bytes);
-                }
+                Ok(true) => settle.audit.log("completed", bytes),
                 Ok(false) => settle.audit.log("lease_lost", bytes),
                 Err(e) => {
                     tracing::error!(error = %e, "could not burn a delivered link; it stays usable");

@@ -1,21 +1,25 @@
-//! Bearer authentication for `/api/*` and `/mcp`.
+//! Who may mint and ask about links: the API tokens (`BURNLINK_API_TOKENS`) and the callers
+//! they stand for. Free of HTTP, so the configuration, the links service, MCP and the CLI share
+//! it; the HTTP edge only pulls the bearer token out of a request.
 //!
 //! Tokens are compared as SHA-256 digests in constant time, so neither their content nor their
 //! length leaks through timing. A token may be pinned to one session (`tok@session`); a pinned
 //! caller acts only inside that session's sandbox.
 
-use std::sync::Arc;
-
-use axum::extract::FromRequestParts;
-use axum::http::header::AUTHORIZATION;
-use axum::http::request::Parts;
 use base64ct::{Base64UrlUnpadded, Encoding};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use crate::error::ApiError;
-use crate::sandbox::SessionId;
-use crate::server::App;
+use crate::session::SessionId;
+
+/// Why a caller may not act where it asked to.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum AccessError {
+    #[error("session: {0}")]
+    BadSession(#[from] crate::session::BadSession),
+    #[error("this API token is pinned to session `{0}`")]
+    Pinned(SessionId),
+}
 
 struct Entry {
     digest: [u8; 32],
@@ -104,46 +108,23 @@ pub struct Caller {
 impl Caller {
     /// The session a request acts on: a pinned token's own session, else what was asked for
     /// (`None` = the root sandbox). A pinned token asking for another session is refused.
-    pub fn session_for(&self, requested: Option<&str>) -> Result<Option<SessionId>, ApiError> {
-        let requested = requested
-            .map(|s| SessionId::parse(s).map_err(|e| ApiError::BadRequest(format!("session: {e}"))))
-            .transpose()?;
+    pub fn session_for(&self, requested: Option<&str>) -> Result<Option<SessionId>, AccessError> {
+        let requested = requested.map(SessionId::parse).transpose()?;
         match (&self.pinned, requested) {
-            (Some(pinned), Some(asked)) if *pinned != asked => Err(ApiError::Forbidden(format!(
-                "this API token is pinned to session `{pinned}`"
-            ))),
+            (Some(pinned), Some(asked)) if *pinned != asked => {
+                Err(AccessError::Pinned(pinned.clone()))
+            }
             (Some(pinned), _) => Ok(Some(pinned.clone())),
             (None, asked) => Ok(asked),
         }
     }
 
     /// Whether this caller may see or act on a link of `session`.
-    pub fn may_act_on(&self, session: Option<&str>) -> Result<(), ApiError> {
+    pub fn may_act_on(&self, session: Option<&SessionId>) -> Result<(), AccessError> {
         match &self.pinned {
-            Some(pinned) if session != Some(pinned.as_str()) => Err(ApiError::Forbidden(format!(
-                "this API token is pinned to session `{pinned}`"
-            ))),
+            Some(pinned) if session != Some(pinned) => Err(AccessError::Pinned(pinned.clone())),
             _ => Ok(()),
         }
-    }
-}
-
-impl FromRequestParts<Arc<App>> for Caller {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, app: &Arc<App>) -> Result<Self, ApiError> {
-        let presented = parts
-            .headers
-            .get(AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| {
-                let (scheme, rest) = v.split_once(' ')?;
-                scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim())
-            })
-            .ok_or(ApiError::Unauthorized)?;
-        app.api_tokens
-            .authenticate(presented)
-            .ok_or(ApiError::Unauthorized)
     }
 }
 
@@ -177,16 +158,19 @@ mod tests {
         );
         assert!(matches!(
             pinned.session_for(Some("s2")),
-            Err(ApiError::Forbidden(_))
+            Err(AccessError::Pinned(_))
         ));
         assert!(pinned.may_act_on(None).is_err());
         let open = Caller { pinned: None };
         assert!(open.session_for(None).unwrap().is_none());
         assert!(matches!(
             open.session_for(Some("../x")),
-            Err(ApiError::BadRequest(_))
+            Err(AccessError::BadSession(_))
         ));
-        assert!(open.may_act_on(Some("any")).is_ok());
+        assert!(
+            open.may_act_on(Some(&SessionId::parse("any").unwrap()))
+                .is_ok()
+        );
     }
 
     #[test]

@@ -10,26 +10,12 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::ApiJson;
-use super::auth::Caller;
-use crate::error::ApiError;
-use crate::links::{MintRequest, unix_now};
-use crate::net::ConnInfo;
-use crate::server::App;
+use crate::access::Caller;
+use crate::http::error::ApiError;
+use crate::http::net::ConnInfo;
+use crate::links::{MintRequest, Origin, expiry_seconds};
+use crate::state::App;
 use crate::token::Direction;
-
-/// The old API's default and ceiling, in minutes.
-const DEFAULT_MINUTES: i64 = 5;
-const MAX_MINUTES: i64 = 60;
-
-/// The old API's `expiry_minutes` as a TTL in seconds: 5 minutes when absent, at most 60,
-/// refused when not positive. Shared with MCP's `generate_download_link`.
-pub fn expiry_seconds(minutes: Option<i64>) -> Result<i64, ApiError> {
-    let minutes = minutes.unwrap_or(DEFAULT_MINUTES);
-    if minutes <= 0 {
-        return Err(ApiError::InvalidTtl);
-    }
-    Ok(minutes.min(MAX_MINUTES) * 60)
-}
 
 #[derive(Deserialize)]
 pub struct GenerateBody {
@@ -52,8 +38,11 @@ pub async fn generate(
         ttl_seconds: Some(expiry_seconds(body.expiry_minutes)?),
         ..MintRequest::default()
     };
-    let client = conn.client_ip(&headers, &app.config.trusted_proxies);
-    let minted = app.mint(request, "api-compat", Some(client)).await?;
+    let origin = Origin {
+        via: "api-compat",
+        client: Some(conn.client_ip(&headers, &app.config.trusted_proxies)),
+    };
+    let minted = app.links.mint(request, origin).await?;
     Ok(Json(json!({
         "token": minted.token,
         "download_url": minted.url,
@@ -81,7 +70,9 @@ pub async fn stats(
         (None, None) => None,
         _ => Some(caller.session_for(q.session_id.as_deref())?),
     };
-    let filter = session.as_ref().map(|s| s.as_ref().map(|s| s.as_str()));
-    let statistics = app.stats.snapshot(filter, unix_now()).await?;
+    let statistics = app
+        .links
+        .stats(session.as_ref().map(Option::as_ref))
+        .await?;
     Ok(Json(json!({ "statistics": statistics })))
 }

@@ -13,13 +13,11 @@
 //! whose client went away, and a rename that happened must still be followed by its commit
 //! (and shutdown must wait for it).
 
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::Arc;
 
-use axum::Extension;
 use axum::Json;
 use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
@@ -28,17 +26,15 @@ use serde_json::json;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use super::delivery::Lease;
 use super::digest::{Expected, Hasher};
-use super::download::TokenPath;
-use super::{authorize, check_client};
-use crate::error::ApiError;
-use crate::ledger::{Acquire, LinkState, Receipt};
-use crate::links::unix_now;
-use crate::net::ConnInfo;
-use crate::sandbox::{SandboxError, SessionId};
-use crate::server::App;
+use super::open::on_pool;
+use crate::http::error::ApiError;
+use crate::http::gate::Link;
+use crate::lease::{Lease, LeaseError};
+use crate::ledger::Receipt;
+use crate::sandbox::SandboxError;
 use crate::staging::{PersistError, Staged};
+use crate::state::App;
 use crate::telemetry::TransferAudit;
 use crate::token::{Claims, Direction, hex};
 
@@ -49,22 +45,30 @@ const QUEUE: usize = 16;
 /// The writer buffers this much before each `write` system call.
 const WRITE_BUFFER: usize = 256 * 1024;
 
-pub async fn upload(
+/// `PUT`: an upload, whatever the link (a download link is "not found").
+pub async fn put(
     State(app): State<Arc<App>>,
-    Extension(conn): Extension<ConnInfo>,
-    Path(params): Path<TokenPath>,
+    link: Link,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let claims = authorize(&app, &params.token, Direction::Upload, unix_now())?;
-    let client = conn.client_ip(&headers, &app.config.trusted_proxies);
-    check_client(&claims, client)?;
-    refuse_multipart(&headers)?;
+    receive(&app, link, &headers, body).await
+}
+
+/// An upload on a verified link (`PUT`, or `POST` on an upload link).
+pub async fn receive(
+    app: &Arc<App>,
+    link: Link,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let Link { claims, client, .. } = link.expect(Direction::Upload)?;
+    refuse_multipart(headers)?;
     let cap = claims
         .max_bytes
         .unwrap_or(u64::MAX)
         .min(app.config.max_upload_bytes);
-    if let Some(len) = content_length(&headers)?
+    if let Some(len) = content_length(headers)?
         && len > cap
     {
         return Err(too_large(cap));
@@ -78,11 +82,18 @@ pub async fn upload(
 
     // The lease comes before anything touches the disk: a used or revoked link says so, and
     // creates no directory or temporary.
-    let lease = Lease::acquire(&app.ledger, &claims, app.config.lease).await?;
-    let (staged, name) = stage(&app, &claims).await?;
+    let mut lease = app.leases.acquire(&claims).await?;
+    let audit = TransferAudit::new(&claims, client);
+    let (staged, name) = match stage(app, &claims).await {
+        Ok(staged) => staged,
+        Err(e) => {
+            lease.release().await;
+            audit.log(outcome(&e), 0);
+            return Err(e);
+        }
+    };
     let job = Receive {
-        audit: TransferAudit::new(&claims, client),
-        valid_until: Arc::new(Mutex::new(lease.acquired_deadline().into_std())),
+        audit,
         app: app.clone(),
         claims,
         lease,
@@ -90,10 +101,7 @@ pub async fn upload(
         expected,
         name,
     };
-    app.tasks
-        .spawn(job.run(staged, body))
-        .await
-        .map_err(|_| ApiError::Internal)?
+    app.tasks.spawn(job.run(staged, body)).await?
 }
 
 /// Opens the destination's directory (creating what is missing) and a temporary in it. A
@@ -104,31 +112,25 @@ async fn stage(app: &App, claims: &Claims) -> Result<(Staged, String), ApiError>
     let session = claims.session.clone();
     let path = claims.path.clone();
     let overwrite = claims.overwrite;
-    tokio::task::spawn_blocking(move || {
-        let session = session
-            .as_deref()
-            .map(SessionId::parse)
-            .transpose()
-            .map_err(|_| ApiError::NotFound)?;
-        let (dir, name) = sandbox
-            .upload_parent(session.as_ref(), &path)
-            .map_err(|e| match e {
-                SandboxError::Io(err) => internal("opening an upload's directory", err),
-                // A file where a directory should be.
-                SandboxError::NotFound | SandboxError::NotAFileOrDirectory => {
-                    ApiError::Exists("a file is in the way of the destination's directory".into())
-                }
-                // The path left the sandbox since minting (a symlink swapped in).
-                _ => ApiError::NotFound,
-            })?;
+    on_pool(move || {
+        let (dir, name) = match sandbox.upload_parent(session.as_ref(), &path) {
+            Ok(found) => found,
+            // A file where a directory should be: not a fault of the link, a conflict.
+            Err(SandboxError::NotFound | SandboxError::NotAFileOrDirectory) => {
+                return Err(ApiError::Exists(
+                    "a file is in the way of the destination's directory".into(),
+                ));
+            }
+            // Escaped since minting, or an I/O failure: as on every transfer route.
+            Err(e) => return Err(e.into()),
+        };
         if !overwrite && dir.symlink_metadata(&name).is_ok() {
             return Err(exists());
         }
-        let staged = Staged::create(dir).map_err(|e| internal("creating a temporary file", e))?;
+        let staged = Staged::create(dir).map_err(SandboxError::Io)?;
         Ok((staged, name))
     })
     .await
-    .map_err(|_| ApiError::Internal)?
 }
 
 /// A leased upload, ready to receive its body.
@@ -140,8 +142,6 @@ struct Receive {
     expected: Expected,
     name: String,
     audit: TransferAudit,
-    /// Until when the lease is known to be held; the rename happens only before it.
-    valid_until: Arc<Mutex<std::time::Instant>>,
 }
 
 /// What the socket side tells the writer thread.
@@ -177,20 +177,15 @@ impl Receive {
         let mut received = 0;
         let result = self.receive(staged, body, &mut received).await;
         let outcome = match &result {
-            Ok(_) => "completed",
-            Err(ApiError::TooLarge(_)) => "too_large",
-            Err(ApiError::DigestMismatch) => "digest_mismatch",
-            Err(ApiError::Exists(_)) => "exists",
-            Err(ApiError::Timeout(_)) => "stalled",
-            Err(ApiError::BadRequest(_)) => "aborted",
-            Err(_) => "failed",
+            Ok((_, burned)) => burned.outcome(),
+            Err(e) => {
+                // Usable again at once, rather than after the lease lapses.
+                self.lease.release().await;
+                outcome(e)
+            }
         };
-        if result.is_err() {
-            // Usable again at once, rather than after the lease lapses.
-            self.lease.release().await;
-        }
         self.audit.log(outcome, received);
-        result
+        result.map(|(response, _)| response)
     }
 
     async fn receive(
@@ -198,7 +193,7 @@ impl Receive {
         staged: Staged,
         body: Body,
         received: &mut u64,
-    ) -> Result<Response, ApiError> {
+    ) -> Result<(Response, Burn), ApiError> {
         let (tx, rx) = mpsc::channel(QUEUE);
         let hasher = Hasher::new(&self.expected);
         let writer = tokio::task::spawn_blocking(move || write(staged, rx, hasher));
@@ -236,12 +231,13 @@ impl Receive {
         // that took the link after this one's lease lapsed could land too.
         self.hold().await?;
         let (name, overwrite) = (self.name.clone(), self.claims.overwrite);
-        let valid_until = self.valid_until.clone();
+        let deadline = self.lease.deadline();
         let landing = tokio::task::spawn_blocking(move || {
             // Checked right before the rename: a lease that lapsed while this thread waited
             // for the pool may be someone else's by now.
-            let held = || std::time::Instant::now() + FENCE_MARGIN < *lock(&valid_until);
-            written.staged.persist(&name, overwrite, held)
+            written
+                .staged
+                .persist(&name, overwrite, || deadline.holds())
         });
         self.keep(landing)
             .await
@@ -256,13 +252,13 @@ impl Receive {
             bytes: *received,
             sha256: written.sha256,
         };
-        self.burn(receipt).await;
+        let burned = self.burn(receipt).await;
         let body = json!({
             "path": self.claims.path,
             "bytes": receipt.bytes,
             "sha256": hex(&receipt.sha256),
         });
-        Ok((StatusCode::CREATED, Json(body)).into_response())
+        Ok(((StatusCode::CREATED, Json(body)).into_response(), burned))
     }
 
     /// Moves the body into the writer's queue, counting it against the cap, renewing the lease
@@ -274,9 +270,7 @@ impl Receive {
         received: &mut u64,
     ) -> Result<(), Stop> {
         let idle = self.app.config.idle_timeout;
-        let period = self.lease_period();
-        let mut tick = tokio::time::interval_at(Instant::now() + period, period);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut tick = self.lease.ticker();
         let mut stream = body.into_data_stream();
         let mut last_byte = Instant::now();
         let mut renewed_at = 0;
@@ -314,47 +308,22 @@ impl Receive {
         }
     }
 
-    fn lease_period(&self) -> Duration {
-        (self.app.config.lease / 3).max(Duration::from_millis(100))
-    }
-
-    /// Renews the lease; an upload whose lease is gone (revoked, or lapsed and taken) stops.
-    ///
-    /// A lease that lapsed while the client paused is taken again if nobody else took it: the
-    /// link was free, so this upload may go on. `valid_until` follows every answer, so the
-    /// rename never happens on a lease that may be gone.
+    /// Renews (or retakes) the lease; an upload whose lease is gone (revoked, or lapsed and
+    /// taken) stops. The lease's deadline follows every answer, so the rename never happens on
+    /// a lease that may be gone.
     async fn hold(&self) -> Result<(), ApiError> {
-        let start = std::time::Instant::now();
-        let held = match self.lease.renew().await {
-            Ok(true) => true,
-            Ok(false) => self.lease.retake(self.claims.expires_at).await? == Acquire::Granted,
-            Err(e) => {
-                // Unknown: the old deadline stands, and the rename respects it.
+        self.lease.hold().await.map_err(|e| {
+            if let LeaseError::Ledger(e) = &e {
                 tracing::warn!(error = %e, "could not renew an upload's lease");
-                return Err(e.into());
             }
-        };
-        *lock(&self.valid_until) = if held {
-            start + self.lease.lifetime()
-        } else {
-            start
-        };
-        if held {
-            return Ok(());
-        }
-        Err(match self.app.ledger.state(&self.claims.nonce).await? {
-            LinkState::Revoked => ApiError::Revoked,
-            LinkState::Used(_) => ApiError::Used,
-            LinkState::InProgress | LinkState::Unused => ApiError::InProgress,
+            e.into()
         })
     }
 
     /// Runs `work` while renewing the lease on every period, whether or not bytes flow: the
     /// body is complete and the server is the slow one now (syncing, renaming).
     async fn keep<F: std::future::Future>(&self, work: F) -> F::Output {
-        let period = self.lease_period();
-        let mut tick = tokio::time::interval_at(Instant::now() + period, period);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut tick = self.lease.ticker();
         tokio::pin!(work);
         loop {
             tokio::select! {
@@ -365,32 +334,63 @@ impl Receive {
         }
     }
 
-    /// Burns the link now that the file is in place. The file stays whatever the ledger says:
-    /// it is durably there, so the client hears 201 either way, and a failed burn is logged.
-    async fn burn(&mut self, receipt: Receipt) {
+    /// Burns the link now that the file is in place (the lease counts the use). The file
+    /// stays whatever the ledger says: it is durably there, so the client hears 201 either
+    /// way; the audit line and the metric say whether the link burned.
+    async fn burn(&mut self, receipt: Receipt) -> Burn {
         match self.lease.commit(Some(receipt)).await {
-            Ok(true) => {
-                if let Err(e) = self
-                    .app
-                    .stats
-                    .record_use(self.claims.session.as_deref(), self.claims.expires_at)
-                    .await
-                {
-                    tracing::warn!(error = %e, "could not count a used link");
-                }
-            }
+            Ok(true) => Burn::Burned,
             // Only a revoke between the last renewal and the rename gets here: the rename
             // is fenced by the lease's deadline.
-            Ok(false) => tracing::error!(
-                link = %self.claims.short_id(),
-                "an upload landed but the link was revoked or lost just before; not burned"
-            ),
-            Err(e) => tracing::error!(
-                error = %e,
-                link = %self.claims.short_id(),
-                "an upload landed but the link could not be burned; it stays usable"
-            ),
+            Ok(false) => {
+                tracing::error!(
+                    link = %self.claims.short_id(),
+                    "an upload landed but the link was revoked or lost just before; not burned"
+                );
+                Burn::LeaseLost
+            }
+            Err(e) => {
+                tracing::error!(
+                    error = %e,
+                    link = %self.claims.short_id(),
+                    "an upload landed but the link could not be burned; it stays usable"
+                );
+                Burn::Failed
+            }
         }
+    }
+}
+
+/// Whether the link burned after its upload landed.
+#[derive(Clone, Copy, Debug)]
+enum Burn {
+    Burned,
+    /// Revoked (or lost) between the last renewal and the commit: the file is in place, the
+    /// link is not burned by this upload.
+    LeaseLost,
+    /// The ledger did not answer: the file is in place and the link stays usable.
+    Failed,
+}
+
+impl Burn {
+    fn outcome(self) -> &'static str {
+        match self {
+            Burn::Burned => "completed",
+            Burn::LeaseLost => "completed_lease_lost",
+            Burn::Failed => "completed_commit_failed",
+        }
+    }
+}
+
+/// The audit and metric outcome of an upload refused with `e`.
+fn outcome(e: &ApiError) -> &'static str {
+    match e {
+        ApiError::TooLarge(_) => "too_large",
+        ApiError::DigestMismatch => "digest_mismatch",
+        ApiError::Exists(_) => "exists",
+        ApiError::Timeout(_) => "stalled",
+        ApiError::BadRequest(_) => "aborted",
+        _ => "failed",
     }
 }
 
@@ -426,13 +426,6 @@ fn write(
         sha256,
         sha512,
     })
-}
-
-/// Taken off the lease deadline before the rename, for clock granularity and the rename itself.
-const FENCE_MARGIN: Duration = Duration::from_millis(250);
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Removes a temporary that will not be used, off the async workers.
