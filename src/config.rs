@@ -11,7 +11,6 @@ use ipnet::IpNet;
 use serde::Deserialize;
 
 use crate::access::ApiTokens;
-use crate::links::Limits;
 use crate::sandbox::Sandbox;
 use crate::token::Keyring;
 
@@ -128,6 +127,18 @@ pub struct Config {
     /// Both set, or neither (then plain HTTP).
     pub tls: Option<TlsFiles>,
     pub rate: RateConfig,
+}
+
+/// The bounds every mint is held to (from the configuration), whoever
+/// mints: the server, `burnlink mcp`, the CLI.
+#[derive(Clone, Debug)]
+pub struct Limits {
+    pub ttl_default: u64,
+    pub ttl_max: u64,
+    pub max_download_bytes: u64,
+    pub max_upload_bytes: u64,
+    /// Lower-case extensions an upload destination may have; `None` = any.
+    pub upload_extensions: Option<Vec<String>>,
 }
 
 /// PEM files for serving HTTPS.

@@ -92,7 +92,7 @@ impl ApiError {
         }
     }
 
-    /// The stable machine-readable code of contract §8.
+    /// The stable machine-readable code (the list in `docs/http-api.md`).
     pub fn code(&self) -> &'static str {
         match self {
             ApiError::NotFound | ApiError::BadToken | ApiError::MissingFile(_) => "not_found",
@@ -105,7 +105,7 @@ impl ApiError {
             ApiError::Exists(_) => "exists",
             ApiError::DigestMismatch => "digest_mismatch",
             ApiError::UnsupportedMediaType(_) => "unsupported_media_type",
-            // §8 has no code of its own for a stalled request; the status says it.
+            // No code of its own for a stalled request; the status says it.
             ApiError::Timeout(_) => "bad_request",
             ApiError::Unauthorized => "unauthorized",
             ApiError::Forbidden(_) => "forbidden",
@@ -132,7 +132,7 @@ impl IntoResponse for ApiError {
             response.extensions_mut().insert(FailedCheck);
         }
         let headers = response.headers_mut();
-        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        crate::http::private_headers(headers);
         match self {
             ApiError::RangeNotSatisfiable { size } => {
                 if let Ok(v) = HeaderValue::from_str(&format!("bytes */{size}")) {
@@ -294,7 +294,7 @@ impl From<&ServiceError> for ApiError {
     }
 }
 
-/// The contract code for a bare HTTP status, for answers burnlink did not word itself (the MCP
+/// The error code for a bare HTTP status, for answers burnlink did not word itself (the MCP
 /// SDK's plain-text refusals): the same table [`ApiError::status`] implies, read backwards.
 pub fn code_for_status(status: StatusCode) -> &'static str {
     match status {
@@ -323,7 +323,7 @@ mod tests {
     }
 
     #[test]
-    fn every_code_is_one_of_the_contract_codes() {
+    fn every_code_is_one_of_the_documented_codes() {
         const CODES: &[&str] = &[
             "not_found",
             "used",

@@ -49,7 +49,7 @@ pub fn routes(app: Arc<App>) -> Router<Arc<App>> {
 }
 
 /// rmcp answers its own HTTP-level refusals (a foreign `Host`, a wrong method or `Accept`) in
-/// plain text; burnlink's error bodies are JSON `{error, message}` everywhere (contract §8).
+/// plain text; burnlink's error bodies are JSON `{error, message}` everywhere (`docs/http-api.md`).
 /// JSON-RPC answers are JSON already and pass through untouched.
 async fn json_errors(response: Response) -> Response {
     let status = response.status();

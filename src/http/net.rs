@@ -3,7 +3,7 @@
 //! burnlink runs its own small loop over hyper instead of `axum::serve` for two reasons. It
 //! sets TCP_NODELAY on every socket (without it a keep-alive client waits ~40 ms on a delayed
 //! ACK per response). And it wraps every connection in [`FlushTracked`], which lets a download
-//! learn when its last bytes have left hyper's buffer for the kernel (the contract's moment at
+//! learn when its last bytes have left hyper's buffer for the kernel (the documented moment at
 //! which a link burns), counts the bytes the kernel accepted (what a lease renews on), and
 //! refuses writes once the running transfer's lease may have lapsed (its fence).
 

@@ -6,6 +6,7 @@
 
 pub mod service;
 
+pub use crate::config::Limits;
 pub use service::{LinkService, LinkStatus, Origin, ServiceError, expiry_seconds};
 
 use std::sync::Arc;
@@ -31,17 +32,6 @@ const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'.')
     .remove(b'_')
     .remove(b'~');
-
-/// The bounds every mint is held to (from the configuration).
-#[derive(Clone, Debug)]
-pub struct Limits {
-    pub ttl_default: u64,
-    pub ttl_max: u64,
-    pub max_download_bytes: u64,
-    pub max_upload_bytes: u64,
-    /// Lower-case extensions an upload destination may have; `None` = any.
-    pub upload_extensions: Option<Vec<String>>,
-}
 
 /// A request to mint, already past authentication and with its session decided.
 #[derive(Clone, Debug, Default)]
@@ -229,7 +219,7 @@ impl Minter {
         })
     }
 
-    /// The sum of the directory's files' sizes (contract §8), walked through the sandbox.
+    /// The sum of the directory's files' sizes (as documented), walked through the sandbox.
     fn directory_size(&self, session: Option<&SessionId>, rel: &str) -> Result<u64, MintError> {
         let base = self.sandbox.session_dir(session)?;
         match walk::summarize(&base, rel, walk::LIMITS) {

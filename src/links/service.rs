@@ -5,7 +5,7 @@
 //! the mint rate limit, the minter's sandbox and size checks, counting in the stats, the
 //! `burnlink_links_minted_total` metric and an audit line. Status and revocation verify the
 //! token, hold the caller to its session, ask the ledger and answer one typed [`LinkStatus`].
-//! Free of HTTP: its [`ServiceError`] carries the contract's error code, and each edge decides
+//! Free of HTTP: its [`ServiceError`] maps onto the documented error codes, and each edge decides
 //! how a code looks on its wire.
 
 use std::net::IpAddr;
@@ -23,7 +23,7 @@ use crate::session::SessionId;
 use crate::stats::{Statistics, StatsStore};
 use crate::token::{Claims, Direction, Keyring, hex, unix_now};
 
-/// Everything the service can refuse, in the contract's terms.
+/// Everything the service can refuse, in the terms users see.
 #[derive(Debug, thiserror::Error)]
 pub enum ServiceError {
     #[error(transparent)]

@@ -2,19 +2,23 @@
 //!
 //! Results carry `structuredContent` and the same JSON as text (older clients read only text),
 //! and a minted link also as a `resource_link` block for clients that show links. Errors are
-//! tool errors (`isError: true`) whose text starts with the contract's error code and says what
+//! tool errors (`isError: true`) whose text starts with the documented error code and says what
 //! to do next, since a model can act on a sentence but not on a status code.
 
 use rmcp::model::{CallToolResult, ContentBlock, Resource};
 use serde::Serialize;
 
 use super::backend::Backend;
-use super::tools::to_value;
 use crate::access::AccessError;
 use crate::http::error::ApiError;
 use crate::links::{MintError, Minted, ServiceError};
 use crate::sandbox::{SandboxError, file_name};
 use crate::session::SessionId;
+
+/// Serialises a result for `structuredContent` and the text block.
+fn to_value<T: Serialize>(v: &T) -> serde_json::Value {
+    serde_json::to_value(v).unwrap_or_default()
+}
 
 pub fn structured<T: Serialize>(value: &T) -> CallToolResult {
     CallToolResult::structured(to_value(value))

@@ -11,7 +11,6 @@ use rmcp::handler::server::tool::ToolCallContext;
 use rmcp::model::{CallToolResult, ContentBlock, Implementation, ServerCapabilities, ServerConfig};
 use rmcp::service::RequestContext;
 use rmcp::{ErrorData, RoleServer, ServerHandler, tool, tool_handler, tool_router};
-use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::RemoteCaller;
@@ -377,11 +376,6 @@ fn ttl_note(asked: Option<i64>, limits: &Limits) -> Option<String> {
                 limits.ttl_max
             )
         })
-}
-
-/// Serialises a result for `structuredContent` and the text block.
-pub(super) fn to_value<T: Serialize>(v: &T) -> serde_json::Value {
-    serde_json::to_value(v).unwrap_or_default()
 }
 
 #[cfg(test)]

@@ -110,8 +110,10 @@
     try { body = JSON.parse(xhr.responseText); } catch (e) { body = null; }
     if (xhr.status === 201 && body) {
       form.hidden = true;
-      say('Done: ' + chosen.name + ' arrived (' + size(body.bytes) + '). You can close this page.',
-        'ok');
+      // The server names the file after the link's destination, not after the chosen file.
+      var saved = String(body.path || '').split('/').pop();
+      say('Done: ' + chosen.name + ' arrived (' + size(body.bytes) + ') and was saved as ' + saved +
+        '. You can close this page.', 'ok');
       document.getElementById('digest').textContent = 'SHA-256: ' + body.sha256;
       document.getElementById('digest').hidden = false;
       return;

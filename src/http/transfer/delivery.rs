@@ -36,7 +36,7 @@ use crate::telemetry::TransferAudit;
 
 /// Read size for file bodies. Each read is one hop to the blocking pool, so larger reads cost
 /// fewer hops: a 1 GiB download with curl on loopback measured 0.60–0.67 GB/s with 64 KiB and
-/// 0.79–1.50 GB/s with 256 KiB (BENCHMARKS.md). 256 KiB per running download is still small.
+/// 0.79–1.50 GB/s with 256 KiB (docs/benchmarks.md). 256 KiB per running download is still small.
 const CHUNK: usize = 256 * 1024;
 
 /// What the body tells its supervisor when it is dropped.

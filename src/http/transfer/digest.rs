@@ -3,7 +3,7 @@
 //! `Content-Digest` (RFC 9530) is a structured-field dictionary such as
 //! `sha-256=:X48E9qOokqqrvdts8nOJRJN3OWDUoyWxBf7kbu9DBPE=:`; parsing it is left to `sfv`, a
 //! maintained RFC 9651 parser, rather than to string splitting. Algorithms other than SHA-256
-//! and SHA-512 are ignored (contract §8), but a SHA-256 or SHA-512 member that is not a byte
+//! and SHA-512 are ignored (`docs/http-api.md`), but a SHA-256 or SHA-512 member that is not a byte
 //! sequence of the right length is refused: a client that sent a digest meant it to be checked.
 
 use sfv::{BareItem, Dictionary, ListEntry, Parser};

@@ -1,6 +1,6 @@
 //! The transfer routes: where a token is spent.
 //!
-//! Each handler reads like the contract: take the verified [`Link`](crate::http::gate::Link),
+//! Each handler reads like the documented semantics: take the verified [`Link`](crate::http::gate::Link),
 //! open its path through the sandbox ([`open`]), take the link's lease, stream, and commit or
 //! release (see [`delivery`] and [`crate::lease`]).
 
