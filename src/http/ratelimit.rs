@@ -9,6 +9,8 @@ use axum::response::{IntoResponse, Response};
 
 use crate::http::error::{ApiError, FailedCheck};
 use crate::http::net::ConnInfo;
+use crate::http::pages;
+use crate::http::transfer::accept::prefers_html;
 use crate::state::App;
 
 /// Routes that are never limited: probes and scrapes must keep answering whatever a client
@@ -37,7 +39,13 @@ pub async fn guard(State(app): State<Arc<App>>, request: Request, next: Next) ->
         return next.run(request).await;
     };
     if let Err(e) = app.rate_limits.gate(client) {
-        return ApiError::from(e).into_response();
+        let e = ApiError::from(e);
+        // A person in a browser is told in words; everyone else gets the JSON.
+        return if prefers_html(request.headers()) {
+            pages::error_page(&e, None)
+        } else {
+            e.into_response()
+        };
     }
     let response = next.run(request).await;
     if response.extensions().get::<FailedCheck>().is_some() {

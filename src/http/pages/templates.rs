@@ -10,8 +10,11 @@ use crate::links::rfc3339;
 pub struct DownloadView<'a> {
     /// The name the file will be saved under.
     pub name: &'a str,
-    /// `None` for a directory, whose zip size is known only once it is built.
+    /// The file's size, or the sum of a directory's files (its zip's exact size is known only
+    /// once it is built); `None` for a directory too large to sum.
     pub size: Option<u64>,
+    /// A directory, sent as a zip file.
+    pub directory: bool,
     pub expires_at: u64,
     pub now: u64,
 }
@@ -71,9 +74,12 @@ pub fn download(v: &DownloadView) -> Markup {
         dl {
             dt { "Size" }
             dd {
-                @match v.size {
-                    Some(n) => { (human_size(n)) @if n >= 1000 { " (" (grouped(n)) " bytes)" } },
-                    None => "a folder, sent as a zip file",
+                @if let Some(n) = v.size {
+                    (human_size(n)) @if n >= 1000 { " (" (grouped(n)) " bytes)" }
+                }
+                @if v.directory {
+                    @if v.size.is_some() { ", in a folder sent as a zip file" }
+                    @else { "a folder, sent as a zip file" }
                 }
             }
             dt { "Link expires" }
@@ -219,6 +225,7 @@ mod tests {
         let page = download(&DownloadView {
             name: NASTY,
             size: Some(1),
+            directory: false,
             expires_at: 2_000_000_000,
             now: 1_999_999_000,
         })
@@ -262,6 +269,7 @@ mod tests {
         let page = download(&DownloadView {
             name: "report.pdf",
             size: Some(3_245_123),
+            directory: false,
             expires_at: 1_800_000_000,
             now: 1_800_000_000 - 3599,
         })
@@ -272,6 +280,26 @@ mod tests {
         assert!(page.contains("in 59 minutes"));
         assert!(page.contains(r#"<form id="download-form" method="post">"#));
         assert!(page.contains(r#"name="viewport""#));
+    }
+
+    #[test]
+    fn a_directory_shows_the_sum_of_its_files() {
+        let page = |size| {
+            download(&DownloadView {
+                name: "photos.zip",
+                size,
+                directory: true,
+                expires_at: 1_800_000_000,
+                now: 1_800_000_000 - 60,
+            })
+            .into_string()
+        };
+        let summed = page(Some(12_500_000));
+        assert!(
+            summed.contains("12 MB (12,500,000 bytes), in a folder sent as a zip file"),
+            "{summed}"
+        );
+        assert!(page(None).contains("<dd>a folder, sent as a zip file</dd>"));
     }
 
     #[test]

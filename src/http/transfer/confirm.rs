@@ -154,6 +154,7 @@ async fn download_page(app: &App, claims: &Claims) -> Result<Response, ApiError>
     Ok(pages::download_page(&DownloadView {
         name: &name,
         size,
+        directory: kind == Kind::Directory,
         expires_at: claims.expires_at,
         now: unix_now(),
     }))
