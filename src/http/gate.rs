@@ -78,3 +78,22 @@ impl FromRequestParts<Arc<App>> for Link {
         })
     }
 }
+
+/// The client's address (the peer's, or what a trusted proxy forwarded), for the routes that
+/// need it without a link: minting (its rate limit and audit line) and `/mcp`.
+#[derive(Clone, Copy, Debug)]
+pub struct ClientIp(pub IpAddr);
+
+impl FromRequestParts<Arc<App>> for ClientIp {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, app: &Arc<App>) -> Result<Self, ApiError> {
+        let conn = parts
+            .extensions
+            .get::<ConnInfo>()
+            .ok_or(ApiError::Internal)?;
+        Ok(ClientIp(
+            conn.client_ip(&parts.headers, &app.config.trusted_proxies),
+        ))
+    }
+}

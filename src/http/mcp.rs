@@ -2,19 +2,19 @@
 
 use std::sync::Arc;
 
+use axum::Router;
 use axum::body::Body;
-use axum::extract::{Request, State};
+use axum::extract::Request;
 use axum::http::HeaderValue;
 use axum::http::header::{CONTENT_LENGTH, CONTENT_TYPE};
 use axum::middleware::{self, Next};
 use axum::response::Response;
-use axum::{Extension, Router};
 use rmcp::transport::streamable_http_server::session::never::NeverSessionManager;
 use rmcp::transport::{StreamableHttpServerConfig, StreamableHttpService};
 
 use crate::access::Caller;
 use crate::http::error::code_for_status;
-use crate::http::net::ConnInfo;
+use crate::http::gate::ClientIp;
 use crate::mcp::{Backend, BurnlinkMcp, RemoteCaller};
 use crate::state::App;
 
@@ -79,13 +79,11 @@ async fn json_errors(response: Response) -> Response {
 /// (with its pinned session) through rmcp's `http::request::Parts`. Without a valid token the
 /// answer is the API's JSON 401, before rmcp sees the request.
 async fn bearer(
-    State(app): State<Arc<App>>,
     caller: Caller,
-    Extension(conn): Extension<ConnInfo>,
+    ClientIp(client): ClientIp,
     mut req: Request,
     next: Next,
 ) -> Response {
-    let client = conn.client_ip(req.headers(), &app.config.trusted_proxies);
     req.extensions_mut().insert(RemoteCaller { caller, client });
     next.run(req).await
 }

@@ -3,16 +3,15 @@
 
 use std::sync::Arc;
 
+use axum::Json;
 use axum::extract::{Query, State};
-use axum::http::HeaderMap;
-use axum::{Extension, Json};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::ApiJson;
 use crate::access::Caller;
 use crate::http::error::ApiError;
-use crate::http::net::ConnInfo;
+use crate::http::gate::ClientIp;
 use crate::links::{MintRequest, Origin, expiry_seconds};
 use crate::state::App;
 use crate::token::Direction;
@@ -27,8 +26,7 @@ pub struct GenerateBody {
 pub async fn generate(
     State(app): State<Arc<App>>,
     caller: Caller,
-    Extension(conn): Extension<ConnInfo>,
-    headers: HeaderMap,
+    ClientIp(client): ClientIp,
     ApiJson(body): ApiJson<GenerateBody>,
 ) -> Result<Json<Value>, ApiError> {
     let request = MintRequest {
@@ -40,7 +38,7 @@ pub async fn generate(
     };
     let origin = Origin {
         via: "api-compat",
-        client: Some(conn.client_ip(&headers, &app.config.trusted_proxies)),
+        client: Some(client),
     };
     let minted = app.links.mint(request, origin).await?;
     Ok(Json(json!({

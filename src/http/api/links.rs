@@ -3,17 +3,16 @@
 
 use std::sync::Arc;
 
-use axum::Extension;
 use axum::Json;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::ApiJson;
 use crate::access::Caller;
 use crate::http::error::ApiError;
-use crate::http::net::ConnInfo;
+use crate::http::gate::ClientIp;
 use crate::links::{LinkStatus, MintRequest, Minted, Origin, parse_ip, parse_sha256_hex};
 use crate::state::App;
 use crate::token::Direction;
@@ -34,8 +33,7 @@ pub struct LinkBody {
 pub async fn create(
     State(app): State<Arc<App>>,
     caller: Caller,
-    Extension(conn): Extension<ConnInfo>,
-    headers: HeaderMap,
+    ClientIp(client): ClientIp,
     ApiJson(body): ApiJson<LinkBody>,
 ) -> Result<(StatusCode, Json<Minted>), ApiError> {
     let request = MintRequest {
@@ -50,7 +48,7 @@ pub async fn create(
     };
     let origin = Origin {
         via: "api",
-        client: Some(conn.client_ip(&headers, &app.config.trusted_proxies)),
+        client: Some(client),
     };
     let minted = app.links.mint(request, origin).await?;
     Ok((StatusCode::CREATED, Json(minted)))
