@@ -2,6 +2,7 @@
 //! Chromium and chromedriver, the Python MCP SDK), and the one rule for when one is missing:
 //! under CI it is a failure, locally the test is skipped with a printed reason.
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
@@ -20,7 +21,8 @@ pub fn in_ci() -> bool {
 /// The path of `tool`, or `None` when it is missing and the test should return early.
 ///
 /// Missing under CI, this panics with the tool's name and how to install it. Otherwise it
-/// prints `SKIPPED: <test>: <reason>` to stderr and returns `None`.
+/// prints `SKIPPED: <test>: <reason>` to stderr (uncaptured, so it shows in a passing run) and
+/// returns `None`.
 ///
 /// `tool` is a program looked up on PATH (and the sbin directories a non-root PATH may lack),
 /// except `chromium` and `chromedriver` (`BURNLINK_CHROMIUM`, `BURNLINK_CHROMEDRIVER`, default
@@ -37,7 +39,12 @@ pub fn require_tool(tool: &str) -> Option<PathBuf> {
             if in_ci() {
                 panic!("CI: {test} needs `{tool}`: {reason}. Install it: {install}");
             }
-            eprintln!("SKIPPED: {test}: {reason} (install: {install})");
+            // Straight to stderr, not `eprintln!`: the test harness captures the macros'
+            // output of passing tests, and a skip must be seen.
+            let _ = writeln!(
+                std::io::stderr(),
+                "SKIPPED: {test}: {reason} (install: {install})"
+            );
             None
         }
     }
@@ -45,9 +52,11 @@ pub fn require_tool(tool: &str) -> Option<PathBuf> {
 
 /// [`require_tool`] for each of `tools` (every missing one is reported); `false` to skip.
 pub fn require_tools(tools: &[&str]) -> bool {
-    tools
+    let missing = tools
         .iter()
-        .fold(true, |all, tool| require_tool(tool).is_some() && all)
+        .filter(|tool| require_tool(tool).is_none())
+        .count();
+    missing == 0
 }
 
 fn install_hint(tool: &str) -> String {
