@@ -133,9 +133,14 @@ pub trait Ledger: Send + Sync + 'static {
     async fn entries(&self) -> Result<u64, LedgerError>;
 }
 
-/// The transition rules, shared by the test suite that every implementation must pass.
-#[cfg(test)]
-pub(crate) mod suite {
+/// The conformance suite every [`Ledger`] implementation must pass: the transition rules above,
+/// one async function per rule, each taking a fresh ledger.
+///
+/// It is public (and compiled in every build, not only under `cfg(test)`) so that integration
+/// tests and benches can drive it against real servers, such as a Redis started for the test,
+/// which unit tests cannot reach; it is not part of the service's API, hence hidden from docs.
+#[doc(hidden)]
+pub mod suite {
     use super::*;
     use std::sync::Arc;
 
