@@ -197,6 +197,10 @@ async fn walk_through(s: &Server, c: &Client, downloads: &Path, shots: &Path) {
     let done = wait_text(c, "#status", "Done").await;
     assert!(done.contains("to send.bin arrived (1.5 MB)"), "{done}");
     assert!(
+        done.contains("was saved as scan 01.bin"),
+        "the page names the destination: {done}"
+    );
+    assert!(
         text_of(c, "#digest")
             .await
             .contains(&hex(&sha256(&payload)))

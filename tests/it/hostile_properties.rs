@@ -8,9 +8,9 @@ use std::path::Path;
 
 use axum::http::{HeaderMap, HeaderValue};
 use base64ct::{Base64, Encoding};
+use burnlink::http::transfer::digest::Expected;
+use burnlink::http::transfer::range::{Decision, decide};
 use burnlink::token::{Claims, Direction, Keyring, extract_token};
-use burnlink::transfer::digest::Expected;
-use burnlink::transfer::range::{Decision, decide};
 use proptest::prelude::*;
 
 const KEYS: &str = "t1:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8";
@@ -22,7 +22,7 @@ fn keyring() -> Keyring {
 fn valid_token() -> String {
     let mut c = Claims::new(
         Direction::Download,
-        Some("s1".into()),
+        Some(burnlink::session::SessionId::parse("s1").unwrap()),
         "docs/a.pdf".into(),
         4_000_000_000,
     );
@@ -124,7 +124,7 @@ proptest! {
     #[test]
     fn content_disposition_is_always_a_valid_header(name in "\\PC{0,80}|[\\x00-\\x7f]{0,80}", edits in edits()) {
         for n in [name.clone(), mutate("résumé \"final\".pdf", &edits)] {
-            let v = burnlink::transfer::disposition::attachment(&n);
+            let v = burnlink::http::transfer::disposition::attachment(&n);
             prop_assert!(HeaderValue::from_bytes(v.as_bytes()).is_ok());
             prop_assert!(v.as_bytes().iter().all(|&b| b == b'\t' || (b >= 0x20 && b != 0x7f)));
             prop_assert!(v.as_bytes().starts_with(b"attachment"));
@@ -152,7 +152,7 @@ proptest! {
         if let Ok(v) = HeaderValue::from_str(&value) {
             h.insert("x-forwarded-for", v);
         }
-        let ip = burnlink::net::client_ip(peer, &h, &nets);
+        let ip = burnlink::http::net::client_ip(peer, &h, &nets);
         if !trusted {
             prop_assert_eq!(ip, peer);
         } else if ip != peer {
@@ -164,10 +164,10 @@ proptest! {
     fn api_json_bodies_never_panic(raw in prop::collection::vec(any::<u8>(), 0..200), edits in edits()) {
         let valid = r#"{"path":"a/b.pdf","direction":"upload","ttl_seconds":60,"session":"s1","max_bytes":10,"sha256":"00","overwrite":false,"ip":"10.0.0.0/8"}"#;
         for body in [raw.clone(), mutate(valid, &edits).into_bytes()] {
-            let _ = serde_json::from_slice::<burnlink::api::links::LinkBody>(&body);
-            let _ = serde_json::from_slice::<burnlink::api::compat::GenerateBody>(&body);
+            let _ = serde_json::from_slice::<burnlink::http::api::links::LinkBody>(&body);
+            let _ = serde_json::from_slice::<burnlink::http::api::compat::GenerateBody>(&body);
         }
-        prop_assert!(serde_json::from_slice::<burnlink::api::links::LinkBody>(valid.as_bytes()).is_ok());
+        prop_assert!(serde_json::from_slice::<burnlink::http::api::links::LinkBody>(valid.as_bytes()).is_ok());
     }
 
     #[test]
@@ -176,7 +176,7 @@ proptest! {
         let _ = burnlink::links::parse_sha256_hex(&s);
         let _ = burnlink::cli::parse_ttl(&s);
         let _ = Keyring::parse(&s);
-        let _ = burnlink::api::auth::ApiTokens::parse(&s);
+        let _ = burnlink::access::ApiTokens::parse(&s);
         let _ = burnlink::sandbox::SessionId::parse(&s);
     }
 }
@@ -184,7 +184,7 @@ proptest! {
 #[test]
 fn deeply_nested_json_is_refused_not_a_stack_overflow() {
     let deep = "[".repeat(100_000);
-    assert!(serde_json::from_str::<burnlink::api::links::LinkBody>(&deep).is_err());
+    assert!(serde_json::from_str::<burnlink::http::api::links::LinkBody>(&deep).is_err());
     let deep = format!("{{\"path\":{}", "{\"a\":".repeat(50_000));
-    assert!(serde_json::from_str::<burnlink::api::links::LinkBody>(&deep).is_err());
+    assert!(serde_json::from_str::<burnlink::http::api::links::LinkBody>(&deep).is_err());
 }

@@ -12,6 +12,7 @@ mod directory_archive;
 mod directory_archive_large;
 mod download_status;
 mod dropped_connection;
+mod error_map;
 mod file_names;
 mod hostile_properties;
 mod hostile_requests;

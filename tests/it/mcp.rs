@@ -565,3 +565,29 @@ fn burnlink_mcp_needs_the_shared_key() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("BURNLINK_KEYS is not set"), "{err}");
 }
+
+#[tokio::test]
+async fn mcp_mints_are_counted_and_rate_limited_like_api_mints() {
+    let Some(py) = python() else { return };
+    let s = Server::start_with(&[
+        ("BURNLINK_RATE_MINT_PER_S", "1"),
+        ("BURNLINK_RATE_MINT_BURST", "2"),
+    ]);
+    s.write("f.txt", b"file");
+    let call = json!({ "tool": "create_download_link", "args": { "path": "f.txt" } });
+    let report = over_http(&py, &s, API_TOKEN, json!([call, call, call]));
+    ok(&report, 0);
+    ok(&report, 1);
+    let refused = tool_error(&report, 2);
+    assert!(refused.starts_with("rate_limited:"), "{refused}");
+    let metrics = s
+        .get(&format!("{}/metrics", s.base))
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("burnlink_links_minted_total{direction=\"download\"} 2"),
+        "{metrics}"
+    );
+}

@@ -340,3 +340,26 @@ async fn with_the_page_turned_off_browsers_get_the_bytes() {
     assert_eq!(status, 404);
     assert!(page.contains("already been used"), "{page}");
 }
+
+#[tokio::test]
+async fn a_directory_page_shows_the_sum_of_its_files_and_uses_nothing() {
+    let s = Server::start();
+    s.write("photos/a.jpg", &[1u8; 1500]);
+    s.write("photos/raw/b.jpg", &[2u8; 2500]);
+    let url = s.mint("photos").await;
+    let r = s
+        .client
+        .get(&url)
+        .header("Accept", "text/html")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let html = r.text().await.unwrap();
+    assert!(html.contains("photos.zip"), "{html}");
+    assert!(
+        html.contains("4.0 KB (4,000 bytes), in a folder sent as a zip file"),
+        "{html}"
+    );
+    assert_eq!(s.state(&url).await, "unused");
+}

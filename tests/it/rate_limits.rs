@@ -139,3 +139,54 @@ async fn minting_is_paced_per_address_when_configured() {
     assert_eq!(status, 429, "still paced");
     assert_eq!(s.get(&format!("{}/healthz", s.base)).await.status(), 200);
 }
+
+#[tokio::test]
+async fn a_locked_out_browser_is_told_in_words_and_its_bad_links_count() {
+    let s = Server::start_with(&[("BURNLINK_RATE_FAILED_PER_MIN", "2")]);
+    s.write("f.txt", b"file");
+    let kept = s.mint("f.txt").await;
+    let forged_url = format!("{}/transfer/not-a-token/f.txt", s.base);
+    let page = |url: String| {
+        let client = s.client.clone();
+        async move {
+            let r = client
+                .get(url)
+                .header("Accept", "text/html,application/xhtml+xml,*/*;q=0.8")
+                .send()
+                .await
+                .unwrap();
+            let status = r.status().as_u16();
+            let retry = r
+                .headers()
+                .get("retry-after")
+                .map(|v| v.to_str().unwrap().to_string());
+            let html = r.headers()["content-type"]
+                .to_str()
+                .unwrap()
+                .starts_with("text/html");
+            (status, retry, html, r.text().await.unwrap())
+        }
+    };
+    // Bad links seen as pages count like the JSON ones: 2, plus the one that finds none left.
+    let mut codes = Vec::new();
+    for _ in 0..4 {
+        let (status, _, html, _) = page(forged_url.clone()).await;
+        assert!(html);
+        codes.push(status);
+    }
+    assert_eq!(codes, [404, 404, 404, 429]);
+    let (status, retry, html, text) = page(kept.clone()).await;
+    assert_eq!(status, 429);
+    assert!(html, "a browser gets a page, not JSON");
+    assert!(
+        text.contains("Too many attempts from your network"),
+        "{text}"
+    );
+    let retry: u64 = retry.expect("Retry-After on the page").parse().unwrap();
+    assert!((1..=31).contains(&retry), "{retry}");
+    // curl still gets the JSON.
+    assert_eq!(
+        error_code(s.get(&kept).await).await,
+        (429, "rate_limited".into())
+    );
+}
