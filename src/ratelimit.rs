@@ -9,22 +9,21 @@
 //!   minting already needs a bearer token, and one CI runner may legitimately mint tens of
 //!   thousands of links a second.
 //! - **Failed token checks** (`BURNLINK_RATE_FAILED_PER_MIN`, default 60, also the burst): a
-//!   transfer-route request whose token does not verify, or any request with a wrong bearer
-//!   token (401), spends one unit. A client that has spent them all is refused (429) on every
-//!   guarded route, valid token or not, until its allowance refills: a guess that happened to
-//!   be right would be refused too, so the limit really bounds how fast anyone can guess.
-//!   Genuine links that are expired, used or revoked are not failures.
+//!   request whose link token does not verify, or one with a wrong bearer token, spends one
+//!   unit. Once an address has spent them all, its *failed* checks answer 429 instead of 404 or
+//!   401 until the allowance refills; a valid link or a valid bearer token from the same
+//!   address is served at once. Many honest users share one address (a NAT, a load balancer
+//!   without `BURNLINK_TRUSTED_PROXIES`), so one scanner among them must not lock the others
+//!   out; and guessing stays hopeless anyway (a link carries a 128-bit nonce under an
+//!   HMAC-SHA256). Genuine links that are expired, used or revoked are not failures.
 //!
 //! A refusal is [`RateLimited`]; the HTTP edge answers it as 429 `rate_limited` with
 //! `Retry-After` in seconds, and its middleware feeds the failure gate.
 
-use std::collections::HashMap;
 use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::sync::Arc;
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use governor::clock::Clock;
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
@@ -43,7 +42,7 @@ pub struct RateLimited {
 
 pub struct RateLimits {
     mint: Option<DefaultKeyedRateLimiter<IpAddr>>,
-    failed: Option<FailureGate>,
+    failed: Option<DefaultKeyedRateLimiter<IpAddr>>,
 }
 
 impl RateLimits {
@@ -52,26 +51,18 @@ impl RateLimits {
             let burst = NonZeroU32::new(config.mint_burst).unwrap_or(rate);
             RateLimiter::keyed(Quota::per_second(rate).allow_burst(burst))
         });
-        let failed = NonZeroU32::new(config.failed_per_min).map(|n| FailureGate {
-            limiter: RateLimiter::keyed(Quota::per_minute(n).allow_burst(n)),
-            blocked: Mutex::new(HashMap::new()),
-            blocked_len: AtomicUsize::new(0),
-        });
+        let failed = NonZeroU32::new(config.failed_per_min)
+            .map(|n| RateLimiter::keyed(Quota::per_minute(n).allow_burst(n)));
         RateLimits { mint, failed }
     }
 
-    /// Spends one mint of `client`'s allowance. Mints with no client address (none today
-    /// through the server) are not limited.
+    /// Spends one mint of `client`'s allowance. Mints with no client address (the CLI, MCP on
+    /// stdio) are not limited.
     pub fn check_mint(&self, client: Option<IpAddr>) -> Result<(), RateLimited> {
         let (Some(limiter), Some(ip)) = (&self.mint, client) else {
             return Ok(());
         };
-        limiter.check_key(&ip).map_err(|not_until| {
-            let wait = not_until.wait_time_from(limiter.clock().now());
-            RateLimited {
-                retry_after_s: seconds(wait),
-            }
-        })
+        spend(limiter, ip)
     }
 
     /// Whether failed checks are limited at all (the middleware skips its work when not).
@@ -79,31 +70,22 @@ impl RateLimits {
         self.failed.is_some()
     }
 
-    /// Refuses a client that has used up its failed-check allowance.
-    pub fn gate(&self, client: IpAddr) -> Result<(), RateLimited> {
-        match &self.failed {
-            Some(gate) => gate.gate(client, Instant::now()),
-            None => Ok(()),
-        }
-    }
-
-    /// Counts one failed token check of `client`.
-    pub fn record_failure(&self, client: IpAddr) {
-        if let Some(gate) = &self.failed {
-            gate.record(client, Instant::now());
-        }
+    /// Counts one failed check of `client`; refused when its allowance is spent, so that this
+    /// failure is answered as "too many" rather than as itself.
+    pub fn record_failure(&self, client: IpAddr) -> Result<(), RateLimited> {
+        let Some(limiter) = &self.failed else {
+            return Ok(());
+        };
+        spend(limiter, client).inspect_err(|e| {
+            tracing::debug!(%client, retry_after_s = e.retry_after_s, "too many failed checks");
+        })
     }
 
     /// Forgets addresses that have been quiet long enough to be back at a full allowance.
     fn sweep(&self) {
-        if let Some(limiter) = &self.mint {
+        for limiter in [&self.mint, &self.failed].into_iter().flatten() {
             limiter.retain_recent();
             limiter.shrink_to_fit();
-        }
-        if let Some(gate) = &self.failed {
-            gate.limiter.retain_recent();
-            gate.limiter.shrink_to_fit();
-            gate.unblock_expired(Instant::now());
         }
     }
 
@@ -122,57 +104,10 @@ impl RateLimits {
     }
 }
 
-/// Failed checks per address, and the addresses refused until a moment.
-struct FailureGate {
-    limiter: DefaultKeyedRateLimiter<IpAddr>,
-    blocked: Mutex<HashMap<IpAddr, Instant>>,
-    /// Lets the common case (nobody blocked) skip the lock.
-    blocked_len: AtomicUsize,
-}
-
-impl FailureGate {
-    fn gate(&self, client: IpAddr, now: Instant) -> Result<(), RateLimited> {
-        if self.blocked_len.load(Ordering::Relaxed) == 0 {
-            return Ok(());
-        }
-        let mut blocked = self.lock();
-        match blocked.get(&client) {
-            Some(&until) if until > now => Err(RateLimited {
-                retry_after_s: seconds(until - now),
-            }),
-            Some(_) => {
-                blocked.remove(&client);
-                self.blocked_len.store(blocked.len(), Ordering::Relaxed);
-                Ok(())
-            }
-            None => Ok(()),
-        }
-    }
-
-    fn record(&self, client: IpAddr, now: Instant) {
-        if let Err(not_until) = self.limiter.check_key(&client) {
-            let wait = not_until.wait_time_from(self.limiter.clock().now());
-            let mut blocked = self.lock();
-            blocked.insert(client, now + wait);
-            self.blocked_len.store(blocked.len(), Ordering::Relaxed);
-            tracing::warn!(
-                %client,
-                retry_after_s = seconds(wait),
-                "too many failed token checks; refusing this client for a while"
-            );
-        }
-    }
-
-    fn unblock_expired(&self, now: Instant) {
-        let mut blocked = self.lock();
-        blocked.retain(|_, until| *until > now);
-        blocked.shrink_to_fit();
-        self.blocked_len.store(blocked.len(), Ordering::Relaxed);
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<IpAddr, Instant>> {
-        self.blocked.lock().unwrap_or_else(|p| p.into_inner())
-    }
+fn spend(limiter: &DefaultKeyedRateLimiter<IpAddr>, client: IpAddr) -> Result<(), RateLimited> {
+    limiter.check_key(&client).map_err(|not_until| RateLimited {
+        retry_after_s: seconds(not_until.wait_time_from(limiter.clock().now())),
+    })
 }
 
 /// Whole seconds for `Retry-After`, rounded up so a client that obeys is let in.
@@ -212,30 +147,23 @@ mod tests {
         let a: IpAddr = "192.0.2.1".parse().unwrap();
         for _ in 0..10_000 {
             l.check_mint(Some(a)).unwrap();
-            l.record_failure(a);
+            l.record_failure(a).unwrap();
         }
-        l.gate(a).unwrap();
     }
 
     #[test]
-    fn failures_past_the_allowance_block_the_address_until_it_refills() {
+    fn failures_past_the_allowance_are_refused_for_that_address_only() {
         let l = limits(0, 0, 3);
         let (a, b): (IpAddr, IpAddr) =
             ("192.0.2.1".parse().unwrap(), "2001:db8::1".parse().unwrap());
         for _ in 0..3 {
-            l.record_failure(a);
-            l.gate(a).expect("within the allowance");
+            l.record_failure(a).expect("within the allowance");
         }
-        l.record_failure(a);
-        let e = l.gate(a).unwrap_err();
+        let e = l.record_failure(a).unwrap_err();
         // 3 per minute: one more unit in at most 20 s.
         assert!((1..=20).contains(&e.retry_after_s), "{e:?}");
-        l.gate(b).expect("other addresses are not affected");
-        let gate = l.failed.as_ref().unwrap();
-        gate.unblock_expired(Instant::now() + Duration::from_secs(21));
-        assert_eq!(gate.blocked_len.load(Ordering::Relaxed), 0);
-        gate.gate(a, Instant::now() + Duration::from_secs(21))
-            .unwrap();
+        l.record_failure(b)
+            .expect("other addresses are not affected");
     }
 
     #[test]

@@ -45,14 +45,27 @@ impl Link {
     }
 }
 
+/// The `{token}` segment of a route, as given: for the API routes that look a link up
+/// (`/api/links/{token}`). A segment that cannot be a token (not even UTF-8) is a bad token
+/// there too, answered and counted like any other.
+pub struct LinkToken(pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for LinkToken {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let Path(TokenPath { token }) = Path::<TokenPath>::from_request_parts(parts, state)
+            .await
+            .map_err(|_| ApiError::BadToken)?;
+        Ok(LinkToken(token))
+    }
+}
+
 impl FromRequestParts<Arc<App>> for Link {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, app: &Arc<App>) -> Result<Self, ApiError> {
-        // A segment that is not even UTF-8 cannot be a token.
-        let Path(TokenPath { token }) = Path::<TokenPath>::from_request_parts(parts, app)
-            .await
-            .map_err(|_| ApiError::BadToken)?;
+        let LinkToken(token) = LinkToken::from_request_parts(parts, app).await?;
         let claims = app.keyring.verify(&token)?.claims;
         // Only a genuine link may say it expired; everything else above was "not found".
         if claims.is_expired(unix_now()) {

@@ -17,39 +17,44 @@ use crate::state::App;
 /// behind the same address did.
 const UNGUARDED: &[&str] = &["/healthz", "/readyz", "/metrics"];
 
-/// Middleware (a route layer): refuses blocked clients, and counts the failed checks the route
-/// marked on its answer ([`FailedCheck`]: a link token that does not verify, a wrong bearer
-/// token). A missing file behind a genuine link is not a guess and is not marked.
+/// Middleware (a route layer): counts the failed checks a route marked on its answer
+/// ([`FailedCheck`]: a link token that does not verify, a wrong bearer token) and answers a
+/// failure past the address's allowance with 429 instead. Everything else passes untouched, so
+/// a valid link or bearer token is served whatever else came from the same address. A missing
+/// file behind a genuine link is not a guess and is not marked.
 pub async fn guard(State(app): State<Arc<App>>, request: Request, next: Next) -> Response {
     if !app.rate_limits.limits_failures() {
         return next.run(request).await;
     }
-    let route = request.extensions().get::<MatchedPath>().cloned();
-    if route
-        .as_ref()
-        .is_some_and(|r| UNGUARDED.contains(&r.as_str()))
-    {
-        return next.run(request).await;
-    }
-    let Some(client) = request
+    let unguarded = request
+        .extensions()
+        .get::<MatchedPath>()
+        .is_some_and(|r| UNGUARDED.contains(&r.as_str()));
+    let client = request
         .extensions()
         .get::<ConnInfo>()
-        .map(|conn| conn.client_ip(request.headers(), &app.config.trusted_proxies))
-    else {
+        .map(|conn| conn.client_ip(request.headers(), &app.config.trusted_proxies));
+    let (Some(client), false) = (client, unguarded) else {
         return next.run(request).await;
     };
-    if let Err(e) = app.rate_limits.gate(client) {
-        let e = ApiError::from(e);
-        // A person in a browser is told in words; everyone else gets the JSON.
-        return if prefers_html(request.headers()) {
-            pages::error_page(&e, None)
-        } else {
-            e.into_response()
-        };
-    }
+    let html = prefers_html(request.headers());
     let response = next.run(request).await;
-    if response.extensions().get::<FailedCheck>().is_some() {
-        app.rate_limits.record_failure(client);
+    if response.extensions().get::<FailedCheck>().is_none() {
+        return response;
     }
-    response
+    match app.rate_limits.record_failure(client) {
+        Ok(()) => response,
+        Err(limited) => {
+            let e = ApiError::from(limited);
+            // A person in a browser is told in words; everyone else gets the JSON.
+            let mut refused = if html {
+                pages::error_page(&e, None)
+            } else {
+                e.into_response()
+            };
+            // Still a failed check, for anything further out that counts them.
+            refused.extensions_mut().insert(FailedCheck);
+            refused
+        }
+    }
 }

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use super::ApiJson;
 use crate::access::Caller;
 use crate::http::error::ApiError;
-use crate::http::gate::ClientIp;
+use crate::http::gate::{ClientIp, LinkToken};
 use crate::links::{LinkStatus, MintRequest, Minted, Origin, parse_ip, parse_sha256_hex};
 use crate::state::App;
 use crate::token::Direction;
@@ -57,7 +57,7 @@ pub async fn create(
 pub async fn status(
     State(app): State<Arc<App>>,
     caller: Caller,
-    Path(token): Path<String>,
+    LinkToken(token): LinkToken,
 ) -> Result<Json<LinkStatus>, ApiError> {
     Ok(Json(app.links.status(&caller, &token).await?))
 }
@@ -65,7 +65,7 @@ pub async fn status(
 pub async fn revoke(
     State(app): State<Arc<App>>,
     caller: Caller,
-    Path(token): Path<String>,
+    LinkToken(token): LinkToken,
 ) -> Result<Json<LinkStatus>, ApiError> {
     Ok(Json(app.links.revoke(&caller, &token).await?))
 }
