@@ -41,6 +41,7 @@ pub const KNOWN_VARS: &[&str] = &[
     "RATE_MINT_PER_S",
     "RATE_MINT_BURST",
     "RATE_FAILED_PER_MIN",
+    "MAX_CONNECTIONS",
 ];
 
 #[derive(Debug, Default, Deserialize)]
@@ -69,6 +70,7 @@ struct Raw {
     rate_mint_per_s: Option<String>,
     rate_mint_burst: Option<String>,
     rate_failed_per_min: Option<String>,
+    max_connections: Option<String>,
 }
 
 /// A variable (or the `.env` file) with a bad value. Displays as the one line start-up prints.
@@ -127,6 +129,9 @@ pub struct Config {
     /// Both set, or neither (then plain HTTP).
     pub tls: Option<TlsFiles>,
     pub rate: RateConfig,
+    /// Client connections served at once (`BURNLINK_MAX_CONNECTIONS`); a few more are let in
+    /// only for `/healthz` and `/metrics` ([`crate::http::net`]).
+    pub max_connections: usize,
 }
 
 /// The bounds every mint is held to (from the configuration), whoever
@@ -325,6 +330,15 @@ impl Config {
             },
             failed_per_min: count("RATE_FAILED_PER_MIN", raw.rate_failed_per_min, 60)?,
         };
+        let max_connections = match count("MAX_CONNECTIONS", raw.max_connections, 4096)? {
+            0 => {
+                return Err(bad(
+                    "MAX_CONNECTIONS",
+                    "expected a whole number of at least 1, got `0`",
+                ));
+            }
+            n => n as usize,
+        };
         if rate.mint_per_s > 0 && rate.mint_burst == 0 {
             return Err(bad(
                 "RATE_MINT_BURST",
@@ -366,6 +380,7 @@ impl Config {
             )?),
             tls,
             rate,
+            max_connections,
         })
     }
 

@@ -39,6 +39,7 @@ pub async fn run(mut config: Config) -> Result<(), StartError> {
     for var in Config::unknown_vars() {
         tracing::warn!(variable = %var, "unknown BURNLINK_* variable ignored (a typo?)");
     }
+    raise_open_files_limit(config.max_connections);
     let sandbox = config.open_sandbox()?;
     let tls = config.tls.as_ref().map(crate::tls::acceptor).transpose()?;
     let (ledger, stats) = open_ledger(&config.ledger).await?;
@@ -103,6 +104,7 @@ pub async fn run(mut config: Config) -> Result<(), StartError> {
         header_read_timeout: Duration::from_secs(30).min(config.idle_timeout),
         write_idle: config.idle_timeout,
         max_header_bytes: 64 * 1024,
+        max_connections: config.max_connections,
     };
     let rate_limits = Arc::new(RateLimits::new(&config.rate));
     let links = Arc::new(LinkService::new(
@@ -124,6 +126,7 @@ pub async fn run(mut config: Config) -> Result<(), StartError> {
         leases,
         rate_limits,
         tasks: TaskTracker::new(),
+        archives: crate::archive::Slots::default(),
     });
     app.rate_limits.spawn_sweeper();
 
@@ -188,6 +191,30 @@ fn sweep_stale_uploads(sandbox: &Sandbox) {
             tracing::info!(removed, "removed temporary files of interrupted uploads");
         }
     });
+}
+
+/// Lifts the soft limit on open files to the hard one (systemd and most shells start services
+/// at 1024, far below `BURNLINK_MAX_CONNECTIONS`), and says so when even the hard limit leaves
+/// too little room: each connection is a descriptor, and a transfer holds a file or two more.
+fn raise_open_files_limit(max_connections: usize) {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let mut limit = getrlimit(Resource::Nofile);
+    if limit.current < limit.maximum {
+        limit.current = limit.maximum;
+        if let Err(e) = setrlimit(Resource::Nofile, limit.clone()) {
+            tracing::debug!(error = %e, "could not raise the open-files limit");
+        }
+    }
+    let now = getrlimit(Resource::Nofile).current.unwrap_or(u64::MAX);
+    let wanted = 2 * (max_connections + crate::http::net::HEADROOM) as u64 + 64;
+    if now < wanted {
+        tracing::warn!(
+            open_files_limit = now,
+            max_connections,
+            "the open-files limit is low for BURNLINK_MAX_CONNECTIONS; raise it (LimitNOFILE=) \
+             or lower BURNLINK_MAX_CONNECTIONS"
+        );
+    }
 }
 
 async fn shutdown_signal() {

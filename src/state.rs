@@ -7,6 +7,7 @@ use std::sync::Arc;
 use tokio_util::task::TaskTracker;
 
 use crate::access::ApiTokens;
+use crate::archive;
 use crate::config::Config;
 use crate::lease::LeaseKeeper;
 use crate::ledger::Ledger;
@@ -30,4 +31,6 @@ pub struct App {
     /// Work that outlives a response (settling a transfer's lease), so shutdown can wait for it.
     pub tasks: TaskTracker,
     pub rate_limits: Arc<RateLimits>,
+    /// The threads directory archives may take.
+    pub archives: archive::Slots,
 }

@@ -25,6 +25,7 @@ use zip::{CompressionMethod, DateTime, ZipWriter};
 
 use super::method::{self, Method};
 use super::walk::{self, EntryKind, Limits, Walk};
+use super::Slot;
 use crate::sandbox::{self, SandboxError};
 
 /// Size of the pieces handed to the response, and of file reads.
@@ -72,11 +73,15 @@ pub enum Piece {
     End,
 }
 
-/// Starts writing the directory `root` (relative to the sandbox `base`) on a blocking thread
-/// and returns the stream of its bytes.
-pub fn start(base: Dir, root: String, settings: Settings) -> ArchiveStream {
+/// Starts writing the directory `root` (relative to the sandbox `base`) on a thread of its own,
+/// which holds `slot` until it ends, and returns the stream of its bytes.
+pub fn start(base: Dir, root: String, settings: Settings, slot: Slot) -> ArchiveStream {
     let (tx, rx) = mpsc::channel(QUEUE);
-    tokio::task::spawn_blocking(move || {
+    let failed = tx.clone();
+    let spawned = std::thread::Builder::new()
+        .name("burnlink-zip".into())
+        .spawn(move || {
+        let _slot = slot;
         let out = ChannelWriter {
             tx: tx.clone(),
             buf: BytesMut::with_capacity(PIECE),
@@ -89,6 +94,10 @@ pub fn start(base: Dir, root: String, settings: Settings) -> ArchiveStream {
             let _ = tx.blocking_send(Err(e));
         }
     });
+    if let Err(e) = spawned {
+        tracing::error!(error = %e, "cannot start an archive thread");
+        let _ = failed.try_send(Err(e));
+    }
     ArchiveStream {
         rx,
         state: State::Running,

@@ -60,6 +60,9 @@ pub enum ApiError {
     InvalidTtl,
     #[error("the link ledger is unreachable; try again shortly")]
     Unavailable,
+    /// The server is at one of its bounds (connections, archive threads): try again shortly.
+    #[error("{0}")]
+    Overloaded(String),
     #[error("too many requests from this address; retry in {retry_after_s} s")]
     RateLimited { retry_after_s: u64 },
     #[error("internal error")]
@@ -86,7 +89,7 @@ impl ApiError {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::InvalidTtl => StatusCode::UNPROCESSABLE_ENTITY,
-            ApiError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Unavailable | ApiError::Overloaded(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -111,7 +114,7 @@ impl ApiError {
             ApiError::Forbidden(_) => "forbidden",
             ApiError::BadRequest(_) | ApiError::MethodNotAllowed => "bad_request",
             ApiError::InvalidTtl => "invalid_ttl",
-            ApiError::Unavailable => "unavailable",
+            ApiError::Unavailable | ApiError::Overloaded(_) => "unavailable",
             ApiError::RateLimited { .. } => "rate_limited",
             ApiError::Internal => "internal",
         }
@@ -142,7 +145,7 @@ impl IntoResponse for ApiError {
             ApiError::Unauthorized => {
                 headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
             }
-            ApiError::InProgress | ApiError::Unavailable => {
+            ApiError::InProgress | ApiError::Unavailable | ApiError::Overloaded(_) => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             }
             ApiError::RateLimited { retry_after_s } => {
@@ -363,6 +366,7 @@ mod tests {
             ApiError::InvalidTtl,
             ApiError::MethodNotAllowed,
             ApiError::Unavailable,
+            ApiError::Overloaded(String::new()),
             ApiError::RateLimited { retry_after_s: 1 },
             ApiError::Internal,
         ];

@@ -4,7 +4,8 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::Request;
+use axum::extract::{Request, State};
+use axum::response::IntoResponse;
 use axum::http::HeaderValue;
 use axum::http::header::{CONTENT_LENGTH, CONTENT_TYPE};
 use axum::middleware::{self, Next};
@@ -13,6 +14,7 @@ use rmcp::transport::streamable_http_server::session::never::NeverSessionManager
 use rmcp::transport::{StreamableHttpServerConfig, StreamableHttpService};
 
 use crate::access::Caller;
+use crate::http::api::read_body;
 use crate::http::error::code_for_status;
 use crate::http::gate::ClientIp;
 use crate::mcp::{Backend, BurnlinkMcp, RemoteCaller};
@@ -78,15 +80,27 @@ async fn json_errors(response: Response) -> Response {
 /// Puts the authenticated caller and its address into the request, where the tools find them
 /// (with its pinned session) through rmcp's `http::request::Parts`. Without a valid token the
 /// answer is the API's JSON 401, before rmcp sees the request.
+///
+/// The JSON-RPC body is read here, within [`MCP_BODY_LIMIT`] and the idle timeout, before the
+/// SDK sees it: no MCP request holds a connection or a buffer for as long as its client likes.
 async fn bearer(
+    State(app): State<Arc<App>>,
     caller: Caller,
     ClientIp(client): ClientIp,
-    mut req: Request,
+    req: Request,
     next: Next,
 ) -> Response {
-    req.extensions_mut().insert(RemoteCaller { caller, client });
-    next.run(req).await
+    let (mut parts, body) = req.into_parts();
+    let body = match read_body(body, MCP_BODY_LIMIT, app.config.idle_timeout).await {
+        Ok(bytes) => bytes,
+        Err(e) => return e.into_response(),
+    };
+    parts.extensions.insert(RemoteCaller { caller, client });
+    next.run(Request::from_parts(parts, Body::from(body))).await
 }
+
+/// The largest MCP request read: a tool call is a few hundred bytes.
+const MCP_BODY_LIMIT: usize = 256 * 1024;
 
 /// `BURNLINK_MCP_ALLOWED_HOSTS` as given, else the base URL's host and loopback. A host
 /// without a port allows any port (rmcp's rule), so `files.example.com` covers a load balancer

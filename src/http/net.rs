@@ -18,18 +18,21 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::http::HeaderMap;
+use axum::response::IntoResponse;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use ipnet::IpNet;
 use pin_project_lite::pin_project;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::time::{Instant, Sleep};
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
+
+use crate::http::error::ApiError;
 
 /// What a handler may know about the connection its request came on.
 #[derive(Clone, Debug)]
@@ -267,7 +270,22 @@ pub struct ConnLimits {
     /// How long a write may wait for a client that does not read.
     pub write_idle: Duration,
     pub max_header_bytes: usize,
+    /// Client connections served at once; beyond it, [`HEADROOM`] more are let in for
+    /// `/healthz` and `/metrics` only, and beyond that the server stops accepting until one
+    /// closes (the kernel's backlog holds the rest).
+    pub max_connections: usize,
 }
+
+/// Connections let in past `max_connections`, each for one request to `/healthz` or
+/// `/metrics` (anything else is 503), with a short head deadline and no keep-alive, so probes
+/// and scrapes still get through an accept flood.
+pub const HEADROOM: usize = 16;
+
+/// How long an overflow connection may take to send its request head.
+const HEADROOM_HEAD_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The routes an overflow connection may ask for.
+const PROBES: &[&str] = &["/healthz", "/metrics"];
 
 /// How long cut-off transfers get to release their leases once the grace period is over.
 const CUT_SETTLE: Duration = Duration::from_secs(5);
@@ -288,8 +306,21 @@ pub async fn serve(
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let cut = CancellationToken::new();
     let conns = TaskTracker::new();
+    let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let spare = Arc::new(Semaphore::new(HEADROOM));
+    let mut accept_warned: Option<std::time::Instant> = None;
     let mut shutdown = pin!(shutdown);
     loop {
+        // Every slot and all the headroom taken: wait for a connection to close before
+        // accepting another, rather than accepting and dropping in a spin.
+        if slots.available_permits() == 0 && spare.available_permits() == 0 {
+            tokio::select! {
+                biased;
+                () = &mut shutdown => break,
+                _ = slots.acquire() => {}
+                _ = spare.acquire() => {}
+            }
+        }
         let (stream, peer) = tokio::select! {
             // Shutdown first: once it is asked for, no further connection is taken.
             biased;
@@ -297,11 +328,24 @@ pub async fn serve(
             accepted = listener.accept() => match accepted {
                 Ok(pair) => pair,
                 Err(e) => {
-                    // Out of file descriptors and the like: back off instead of spinning.
-                    tracing::warn!(error = %e, "accept failed");
+                    // Out of file descriptors and the like: back off instead of spinning, and
+                    // say so once a minute rather than on every try.
+                    let now = std::time::Instant::now();
+                    if accept_warned.is_none_or(|t| now.duration_since(t) >= Duration::from_secs(60)) {
+                        tracing::warn!(error = %e, "accept failed; backing off");
+                        accept_warned = Some(now);
+                    }
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
+            },
+        };
+        let slot = match slots.clone().try_acquire_owned() {
+            Ok(permit) => Slot::Full(permit),
+            Err(_) => match spare.clone().try_acquire_owned() {
+                Ok(permit) => Slot::Probe(permit),
+                // Raced away since the wait above: close this one and wait again.
+                Err(_) => continue,
             },
         };
         let _ = stream.set_nodelay(true);
@@ -316,16 +360,37 @@ pub async fn serve(
         let (router, watcher, cut, tls) =
             (router.clone(), graceful.watcher(), cut.clone(), tls.clone());
         conns.spawn(async move {
+            let probe_only = matches!(slot, Slot::Probe(_));
+            let limits = if probe_only {
+                ConnLimits {
+                    header_read_timeout: HEADROOM_HEAD_TIMEOUT.min(limits.header_read_timeout),
+                    ..limits
+                }
+            } else {
+                limits
+            };
+            let _slot = slot;
             let served = async {
                 match tls {
-                    None => serve_conn(TokioIo::new(io), router, info, limits, watcher).await,
+                    None => {
+                        serve_conn(TokioIo::new(io), router, info, limits, watcher, probe_only)
+                            .await
+                    }
                     Some(acceptor) => {
                         // The handshake is bounded like a request head.
                         match tokio::time::timeout(limits.header_read_timeout, acceptor.accept(io))
                             .await
                         {
                             Ok(Ok(io)) => {
-                                serve_conn(TokioIo::new(io), router, info, limits, watcher).await
+                                serve_conn(
+                                    TokioIo::new(io),
+                                    router,
+                                    info,
+                                    limits,
+                                    watcher,
+                                    probe_only,
+                                )
+                                .await
                             }
                             Ok(Err(e)) => {
                                 tracing::debug!(error = %e, %peer, "TLS handshake failed")
@@ -365,20 +430,39 @@ pub async fn serve(
     }
 }
 
-/// Serves one connection's requests, each carrying the connection's [`ConnInfo`].
+/// What a connection was let in on.
+enum Slot {
+    Full(#[allow(dead_code)] OwnedSemaphorePermit),
+    /// Past `max_connections`: one probe or scrape, nothing else.
+    Probe(#[allow(dead_code)] OwnedSemaphorePermit),
+}
+
+/// Serves one connection's requests, each carrying the connection's [`ConnInfo`]. A
+/// `probe_only` connection answers `/healthz` and `/metrics` and 503 to anything else, once.
 async fn serve_conn<I>(
     io: I,
     router: Router,
     info: ConnInfo,
     limits: ConnLimits,
     watcher: hyper_util::server::graceful::Watcher,
+    probe_only: bool,
 ) where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
     let peer = info.peer;
     let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
         req.extensions_mut().insert(info.clone());
-        router.clone().oneshot(req.map(axum::body::Body::new))
+        let refuse = probe_only && !PROBES.contains(&req.uri().path());
+        let router = router.clone();
+        async move {
+            if refuse {
+                return Ok(ApiError::Overloaded(
+                    "the server is at its connection limit; retry shortly".into(),
+                )
+                .into_response());
+            }
+            router.oneshot(req.map(axum::body::Body::new)).await
+        }
     });
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
@@ -387,7 +471,8 @@ async fn serve_conn<I>(
         // A head that arrives in one read is checked against `max_header_size`; one that
         // arrives in pieces against `max_buf_size`. Either way: 431 and the connection closes.
         .max_header_size(limits.max_header_bytes)
-        .max_buf_size(limits.max_header_bytes.max(8192));
+        .max_buf_size(limits.max_header_bytes.max(8192))
+        .keep_alive(!probe_only);
     let conn = builder.serve_connection(io, service);
     if let Err(e) = watcher.watch(conn).await {
         tracing::debug!(error = %e, %peer, "connection ended with an error");

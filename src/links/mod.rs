@@ -141,7 +141,7 @@ impl Minter {
         }
         let name = match kind {
             Kind::File => sandbox::file_name(&rel).to_string(),
-            Kind::Directory => archive::archive_name(&self.sandbox, session, &rel),
+            Kind::Directory => archive::archive_name(&rel),
         };
         let expires_at = now_unix.saturating_add(ttl);
         let mut claims = Claims::new(direction, req.session, rel, expires_at);

@@ -5,8 +5,11 @@ pub mod compat;
 pub mod links;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
+use axum::body::Body;
+use bytes::Bytes;
 use axum::extract::{FromRequest, Request};
 use axum::routing::{get, post};
 use serde::de::DeserializeOwned;
@@ -31,33 +34,43 @@ pub fn routes() -> Router<Arc<App>> {
 ///
 /// Lenient on purpose: `curl -d '{…}'` without `-H 'Content-Type: application/json'` sends
 /// `application/x-www-form-urlencoded`, and a CI job should not fail on that. The body is read
-/// up to [`API_BODY_LIMIT`]; a larger one is 413 `too_large`.
+/// within [`API_BODY_LIMIT`] and the idle timeout ([`read_body`]).
 pub struct ApiJson<T>(pub T);
 
 /// The largest JSON body `/api/*` reads. A mint request is a few hundred bytes; this bounds
 /// what one request can make the server buffer.
 pub const API_BODY_LIMIT: usize = 64 * 1024;
 
-impl<T, S> FromRequest<S> for ApiJson<T>
+impl<T> FromRequest<Arc<App>> for ApiJson<T>
 where
     T: DeserializeOwned,
-    S: Send + Sync,
 {
     type Rejection = ApiError;
 
-    async fn from_request(req: Request, _state: &S) -> Result<Self, ApiError> {
-        let body = axum::body::to_bytes(req.into_body(), API_BODY_LIMIT)
-            .await
-            .map_err(|e| {
-                if is_length_limit(&e) {
-                    ApiError::TooLarge(format!("the JSON body is over {API_BODY_LIMIT} bytes"))
-                } else {
-                    ApiError::BadRequest(format!("could not read the request body: {e}"))
-                }
-            })?;
+    async fn from_request(req: Request, app: &Arc<App>) -> Result<Self, ApiError> {
+        let body = read_body(req.into_body(), API_BODY_LIMIT, app.config.idle_timeout).await?;
         serde_json::from_slice(&body)
             .map(ApiJson)
             .map_err(|e| ApiError::BadRequest(format!("invalid JSON body: {e}")))
+    }
+}
+
+/// Reads a whole (small) request body: at most `limit` bytes (413 past it), all of it within
+/// `deadline` (408 past it), so no request can hold a connection and a buffer for as long as
+/// its client likes. Streams (uploads) have their own per-chunk deadline instead.
+pub async fn read_body(body: Body, limit: usize, deadline: Duration) -> Result<Bytes, ApiError> {
+    match tokio::time::timeout(deadline, axum::body::to_bytes(body, limit)).await {
+        Err(_) => Err(ApiError::Timeout(format!(
+            "the request body did not arrive within {} s",
+            deadline.as_secs()
+        ))),
+        Ok(Err(e)) if is_length_limit(&e) => Err(ApiError::TooLarge(format!(
+            "the request body is over {limit} bytes"
+        ))),
+        Ok(Err(e)) => Err(ApiError::BadRequest(format!(
+            "could not read the request body: {e}"
+        ))),
+        Ok(Ok(bytes)) => Ok(bytes),
     }
 }
 

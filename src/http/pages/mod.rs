@@ -83,6 +83,11 @@ pub fn words(error: &ApiError, direction: Option<Direction>) -> (&'static str, &
              minute, so it is pausing requests from it. Nothing was used up: wait a minute and \
              try again.",
         ),
+        ApiError::Overloaded(_) => (
+            "The server is busy",
+            "Too many transfers are running right now. Nothing was used up: try again in a \
+             moment.",
+        ),
         ApiError::Unavailable => (
             "Temporarily unavailable",
             "The server cannot check links right now. Nothing was used up: try again in a minute.",

@@ -22,31 +22,38 @@ use crate::telemetry::TransferAudit;
 use crate::token::Claims;
 
 /// Answers `HEAD` without building anything.
-pub fn head(app: &App, claims: &Claims) -> Response {
+pub fn head(claims: &Claims) -> Response {
     // A body of unknown length, as the GET's: an empty body would make hyper announce
     // `Content-Length: 0`, which is not the archive's length.
     let unknown = futures_util::stream::empty::<Result<bytes::Bytes, std::io::Error>>();
     let mut response = Response::new(Body::from_stream(unknown));
-    headers(response.headers_mut(), app, claims);
+    headers(response.headers_mut(), claims);
     response
 }
 
 /// Streams the directory's archive, from the session's sandbox `base`, under the link's lease.
 pub async fn get(app: &Arc<App>, link: &Link, base: Dir) -> Result<Response, ApiError> {
     let claims = &link.claims;
+    // A thread of its own first: when none is free the link is not even leased.
+    let slot = app.archives.try_take().ok_or_else(|| {
+        ApiError::Overloaded(format!(
+            "{} directory archives are being sent right now; retry in a moment",
+            archive::MAX_CONCURRENT
+        ))
+    })?;
     let lease = app.leases.acquire(claims).await?;
-    let archive = stream::start(base, claims.path.clone(), stream::Settings::default());
+    let archive = stream::start(base, claims.path.clone(), stream::Settings::default(), slot);
     let settle = Settle {
         audit: TransferAudit::new(claims, link.client),
     };
     let body = delivery::deliver_stream(lease, archive, &link.conn, &app.tasks, settle);
     let mut response = Response::new(Body::new(body));
-    headers(response.headers_mut(), app, claims);
+    headers(response.headers_mut(), claims);
     Ok(response)
 }
 
-fn headers(h: &mut HeaderMap, app: &App, claims: &Claims) {
-    let name = archive::archive_name(&app.sandbox, claims.session.as_ref(), &claims.path);
+fn headers(h: &mut HeaderMap, claims: &Claims) {
+    let name = archive::archive_name(&claims.path);
     h.insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/zip"),

@@ -24,6 +24,7 @@ use super::accept::prefers_html;
 use super::download::{self, refuse_if_spent};
 use super::open;
 use super::upload;
+use crate::http::api::read_body;
 use crate::http::error::ApiError;
 use crate::http::gate::Link;
 use crate::http::pages::{self, DownloadView, UploadView};
@@ -97,10 +98,10 @@ pub async fn post_alias(
 
 /// The Download button's request: the whole download route, burn included.
 async fn confirmed(app: &Arc<App>, link: Link, headers: HeaderMap, body: Body) -> Response {
-    let result = if is_confirmation(&headers, body).await {
-        download::get(app, link, &headers).await
-    } else {
-        Err(ApiError::NotFound)
+    let result = match is_confirmation(&headers, body, app.config.idle_timeout).await {
+        Ok(true) => download::get(app, link, &headers).await,
+        Ok(false) => Err(ApiError::NotFound),
+        Err(e) => Err(e),
     };
     match result {
         Ok(r) => r,
@@ -118,8 +119,13 @@ fn failure(e: ApiError, headers: &HeaderMap, direction: Option<Direction>) -> Re
 }
 
 /// Whether a POST body is the confirmation form (`application/x-www-form-urlencoded` with
-/// `burnlink=download`). The body is read only up to a few hundred bytes.
-async fn is_confirmation(headers: &HeaderMap, body: Body) -> bool {
+/// `burnlink=download`). The body is read only for a verified download link, only up to a few
+/// hundred bytes, and only within the idle timeout.
+async fn is_confirmation(
+    headers: &HeaderMap,
+    body: Body,
+    deadline: std::time::Duration,
+) -> Result<bool, ApiError> {
     let is_form = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -129,13 +135,14 @@ async fn is_confirmation(headers: &HeaderMap, body: Body) -> bool {
                 .eq_ignore_ascii_case("application/x-www-form-urlencoded")
         });
     if !is_form {
-        return false;
+        return Ok(false);
     }
-    match axum::body::to_bytes(body, 512).await {
-        Ok(bytes) => bytes
+    match read_body(body, 512, deadline).await {
+        Ok(bytes) => Ok(bytes
             .split(|b| *b == b'&')
-            .any(|pair| pair == CONFIRM_FIELD.as_bytes()),
-        Err(_) => false,
+            .any(|pair| pair == CONFIRM_FIELD.as_bytes())),
+        Err(ApiError::Timeout(m)) => Err(ApiError::Timeout(m)),
+        Err(_) => Ok(false),
     }
 }
 
@@ -148,7 +155,7 @@ async fn download_page(app: &App, claims: &Claims) -> Result<Response, ApiError>
         Kind::File => sandbox::file_name(&claims.path).to_string(),
         // The same name the archive is served under (the sandbox's own name for `.`).
         Kind::Directory => {
-            crate::archive::archive_name(&app.sandbox, claims.session.as_ref(), &claims.path)
+            crate::archive::archive_name(&claims.path)
         }
     };
     Ok(pages::download_page(&DownloadView {

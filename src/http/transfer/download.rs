@@ -30,7 +30,7 @@ pub async fn head(State(app): State<Arc<App>>, link: Link) -> Result<Response, A
             set_len(response.headers_mut(), meta.len());
             Ok(response)
         }
-        Target::Directory { .. } => Ok(archive::head(&app, &claims)),
+        Target::Directory { .. } => Ok(archive::head(&claims)),
     }
 }
 

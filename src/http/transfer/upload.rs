@@ -196,7 +196,7 @@ impl Receive {
     ) -> Result<(Response, Burn), ApiError> {
         let (tx, rx) = mpsc::channel(QUEUE);
         let hasher = Hasher::new(&self.expected);
-        let writer = tokio::task::spawn_blocking(move || write(staged, rx, hasher));
+        let writer = tokio::spawn(write(staged, rx, hasher));
         let streamed = match self.stream_body(body, &tx, received).await {
             Ok(()) => tx.send(Chunk::End).await.map_err(|_| Stop::WriterGone),
             Err(stop) => Err(stop),
@@ -394,22 +394,28 @@ fn outcome(e: &ApiError) -> &'static str {
     }
 }
 
-/// The writer thread: hashes and writes every chunk, then syncs. Blocking.
-fn write(
-    mut staged: Staged,
+/// The writer: gathers the body into batches and hashes and writes each batch on the blocking
+/// pool, then syncs. An upload holds a blocking thread only while a batch is written, never
+/// while it waits for a slow client's next bytes, so trickling uploads cannot take the threads
+/// every file open needs. The queue in front keeps receiving while a batch is written.
+async fn write(
+    staged: Staged,
     mut rx: mpsc::Receiver<Chunk>,
-    mut hasher: Hasher,
+    hasher: Hasher,
 ) -> std::io::Result<Written> {
-    use std::io::Write;
-    let mut out = std::io::BufWriter::with_capacity(WRITE_BUFFER, staged.file());
+    let mut disk = (staged, hasher);
+    let mut batch = bytes::BytesMut::with_capacity(WRITE_BUFFER);
     loop {
-        match rx.blocking_recv() {
+        match rx.recv().await {
             Some(Chunk::Data(data)) => {
-                hasher.update(&data);
-                out.write_all(&data)?;
+                batch.extend_from_slice(&data);
+                if batch.len() >= WRITE_BUFFER {
+                    disk = write_batch(disk, batch.split().freeze()).await?;
+                }
             }
             Some(Chunk::End) => break,
             None => {
+                discard(disk.0).await;
                 return Err(std::io::Error::new(
                     std::io::ErrorKind::Interrupted,
                     "upload abandoned",
@@ -417,15 +423,40 @@ fn write(
             }
         }
     }
-    out.flush()?;
-    drop(out);
-    staged.sync()?;
+    let (staged, hasher) = write_batch(disk, batch.freeze()).await?;
+    let staged = on_blocking(move || staged.sync().map(|()| staged)).await?;
     let (sha256, sha512) = hasher.finish();
     Ok(Written {
         staged,
         sha256,
         sha512,
     })
+}
+
+/// Hashes and appends one batch, on the blocking pool. On failure the temporary is dropped
+/// (removed) there too.
+async fn write_batch(
+    (mut staged, mut hasher): (Staged, Hasher),
+    batch: Bytes,
+) -> std::io::Result<(Staged, Hasher)> {
+    if batch.is_empty() {
+        return Ok((staged, hasher));
+    }
+    on_blocking(move || {
+        use std::io::Write;
+        hasher.update(&batch);
+        staged.file().write_all(&batch)?;
+        Ok((staged, hasher))
+    })
+    .await
+}
+
+async fn on_blocking<T: Send + 'static>(
+    work: impl FnOnce() -> std::io::Result<T> + Send + 'static,
+) -> std::io::Result<T> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(std::io::Error::other)?
 }
 
 /// Removes a temporary that will not be used, off the async workers.
