@@ -23,9 +23,9 @@ use tokio::sync::mpsc;
 use zip::write::{ExtendedFileOptions, FileOptions, FullFileOptions};
 use zip::{CompressionMethod, DateTime, ZipWriter};
 
+use super::Slot;
 use super::method::{self, Method};
 use super::walk::{self, EntryKind, Limits, Walk};
-use super::Slot;
 use crate::sandbox::{self, SandboxError};
 
 /// Size of the pieces handed to the response, and of file reads.
@@ -81,19 +81,19 @@ pub fn start(base: Dir, root: String, settings: Settings, slot: Slot) -> Archive
     let spawned = std::thread::Builder::new()
         .name("burnlink-zip".into())
         .spawn(move || {
-        let _slot = slot;
-        let out = ChannelWriter {
-            tx: tx.clone(),
-            buf: BytesMut::with_capacity(PIECE),
-        };
-        let result = write_archive(&base, &root, &settings, out).and_then(|out| out.end());
-        if let Err(e) = result {
-            if e.kind() != io::ErrorKind::BrokenPipe {
-                tracing::warn!(error = %e, root, "directory archive cut off");
+            let _slot = slot;
+            let out = ChannelWriter {
+                tx: tx.clone(),
+                buf: BytesMut::with_capacity(PIECE),
+            };
+            let result = write_archive(&base, &root, &settings, out).and_then(|out| out.end());
+            if let Err(e) = result {
+                if e.kind() != io::ErrorKind::BrokenPipe {
+                    tracing::warn!(error = %e, root, "directory archive cut off");
+                }
+                let _ = tx.blocking_send(Err(e));
             }
-            let _ = tx.blocking_send(Err(e));
-        }
-    });
+        });
     if let Err(e) = spawned {
         tracing::error!(error = %e, "cannot start an archive thread");
         let _ = failed.try_send(Err(e));

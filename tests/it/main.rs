@@ -29,6 +29,7 @@ mod sandbox_escape;
 mod secrets_in_logs;
 mod shutdown;
 mod single_use;
+mod slow_clients;
 mod stalled_client;
 mod stats_redis;
 mod tls;

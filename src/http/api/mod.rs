@@ -9,9 +9,9 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
-use bytes::Bytes;
 use axum::extract::{FromRequest, Request};
 use axum::routing::{get, post};
+use bytes::Bytes;
 use serde::de::DeserializeOwned;
 
 use crate::http::error::ApiError;

@@ -154,9 +154,7 @@ async fn download_page(app: &App, claims: &Claims) -> Result<Response, ApiError>
     let name = match kind {
         Kind::File => sandbox::file_name(&claims.path).to_string(),
         // The same name the archive is served under (the sandbox's own name for `.`).
-        Kind::Directory => {
-            crate::archive::archive_name(&claims.path)
-        }
+        Kind::Directory => crate::archive::archive_name(&claims.path),
     };
     Ok(pages::download_page(&DownloadView {
         name: &name,
