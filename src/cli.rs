@@ -15,7 +15,9 @@ use crate::links::{LinkService, MintRequest, Origin, parse_ip, parse_sha256_hex,
 use crate::server;
 use crate::session::SessionId;
 use crate::stats::MemoryStats;
-use crate::token::{Direction, TokenError, extract_token, generate_key_entry, hex, unix_now};
+use crate::token::{
+    Direction, TokenError, extract_token, generate_key_entry, hex, is_token_shaped, unix_now,
+};
 
 #[derive(Parser)]
 #[command(
@@ -286,6 +288,9 @@ fn revoke(mut config: Config, input: &str) -> Result<ExitCode, String> {
         ));
     }
     let token = extract_token(input).to_string();
+    if !is_token_shaped(&token) {
+        return Err("that is not a burnlink link or token".into());
+    }
     let url = format!("{base_url}/api/links/{token}");
     runtime()?.block_on(async move {
         let response = reqwest::Client::new()

@@ -5,7 +5,7 @@
 //! - the core, free of HTTP: [`token`], [`session`], [`sandbox`], [`ledger`] and [`lease`],
 //!   [`links`] (minting, and the service that mints, answers status and revokes), [`access`],
 //!   [`archive`], [`staging`], [`stats`], [`ratelimit`], [`metrics`], [`telemetry`],
-//!   [`config`], [`tls`];
+//!   [`text`], [`config`], [`tls`];
 //! - the shared state, [`state`];
 //! - the edges: [`http`] (router, link gate, the one error map, handlers, pages, middlewares,
 //!   the connection loop), [`mcp`] (tools over the links service), [`cli`];
@@ -30,5 +30,6 @@ pub mod staging;
 pub mod state;
 pub mod stats;
 pub mod telemetry;
+pub mod text;
 pub mod tls;
 pub mod token;

@@ -10,6 +10,7 @@ use tracing_subscriber::EnvFilter;
 
 use crate::config::LogFormat;
 use crate::session::SessionId;
+use crate::text::LogSafe;
 use crate::token::Claims;
 
 /// Installs the global subscriber. Logs go to stderr; stdout is kept for what the CLI prints.
@@ -62,7 +63,7 @@ impl TransferAudit {
             link = %self.link,
             direction = self.direction,
             session = self.session.as_ref().map_or("-", SessionId::as_str),
-            path = %self.path,
+            path = %LogSafe(&self.path),
             outcome,
             bytes,
             client = %self.client,
@@ -77,7 +78,7 @@ pub fn audit_mint(claims: &Claims, via: &str, client: Option<IpAddr>) {
         link = %claims.short_id(),
         direction = claims.direction.as_str(),
         session = claims.session.as_ref().map_or("-", SessionId::as_str),
-        path = %claims.path,
+        path = %LogSafe(&claims.path),
         via,
         expires_at = claims.expires_at,
         client = %client.map(|c| c.to_string()).unwrap_or_else(|| "-".into()),

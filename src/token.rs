@@ -240,9 +240,7 @@ impl Keyring {
     /// Checks a token and returns its claims. Expiry is not checked here: callers decide what
     /// an expired token means (410 on a transfer, a reason in `inspect`).
     pub fn verify(&self, token: &str) -> Result<Verified, TokenError> {
-        // The shortest valid token is well over 64 bytes; the longest is bounded by the path
-        // length field. Refusing absurd lengths first keeps decoding cheap for junk.
-        if token.len() > 8192 {
+        if !is_token_shaped(token) {
             return Err(TokenError::Malformed);
         }
         let raw = Base64UrlUnpadded::decode_vec(token).map_err(|_| TokenError::Malformed)?;
@@ -304,6 +302,21 @@ pub fn generate_key_entry() -> String {
 
 /// Pulls the token out of what a user pastes: a bare token or any burnlink URL that carries
 /// one (`/transfer/T`, `/transfer/T/name`, `/api/download/T`, `/api/links/T`).
+/// The longest token accepted: the longest valid one is bounded by the path length field (a
+/// 4 KiB path), well under this. Refusing absurd lengths first keeps decoding cheap for junk.
+pub const MAX_TOKEN_LEN: usize = 8192;
+
+/// Whether `token` could be a token at all: URL-safe base64 without padding, of a sane length.
+/// Checked before a token from outside is used anywhere (verified, or put into a URL path by a
+/// client such as `burnlink revoke` or MCP's `get_link_status`), so `..`, `/`, `?` or `%`
+/// can never steer a request elsewhere.
+pub fn is_token_shaped(token: &str) -> bool {
+    (2..=MAX_TOKEN_LEN).contains(&token.len())
+        && token
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
 pub fn extract_token(input: &str) -> &str {
     let input = input.trim();
     let without_query = input.split(['?', '#']).next().unwrap_or(input);
@@ -634,6 +647,24 @@ mod tests {
         assert_eq!(extract_token("http://h/transfer/abc/file.txt?x=1"), "abc");
         assert_eq!(extract_token("https://h/api/download/abc"), "abc");
         assert_eq!(extract_token(" https://h/api/links/abc \n"), "abc");
+    }
+
+    #[test]
+    fn token_shapes() {
+        assert!(is_token_shaped("AbC-_09"));
+        for bad in [
+            "",
+            "a",
+            "..",
+            "a/b",
+            "a?b",
+            "a%2e",
+            "a b",
+            "a=",
+            &"a".repeat(MAX_TOKEN_LEN + 1),
+        ] {
+            assert!(!is_token_shaped(bad), "{bad}");
+        }
     }
 
     fn arb_claims() -> impl Strategy<Value = Claims> {

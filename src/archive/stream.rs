@@ -27,6 +27,7 @@ use super::Slot;
 use super::method::{self, Method};
 use super::walk::{self, EntryKind, Limits, Walk};
 use crate::sandbox::{self, SandboxError};
+use crate::text::LogSafe;
 
 /// Size of the pieces handed to the response, and of file reads.
 const PIECE: usize = 256 * 1024;
@@ -89,7 +90,7 @@ pub fn start(base: Dir, root: String, settings: Settings, slot: Slot) -> Archive
             let result = write_archive(&base, &root, &settings, out).and_then(|out| out.end());
             if let Err(e) = result {
                 if e.kind() != io::ErrorKind::BrokenPipe {
-                    tracing::warn!(error = %e, root, "directory archive cut off");
+                    tracing::warn!(error = %e, root = %LogSafe(&root), "directory archive cut off");
                 }
                 let _ = tx.blocking_send(Err(e));
             }
@@ -121,12 +122,35 @@ pub fn write_archive<W: Write>(
         match entry.kind {
             EntryKind::Directory => {
                 let opts = options(entry.modified, entry.mode, Method::Stored, 0, false);
-                zip.add_directory(entry.name, opts)?;
+                zip.add_directory(entry_name(&entry.name), opts)?;
             }
             EntryKind::File => add_file(&mut zip, base, &entry, settings, &mut buf)?,
         }
     }
     Ok(zip.finish()?.into_inner())
+}
+
+/// The name an entry is written under: the walk's `/`-separated relative name, with the
+/// characters that some extractor reads as structure percent-escaped: `\` (a separator to
+/// Windows extractors: `..\..\evil.txt`), `:` (a drive letter, `C:\x`, or an NTFS stream) and
+/// control characters, and `%` itself so the escaping stays one-to-one (two names on disk can
+/// never become one entry). Names never start with `/` and hold no `..` component: the walk
+/// builds them from directory entries, which are neither.
+pub fn entry_name(name: &str) -> String {
+    let mut out = String::with_capacity(name.len());
+    for c in name.chars() {
+        match c {
+            '%' | '\\' | ':' => out.push_str(&format!("%{:02X}", c as u32)),
+            c if c.is_control() => {
+                let mut utf8 = [0u8; 4];
+                for b in c.encode_utf8(&mut utf8).bytes() {
+                    out.push_str(&format!("%{b:02X}"));
+                }
+            }
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 fn add_file<W: Write + io::Seek>(
@@ -140,7 +164,7 @@ fn add_file<W: Write + io::Seek>(
         Ok(opened) => opened,
         Err(SandboxError::NotFound | SandboxError::Outside | SandboxError::NotAFileOrDirectory) => {
             tracing::debug!(
-                name = entry.name,
+                name = %LogSafe(&entry.name),
                 "changed since listed; left out of the archive"
             );
             return Ok(());
@@ -159,7 +183,7 @@ fn add_file<W: Write + io::Seek>(
         settings.level,
         size >= ZIP64_FROM,
     );
-    zip.start_file(entry.name.as_str(), opts)?;
+    zip.start_file(entry_name(&entry.name), opts)?;
     zip.write_all(head)?;
     let mut left = size - head.len() as u64;
     while left > 0 {
@@ -314,6 +338,21 @@ impl Stream for ArchiveStream {
             self.state = State::Failed;
         }
         Poll::Ready(item)
+    }
+}
+
+#[cfg(test)]
+mod entry_name_tests {
+    use super::entry_name;
+
+    #[test]
+    fn structure_characters_are_escaped_one_to_one() {
+        assert_eq!(entry_name("a/b.txt"), "a/b.txt");
+        assert_eq!(entry_name("..\\..\\evil.txt"), "..%5C..%5Cevil.txt");
+        assert_eq!(entry_name("C:\\x"), "C%3A%5Cx");
+        assert_eq!(entry_name("100%"), "100%25");
+        assert_eq!(entry_name("a\nb"), "a%0Ab");
+        assert_ne!(entry_name("a%5Cb"), entry_name("a\\b"));
     }
 }
 

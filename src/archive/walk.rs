@@ -16,6 +16,7 @@ use std::time::SystemTime;
 use cap_std::fs::{Dir, MetadataExt};
 
 use crate::sandbox::SandboxError;
+use crate::text::LogSafe;
 
 /// Bounds on one walk. The zip writer keeps a central-directory record per entry until the
 /// archive ends, so the entry count bounds its memory too.
@@ -161,7 +162,12 @@ impl<'a> Walk<'a> {
 
     fn skip(&mut self, name: &str, why: Skip) {
         self.skipped += 1;
-        tracing::debug!(root = %self.root, name, ?why, "left out of a directory archive");
+        tracing::debug!(
+            root = %LogSafe(&self.root),
+            name = %LogSafe(name),
+            ?why,
+            "left out of a directory archive"
+        );
     }
 
     fn next_entry(&mut self) -> Result<Option<Entry>, WalkError> {

@@ -44,11 +44,15 @@ pub struct ConnInfo {
     pub state: Arc<ConnState>,
 }
 
-/// Per-connection state shared between the socket wrapper and the transfer using it.
+/// Per-connection state shared between the socket wrapper and the transfers using it.
 #[derive(Debug, Default)]
 pub struct ConnState {
     written: AtomicU64,
-    fence: Mutex<Option<Fence>>,
+    /// One fence per transfer on this connection. Usually one; two while a keep-alive
+    /// connection's previous transfer waits for its last bytes to drain as the next begins.
+    /// Each transfer moves and lifts only its own, so one's cleanup or renewal can never
+    /// replace or remove another's.
+    fences: Mutex<Vec<Fence>>,
 }
 
 /// "No byte may leave after `until`", set by the transfer `owner` whose lease ends then.
@@ -64,27 +68,32 @@ impl ConnState {
         self.written.load(Ordering::Relaxed)
     }
 
-    /// Stops writes on this connection after `until`, on behalf of transfer `owner`. A response
-    /// whose lease may have lapsed must not keep sending (another transfer may hold the link);
-    /// fencing the socket also stops what is already in hyper's buffer.
+    /// Stops writes on this connection after `until`, on behalf of transfer `owner` (replacing
+    /// only `owner`'s own earlier fence). A response whose lease may have lapsed must not keep
+    /// sending (another transfer may hold the link); fencing the socket also stops what is
+    /// already in hyper's buffer.
     pub fn fence_until(&self, owner: u64, until: Instant) {
-        *self.lock() = Some(Fence { owner, until });
-    }
-
-    /// Removes `owner`'s fence, unless a later transfer on this connection replaced it.
-    pub fn lift_fence(&self, owner: u64) {
-        let mut fence = self.lock();
-        if fence.is_some_and(|f| f.owner == owner) {
-            *fence = None;
+        let mut fences = self.lock();
+        match fences.iter_mut().find(|f| f.owner == owner) {
+            Some(fence) => fence.until = until,
+            None => fences.push(Fence { owner, until }),
         }
     }
 
-    pub fn fenced(&self) -> bool {
-        self.lock().is_some_and(|f| Instant::now() >= f.until)
+    /// Removes `owner`'s fence; other transfers' fences stay.
+    pub fn lift_fence(&self, owner: u64) {
+        self.lock().retain(|f| f.owner != owner);
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Option<Fence>> {
-        self.fence.lock().unwrap_or_else(|p| p.into_inner())
+    /// Whether any transfer's fence has passed: the socket then takes no more bytes, since
+    /// whatever it would send next may be that transfer's.
+    pub fn fenced(&self) -> bool {
+        let now = Instant::now();
+        self.lock().iter().any(|f| now >= f.until)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Fence>> {
+        self.fences.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
@@ -482,6 +491,34 @@ async fn serve_conn<I>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Two transfers on one keep-alive connection: the first (draining its last bytes) renews
+    /// and is cleaned up while the second runs; neither touches the second's fence.
+    #[tokio::test]
+    async fn a_transfer_moves_and_lifts_only_its_own_fence() {
+        let conn = ConnState::default();
+        let now = Instant::now();
+        let (first, second) = (1, 2);
+        conn.fence_until(first, now + Duration::from_secs(60));
+        conn.fence_until(second, now + Duration::from_millis(20));
+        // The first renews: the second's (near) fence stands.
+        conn.fence_until(first, now + Duration::from_secs(90));
+        assert!(!conn.fenced());
+        tokio::time::sleep(Duration::from_millis(40)).await;
+        assert!(
+            conn.fenced(),
+            "the second's fence passed and was not replaced"
+        );
+        // The first is cleaned up: the second's passed fence still stops the socket.
+        conn.lift_fence(first);
+        assert!(conn.fenced());
+        conn.lift_fence(second);
+        assert!(!conn.fenced());
+        // And a later transfer's fence outlives an earlier one's lifting.
+        conn.fence_until(3, Instant::now());
+        conn.lift_fence(2);
+        assert!(conn.fenced());
+    }
 
     #[test]
     fn forwarded_for_is_believed_only_from_trusted_proxies() {

@@ -119,6 +119,14 @@ impl Minter {
         };
         let session = req.session.as_ref();
         let rel = self.sandbox.normalize(session, &req.path)?;
+        // burnlink's own upload temporaries: never handed out, and never a destination (the
+        // start-up sweep would delete the file later).
+        if rel.split('/').any(crate::staging::is_temporary) {
+            return Err(MintError::BadRequest(
+                "names of the form .burnlink-*.part are reserved for burnlink's temporary files"
+                    .into(),
+            ));
+        }
         if direction == Direction::Upload {
             return self.mint_upload(req, rel, ttl, now_unix);
         }
@@ -408,6 +416,28 @@ mod tests {
             matches!(m.mint(d, 0), Err(MintError::BadRequest(_))),
             "upload constraints on a download link"
         );
+    }
+
+    #[test]
+    fn temporary_names_are_reserved_both_ways() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = minter(dir.path());
+        let name = ".burnlink-0123456789abcdef.part";
+        std::fs::write(dir.path().join(name), b"x").unwrap();
+        for path in [
+            name.to_string(),
+            format!("sub/{name}"),
+            format!("{name}/x.txt"),
+        ] {
+            for direction in [Direction::Download, Direction::Upload] {
+                let mut r = req(&path);
+                r.direction = Some(direction);
+                assert!(
+                    matches!(m.mint(r, 0), Err(MintError::BadRequest(_))),
+                    "{path} {direction}"
+                );
+            }
+        }
     }
 
     #[test]

@@ -21,6 +21,7 @@ use crate::ratelimit::{RateLimited, RateLimits};
 use crate::sandbox::Sandbox;
 use crate::session::SessionId;
 use crate::stats::{Statistics, StatsStore};
+use crate::text::LogSafe;
 use crate::token::{Claims, Direction, Keyring, hex, unix_now};
 
 /// Everything the service can refuse, in the terms users see.
@@ -213,7 +214,7 @@ impl LinkService {
                     event = "revoke",
                     link = %claims.short_id(),
                     session = claims.session.as_ref().map_or("-", SessionId::as_str),
-                    path = %claims.path,
+                    path = %LogSafe(&claims.path),
                 );
                 Ok(LinkStatus::new(&claims, LinkState::Revoked, unix_now()))
             }

@@ -16,7 +16,7 @@ use crate::sandbox::Sandbox;
 use crate::session::SessionId;
 use crate::state::App;
 use crate::stats::Statistics;
-use crate::token::extract_token;
+use crate::token::{extract_token, is_token_shaped};
 
 pub struct Backend {
     links: Arc<LinkService>,
@@ -129,6 +129,10 @@ impl Backend {
         url_or_token: &str,
     ) -> Result<LinkStatus, BackendError> {
         let token = extract_token(url_or_token.trim());
+        // Before any use: a token from the model's input goes into a URL path below.
+        if !is_token_shaped(token) {
+            return Err(ServiceError::UnknownLink.into());
+        }
         match &self.status {
             Status::Service => Ok(self.links.status(caller, token).await?),
             Status::Remote(client) => remote_status(client, token).await,

@@ -42,6 +42,15 @@ pub fn link<T: Serialize>(value: &T, minted: &Minted, verb: &str) -> CallToolRes
     result
 }
 
+/// A sandbox as callers see it: `/` for the root sandbox, `/{session}` for a session's; the
+/// server's own directories are nobody's business.
+pub fn sandbox_label(session: Option<&SessionId>) -> String {
+    match session {
+        None => "/".to_string(),
+        Some(s) => format!("/{s}"),
+    }
+}
+
 pub fn error(message: String) -> CallToolResult {
     CallToolResult::error(vec![ContentBlock::text(message)])
 }
@@ -50,8 +59,8 @@ pub fn error(message: String) -> CallToolResult {
 /// API's own for the same fault (one error map); the hint is chosen by the kind of fault.
 pub fn explain(e: &ServiceError, backend: &Backend, session: Option<&SessionId>) -> String {
     let limits = backend.links().limits();
-    let dir = backend.sandbox().dir_path(session);
-    let dir = dir.display();
+    // Named as the link paths see it, never by its location on the server.
+    let dir = sandbox_label(session);
     let hint = match e {
         ServiceError::Access(AccessError::Pinned(_)) => {
             format!("Leave `session` out to act in the token's own session. The sandbox is {dir}.")

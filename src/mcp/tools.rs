@@ -257,8 +257,8 @@ impl BurnlinkMcp {
     #[tool(
         description = "Report how many links were minted in this sandbox session and how many \
             of them are still active, used (transferred) or expired. Returns session_id (null \
-            for the root sandbox), working_directory (the sandbox's path on the server, which \
-            link paths are relative to) and statistics.",
+            for the root sandbox), working_directory (the sandbox link paths are relative to: `/` \
+            for the root sandbox, `/SESSION` for a session's) and statistics.",
         input_schema = schema_for_type::<StatsArgs>(),
         output_schema = schema_for_output::<SessionStats>(),
         annotations(read_only_hint = true, open_world_hint = false)
@@ -279,12 +279,7 @@ impl BurnlinkMcp {
         match self.backend.stats(session.as_ref()).await {
             Ok(statistics) => reply::structured(&SessionStats {
                 session_id: session.as_ref().map(|s| s.as_str().to_string()),
-                working_directory: self
-                    .backend
-                    .sandbox()
-                    .dir_path(session.as_ref())
-                    .display()
-                    .to_string(),
+                working_directory: reply::sandbox_label(session.as_ref()),
                 statistics: statistics.into(),
             }),
             Err(e) => reply::error(reply::explain(&e, &self.backend, session.as_ref())),

@@ -143,7 +143,8 @@ pub struct UploadLink {
 pub struct SessionStats {
     /// The session reported on; null for the root sandbox.
     pub session_id: Option<String>,
-    /// The absolute path of that sandbox on the server.
+    /// That sandbox as link paths see it: `/` for the root sandbox, `/SESSION` for a session's
+    /// (never its location on the server).
     pub working_directory: String,
     pub statistics: Counts,
 }

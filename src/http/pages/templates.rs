@@ -5,6 +5,7 @@ use maud::{DOCTYPE, Markup, PreEscaped, html};
 
 use super::assets::{CSS, JS};
 use crate::links::rfc3339;
+use crate::text::displayable;
 
 /// What the download confirmation page shows.
 pub struct DownloadView<'a> {
@@ -70,7 +71,7 @@ fn expiry(expires_at: u64, now: u64) -> Markup {
 pub fn download(v: &DownloadView) -> Markup {
     let body = html! {
         h1 { "A file is ready for you" }
-        p class="name" { (v.name) }
+        p class="name" { (displayable(v.name)) }
         dl {
             dt { "Size" }
             dd {
@@ -106,7 +107,7 @@ pub fn upload(v: &UploadView) -> Markup {
         h1 { "Send a file" }
         p {
             "The file you choose will be saved as "
-            span class="name" { (v.name) } "."
+            span class="name" { (displayable(v.name)) } "."
         }
         dl {
             dt { "Largest file" }

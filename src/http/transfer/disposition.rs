@@ -8,6 +8,8 @@
 use axum::http::HeaderValue;
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 
+use crate::text::displayable;
+
 /// RFC 5987 attr-char: ALPHA / DIGIT / "!" / "#" / "$" / "&" / "+" / "-" / "." / "^" / "_" /
 /// "`" / "|" / "~". Everything else is percent-encoded.
 const ATTR_CHAR: &AsciiSet = &NON_ALPHANUMERIC
@@ -25,6 +27,9 @@ const ATTR_CHAR: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'~');
 
 pub fn attachment(name: &str) -> HeaderValue {
+    // Both forms from a name without control or bidi characters: `filename*` would otherwise
+    // carry them percent-encoded, and a browser decodes them back.
+    let name = &*displayable(name);
     let plain: String = name
         .chars()
         .map(|c| match c {
