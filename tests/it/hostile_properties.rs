@@ -179,6 +179,39 @@ proptest! {
         let _ = burnlink::access::ApiTokens::parse(&s);
         let _ = burnlink::sandbox::SessionId::parse(&s);
     }
+
+    /// Whatever a name on disk holds, its zip entry holds no separator or drive letter another
+    /// extractor could follow, and two names never become one entry.
+    #[test]
+    fn zip_entry_names_are_inert_and_one_to_one(a in "(?s).{0,40}", b in "(?s).{0,40}") {
+        let (ea, eb) = (burnlink::archive::stream::entry_name(&a), burnlink::archive::stream::entry_name(&b));
+        prop_assert!(!ea.contains('\\') && !ea.contains(':') && !ea.chars().any(char::is_control), "{}", ea);
+        prop_assert_eq!(ea == eb, a == b);
+    }
+
+    /// A file name in `Content-Disposition`, either form, carries no control or bidi
+    /// character, even percent-encoded.
+    #[test]
+    fn dispositions_carry_no_bidi_or_control(name in "(?s).{0,40}") {
+        let v = burnlink::http::transfer::disposition::attachment(&name);
+        let decoded = percent_encoding::percent_decode(v.as_bytes()).decode_utf8_lossy().to_string();
+        prop_assert!(!decoded.chars().any(burnlink::text::is_unsafe), "{:?}", decoded);
+    }
+
+    /// A path in a text log stays one value on one line.
+    #[test]
+    fn log_values_stay_on_their_line(path in "(?s).{0,60}") {
+        let line = format!("path={} outcome=ok", burnlink::text::LogSafe(&path));
+        prop_assert!(!line.contains('\n') && !line.contains('\r'));
+        prop_assert!(line.ends_with(" outcome=ok"));
+    }
+
+    /// Nothing that is not token-shaped is ever used as a token.
+    #[test]
+    fn only_token_shaped_strings_pass(s in "(?s).{0,40}") {
+        let shaped = burnlink::token::is_token_shaped(&s);
+        prop_assert_eq!(shaped, s.len() >= 2 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
+    }
 }
 
 #[test]

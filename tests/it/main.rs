@@ -14,6 +14,7 @@ mod download_status;
 mod dropped_connection;
 mod error_map;
 mod file_names;
+mod hostile_names;
 mod hostile_properties;
 mod hostile_requests;
 mod ledger_suite;

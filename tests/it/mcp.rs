@@ -585,3 +585,26 @@ async fn mcp_mints_are_counted_and_rate_limited_like_api_mints() {
         "{metrics}"
     );
 }
+
+/// `get_link_status` on stdio puts the token into a URL path of the server's API: a token from
+/// the model's input that is not token-shaped is refused before any request is made, so `..`
+/// can never send the API token to another route.
+#[tokio::test]
+async fn stdio_link_status_refuses_what_is_not_a_token() {
+    let Some(py) = python() else { return };
+    let s = Server::start();
+    let report = over_stdio(
+        &py,
+        &s,
+        Some(API_TOKEN),
+        json!([
+            {"tool": "get_link_status", "args": {"token": "../../metrics"}},
+            {"tool": "get_link_status", "args": {"url": "https://h/transfer/..%2F..%2Fmetrics/x"}},
+            {"tool": "get_link_status", "args": {"token": "a?b=c"}},
+        ]),
+    );
+    for i in 0..3 {
+        let e = tool_error(&report, i);
+        assert!(e.starts_with("not_found:"), "{i}: {e}");
+    }
+}

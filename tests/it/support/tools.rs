@@ -68,6 +68,7 @@ fn install_hint(tool: &str) -> String {
                 .to_string();
         }
         "chromedriver" => "chromium-driver",
+        "bsdtar" => "libarchive-tools",
         other => other,
     };
     format!("apt-get install {package}, or run scripts/test (as root it installs every tool)")
