@@ -182,16 +182,31 @@ async fn open_ledger(
 
 /// Removes temporaries that crashed uploads left behind, in the background so a large tree
 /// does not delay start-up; uploads still running in other replicas are left alone
-/// ([`crate::staging`]).
+/// ([`crate::staging`]). The same sweep then runs every [`SWEEP_PERIOD`], removing the partial
+/// files of resumable uploads whose link has expired.
 fn sweep_stale_uploads(sandbox: &Sandbox) {
     let sandbox = sandbox.clone();
-    tokio::task::spawn_blocking(move || {
-        let removed = crate::staging::sweep(sandbox.root_dir());
-        if removed > 0 {
-            tracing::info!(removed, "removed temporary files of interrupted uploads");
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(SWEEP_PERIOD);
+        loop {
+            tick.tick().await;
+            let sandbox = sandbox.clone();
+            let _ = tokio::task::spawn_blocking(move || {
+                let removed = crate::staging::sweep(sandbox.root_dir());
+                if removed > 0 {
+                    tracing::info!(
+                        removed,
+                        "removed temporary files of interrupted or expired uploads"
+                    );
+                }
+            })
+            .await;
         }
     });
 }
+
+/// How often partial uploads of expired links are swept away.
+const SWEEP_PERIOD: std::time::Duration = std::time::Duration::from_secs(600);
 
 /// Lifts the soft limit on open files to the hard one (systemd and most shells start services
 /// at 1024, far below `BURNLINK_MAX_CONNECTIONS`), and says so when even the hard limit leaves

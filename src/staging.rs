@@ -11,6 +11,12 @@
 //! share the sandbox root, so the sweep must not remove another process's upload in flight:
 //! each writer holds an exclusive `flock` on its temporary for as long as it is open, the
 //! kernel drops that lock when the process dies, and the sweep only removes files it can lock.
+//!
+//! A resumable upload's partial file is a [`Staged`] that outlives its requests: its name is
+//! derived from the link (`.burnlink-<nonce hex>-<expiry>-<length>.part`), so any request on
+//! the link, on any replica sharing the root, finds it again; its durable offset is its synced
+//! length. It is kept when dropped, removed when terminated, and the sweeps remove it only
+//! once the link's expiry (in its name) has passed.
 
 use std::io;
 
@@ -30,6 +36,8 @@ pub struct Staged {
     temp_name: String,
     file: std::fs::File,
     persisted: bool,
+    /// A partial upload: kept when dropped unpersisted (see [`Staged::discard`]).
+    keep: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -68,7 +76,82 @@ impl Staged {
             temp_name,
             file,
             persisted: false,
+            keep: false,
         })
+    }
+
+    /// Creates the partial file `name` (from [`partial_name`]), replacing nothing, locked.
+    /// Blocking.
+    pub fn create_partial(dir: Dir, name: &str) -> io::Result<Staged> {
+        let mut options = OpenOptions::new();
+        options.read(true).write(true).create_new(true);
+        let file = dir.open_with(name, &options)?.into_std();
+        rustix::fs::flock(&file, FlockOperation::NonBlockingLockExclusive)
+            .map_err(io::Error::from)?;
+        Ok(Staged {
+            dir,
+            temp_name: name.to_string(),
+            file,
+            persisted: false,
+            keep: true,
+        })
+    }
+
+    /// Opens the partial file `name` to append to it, locked (`WouldBlock`: another writer
+    /// holds it). The file position is at its end. Blocking.
+    pub fn resume_partial(dir: Dir, name: &str) -> io::Result<Staged> {
+        use std::io::Seek;
+        let mut options = OpenOptions::new();
+        options
+            .read(true)
+            .write(true)
+            .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32);
+        let mut file = dir.open_with(name, &options)?.into_std();
+        if !file.metadata()?.is_file() {
+            return Err(io::Error::new(io::ErrorKind::InvalidData, "not a file"));
+        }
+        rustix::fs::flock(&file, FlockOperation::NonBlockingLockExclusive)
+            .map_err(io::Error::from)?;
+        file.seek(io::SeekFrom::End(0))?;
+        Ok(Staged {
+            dir,
+            temp_name: name.to_string(),
+            file,
+            persisted: false,
+            keep: true,
+        })
+    }
+
+    /// Whether this is a partial upload, kept when dropped.
+    pub fn is_partial(&self) -> bool {
+        self.keep
+    }
+
+    /// The file's length: for a synced partial file, its durable offset. Blocking.
+    pub fn offset(&self) -> io::Result<u64> {
+        Ok(self.file.metadata()?.len())
+    }
+
+    /// Reads the whole file from its start in batches of `batch` bytes, for hashing a partial
+    /// upload at completion in constant memory. Blocking.
+    pub fn read_back(&self, batch: usize, mut each: impl FnMut(&[u8])) -> io::Result<u64> {
+        use std::os::unix::fs::FileExt;
+        let mut buf = vec![0u8; batch];
+        let mut at = 0u64;
+        loop {
+            let n = self.file.read_at(&mut buf, at)?;
+            if n == 0 {
+                return Ok(at);
+            }
+            each(&buf[..n]);
+            at += n as u64;
+        }
+    }
+
+    /// Removes the file (a partial one too). Blocking.
+    pub fn discard(mut self) {
+        self.keep = false;
+        drop(self);
     }
 
     pub fn file(&mut self) -> &mut std::fs::File {
@@ -169,6 +252,7 @@ fn create_locked_unnamed(dir: &Dir, name: &str) -> io::Result<std::fs::File> {
 impl Drop for Staged {
     fn drop(&mut self) {
         if !self.persisted
+            && !self.keep
             && let Err(e) = self.dir.remove_file(&self.temp_name)
             && e.kind() != io::ErrorKind::NotFound
         {
@@ -182,10 +266,45 @@ pub fn is_temporary(name: &str) -> bool {
     name.len() > PREFIX.len() + SUFFIX.len() && name.starts_with(PREFIX) && name.ends_with(SUFFIX)
 }
 
-/// Removes temporaries that no live process holds, anywhere under `root`, without following
-/// symlinks. Returns how many it removed. Blocking; run at start-up.
+/// The partial file of a resumable upload on the link with nonce `nonce_hex`, expiring at
+/// `expires_at` (Unix seconds), of `length` bytes in all.
+pub fn partial_name(nonce_hex: &str, expires_at: u64, length: u64) -> String {
+    format!("{PREFIX}{nonce_hex}-{expires_at}-{length}{SUFFIX}")
+}
+
+/// The expiry and length a partial file's name carries, if it is one.
+fn parse_partial(name: &str) -> Option<(&str, u64, u64)> {
+    let inner = name.strip_prefix(PREFIX)?.strip_suffix(SUFFIX)?;
+    let mut parts = inner.split('-');
+    let (nonce, expires, length) = (parts.next()?, parts.next()?, parts.next()?);
+    if parts.next().is_some() || nonce.is_empty() || !nonce.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    Some((nonce, expires.parse().ok()?, length.parse().ok()?))
+}
+
+/// The partial file of the link with nonce `nonce_hex` in `dir`, if any: its name and its
+/// total length. Blocking.
+pub fn find_partial(dir: &Dir, nonce_hex: &str) -> io::Result<Option<(String, u64)>> {
+    for entry in dir.entries()? {
+        let entry = entry?;
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if let Some((nonce, _, length)) = parse_partial(name)
+            && nonce == nonce_hex
+        {
+            return Ok(Some((name.to_string(), length)));
+        }
+    }
+    Ok(None)
+}
+
+/// Removes temporaries that no live process holds, and partial uploads whose link expired,
+/// anywhere under `root`, without following symlinks. Returns how many it removed. Blocking;
+/// run at start-up and periodically.
 pub fn sweep(root: &Dir) -> usize {
     let mut removed = 0;
+    let now = crate::token::unix_now();
     let Ok(start) = root.open_dir(".") else {
         return 0;
     };
@@ -204,7 +323,11 @@ pub fn sweep(root: &Dir) -> usize {
                 {
                     stack.push((sub, depth + 1));
                 }
-            } else if kind.is_file() && is_temporary(name) && orphaned(&dir, name) {
+            } else if kind.is_file()
+                && is_temporary(name)
+                && !unexpired_partial(name, now)
+                && orphaned(&dir, name)
+            {
                 match dir.remove_file(name) {
                     Ok(()) => removed += 1,
                     Err(e) => {
@@ -215,6 +338,11 @@ pub fn sweep(root: &Dir) -> usize {
         }
     }
     removed
+}
+
+/// A resumable upload's partial file whose link has not expired yet: kept for its client.
+fn unexpired_partial(name: &str, now: u64) -> bool {
+    parse_partial(name).is_some_and(|(_, expires_at, _)| expires_at > now)
 }
 
 /// A temporary whose lock can be taken has no writer left: its process died mid-upload.
@@ -308,6 +436,39 @@ mod tests {
         let s = Staged::create(dir(tmp.path())).unwrap();
         s.persist("fresh.txt", false, || true).unwrap();
         assert!(tmp.path().join("fresh.txt").exists());
+    }
+
+    #[test]
+    fn partials_survive_drops_and_sweeps_until_their_link_expires() {
+        let tmp = tempfile::tempdir().unwrap();
+        let now = crate::token::unix_now();
+        let live = partial_name("ab01", now + 3600, 10);
+        let dead = partial_name("cd02", now - 1, 10);
+        let mut s = Staged::create_partial(dir(tmp.path()), &live).unwrap();
+        s.file().write_all(b"12345").unwrap();
+        s.sync().unwrap();
+        drop(s);
+        std::fs::write(tmp.path().join(&dead), b"old").unwrap();
+        assert_eq!(sweep(&dir(tmp.path())), 1);
+        assert_eq!(names(tmp.path()), vec![live.clone()]);
+        let found = find_partial(&dir(tmp.path()), "ab01").unwrap().unwrap();
+        assert_eq!(found, (live.clone(), 10));
+        assert!(find_partial(&dir(tmp.path()), "ab0").unwrap().is_none());
+        let mut s = Staged::resume_partial(dir(tmp.path()), &live).unwrap();
+        assert_eq!(s.offset().unwrap(), 5);
+        assert!(
+            Staged::resume_partial(dir(tmp.path()), &live).is_err(),
+            "one writer at a time"
+        );
+        s.file().write_all(b"67890").unwrap();
+        let mut seen = Vec::new();
+        s.read_back(3, |b| seen.extend_from_slice(b)).unwrap();
+        assert_eq!(seen, b"1234567890");
+        s.persist("dest", false, || true).unwrap();
+        assert_eq!(names(tmp.path()), vec!["dest"]);
+        let s = Staged::create_partial(dir(tmp.path()), &live).unwrap();
+        s.discard();
+        assert_eq!(names(tmp.path()), vec!["dest"]);
     }
 
     #[test]

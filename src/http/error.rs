@@ -36,6 +36,12 @@ pub enum ApiError {
     InProgress,
     #[error("{0}")]
     TooLarge(String),
+    /// A resumable upload's append at an offset other than the stored one.
+    #[error("Upload-Offset {sent} is not the upload's offset {stored}; ask for it with HEAD")]
+    OffsetMismatch { sent: u64, stored: u64 },
+    /// A resumable-upload protocol version this server does not speak.
+    #[error("unsupported protocol version; this server speaks tus 1.0.0")]
+    UnsupportedVersion,
     #[error("requested range is not satisfiable")]
     RangeNotSatisfiable { size: u64 },
     #[error("{0}")]
@@ -78,7 +84,10 @@ impl ApiError {
             | ApiError::Revoked
             | ApiError::MissingFile(_) => StatusCode::NOT_FOUND,
             ApiError::Expired => StatusCode::GONE,
-            ApiError::InProgress | ApiError::Exists(_) => StatusCode::CONFLICT,
+            ApiError::InProgress | ApiError::Exists(_) | ApiError::OffsetMismatch { .. } => {
+                StatusCode::CONFLICT
+            }
+            ApiError::UnsupportedVersion => StatusCode::PRECONDITION_FAILED,
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::DigestMismatch => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -104,6 +113,8 @@ impl ApiError {
             ApiError::Expired => "expired",
             ApiError::InProgress => "in_progress",
             ApiError::TooLarge(_) => "too_large",
+            ApiError::OffsetMismatch { .. } => "offset_mismatch",
+            ApiError::UnsupportedVersion => "unsupported_version",
             ApiError::RangeNotSatisfiable { .. } => "range_not_satisfiable",
             ApiError::Exists(_) => "exists",
             ApiError::DigestMismatch => "digest_mismatch",
@@ -147,6 +158,12 @@ impl IntoResponse for ApiError {
             }
             ApiError::InProgress | ApiError::Unavailable | ApiError::Overloaded(_) => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            ApiError::OffsetMismatch { stored, .. } => {
+                headers.insert("upload-offset", HeaderValue::from(stored));
+            }
+            ApiError::UnsupportedVersion => {
+                headers.insert("tus-version", HeaderValue::from_static("1.0.0"));
             }
             ApiError::RateLimited { retry_after_s } => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(retry_after_s.max(1)));

@@ -25,6 +25,7 @@ mod previewers;
 mod rate_limits;
 mod replicas;
 mod request_bounds;
+mod resumable_uploads;
 mod resume;
 mod sandbox_escape;
 mod secrets_in_logs;

@@ -23,6 +23,7 @@ use axum::response::{IntoResponse, Response};
 use super::accept::prefers_html;
 use super::download::{self, refuse_if_spent};
 use super::open;
+use super::resumable;
 use super::upload;
 use crate::http::api::read_body;
 use crate::http::error::ApiError;
@@ -69,12 +70,17 @@ pub async fn get(
 pub async fn post(
     State(app): State<Arc<App>>,
     link: Result<Link, ApiError>,
+    uri: axum::http::Uri,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
     match link {
         Ok(link) if link.claims.direction == Direction::Download => {
             confirmed(&app, link, headers, body).await
+        }
+        // A resumable (tus) client creating its upload.
+        Ok(link) if resumable::is_tus(&headers) => {
+            resumable::create(&app, link, &headers, &uri, body).await
         }
         Ok(link) => upload::receive(&app, link, &headers, body)
             .await

@@ -13,6 +13,7 @@ pub mod disposition;
 pub mod download;
 pub mod open;
 pub mod range;
+pub mod resumable;
 pub mod upload;
 
 use std::sync::Arc;
@@ -26,8 +27,15 @@ pub fn routes() -> Router<Arc<App>> {
     // GET shows browsers a page first and gives everyone else the bytes (see `confirm`).
     let download = get(confirm::get).head(download::head);
     // Minted upload URLs carry the cosmetic name too, so both forms take an upload; a POST on a
-    // download link is its page's Download button.
-    let transfer = download.clone().post(confirm::post).put(upload::put);
+    // download link is its page's Download button. HEAD, PATCH, DELETE and OPTIONS serve
+    // resumable uploads (HEAD on a download link is the download's metadata, as before).
+    let transfer = get(confirm::get)
+        .head(resumable::head)
+        .post(confirm::post)
+        .put(upload::put)
+        .patch(resumable::patch)
+        .delete(resumable::delete)
+        .options(resumable::options);
     Router::new()
         .route("/transfer/{token}", transfer.clone())
         .route("/transfer/{token}/{name}", transfer)

@@ -108,6 +108,21 @@ pub async fn receive(
 /// destination that must not be replaced and already exists is refused here, before a byte is
 /// read; the rename checks again atomically.
 async fn stage(app: &App, claims: &Claims) -> Result<(Staged, String), ApiError> {
+    stage_with(app, claims, true, |dir, _| {
+        Staged::create(dir).map_err(|e| SandboxError::Io(e).into())
+    })
+    .await
+}
+
+/// [`stage`], with the file made by `make` in the destination's directory (a fresh temporary,
+/// or a resumable upload's partial file, or only a look at it). `make` gets the directory and
+/// the destination's name; `refuse_existing` refuses a destination that may not be replaced.
+pub(super) async fn stage_with<T: Send + 'static>(
+    app: &App,
+    claims: &Claims,
+    refuse_existing: bool,
+    make: impl FnOnce(cap_std::fs::Dir, &str) -> Result<T, ApiError> + Send + 'static,
+) -> Result<(T, String), ApiError> {
     let sandbox = app.sandbox.clone();
     let session = claims.session.clone();
     let path = claims.path.clone();
@@ -124,24 +139,27 @@ async fn stage(app: &App, claims: &Claims) -> Result<(Staged, String), ApiError>
             // Escaped since minting, or an I/O failure: as on every transfer route.
             Err(e) => return Err(e.into()),
         };
-        if !overwrite && dir.symlink_metadata(&name).is_ok() {
+        if refuse_existing && !overwrite && dir.symlink_metadata(&name).is_ok() {
             return Err(exists());
         }
-        let staged = Staged::create(dir).map_err(SandboxError::Io)?;
+        let staged = make(dir, &name)?;
         Ok((staged, name))
     })
     .await
 }
 
-/// A leased upload, ready to receive its body.
-struct Receive {
-    app: Arc<App>,
-    claims: Claims,
-    lease: Lease,
-    cap: u64,
-    expected: Expected,
-    name: String,
-    audit: TransferAudit,
+/// A leased upload, ready to receive its body: a plain upload, or one request of a resumable
+/// one ([`super::resumable`]), which share the writer and the landing.
+pub(super) struct Receive {
+    pub app: Arc<App>,
+    pub claims: Claims,
+    pub lease: Lease,
+    /// How many bytes this request's body may carry.
+    pub cap: u64,
+    pub expected: Expected,
+    /// The destination's name in its directory.
+    pub name: String,
+    pub audit: TransferAudit,
 }
 
 /// What the socket side tells the writer thread.
@@ -165,11 +183,11 @@ impl From<ApiError> for Stop {
     }
 }
 
-/// The writer thread's result: the synced temporary, its size and digests.
-struct Written {
-    staged: Staged,
-    sha256: [u8; 32],
-    sha512: Option<[u8; 64]>,
+/// The writer thread's result: the synced file and the digests of what it wrote (none for a
+/// partial upload, whose digests come from reading the whole file back at completion).
+pub(super) struct Written {
+    pub staged: Staged,
+    pub digests: Option<([u8; 32], Option<[u8; 64]>)>,
 }
 
 impl Receive {
@@ -194,8 +212,27 @@ impl Receive {
         body: Body,
         received: &mut u64,
     ) -> Result<(Response, Burn), ApiError> {
+        let written = self.stream_into(staged, body, received).await?;
+        let (receipt, burned) = self.land(written, *received).await?;
+        let body = json!({
+            "path": self.claims.path,
+            "bytes": receipt.bytes,
+            "sha256": hex(&receipt.sha256),
+        });
+        Ok(((StatusCode::CREATED, Json(body)).into_response(), burned))
+    }
+
+    /// Streams `body` into `staged` and syncs it. A plain upload's temporary is hashed as it
+    /// streams and removed on any failure; a partial upload's file is not hashed, and on an
+    /// interruption keeps (synced) every byte that arrived.
+    pub(super) async fn stream_into(
+        &mut self,
+        staged: Staged,
+        body: Body,
+        received: &mut u64,
+    ) -> Result<Written, ApiError> {
         let (tx, rx) = mpsc::channel(QUEUE);
-        let hasher = Hasher::new(&self.expected);
+        let hasher = (!staged.is_partial()).then(|| Hasher::new(&self.expected));
         let writer = tokio::spawn(write(staged, rx, hasher));
         let streamed = match self.stream_body(body, &tx, received).await {
             Ok(()) => tx.send(Chunk::End).await.map_err(|_| Stop::WriterGone),
@@ -214,16 +251,23 @@ impl Receive {
             }
         }
         // Syncing a large file can outlast a lease; keep renewing while it runs.
-        let written = self
-            .keep(writer)
+        self.keep(writer)
             .await
             .map_err(|_| ApiError::Internal)?
-            .map_err(|e| internal("writing an upload", e))?;
+            .map_err(|e| internal("writing an upload", e))
+    }
 
-        if !self
-            .expected
-            .matches(&written.sha256, written.sha512.as_ref())
-        {
+    /// Checks a complete, synced upload's digests, renames it into place under the lease and
+    /// burns the link. A mismatch removes the file (the link stays usable).
+    pub(super) async fn land(
+        &mut self,
+        written: Written,
+        bytes: u64,
+    ) -> Result<(Receipt, Burn), ApiError> {
+        let Some((sha256, sha512)) = written.digests else {
+            return Err(ApiError::Internal);
+        };
+        if !self.expected.matches(&sha256, sha512.as_ref()) {
             discard(written.staged).await;
             return Err(ApiError::DigestMismatch);
         }
@@ -248,17 +292,9 @@ impl Receive {
                 PersistError::Io(err) => internal("moving an upload into place", err),
             })?;
 
-        let receipt = Receipt {
-            bytes: *received,
-            sha256: written.sha256,
-        };
+        let receipt = Receipt { bytes, sha256 };
         let burned = self.burn(receipt).await;
-        let body = json!({
-            "path": self.claims.path,
-            "bytes": receipt.bytes,
-            "sha256": hex(&receipt.sha256),
-        });
-        Ok(((StatusCode::CREATED, Json(body)).into_response(), burned))
+        Ok((receipt, burned))
     }
 
     /// Moves the body into the writer's queue, counting it against the cap, renewing the lease
@@ -311,7 +347,7 @@ impl Receive {
     /// Renews (or retakes) the lease; an upload whose lease is gone (revoked, or lapsed and
     /// taken) stops. The lease's deadline follows every answer, so the rename never happens on
     /// a lease that may be gone.
-    async fn hold(&self) -> Result<(), ApiError> {
+    pub(super) async fn hold(&self) -> Result<(), ApiError> {
         self.lease.hold().await.map_err(|e| {
             if let LeaseError::Ledger(e) = &e {
                 tracing::warn!(error = %e, "could not renew an upload's lease");
@@ -322,7 +358,7 @@ impl Receive {
 
     /// Runs `work` while renewing the lease on every period, whether or not bytes flow: the
     /// body is complete and the server is the slow one now (syncing, renaming).
-    async fn keep<F: std::future::Future>(&self, work: F) -> F::Output {
+    pub(super) async fn keep<F: std::future::Future>(&self, work: F) -> F::Output {
         let mut tick = self.lease.ticker();
         tokio::pin!(work);
         loop {
@@ -363,7 +399,7 @@ impl Receive {
 
 /// Whether the link burned after its upload landed.
 #[derive(Clone, Copy, Debug)]
-enum Burn {
+pub(super) enum Burn {
     Burned,
     /// Revoked (or lost) between the last renewal and the commit: the file is in place, the
     /// link is not burned by this upload.
@@ -373,7 +409,7 @@ enum Burn {
 }
 
 impl Burn {
-    fn outcome(self) -> &'static str {
+    pub(super) fn outcome(self) -> &'static str {
         match self {
             Burn::Burned => "completed",
             Burn::LeaseLost => "completed_lease_lost",
@@ -383,7 +419,7 @@ impl Burn {
 }
 
 /// The audit and metric outcome of an upload refused with `e`.
-fn outcome(e: &ApiError) -> &'static str {
+pub(super) fn outcome(e: &ApiError) -> &'static str {
     match e {
         ApiError::TooLarge(_) => "too_large",
         ApiError::DigestMismatch => "digest_mismatch",
@@ -401,7 +437,7 @@ fn outcome(e: &ApiError) -> &'static str {
 async fn write(
     staged: Staged,
     mut rx: mpsc::Receiver<Chunk>,
-    hasher: Hasher,
+    hasher: Option<Hasher>,
 ) -> std::io::Result<Written> {
     let mut disk = (staged, hasher);
     let mut batch = bytes::BytesMut::with_capacity(WRITE_BUFFER);
@@ -414,6 +450,15 @@ async fn write(
                 }
             }
             Some(Chunk::End) => break,
+            None if disk.0.is_partial() => {
+                // A resumable upload keeps what arrived, durably: that is its offset now.
+                let (staged, _) = write_batch(disk, batch.freeze()).await?;
+                on_blocking(move || staged.sync()).await?;
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::Interrupted,
+                    "upload interrupted",
+                ));
+            }
             None => {
                 discard(disk.0).await;
                 return Err(std::io::Error::new(
@@ -425,33 +470,33 @@ async fn write(
     }
     let (staged, hasher) = write_batch(disk, batch.freeze()).await?;
     let staged = on_blocking(move || staged.sync().map(|()| staged)).await?;
-    let (sha256, sha512) = hasher.finish();
     Ok(Written {
         staged,
-        sha256,
-        sha512,
+        digests: hasher.map(Hasher::finish),
     })
 }
 
 /// Hashes and appends one batch, on the blocking pool. On failure the temporary is dropped
 /// (removed) there too.
 async fn write_batch(
-    (mut staged, mut hasher): (Staged, Hasher),
+    (mut staged, mut hasher): (Staged, Option<Hasher>),
     batch: Bytes,
-) -> std::io::Result<(Staged, Hasher)> {
+) -> std::io::Result<(Staged, Option<Hasher>)> {
     if batch.is_empty() {
         return Ok((staged, hasher));
     }
     on_blocking(move || {
         use std::io::Write;
-        hasher.update(&batch);
+        if let Some(hasher) = &mut hasher {
+            hasher.update(&batch);
+        }
         staged.file().write_all(&batch)?;
         Ok((staged, hasher))
     })
     .await
 }
 
-async fn on_blocking<T: Send + 'static>(
+pub(super) async fn on_blocking<T: Send + 'static>(
     work: impl FnOnce() -> std::io::Result<T> + Send + 'static,
 ) -> std::io::Result<T> {
     tokio::task::spawn_blocking(work)
@@ -460,8 +505,8 @@ async fn on_blocking<T: Send + 'static>(
 }
 
 /// Removes a temporary that will not be used, off the async workers.
-async fn discard(staged: Staged) {
-    let _ = tokio::task::spawn_blocking(move || drop(staged)).await;
+pub(super) async fn discard(staged: Staged) {
+    let _ = tokio::task::spawn_blocking(move || staged.discard()).await;
 }
 
 fn writer_failed(joined: Result<std::io::Result<Written>, tokio::task::JoinError>) -> ApiError {
@@ -471,22 +516,22 @@ fn writer_failed(joined: Result<std::io::Result<Written>, tokio::task::JoinError
     }
 }
 
-fn internal(doing: &str, e: std::io::Error) -> ApiError {
+pub(super) fn internal(doing: &str, e: std::io::Error) -> ApiError {
     tracing::error!(error = %e, "file system error while {doing}");
     ApiError::Internal
 }
 
-fn exists() -> ApiError {
+pub(super) fn exists() -> ApiError {
     ApiError::Exists("the destination exists and this link may not replace it".into())
 }
 
-fn too_large(cap: u64) -> ApiError {
+pub(super) fn too_large(cap: u64) -> ApiError {
     ApiError::TooLarge(format!(
         "the upload is over this link's cap of {cap} bytes; the link is still usable"
     ))
 }
 
-fn content_length(headers: &HeaderMap) -> Result<Option<u64>, ApiError> {
+pub(super) fn content_length(headers: &HeaderMap) -> Result<Option<u64>, ApiError> {
     headers
         .get(header::CONTENT_LENGTH)
         .map(|v| {

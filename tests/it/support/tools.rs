@@ -10,6 +10,17 @@ use std::process::{Command, Stdio};
 /// `import mcp`, from `BURNLINK_MCP_PYTHON` (default `/var/tmp/burnlink-venv/bin/python`).
 pub const MCP_PYTHON: &str = "python-mcp";
 
+/// The name [`require_tool`] knows npm's `tus-js-client` by: node plus the package in
+/// `/var/tmp/burnlink-npm` (`BURNLINK_NPM`); the path returned is its `node_modules`.
+pub const TUS_JS: &str = "tus-js-client";
+
+/// The name [`require_tool`] knows PyPI's `tuspy` by: the test venv's python that can
+/// `import tusclient`.
+pub const TUSPY: &str = "tuspy";
+
+/// Where scripts/test puts npm packages.
+const DEFAULT_NPM: &str = "/var/tmp/burnlink-npm";
+
 /// Where scripts/test puts the MCP SDK's virtual environment.
 const DEFAULT_MCP_PYTHON: &str = "/var/tmp/burnlink-venv/bin/python";
 
@@ -68,6 +79,15 @@ fn install_hint(tool: &str) -> String {
                 .to_string();
         }
         "chromedriver" => "chromium-driver",
+        TUS_JS => {
+            return "apt-get install nodejs npm && npm install --prefix /var/tmp/burnlink-npm \
+                    tus-js-client@4.3.1; scripts/test does this"
+                .to_string();
+        }
+        TUSPY => {
+            return "/var/tmp/burnlink-venv/bin/pip install tuspy==1.1.0; scripts/test does this"
+                .to_string();
+        }
         "bsdtar" => "libarchive-tools",
         other => other,
     };
@@ -91,6 +111,28 @@ fn locate(tool: &str) -> Result<PathBuf, String> {
             } else {
                 Err(format!(
                     "{} cannot import the Python `mcp` SDK",
+                    py.display()
+                ))
+            }
+        }
+        TUS_JS => {
+            find_program("node").ok_or("`node` is not installed")?;
+            let modules = env_or("BURNLINK_NPM", DEFAULT_NPM).join("node_modules");
+            existing(modules.join("tus-js-client")).map(|_| modules)
+        }
+        TUSPY => {
+            let py = env_or("BURNLINK_MCP_PYTHON", DEFAULT_MCP_PYTHON);
+            let ok = Command::new(&py)
+                .args(["-c", "import tusclient"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success());
+            if ok {
+                Ok(py)
+            } else {
+                Err(format!(
+                    "{} cannot import `tusclient` (tuspy)",
                     py.display()
                 ))
             }

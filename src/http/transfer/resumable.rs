@@ -1,0 +1,453 @@
+//! Resumable uploads on upload links: tus 1.0 (core, creation, creation-with-upload,
+//! termination).
+//!
+//! The upload resource is the link URL itself: creation (`POST` with `Tus-Resumable`) answers
+//! with a `Location` relative to the request (its last path segment), so it resolves to the
+//! same link URL behind any proxy, and nothing but the token names the upload. `HEAD` gives
+//! the offset, `PATCH` appends, `DELETE` terminates, `OPTIONS` says what is spoken.
+//!
+//! The partial file lives beside the destination under a name derived from the link
+//! ([`crate::staging::partial_name`]); its synced length is the offset, so an answer never
+//! reports bytes that a crash could lose, and any replica sharing the root resumes it. Each
+//! creation and `PATCH` holds the link's lease while its bytes flow and releases it after;
+//! the request that brings the last byte hashes the whole file (read back on the blocking
+//! pool), checks it against the link's digest, and lands and burns it through the same path
+//! as a plain upload ([`super::upload::Receive::land`]).
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+
+use super::digest::{Expected, Hasher};
+use super::download::refuse_if_spent;
+use super::upload::{self, Receive, Written, on_blocking, stage_with};
+use crate::http::error::ApiError;
+use crate::http::gate::Link;
+use crate::lease::Lease;
+use crate::sandbox::SandboxError;
+use crate::staging::{Staged, find_partial, partial_name};
+use crate::state::App;
+use crate::telemetry::TransferAudit;
+use crate::token::{Claims, Direction, hex};
+
+const TUS_VERSION: &str = "1.0.0";
+const TUS_EXTENSIONS: &str = "creation,creation-with-upload,termination";
+const OFFSET_STREAM: &str = "application/offset+octet-stream";
+
+/// Bytes read per batch when a completed upload is hashed back from disk.
+const READ_BACK: usize = 256 * 1024;
+
+/// Whether a request speaks tus (it must say so on every request but `OPTIONS`).
+pub fn is_tus(headers: &HeaderMap) -> bool {
+    headers.contains_key("tus-resumable")
+}
+
+/// Every tus answer carries `Tus-Resumable`, failures included.
+fn reply(result: Result<Response, ApiError>) -> Response {
+    let mut response = result.unwrap_or_else(IntoResponse::into_response);
+    response
+        .headers_mut()
+        .insert("tus-resumable", HeaderValue::from_static(TUS_VERSION));
+    response
+}
+
+fn check_version(headers: &HeaderMap) -> Result<(), ApiError> {
+    match headers.get("tus-resumable") {
+        Some(v) if v.as_bytes() == TUS_VERSION.as_bytes() => Ok(()),
+        _ => Err(ApiError::UnsupportedVersion),
+    }
+}
+
+fn number(headers: &HeaderMap, name: &str) -> Result<Option<u64>, ApiError> {
+    headers
+        .get(name)
+        .map(|v| {
+            v.to_str()
+                .ok()
+                .and_then(|s| s.trim().parse::<u64>().ok())
+                .ok_or_else(|| ApiError::BadRequest(format!("invalid {name}")))
+        })
+        .transpose()
+}
+
+fn cap(app: &App, claims: &Claims) -> u64 {
+    claims
+        .max_bytes
+        .unwrap_or(u64::MAX)
+        .min(app.config.max_upload_bytes)
+}
+
+fn is_offset_stream(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case(OFFSET_STREAM))
+}
+
+/// `OPTIONS` on an upload link: the versions, extensions and this link's cap.
+pub async fn options(State(app): State<Arc<App>>, link: Result<Link, ApiError>) -> Response {
+    reply((|| {
+        let claims = link?.expect(Direction::Upload)?.claims;
+        let mut response = StatusCode::NO_CONTENT.into_response();
+        let h = response.headers_mut();
+        h.insert("tus-version", HeaderValue::from_static(TUS_VERSION));
+        h.insert("tus-extension", HeaderValue::from_static(TUS_EXTENSIONS));
+        h.insert("tus-max-size", HeaderValue::from(cap(&app, &claims)));
+        crate::http::private_headers(h);
+        Ok(response)
+    })())
+}
+
+/// `HEAD` on a transfer URL: the offset for a tus client on an upload link, the download's
+/// metadata otherwise.
+pub async fn head(
+    State(app): State<Arc<App>>,
+    link: Result<Link, ApiError>,
+    headers: HeaderMap,
+) -> Response {
+    match link {
+        Ok(link) if link.claims.direction == Direction::Upload && is_tus(&headers) => {
+            reply(offset(&app, link, &headers).await)
+        }
+        Ok(link) => super::download::head(State(app), link)
+            .await
+            .into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn offset(app: &App, link: Link, headers: &HeaderMap) -> Result<Response, ApiError> {
+    check_version(headers)?;
+    let claims = link.claims;
+    refuse_if_spent(app.ledger.state(&claims.nonce).await?)?;
+    let nonce = hex(&claims.nonce);
+    let ((offset, length), _) = stage_with(app, &claims, false, move |dir, _| {
+        let (name, length) = find_partial(&dir, &nonce)
+            .map_err(SandboxError::Io)?
+            .ok_or(ApiError::NotFound)?;
+        let file = dir.open(&name).map_err(SandboxError::Io)?.into_std();
+        // The length first, then the sync: every byte reported is durable.
+        let len = file.metadata().map_err(SandboxError::Io)?.len();
+        file.sync_data().map_err(SandboxError::Io)?;
+        Ok((len, length))
+    })
+    .await?;
+    let mut response = StatusCode::OK.into_response();
+    let h = response.headers_mut();
+    h.insert("upload-offset", HeaderValue::from(offset));
+    h.insert("upload-length", HeaderValue::from(length));
+    crate::http::private_headers(h);
+    Ok(response)
+}
+
+/// `POST` with `Tus-Resumable` on an upload link: creates the upload (replacing an unfinished
+/// one of the same link), with its first bytes when the body carries them.
+pub async fn create(
+    app: &Arc<App>,
+    link: Link,
+    headers: &HeaderMap,
+    uri: &axum::http::Uri,
+    body: Body,
+) -> Response {
+    reply(create_inner(app, link, headers, uri, body).await)
+}
+
+async fn create_inner(
+    app: &Arc<App>,
+    link: Link,
+    headers: &HeaderMap,
+    uri: &axum::http::Uri,
+    body: Body,
+) -> Result<Response, ApiError> {
+    check_version(headers)?;
+    let Link { claims, client, .. } = link.expect(Direction::Upload)?;
+    if headers.contains_key("upload-defer-length") {
+        return Err(ApiError::BadRequest(
+            "Upload-Defer-Length is not supported: send Upload-Length".into(),
+        ));
+    }
+    let length = number(headers, "upload-length")?
+        .ok_or_else(|| ApiError::BadRequest("Upload-Length is required".into()))?;
+    let cap = cap(app, &claims);
+    if length > cap {
+        return Err(upload::too_large(cap));
+    }
+    let with_data = is_offset_stream(headers);
+    if !with_data && upload::content_length(headers)?.unwrap_or(0) > 0 {
+        return Err(ApiError::UnsupportedMediaType(format!(
+            "upload data at creation must be sent as {OFFSET_STREAM}"
+        )));
+    }
+    let location = location(uri)?;
+    let lease = app.leases.acquire(&claims).await?;
+    let nonce = hex(&claims.nonce);
+    let fresh = partial_name(&nonce, claims.expires_at, length);
+    let staged = stage_with(app, &claims, true, move |dir, _| {
+        // A new creation replaces an unfinished upload of the same link.
+        if let Some((old, _)) = find_partial(&dir, &nonce).map_err(SandboxError::Io)? {
+            let stale = Staged::resume_partial(dir.try_clone().map_err(SandboxError::Io)?, &old)
+                .map_err(busy_or_io)?;
+            stale.discard();
+        }
+        Staged::create_partial(dir, &fresh).map_err(|e| SandboxError::Io(e).into())
+    })
+    .await;
+    let job = job(app, claims, lease, client, length);
+    let (staged, name) = match staged {
+        Ok(found) => found,
+        Err(e) => return Err(job.fail(e).await),
+    };
+    let body = with_data.then_some(body);
+    let mut response = app
+        .tasks
+        .spawn(job.append(staged, name, 0, body))
+        .await
+        .map_err(|_| ApiError::Internal)??;
+    *response.status_mut() = StatusCode::CREATED;
+    response.headers_mut().insert(header::LOCATION, location);
+    Ok(response)
+}
+
+/// `PATCH` on an upload link: appends the body at `Upload-Offset`.
+pub async fn patch(
+    State(app): State<Arc<App>>,
+    link: Result<Link, ApiError>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    reply(patch_inner(&app, link, &headers, body).await)
+}
+
+async fn patch_inner(
+    app: &Arc<App>,
+    link: Result<Link, ApiError>,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let Link { claims, client, .. } = link?.expect(Direction::Upload)?;
+    check_version(headers)?;
+    if !is_offset_stream(headers) {
+        return Err(ApiError::UnsupportedMediaType(format!(
+            "PATCH needs Content-Type: {OFFSET_STREAM}"
+        )));
+    }
+    let sent = number(headers, "upload-offset")?
+        .ok_or_else(|| ApiError::BadRequest("Upload-Offset is required".into()))?;
+    let lease = app.leases.acquire(&claims).await?;
+    let nonce = hex(&claims.nonce);
+    let opened = stage_with(app, &claims, false, move |dir, _| {
+        let (name, length) = find_partial(&dir, &nonce)
+            .map_err(SandboxError::Io)?
+            .ok_or(ApiError::NotFound)?;
+        let staged = Staged::resume_partial(dir, &name).map_err(busy_or_io)?;
+        let stored = staged.offset().map_err(SandboxError::Io)?;
+        if stored != sent {
+            return Err(ApiError::OffsetMismatch { sent, stored });
+        }
+        Ok((staged, length))
+    })
+    .await;
+    let ((staged, length), name) = match opened {
+        Ok(found) => found,
+        Err(e) => {
+            let mut lease = lease;
+            lease.release().await;
+            return Err(e);
+        }
+    };
+    let job = job(app, claims, lease, client, length);
+    app.tasks
+        .spawn(job.append(staged, name, sent, Some(body)))
+        .await
+        .map_err(|_| ApiError::Internal)?
+}
+
+/// `DELETE` on an upload link: terminates the unfinished upload; the link is free for a fresh
+/// one.
+pub async fn delete(
+    State(app): State<Arc<App>>,
+    link: Result<Link, ApiError>,
+    headers: HeaderMap,
+) -> Response {
+    reply(delete_inner(&app, link, &headers).await)
+}
+
+async fn delete_inner(
+    app: &Arc<App>,
+    link: Result<Link, ApiError>,
+    headers: &HeaderMap,
+) -> Result<Response, ApiError> {
+    let claims = link?.expect(Direction::Upload)?.claims;
+    check_version(headers)?;
+    let mut lease = app.leases.acquire(&claims).await?;
+    let nonce = hex(&claims.nonce);
+    let removed = stage_with(app, &claims, false, move |dir, _| {
+        let (name, _) = find_partial(&dir, &nonce)
+            .map_err(SandboxError::Io)?
+            .ok_or(ApiError::NotFound)?;
+        Staged::resume_partial(dir, &name)
+            .map_err(busy_or_io)?
+            .discard();
+        Ok(())
+    })
+    .await;
+    lease.release().await;
+    removed?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// The upload's URL relative to the request's: its last path segment, so it resolves to the
+/// link URL the client used, whatever prefix a proxy adds.
+fn location(uri: &axum::http::Uri) -> Result<HeaderValue, ApiError> {
+    let last = uri.path().rsplit('/').next().unwrap_or_default();
+    HeaderValue::from_str(&format!("./{last}")).map_err(|_| ApiError::NotFound)
+}
+
+fn busy_or_io(e: std::io::Error) -> ApiError {
+    if e.kind() == std::io::ErrorKind::WouldBlock {
+        ApiError::InProgress
+    } else {
+        SandboxError::Io(e).into()
+    }
+}
+
+fn job(app: &Arc<App>, claims: Claims, lease: Lease, client: std::net::IpAddr, length: u64) -> Job {
+    let audit = TransferAudit::new(&claims, client);
+    let expected = Expected {
+        token_sha256: claims.sha256,
+        ..Expected::default()
+    };
+    Job {
+        receive: Receive {
+            app: app.clone(),
+            claims,
+            lease,
+            cap: length,
+            expected,
+            name: String::new(),
+            audit,
+        },
+        length,
+    }
+}
+
+/// One leased request of a resumable upload.
+struct Job {
+    receive: Receive,
+    /// The upload's total length.
+    length: u64,
+}
+
+impl Job {
+    async fn fail(mut self, e: ApiError) -> ApiError {
+        self.receive.lease.release().await;
+        self.receive.audit.log(upload::outcome(&e), 0);
+        e
+    }
+
+    /// Appends `body` (if any) to the partial file at `offset`, then lands the upload when it
+    /// is complete, or releases the link for the next request.
+    async fn append(
+        mut self,
+        staged: Staged,
+        name: String,
+        offset: u64,
+        body: Option<Body>,
+    ) -> Result<Response, ApiError> {
+        self.receive.name = name;
+        self.receive.cap = self.length - offset;
+        let mut received = 0;
+        let result = self.append_inner(staged, body, &mut received).await;
+        match &result {
+            Ok((_, Some(burned))) => self.receive.audit.log(burned.outcome(), self.length),
+            Ok((_, None)) => {
+                self.receive.lease.release().await;
+                self.receive.audit.log("partial", received);
+            }
+            Err(e) => {
+                self.receive.lease.release().await;
+                self.receive.audit.log(upload::outcome(e), received);
+            }
+        }
+        result.map(|(response, _)| response)
+    }
+
+    async fn append_inner(
+        &mut self,
+        staged: Staged,
+        body: Option<Body>,
+        received: &mut u64,
+    ) -> Result<(Response, Option<upload::Burn>), ApiError> {
+        let written = match body {
+            Some(body) => {
+                self.receive
+                    .stream_into(staged, body, received)
+                    .await?
+                    .staged
+            }
+            None => staged,
+        };
+        let (written, offset) = on_blocking(move || {
+            let len = written.offset()?;
+            Ok((written, len))
+        })
+        .await
+        .map_err(|e| upload::internal("reading an upload's offset", e))?;
+        let mut response = StatusCode::NO_CONTENT.into_response();
+        response
+            .headers_mut()
+            .insert("upload-offset", HeaderValue::from(offset));
+        if offset < self.length {
+            return Ok((response, None));
+        }
+        let expected = self.receive.expected.clone();
+        let hashing = on_blocking(move || {
+            let mut hasher = Hasher::new(&expected);
+            written.read_back(READ_BACK, |b| hasher.update(b))?;
+            Ok((written, hasher.finish()))
+        });
+        let (staged, digests) = self
+            .receive
+            .keep(hashing)
+            .await
+            .map_err(|e| upload::internal("hashing an upload", e))?;
+        let landed = self
+            .receive
+            .land(
+                Written {
+                    staged,
+                    digests: Some(digests),
+                },
+                offset,
+            )
+            .await;
+        match landed {
+            Ok((_, burned)) => Ok((response, Some(burned))),
+            Err(e) => {
+                if matches!(e, ApiError::Exists(_)) {
+                    // It can never land now: nothing of it is kept.
+                    self.remove_partial().await;
+                }
+                Err(e)
+            }
+        }
+    }
+
+    async fn remove_partial(&self) {
+        let nonce = hex(&self.receive.claims.nonce);
+        let app = &self.receive.app;
+        let _ = stage_with(app, &self.receive.claims, false, move |dir, _| {
+            if let Some((name, _)) = find_partial(&dir, &nonce).map_err(SandboxError::Io)? {
+                Staged::resume_partial(dir, &name)
+                    .map_err(busy_or_io)?
+                    .discard();
+            }
+            Ok(())
+        })
+        .await;
+    }
+}

@@ -1,0 +1,453 @@
+//! Resumable uploads (tus 1.0) on upload links: real clients (tus-js-client under node,
+//! tuspy) through a relay that cuts their connection several times, and the protocol's
+//! answers by hand.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::time::Duration;
+
+use crate::support::*;
+use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+const MIB: usize = 1024 * 1024;
+
+/// A loopback relay in front of the server: forwards every connection, counts the bytes
+/// clients send, and cuts a connection once it has carried `cut_after` bytes from its client,
+/// `cuts` times in all. Stops when dropped.
+struct Relay {
+    port: u16,
+    sent: Arc<AtomicU64>,
+    cuts_left: Arc<AtomicU32>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Relay {
+    async fn start(upstream: &str, cut_after: u64, cuts: u32) -> Relay {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let upstream = upstream.to_string();
+        let sent = Arc::new(AtomicU64::new(0));
+        let cuts_left = Arc::new(AtomicU32::new(cuts));
+        let (s, c) = (sent.clone(), cuts_left.clone());
+        let task = tokio::spawn(async move {
+            // Bounded: a test makes a handful of connections.
+            for _ in 0..1000 {
+                let Ok((client, _)) = listener.accept().await else {
+                    return;
+                };
+                let Ok(server) = TcpStream::connect(&upstream).await else {
+                    return;
+                };
+                tokio::spawn(relay(client, server, cut_after, s.clone(), c.clone()));
+            }
+        });
+        Relay {
+            port,
+            sent,
+            cuts_left,
+            task,
+        }
+    }
+
+    fn sent(&self) -> u64 {
+        self.sent.load(Ordering::SeqCst)
+    }
+
+    fn cuts_made(&self, asked: u32) -> u32 {
+        asked - self.cuts_left.load(Ordering::SeqCst)
+    }
+
+    /// `url` with the server's address replaced by the relay's.
+    fn url(&self, server: &Server, url: &str) -> String {
+        url.replace(&server.base, &format!("http://127.0.0.1:{}", self.port))
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn relay(
+    client: TcpStream,
+    server: TcpStream,
+    cut_after: u64,
+    sent: Arc<AtomicU64>,
+    cuts_left: Arc<AtomicU32>,
+) {
+    let _ = client.set_nodelay(true);
+    let _ = server.set_nodelay(true);
+    let (mut cr, mut cw) = client.into_split();
+    let (mut sr, mut sw) = server.into_split();
+    let up = async {
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut here = 0u64;
+        loop {
+            let n = match cr.read(&mut buf).await {
+                Ok(0) | Err(_) => return false,
+                Ok(n) => n,
+            };
+            let armed = cuts_left.load(Ordering::SeqCst) > 0;
+            let take = if armed {
+                n.min((cut_after - here) as usize)
+            } else {
+                n
+            };
+            if sw.write_all(&buf[..take]).await.is_err() {
+                return false;
+            }
+            sent.fetch_add(take as u64, Ordering::SeqCst);
+            here += take as u64;
+            if armed
+                && here >= cut_after
+                && cuts_left
+                    .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |c| c.checked_sub(1))
+                    .is_ok()
+            {
+                return true;
+            }
+        }
+    };
+    let down = tokio::io::copy(&mut sr, &mut cw);
+    tokio::select! {
+        // Cut or closed by the client: both sides go.
+        _ = up => {}
+        _ = down => {}
+    }
+}
+
+/// Mints an upload link for 64 MiB and writes the source file; returns (url, source path,
+/// data).
+async fn setup(s: &Server, dest: &str) -> (String, std::path::PathBuf, Vec<u8>) {
+    let data = pattern(64 * MIB);
+    let src = s.dir.path().join("source.bin");
+    std::fs::write(&src, &data).unwrap();
+    let minted = s
+        .mint_upload(json!({ "path": dest, "max_bytes": 100 * MIB }))
+        .await;
+    (minted["url"].as_str().unwrap().to_string(), src, data)
+}
+
+/// Runs a client process (bounded in time) and asserts it succeeded.
+fn run(mut cmd: std::process::Command, what: &str) {
+    let mut child = cmd
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(240);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            let out = child.wait_with_output().unwrap();
+            assert!(
+                status.success(),
+                "{what} failed: {}\n{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            return;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("{what} did not finish within 240 s");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+async fn assert_landed(s: &Server, url: &str, dest: &str, data: &[u8], relay: &Relay, cuts: u32) {
+    let landed = s.root.join(dest);
+    assert_eq!(sha256_file(&landed), sha256(data), "byte-identical");
+    assert_eq!(s.state(url).await, "used");
+    assert_eq!(relay.cuts_made(cuts), cuts, "the relay cut every time");
+    let sent = relay.sent();
+    eprintln!(
+        "relay: {sent} bytes from the client for {} bytes ({:.3}x), {cuts} cuts",
+        data.len(),
+        sent as f64 / data.len() as f64
+    );
+    assert!(
+        (sent as f64) < 1.3 * data.len() as f64,
+        "resumed, not restarted: {sent} bytes sent"
+    );
+    assert!(s.temporaries().is_empty(), "{:?}", s.temporaries());
+}
+
+const CUTS: u32 = 3;
+const CUT_AFTER: u64 = 12 * MIB as u64;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tus_js_client_resumes_through_a_cutting_relay() {
+    let Some(modules) = require_tool(TUS_JS) else {
+        return;
+    };
+    let s = Server::start();
+    let dest = "inbox/js.bin";
+    let (url, src, data) = setup(&s, dest).await;
+    let relay = Relay::start(s.base.trim_start_matches("http://"), CUT_AFTER, CUTS).await;
+    let script = r#"
+const tus = require('tus-js-client');
+const fs = require('fs');
+const [url, file] = process.argv.slice(1);
+const upload = new tus.Upload(fs.readFileSync(file), {
+  endpoint: url,
+  retryDelays: [100, 200, 300, 500, 500, 500, 500, 500, 500, 500],
+  metadata: { filename: 'js.bin' },
+  onError(e) { console.error('error', e); process.exit(1); },
+  onSuccess() { console.log('done', upload.url); process.exit(0); },
+});
+upload.start();
+setTimeout(() => { console.error('timeout'); process.exit(2); }, 200000);
+"#;
+    let mut cmd = std::process::Command::new("node");
+    cmd.arg("-e")
+        .arg(script)
+        .arg(relay.url(&s, &url))
+        .arg(&src)
+        .env("NODE_PATH", &modules);
+    tokio::task::spawn_blocking(move || run(cmd, "tus-js-client"))
+        .await
+        .unwrap();
+    assert_landed(&s, &url, dest, &data, &relay, CUTS).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tuspy_resumes_through_a_cutting_relay() {
+    let Some(python) = require_tool(TUSPY) else {
+        return;
+    };
+    let s = Server::start();
+    let dest = "inbox/py.bin";
+    let (url, src, data) = setup(&s, dest).await;
+    let relay = Relay::start(s.base.trim_start_matches("http://"), CUT_AFTER, CUTS).await;
+    let script = r#"
+import sys
+from tusclient import client
+url, path = sys.argv[1], sys.argv[2]
+up = client.TusClient(url).uploader(file_path=path, retries=10, retry_delay=0.3)
+up.upload()
+print("done", up.url)
+"#;
+    let mut cmd = std::process::Command::new(python);
+    cmd.arg("-c").arg(script).arg(relay.url(&s, &url)).arg(&src);
+    tokio::task::spawn_blocking(move || run(cmd, "tuspy"))
+        .await
+        .unwrap();
+    assert_landed(&s, &url, dest, &data, &relay, CUTS).await;
+}
+
+fn tus(req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+    req.header("tus-resumable", "1.0.0")
+}
+
+fn patch(s: &Server, url: &str, offset: u64, body: Vec<u8>) -> reqwest::RequestBuilder {
+    tus(s.client.patch(url))
+        .header("content-type", "application/offset+octet-stream")
+        .header("upload-offset", offset.to_string())
+        .body(body)
+}
+
+fn header(r: &reqwest::Response, name: &str) -> String {
+    r.headers()
+        .get(name)
+        .map(|v| v.to_str().unwrap().to_string())
+        .unwrap_or_default()
+}
+
+async fn create(s: &Server, url: &str, length: u64) -> reqwest::Response {
+    tus(s.client.post(url))
+        .header("upload-length", length.to_string())
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn offset_of(s: &Server, url: &str) -> reqwest::Response {
+    tus(s.client.head(url)).send().await.unwrap()
+}
+
+#[tokio::test]
+async fn tus_by_hand_offsets_conflicts_termination_and_the_cap() {
+    let s = Server::start();
+    let minted = s
+        .mint_upload(json!({ "path": "in/a.bin", "max_bytes": 1000 }))
+        .await;
+    let url = minted["url"].as_str().unwrap();
+
+    let r = s
+        .client
+        .request(reqwest::Method::OPTIONS, url)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    assert_eq!(header(&r, "tus-version"), "1.0.0");
+    assert_eq!(header(&r, "tus-max-size"), "1000");
+    assert!(header(&r, "tus-extension").contains("termination"));
+
+    let r = create(&s, url, 1001).await;
+    assert_eq!(r.status(), 413);
+    assert_eq!(header(&r, "tus-resumable"), "1.0.0");
+    let r = s
+        .client
+        .post(url)
+        .header("tus-resumable", "0.2.2")
+        .header("upload-length", "10")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 412);
+
+    let r = create(&s, url, 10).await;
+    assert_eq!(r.status(), 201);
+    assert_eq!(header(&r, "tus-resumable"), "1.0.0");
+    let location = header(&r, "location");
+    let upload = reqwest::Url::parse(url).unwrap().join(&location).unwrap();
+    assert_eq!(upload.as_str(), url, "the upload is the link URL");
+    assert_eq!(s.temporaries().len(), 1, "the partial file");
+    assert_eq!(s.state(url).await, "unused", "the lease is released");
+
+    let r = offset_of(&s, url).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(header(&r, "upload-offset"), "0");
+    assert_eq!(header(&r, "upload-length"), "10");
+    assert_eq!(header(&r, "cache-control"), "no-store");
+
+    let r = patch(&s, url, 3, b"abc".to_vec()).send().await.unwrap();
+    assert_eq!(r.status(), 409, "wrong offset");
+    let r = patch(&s, url, 0, b"hello".to_vec()).send().await.unwrap();
+    assert_eq!(r.status(), 204);
+    assert_eq!(header(&r, "upload-offset"), "5");
+    let r = tus(s.client.patch(url))
+        .header("upload-offset", "5")
+        .body("x")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 415, "PATCH needs offset+octet-stream");
+    assert_eq!(header(&offset_of(&s, url).await, "upload-offset"), "5");
+    let r = patch(&s, url, 5, b"world!".to_vec()).send().await.unwrap();
+    assert_eq!(r.status(), 413, "past Upload-Length");
+
+    // Termination frees the link; a fresh upload starts over.
+    let r = tus(s.client.delete(url)).send().await.unwrap();
+    assert_eq!(r.status(), 204);
+    assert!(s.temporaries().is_empty());
+    assert_eq!(offset_of(&s, url).await.status(), 404);
+    assert_eq!(create(&s, url, 4).await.status(), 201);
+    let r = patch(&s, url, 0, b"done".to_vec()).send().await.unwrap();
+    assert_eq!(r.status(), 204);
+    assert_eq!(std::fs::read(s.root.join("in/a.bin")).unwrap(), b"done");
+    assert_eq!(s.state(url).await, "used");
+    assert!(s.temporaries().is_empty());
+    assert_eq!(create(&s, url, 4).await.status(), 404, "burned");
+}
+
+#[tokio::test]
+async fn tus_checks_the_whole_file_digest_and_overwrite_at_completion() {
+    let s = Server::start();
+    let good = b"the whole file".to_vec();
+    let minted = s
+        .mint_upload(json!({ "path": "d/x.bin", "sha256": hex(&sha256(&good)) }))
+        .await;
+    let url = minted["url"].as_str().unwrap();
+    assert_eq!(create(&s, url, good.len() as u64).await.status(), 201);
+    let r = patch(&s, url, 0, b"the whole ".to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    let r = patch(&s, url, 10, b"FILE".to_vec()).send().await.unwrap();
+    assert_eq!(r.status(), 422, "mismatch over the whole file");
+    assert!(!s.root.join("d/x.bin").exists());
+    assert!(s.temporaries().is_empty());
+    assert_eq!(s.state(url).await, "unused", "usable for a fresh attempt");
+    assert_eq!(create(&s, url, good.len() as u64).await.status(), 201);
+    let r = patch(&s, url, 0, good.clone()).send().await.unwrap();
+    assert_eq!(r.status(), 204);
+    assert_eq!(std::fs::read(s.root.join("d/x.bin")).unwrap(), good);
+
+    // overwrite=false: a destination that appeared meanwhile wins at completion.
+    let minted = s
+        .mint_upload(json!({ "path": "d/y.bin", "overwrite": false }))
+        .await;
+    let url = minted["url"].as_str().unwrap();
+    assert_eq!(create(&s, url, 3).await.status(), 201);
+    s.write("d/y.bin", b"old");
+    let r = patch(&s, url, 0, b"new".to_vec()).send().await.unwrap();
+    assert_eq!(r.status(), 409);
+    assert_eq!(std::fs::read(s.root.join("d/y.bin")).unwrap(), b"old");
+    assert!(s.temporaries().is_empty());
+}
+
+#[tokio::test]
+async fn a_partial_upload_survives_a_restart_and_one_appender_at_a_time() {
+    let s = Server::start();
+    let minted = s.mint_upload(json!({ "path": "r/z.bin" })).await;
+    let url = minted["url"].as_str().unwrap().to_string();
+    assert_eq!(create(&s, &url, 8).await.status(), 201);
+    assert_eq!(
+        patch(&s, &url, 0, b"1234".to_vec())
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        204
+    );
+
+    // A PATCH whose body stalls holds the lease; a second appender gets 409.
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(1);
+    let stream = tokio_stream_from(rx);
+    let held = patch(&s, &url, 4, Vec::new()).body(reqwest::Body::wrap_stream(stream));
+    let held = tokio::spawn(held.header("content-length", "4").send());
+    tx.send(Ok(b"5".to_vec())).await.unwrap();
+    let mut state = String::new();
+    for _ in 0..100 {
+        state = s.state(&url).await;
+        if state == "in_progress" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(state, "in_progress", "the first appender holds the link");
+    let r = patch(&s, &url, 4, b"5678".to_vec()).send().await.unwrap();
+    assert_eq!(r.status(), 409, "a second appender is refused meanwhile");
+    assert_eq!(header(&r, "tus-resumable"), "1.0.0");
+    drop(tx);
+    let _ = held.await;
+
+    // A new server process on the same root (its start-up sweep runs, its memory ledger
+    // starts empty) resumes it.
+    let root = s.root.to_str().unwrap().to_string();
+    let s2 = Server::start_with(&[("BURNLINK_ROOT", &root)]);
+    let url2 = url.replace(&s.base, &s2.base);
+    let mut offset = 0;
+    for _ in 0..50 {
+        let r = offset_of(&s2, &url2).await;
+        assert_eq!(r.status(), 200);
+        offset = header(&r, "upload-offset").parse::<u64>().unwrap();
+        if offset >= 4 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!((4..=5).contains(&offset), "{offset}");
+    let rest = &b"12345678"[offset as usize..];
+    let r = patch(&s2, &url2, offset, rest.to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    assert_eq!(std::fs::read(s.root.join("r/z.bin")).unwrap(), b"12345678");
+    assert!(s.temporaries().is_empty());
+}
+
+/// A stream of the channel's items (reqwest's `wrap_stream` wants a `Stream`).
+fn tokio_stream_from(
+    mut rx: tokio::sync::mpsc::Receiver<Result<Vec<u8>, std::io::Error>>,
+) -> impl futures_util::Stream<Item = Result<Vec<u8>, std::io::Error>> {
+    futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx))
+}
