@@ -119,10 +119,10 @@ async fn relay(
     }
 }
 
-/// Mints an upload link for 64 MiB and writes the source file; returns (url, source path,
+/// Mints an upload link for `size` bytes and writes the source file; returns (url, source path,
 /// data).
-async fn setup(s: &Server, dest: &str) -> (String, std::path::PathBuf, Vec<u8>) {
-    let data = pattern(64 * MIB);
+async fn setup(s: &Server, dest: &str, size: usize) -> (String, std::path::PathBuf, Vec<u8>) {
+    let data = pattern(size);
     let src = s.dir.path().join("source.bin");
     std::fs::write(&src, &data).unwrap();
     let minted = s
@@ -179,21 +179,23 @@ async fn assert_landed(s: &Server, url: &str, dest: &str, data: &[u8], relay: &R
 const CUTS: u32 = 3;
 const CUT_AFTER: u64 = 12 * MIB as u64;
 
-#[tokio::test(flavor = "multi_thread")]
-async fn tus_js_client_resumes_through_a_cutting_relay() {
+/// tus-js-client (under node) uploads `size` bytes through a relay that cuts `cuts` times,
+/// speaking `protocol` (`tus-v1`, `ietf-draft-03`, `ietf-draft-05`).
+async fn tus_js(protocol: &str, size: usize, cut_after: u64, cuts: u32) {
     let Some(modules) = require_tool(TUS_JS) else {
         return;
     };
     let s = Server::start();
-    let dest = "inbox/js.bin";
-    let (url, src, data) = setup(&s, dest).await;
-    let relay = Relay::start(s.base.trim_start_matches("http://"), CUT_AFTER, CUTS).await;
+    let dest = format!("inbox/js-{protocol}.bin");
+    let (url, src, data) = setup(&s, &dest, size).await;
+    let relay = Relay::start(s.base.trim_start_matches("http://"), cut_after, cuts).await;
     let script = r#"
 const tus = require('tus-js-client');
 const fs = require('fs');
-const [url, file] = process.argv.slice(1);
+const [url, file, protocol] = process.argv.slice(1);
 const upload = new tus.Upload(fs.readFileSync(file), {
   endpoint: url,
+  protocol,
   retryDelays: [100, 200, 300, 500, 500, 500, 500, 500, 500, 500],
   metadata: { filename: 'js.bin' },
   onError(e) { console.error('error', e); process.exit(1); },
@@ -207,11 +209,27 @@ setTimeout(() => { console.error('timeout'); process.exit(2); }, 200000);
         .arg(script)
         .arg(relay.url(&s, &url))
         .arg(&src)
+        .arg(protocol)
         .env("NODE_PATH", &modules);
     tokio::task::spawn_blocking(move || run(cmd, "tus-js-client"))
         .await
         .unwrap();
-    assert_landed(&s, &url, dest, &data, &relay, CUTS).await;
+    assert_landed(&s, &url, &dest, &data, &relay, cuts).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tus_js_client_resumes_through_a_cutting_relay() {
+    tus_js("tus-v1", 64 * MIB, CUT_AFTER, CUTS).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tus_js_client_speaks_the_ietf_draft_interop_5_through_a_cutting_relay() {
+    tus_js("ietf-draft-03", 16 * MIB, 4 * MIB as u64, 2).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tus_js_client_speaks_the_ietf_draft_interop_6_through_a_cutting_relay() {
+    tus_js("ietf-draft-05", 16 * MIB, 4 * MIB as u64, 2).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -221,7 +239,7 @@ async fn tuspy_resumes_through_a_cutting_relay() {
     };
     let s = Server::start();
     let dest = "inbox/py.bin";
-    let (url, src, data) = setup(&s, dest).await;
+    let (url, src, data) = setup(&s, dest, 64 * MIB).await;
     let relay = Relay::start(s.base.trim_start_matches("http://"), CUT_AFTER, CUTS).await;
     let script = r#"
 import sys
@@ -450,4 +468,63 @@ fn tokio_stream_from(
     mut rx: tokio::sync::mpsc::Receiver<Result<Vec<u8>, std::io::Error>>,
 ) -> impl futures_util::Stream<Item = Result<Vec<u8>, std::io::Error>> {
     futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx))
+}
+
+#[tokio::test]
+async fn the_draft_by_hand_offsets_completion_and_versions() {
+    let s = Server::start();
+    let minted = s.mint_upload(json!({ "path": "dr/a.bin" })).await;
+    let url = minted["url"].as_str().unwrap();
+    let draft = |req: reqwest::RequestBuilder| req.header("upload-draft-interop-version", "6");
+    let r = draft(s.client.post(url))
+        .header("upload-complete", "?0")
+        .header("upload-length", "6")
+        .body("abc")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    assert_eq!(header(&r, "upload-offset"), "3");
+    assert_eq!(header(&r, "upload-draft-interop-version"), "6");
+    assert!(!header(&r, "location").is_empty());
+    let r = draft(s.client.head(url)).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(header(&r, "upload-offset"), "3");
+    assert_eq!(header(&r, "upload-complete"), "?0");
+    let r = s
+        .client
+        .head(url)
+        .header("upload-draft-interop-version", "2")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 412, "an interop version not spoken");
+    let r = draft(s.client.patch(url))
+        .header("content-type", "application/partial-upload")
+        .header("upload-offset", "3")
+        .header("upload-complete", "?1")
+        .body("def")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    assert_eq!(std::fs::read(s.root.join("dr/a.bin")).unwrap(), b"abcdef");
+    assert_eq!(s.state(url).await, "used");
+
+    // Cancellation.
+    let minted = s.mint_upload(json!({ "path": "dr/b.bin" })).await;
+    let url = minted["url"].as_str().unwrap();
+    let r = draft(s.client.post(url))
+        .header("upload-complete", "?0")
+        .header("upload-length", "6")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    assert_eq!(
+        draft(s.client.delete(url)).send().await.unwrap().status(),
+        204
+    );
+    assert!(s.temporaries().is_empty());
+    assert_eq!(s.state(url).await, "unused");
 }

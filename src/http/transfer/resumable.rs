@@ -1,5 +1,8 @@
 //! Resumable uploads on upload links: tus 1.0 (core, creation, creation-with-upload,
-//! termination).
+//! termination), and the IETF draft "Resumable Uploads for HTTP" in the interop versions
+//! tus-js-client 4.3 speaks (`Upload-Draft-Interop-Version` 5, its `ietf-draft-03`, and 6, its
+//! `ietf-draft-05`), selected by that header: the same requests with `Upload-Complete`, any
+//! body type on `PATCH` (`application/partial-upload` in version 6).
 //!
 //! The upload resource is the link URL itself: creation (`POST` with `Tus-Resumable`) answers
 //! with a `Location` relative to the request (its last path segment), so it resolves to the
@@ -40,24 +43,75 @@ const OFFSET_STREAM: &str = "application/offset+octet-stream";
 /// Bytes read per batch when a completed upload is hashed back from disk.
 const READ_BACK: usize = 256 * 1024;
 
-/// Whether a request speaks tus (it must say so on every request but `OPTIONS`).
+const INTEROP: &str = "upload-draft-interop-version";
+
+/// The draft interop versions spoken.
+const INTEROP_VERSIONS: [u8; 2] = [5, 6];
+
+/// Which resumable protocol a request speaks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Dialect {
+    Tus,
+    /// The IETF draft, with its interop version.
+    Draft(u8),
+}
+
+impl Dialect {
+    /// The request's protocol and version, or 412 for one not spoken.
+    fn of(headers: &HeaderMap) -> Result<Dialect, ApiError> {
+        if let Some(v) = headers.get(INTEROP) {
+            return std::str::from_utf8(v.as_bytes())
+                .ok()
+                .and_then(|v| v.trim().parse::<u8>().ok())
+                .filter(|v| INTEROP_VERSIONS.contains(v))
+                .map(Dialect::Draft)
+                .ok_or(ApiError::UnsupportedVersion);
+        }
+        match headers.get("tus-resumable") {
+            Some(v) if v.as_bytes() == TUS_VERSION.as_bytes() => Ok(Dialect::Tus),
+            _ => Err(ApiError::UnsupportedVersion),
+        }
+    }
+}
+
+/// Whether a request speaks a resumable protocol (tus says so on every request but
+/// `OPTIONS`; the draft with its interop version).
 pub fn is_tus(headers: &HeaderMap) -> bool {
-    headers.contains_key("tus-resumable")
+    headers.contains_key("tus-resumable") || headers.contains_key(INTEROP)
 }
 
-/// Every tus answer carries `Tus-Resumable`, failures included.
-fn reply(result: Result<Response, ApiError>) -> Response {
+/// Every tus answer carries `Tus-Resumable`, failures included; a draft answer the interop
+/// version it was asked in.
+fn reply(headers: &HeaderMap, result: Result<Response, ApiError>) -> Response {
     let mut response = result.unwrap_or_else(IntoResponse::into_response);
-    response
-        .headers_mut()
-        .insert("tus-resumable", HeaderValue::from_static(TUS_VERSION));
+    match Dialect::of(headers) {
+        Ok(Dialect::Draft(v)) => {
+            response
+                .headers_mut()
+                .insert(INTEROP, HeaderValue::from(u16::from(v)));
+        }
+        _ => {
+            response
+                .headers_mut()
+                .insert("tus-resumable", HeaderValue::from_static(TUS_VERSION));
+        }
+    }
     response
 }
 
-fn check_version(headers: &HeaderMap) -> Result<(), ApiError> {
-    match headers.get("tus-resumable") {
-        Some(v) if v.as_bytes() == TUS_VERSION.as_bytes() => Ok(()),
-        _ => Err(ApiError::UnsupportedVersion),
+fn check_version(headers: &HeaderMap) -> Result<Dialect, ApiError> {
+    Dialect::of(headers)
+}
+
+/// A draft request's `Upload-Complete` (`?1` or `?0`).
+fn upload_complete(headers: &HeaderMap) -> Result<Option<bool>, ApiError> {
+    match headers.get("upload-complete").map(|v| v.as_bytes()) {
+        None => Ok(None),
+        Some(b"?1") => Ok(Some(true)),
+        Some(b"?0") => Ok(Some(false)),
+        Some(_) => Err(ApiError::BadRequest(
+            "Upload-Complete must be ?0 or ?1".into(),
+        )),
     }
 }
 
@@ -90,16 +144,20 @@ fn is_offset_stream(headers: &HeaderMap) -> bool {
 
 /// `OPTIONS` on an upload link: the versions, extensions and this link's cap.
 pub async fn options(State(app): State<Arc<App>>, link: Result<Link, ApiError>) -> Response {
-    reply((|| {
-        let claims = link?.expect(Direction::Upload)?.claims;
-        let mut response = StatusCode::NO_CONTENT.into_response();
-        let h = response.headers_mut();
-        h.insert("tus-version", HeaderValue::from_static(TUS_VERSION));
-        h.insert("tus-extension", HeaderValue::from_static(TUS_EXTENSIONS));
-        h.insert("tus-max-size", HeaderValue::from(cap(&app, &claims)));
-        crate::http::private_headers(h);
-        Ok(response)
-    })())
+    let headers = HeaderMap::new();
+    reply(
+        &headers,
+        (|| {
+            let claims = link?.expect(Direction::Upload)?.claims;
+            let mut response = StatusCode::NO_CONTENT.into_response();
+            let h = response.headers_mut();
+            h.insert("tus-version", HeaderValue::from_static(TUS_VERSION));
+            h.insert("tus-extension", HeaderValue::from_static(TUS_EXTENSIONS));
+            h.insert("tus-max-size", HeaderValue::from(cap(&app, &claims)));
+            crate::http::private_headers(h);
+            Ok(response)
+        })(),
+    )
 }
 
 /// `HEAD` on a transfer URL: the offset for a tus client on an upload link, the download's
@@ -111,7 +169,7 @@ pub async fn head(
 ) -> Response {
     match link {
         Ok(link) if link.claims.direction == Direction::Upload && is_tus(&headers) => {
-            reply(offset(&app, link, &headers).await)
+            reply(&headers, offset(&app, link, &headers).await)
         }
         Ok(link) => super::download::head(State(app), link)
             .await
@@ -121,7 +179,7 @@ pub async fn head(
 }
 
 async fn offset(app: &App, link: Link, headers: &HeaderMap) -> Result<Response, ApiError> {
-    check_version(headers)?;
+    let dialect = check_version(headers)?;
     let claims = link.claims;
     refuse_if_spent(app.ledger.state(&claims.nonce).await?)?;
     let nonce = hex(&claims.nonce);
@@ -140,6 +198,10 @@ async fn offset(app: &App, link: Link, headers: &HeaderMap) -> Result<Response, 
     let h = response.headers_mut();
     h.insert("upload-offset", HeaderValue::from(offset));
     h.insert("upload-length", HeaderValue::from(length));
+    if let Dialect::Draft(_) = dialect {
+        // A partial file exists only while the upload is incomplete.
+        h.insert("upload-complete", HeaderValue::from_static("?0"));
+    }
     crate::http::private_headers(h);
     Ok(response)
 }
@@ -153,7 +215,7 @@ pub async fn create(
     uri: &axum::http::Uri,
     body: Body,
 ) -> Response {
-    reply(create_inner(app, link, headers, uri, body).await)
+    reply(headers, create_inner(app, link, headers, uri, body).await)
 }
 
 async fn create_inner(
@@ -163,20 +225,28 @@ async fn create_inner(
     uri: &axum::http::Uri,
     body: Body,
 ) -> Result<Response, ApiError> {
-    check_version(headers)?;
+    let dialect = check_version(headers)?;
     let Link { claims, client, .. } = link.expect(Direction::Upload)?;
     if headers.contains_key("upload-defer-length") {
         return Err(ApiError::BadRequest(
             "Upload-Defer-Length is not supported: send Upload-Length".into(),
         ));
     }
+    let complete = upload_complete(headers)?;
+    // The draft may leave the length out of a creation that carries the whole file.
+    let implied = match (dialect, complete) {
+        (Dialect::Draft(_), Some(true)) => upload::content_length(headers)?,
+        _ => None,
+    };
     let length = number(headers, "upload-length")?
+        .or(implied)
         .ok_or_else(|| ApiError::BadRequest("Upload-Length is required".into()))?;
     let cap = cap(app, &claims);
     if length > cap {
         return Err(upload::too_large(cap));
     }
-    let with_data = is_offset_stream(headers);
+    // A draft creation's body is the upload's first bytes, whatever its type.
+    let with_data = dialect != Dialect::Tus || is_offset_stream(headers);
     if !with_data && upload::content_length(headers)?.unwrap_or(0) > 0 {
         return Err(ApiError::UnsupportedMediaType(format!(
             "upload data at creation must be sent as {OFFSET_STREAM}"
@@ -219,7 +289,7 @@ pub async fn patch(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    reply(patch_inner(&app, link, &headers, body).await)
+    reply(&headers, patch_inner(&app, link, &headers, body).await)
 }
 
 async fn patch_inner(
@@ -229,8 +299,9 @@ async fn patch_inner(
     body: Body,
 ) -> Result<Response, ApiError> {
     let Link { claims, client, .. } = link?.expect(Direction::Upload)?;
-    check_version(headers)?;
-    if !is_offset_stream(headers) {
+    let dialect = check_version(headers)?;
+    upload_complete(headers)?;
+    if dialect == Dialect::Tus && !is_offset_stream(headers) {
         return Err(ApiError::UnsupportedMediaType(format!(
             "PATCH needs Content-Type: {OFFSET_STREAM}"
         )));
@@ -273,7 +344,7 @@ pub async fn delete(
     link: Result<Link, ApiError>,
     headers: HeaderMap,
 ) -> Response {
-    reply(delete_inner(&app, link, &headers).await)
+    reply(&headers, delete_inner(&app, link, &headers).await)
 }
 
 async fn delete_inner(
