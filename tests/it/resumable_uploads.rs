@@ -13,7 +13,8 @@ use tokio::net::{TcpListener, TcpStream};
 
 const MIB: usize = 1024 * 1024;
 
-/// A loopback relay in front of the server: forwards every connection, counts the bytes
+/// A loopback relay in front of the server (or, round robin per connection, several
+/// replicas): forwards every connection, counts the bytes
 /// clients send, and cuts a connection once it has carried `cut_after` bytes from its client,
 /// `cuts` times in all. Stops when dropped.
 struct Relay {
@@ -25,19 +26,24 @@ struct Relay {
 
 impl Relay {
     async fn start(upstream: &str, cut_after: u64, cuts: u32) -> Relay {
+        Relay::start_many(&[upstream], cut_after, cuts).await
+    }
+
+    async fn start_many(upstreams: &[&str], cut_after: u64, cuts: u32) -> Relay {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
-        let upstream = upstream.to_string();
+        let upstreams: Vec<String> = upstreams.iter().map(|u| u.to_string()).collect();
         let sent = Arc::new(AtomicU64::new(0));
         let cuts_left = Arc::new(AtomicU32::new(cuts));
         let (s, c) = (sent.clone(), cuts_left.clone());
         let task = tokio::spawn(async move {
             // Bounded: a test makes a handful of connections.
-            for _ in 0..1000 {
+            for i in 0..1000 {
                 let Ok((client, _)) = listener.accept().await else {
                     return;
                 };
-                let Ok(server) = TcpStream::connect(&upstream).await else {
+                let upstream = &upstreams[i % upstreams.len()];
+                let Ok(server) = TcpStream::connect(upstream).await else {
                     return;
                 };
                 tokio::spawn(relay(client, server, cut_after, s.clone(), c.clone()));
@@ -61,7 +67,11 @@ impl Relay {
 
     /// `url` with the server's address replaced by the relay's.
     fn url(&self, server: &Server, url: &str) -> String {
-        url.replace(&server.base, &format!("http://127.0.0.1:{}", self.port))
+        url.replace(&server.base, &self.base())
+    }
+
+    fn base(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
     }
 }
 
@@ -527,4 +537,104 @@ async fn the_draft_by_hand_offsets_completion_and_versions() {
     );
     assert!(s.temporaries().is_empty());
     assert_eq!(s.state(url).await, "unused");
+}
+
+/// Two replicas sharing the root and a Redis ledger: an upload started on one resumes on the
+/// other, one appender at a time across them, and tus-js-client finishes through a relay that
+/// sends each connection to the other replica and cuts twice.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_upload_started_on_one_replica_resumes_on_another() {
+    let Some(redis) = crate::support::redis_server::RedisServer::start() else {
+        return;
+    };
+    let root = tempfile::tempdir().unwrap();
+    let (ledger, root_s) = (redis.url(), root.path().display().to_string());
+    let env = [
+        ("BURNLINK_LEDGER", ledger.as_str()),
+        ("BURNLINK_ROOT", &root_s),
+    ];
+    let a = Server::start_with(&env);
+    let b = Server::start_with(&env);
+    let on_b = |url: &str| url.replace(&a.base, &b.base);
+
+    let url = a.mint_upload(json!({ "path": "x/r.bin" })).await["url"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(create(&a, &url, 8).await.status(), 201);
+    assert_eq!(
+        patch(&a, &url, 0, b"1234".to_vec())
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        204
+    );
+    let r = offset_of(&b, &on_b(&url)).await;
+    assert_eq!(
+        header(&r, "upload-offset"),
+        "4",
+        "the durable offset, seen by the other"
+    );
+    assert_eq!(
+        patch(&b, &on_b(&url), 2, b"xx".to_vec())
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        409
+    );
+    let r = patch(&b, &on_b(&url), 4, b"5678".to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    assert_eq!(
+        std::fs::read(root.path().join("x/r.bin")).unwrap(),
+        b"12345678"
+    );
+    assert_eq!(a.state(&url).await, "used");
+
+    let Some(modules) = require_tool(TUS_JS) else {
+        return;
+    };
+    let data = pattern(16 * MIB);
+    let src = a.dir.path().join("source.bin");
+    std::fs::write(&src, &data).unwrap();
+    let url = a.mint_upload(json!({ "path": "x/js.bin" })).await["url"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let upstreams = [
+        a.base.trim_start_matches("http://"),
+        b.base.trim_start_matches("http://"),
+    ];
+    let relay = Relay::start_many(&upstreams, 4 * MIB as u64, 2).await;
+    let script = r#"
+const tus = require('tus-js-client');
+const fs = require('fs');
+const [url, file] = process.argv.slice(1);
+const upload = new tus.Upload(fs.readFileSync(file), {
+  endpoint: url,
+  retryDelays: [100, 200, 300, 500, 500, 500, 500, 500, 500, 500],
+  onError(e) { console.error('error', e); process.exit(1); },
+  onSuccess() { process.exit(0); },
+});
+upload.start();
+setTimeout(() => { console.error('timeout'); process.exit(2); }, 200000);
+"#;
+    let mut cmd = std::process::Command::new("node");
+    cmd.arg("-e")
+        .arg(script)
+        .arg(relay.url(&a, &url))
+        .arg(&src)
+        .env("NODE_PATH", &modules);
+    tokio::task::spawn_blocking(move || run(cmd, "tus-js-client"))
+        .await
+        .unwrap();
+    assert_eq!(sha256_file(&root.path().join("x/js.bin")), sha256(&data));
+    assert_eq!(b.state(&on_b(&url)).await, "used");
+    assert_eq!(relay.cuts_made(2), 2);
+    assert!((relay.sent() as f64) < 1.3 * data.len() as f64);
+    assert!(temporaries(root.path()).is_empty());
 }
