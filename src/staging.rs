@@ -13,7 +13,8 @@
 //! kernel drops that lock when the process dies, and the sweep only removes files it can lock.
 //!
 //! A resumable upload's partial file is a [`Staged`] that outlives its requests: its name is
-//! derived from the link (`.burnlink-<nonce hex>-<expiry>-<length>.part`), so any request on
+//! derived from the link (`.burnlink-<nonce hex>-<expiry>-<length>[-<sha256 hex>].part`, the
+//! digest the client announced for the whole file, if any), so any request on
 //! the link, on any replica sharing the root, finds it again; its durable offset is its synced
 //! length. It is kept when dropped, removed when terminated, and the sweeps remove it only
 //! once the link's expiry (in its name) has passed.
@@ -266,34 +267,74 @@ pub fn is_temporary(name: &str) -> bool {
     name.len() > PREFIX.len() + SUFFIX.len() && name.starts_with(PREFIX) && name.ends_with(SUFFIX)
 }
 
-/// The partial file of a resumable upload on the link with nonce `nonce_hex`, expiring at
-/// `expires_at` (Unix seconds), of `length` bytes in all.
-pub fn partial_name(nonce_hex: &str, expires_at: u64, length: u64) -> String {
-    format!("{PREFIX}{nonce_hex}-{expires_at}-{length}{SUFFIX}")
+/// A resumable upload's partial file, as its name describes it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Partial {
+    pub name: String,
+    /// The upload's total length.
+    pub length: u64,
+    /// The SHA-256 the client announced for the whole file at creation.
+    pub sha256: Option<[u8; 32]>,
 }
 
-/// The expiry and length a partial file's name carries, if it is one.
-fn parse_partial(name: &str) -> Option<(&str, u64, u64)> {
+/// The partial file of a resumable upload on the link with nonce `nonce_hex`, expiring at
+/// `expires_at` (Unix seconds), of `length` bytes in all, with the whole file's announced
+/// SHA-256 if any.
+pub fn partial_name(
+    nonce_hex: &str,
+    expires_at: u64,
+    length: u64,
+    sha256: Option<&[u8; 32]>,
+) -> String {
+    match sha256 {
+        Some(d) => format!(
+            "{PREFIX}{nonce_hex}-{expires_at}-{length}-{}{SUFFIX}",
+            crate::token::hex(d)
+        ),
+        None => format!("{PREFIX}{nonce_hex}-{expires_at}-{length}{SUFFIX}"),
+    }
+}
+
+/// The nonce, expiry, length and digest a partial file's name carries, if it is one.
+fn parse_partial(name: &str) -> Option<(&str, u64, u64, Option<[u8; 32]>)> {
     let inner = name.strip_prefix(PREFIX)?.strip_suffix(SUFFIX)?;
     let mut parts = inner.split('-');
     let (nonce, expires, length) = (parts.next()?, parts.next()?, parts.next()?);
+    let sha256 = match parts.next() {
+        None => None,
+        Some(h) => Some(unhex(h)?),
+    };
     if parts.next().is_some() || nonce.is_empty() || !nonce.bytes().all(|b| b.is_ascii_hexdigit()) {
         return None;
     }
-    Some((nonce, expires.parse().ok()?, length.parse().ok()?))
+    Some((nonce, expires.parse().ok()?, length.parse().ok()?, sha256))
 }
 
-/// The partial file of the link with nonce `nonce_hex` in `dir`, if any: its name and its
-/// total length. Blocking.
-pub fn find_partial(dir: &Dir, nonce_hex: &str) -> io::Result<Option<(String, u64)>> {
+fn unhex(h: &str) -> Option<[u8; 32]> {
+    if h.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, o) in out.iter_mut().enumerate() {
+        *o = u8::from_str_radix(h.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(out)
+}
+
+/// The partial file of the link with nonce `nonce_hex` in `dir`, if any. Blocking.
+pub fn find_partial(dir: &Dir, nonce_hex: &str) -> io::Result<Option<Partial>> {
     for entry in dir.entries()? {
         let entry = entry?;
         let name = entry.file_name();
         let Some(name) = name.to_str() else { continue };
-        if let Some((nonce, _, length)) = parse_partial(name)
+        if let Some((nonce, _, length, sha256)) = parse_partial(name)
             && nonce == nonce_hex
         {
-            return Ok(Some((name.to_string(), length)));
+            return Ok(Some(Partial {
+                name: name.to_string(),
+                length,
+                sha256,
+            }));
         }
     }
     Ok(None)
@@ -342,7 +383,7 @@ pub fn sweep(root: &Dir) -> usize {
 
 /// A resumable upload's partial file whose link has not expired yet: kept for its client.
 fn unexpired_partial(name: &str, now: u64) -> bool {
-    parse_partial(name).is_some_and(|(_, expires_at, _)| expires_at > now)
+    parse_partial(name).is_some_and(|(_, expires_at, _, _)| expires_at > now)
 }
 
 /// A temporary whose lock can be taken has no writer left: its process died mid-upload.
@@ -442,8 +483,8 @@ mod tests {
     fn partials_survive_drops_and_sweeps_until_their_link_expires() {
         let tmp = tempfile::tempdir().unwrap();
         let now = crate::token::unix_now();
-        let live = partial_name("ab01", now + 3600, 10);
-        let dead = partial_name("cd02", now - 1, 10);
+        let live = partial_name("ab01", now + 3600, 10, None);
+        let dead = partial_name("cd02", now - 1, 10, Some(&[7; 32]));
         let mut s = Staged::create_partial(dir(tmp.path()), &live).unwrap();
         s.file().write_all(b"12345").unwrap();
         s.sync().unwrap();
@@ -452,7 +493,13 @@ mod tests {
         assert_eq!(sweep(&dir(tmp.path())), 1);
         assert_eq!(names(tmp.path()), vec![live.clone()]);
         let found = find_partial(&dir(tmp.path()), "ab01").unwrap().unwrap();
-        assert_eq!(found, (live.clone(), 10));
+        assert_eq!(
+            (found.name, found.length, found.sha256),
+            (live.clone(), 10, None)
+        );
+        let with_digest = partial_name("ef03", now + 60, 3, Some(&[0xab; 32]));
+        assert_eq!(parse_partial(&with_digest).unwrap().3, Some([0xab; 32]));
+        assert!(with_digest.len() < 255);
         assert!(find_partial(&dir(tmp.path()), "ab0").unwrap().is_none());
         let mut s = Staged::resume_partial(dir(tmp.path()), &live).unwrap();
         assert_eq!(s.offset().unwrap(), 5);

@@ -398,6 +398,26 @@ async fn tus_checks_the_whole_file_digest_and_overwrite_at_completion() {
     assert_eq!(r.status(), 204);
     assert_eq!(std::fs::read(s.root.join("d/x.bin")).unwrap(), good);
 
+    // A Content-Digest at creation is the whole file's, checked at completion.
+    let digest = |d: &[u8]| format!("sha-256=:{}:", base64ct::Base64::encode_string(&sha256(d)));
+    use base64ct::Encoding;
+    let minted = s.mint_upload(json!({ "path": "d/cd.bin" })).await;
+    let url = minted["url"].as_str().unwrap();
+    for (announced, status) in [(&b"other bytes"[..], 422), (&good[..], 204)] {
+        let r = tus(s.client.post(url))
+            .header("upload-length", good.len().to_string())
+            .header("content-digest", digest(announced))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201);
+        let r = patch(&s, url, 0, good[..4].to_vec()).send().await.unwrap();
+        assert_eq!(r.status(), 204);
+        let r = patch(&s, url, 4, good[4..].to_vec()).send().await.unwrap();
+        assert_eq!(r.status(), status);
+    }
+    assert_eq!(std::fs::read(s.root.join("d/cd.bin")).unwrap(), good);
+
     // overwrite=false: a destination that appeared meanwhile wins at completion.
     let minted = s
         .mint_upload(json!({ "path": "d/y.bin", "overwrite": false }))

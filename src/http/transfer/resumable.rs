@@ -31,7 +31,7 @@ use crate::http::error::ApiError;
 use crate::http::gate::Link;
 use crate::lease::Lease;
 use crate::sandbox::SandboxError;
-use crate::staging::{Staged, find_partial, partial_name};
+use crate::staging::{Partial, Staged, find_partial, partial_name};
 use crate::state::App;
 use crate::telemetry::TransferAudit;
 use crate::token::{Claims, Direction, hex};
@@ -184,7 +184,7 @@ async fn offset(app: &App, link: Link, headers: &HeaderMap) -> Result<Response, 
     refuse_if_spent(app.ledger.state(&claims.nonce).await?)?;
     let nonce = hex(&claims.nonce);
     let ((offset, length), _) = stage_with(app, &claims, false, move |dir, _| {
-        let (name, length) = find_partial(&dir, &nonce)
+        let Partial { name, length, .. } = find_partial(&dir, &nonce)
             .map_err(SandboxError::Io)?
             .ok_or(ApiError::NotFound)?;
         let file = dir.open(&name).map_err(SandboxError::Io)?.into_std();
@@ -255,18 +255,33 @@ async fn create_inner(
     let location = location(uri)?;
     let lease = app.leases.acquire(&claims).await?;
     let nonce = hex(&claims.nonce);
-    let fresh = partial_name(&nonce, claims.expires_at, length);
+    // The client's digest of the whole file, kept in the partial file's name.
+    let announced = Expected::default()
+        .with_header(headers.get("content-digest").map(|v| v.as_bytes()))
+        .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    if announced.header_sha512.is_some() {
+        return Err(ApiError::BadRequest(
+            "a resumable upload takes a Content-Digest with sha-256 only".into(),
+        ));
+    }
+    let fresh = partial_name(
+        &nonce,
+        claims.expires_at,
+        length,
+        announced.header_sha256.as_ref(),
+    );
     let staged = stage_with(app, &claims, true, move |dir, _| {
         // A new creation replaces an unfinished upload of the same link.
-        if let Some((old, _)) = find_partial(&dir, &nonce).map_err(SandboxError::Io)? {
-            let stale = Staged::resume_partial(dir.try_clone().map_err(SandboxError::Io)?, &old)
-                .map_err(busy_or_io)?;
+        if let Some(old) = find_partial(&dir, &nonce).map_err(SandboxError::Io)? {
+            let stale =
+                Staged::resume_partial(dir.try_clone().map_err(SandboxError::Io)?, &old.name)
+                    .map_err(busy_or_io)?;
             stale.discard();
         }
         Staged::create_partial(dir, &fresh).map_err(|e| SandboxError::Io(e).into())
     })
     .await;
-    let job = job(app, claims, lease, client, length);
+    let job = job(app, claims, lease, client, length, announced.header_sha256);
     let (staged, name) = match staged {
         Ok(found) => found,
         Err(e) => return Err(job.fail(e).await),
@@ -311,18 +326,18 @@ async fn patch_inner(
     let lease = app.leases.acquire(&claims).await?;
     let nonce = hex(&claims.nonce);
     let opened = stage_with(app, &claims, false, move |dir, _| {
-        let (name, length) = find_partial(&dir, &nonce)
+        let partial = find_partial(&dir, &nonce)
             .map_err(SandboxError::Io)?
             .ok_or(ApiError::NotFound)?;
-        let staged = Staged::resume_partial(dir, &name).map_err(busy_or_io)?;
+        let staged = Staged::resume_partial(dir, &partial.name).map_err(busy_or_io)?;
         let stored = staged.offset().map_err(SandboxError::Io)?;
         if stored != sent {
             return Err(ApiError::OffsetMismatch { sent, stored });
         }
-        Ok((staged, length))
+        Ok((staged, partial))
     })
     .await;
-    let ((staged, length), name) = match opened {
+    let ((staged, partial), name) = match opened {
         Ok(found) => found,
         Err(e) => {
             let mut lease = lease;
@@ -330,7 +345,7 @@ async fn patch_inner(
             return Err(e);
         }
     };
-    let job = job(app, claims, lease, client, length);
+    let job = job(app, claims, lease, client, partial.length, partial.sha256);
     app.tasks
         .spawn(job.append(staged, name, sent, Some(body)))
         .await
@@ -357,10 +372,10 @@ async fn delete_inner(
     let mut lease = app.leases.acquire(&claims).await?;
     let nonce = hex(&claims.nonce);
     let removed = stage_with(app, &claims, false, move |dir, _| {
-        let (name, _) = find_partial(&dir, &nonce)
+        let partial = find_partial(&dir, &nonce)
             .map_err(SandboxError::Io)?
             .ok_or(ApiError::NotFound)?;
-        Staged::resume_partial(dir, &name)
+        Staged::resume_partial(dir, &partial.name)
             .map_err(busy_or_io)?
             .discard();
         Ok(())
@@ -386,10 +401,18 @@ fn busy_or_io(e: std::io::Error) -> ApiError {
     }
 }
 
-fn job(app: &Arc<App>, claims: Claims, lease: Lease, client: std::net::IpAddr, length: u64) -> Job {
+fn job(
+    app: &Arc<App>,
+    claims: Claims,
+    lease: Lease,
+    client: std::net::IpAddr,
+    length: u64,
+    announced: Option<[u8; 32]>,
+) -> Job {
     let audit = TransferAudit::new(&claims, client);
     let expected = Expected {
         token_sha256: claims.sha256,
+        header_sha256: announced,
         ..Expected::default()
     };
     Job {
@@ -512,8 +535,8 @@ impl Job {
         let nonce = hex(&self.receive.claims.nonce);
         let app = &self.receive.app;
         let _ = stage_with(app, &self.receive.claims, false, move |dir, _| {
-            if let Some((name, _)) = find_partial(&dir, &nonce).map_err(SandboxError::Io)? {
-                Staged::resume_partial(dir, &name)
+            if let Some(partial) = find_partial(&dir, &nonce).map_err(SandboxError::Io)? {
+                Staged::resume_partial(dir, &partial.name)
                     .map_err(busy_or_io)?
                     .discard();
             }
