@@ -658,3 +658,79 @@ setTimeout(() => { console.error('timeout'); process.exit(2); }, 200000);
     assert!((relay.sent() as f64) < 1.3 * data.len() as f64);
     assert!(temporaries(root.path()).is_empty());
 }
+
+/// The upload page resumes by itself: Chromium sends a file through the relay, which cuts the
+/// connection twice mid-upload; the page asks for the offset, sends the rest (the progress bar
+/// going on from there) and says it is done.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_upload_page_resumes_after_the_network_drops() {
+    use crate::support::chromium::{Driver, browser, tools};
+    use fantoccini::Locator;
+    let Some(tools) = tools() else { return };
+    let s = Server::start();
+    let size = 8 * MIB;
+    let data = pattern(size);
+    let src = s.dir.path().join("big file.bin");
+    std::fs::write(&src, &data).unwrap();
+    let url = s.mint_upload(json!({ "path": "in/page.bin" })).await["url"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let relay = Relay::start(s.base.trim_start_matches("http://"), 3 * MIB as u64, 2).await;
+
+    let scratch = tempfile::tempdir().unwrap();
+    let (downloads, profile) = (scratch.path().join("dl"), scratch.path().join("profile"));
+    std::fs::create_dir_all(&downloads).unwrap();
+    let driver = Driver::start(&tools, &scratch.path().join("chromedriver.log"));
+    let c = browser(&tools, &driver, &profile, &downloads).await;
+    let walk = async {
+        c.goto(&relay.url(&s, &url)).await.unwrap();
+        c.find(Locator::Id("file"))
+            .await
+            .unwrap()
+            .send_keys(src.to_str().unwrap())
+            .await
+            .unwrap();
+        c.find(Locator::Id("upload-button"))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+        let mut status = String::new();
+        for _ in 0..600 {
+            status = c
+                .find(Locator::Id("status"))
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap();
+            if status.contains("Done") {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(status.contains("was saved as page.bin"), "{status}");
+        let digest = c
+            .find(Locator::Id("digest"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(digest.contains(&hex(&sha256(&data))), "{digest}");
+    };
+    let walked = tokio::time::timeout(Duration::from_secs(120), walk).await;
+    let _ = c.close().await;
+    walked.expect("the page finished within 120 s");
+    assert_eq!(sha256_file(&s.root.join("in/page.bin")), sha256(&data));
+    assert_eq!(s.state(&url).await, "used");
+    assert_eq!(relay.cuts_made(2), 2, "the relay cut twice");
+    eprintln!(
+        "relay (page): {} bytes for {size} bytes, 2 cuts",
+        relay.sent()
+    );
+    assert!((relay.sent() as f64) < 1.3 * size as f64);
+    assert!(s.temporaries().is_empty());
+}

@@ -1,6 +1,7 @@
 // burnlink's pages: local expiry times, the download note, and the upload form.
-// The upload sends the file's raw bytes as the request body (as `curl --data-binary` does),
-// never a multipart form, so what arrives is byte for byte the file.
+// The upload sends the file's raw bytes as request bodies (as `curl --data-binary` does),
+// never a multipart form, so what arrives is byte for byte the file. It speaks tus 1.0 to the
+// same URL: when the connection drops it asks the server how much arrived and sends the rest.
 (function () {
   'use strict';
 
@@ -38,6 +39,11 @@
   var percent = document.getElementById('percent');
   var status = document.getElementById('status');
   var cap = Number(form.getAttribute('data-cap'));
+  var destination = form.getAttribute('data-name') || '';
+  var url = window.location.pathname + window.location.search;
+  // Resuming after a drop: how often, and how long to wait before each try (ms).
+  var RETRIES = 40;
+  var PAUSE = [250, 500, 1000, 2000, 3000, 5000];
   var chosen = null;
 
   function say(text, kind) {
@@ -105,25 +111,115 @@
     }
   };
 
-  function finish(xhr) {
+  // A failure the server answered, in words.
+  function refused(xhr) {
     var body = null;
     try { body = JSON.parse(xhr.responseText); } catch (e) { body = null; }
-    if (xhr.status === 201 && body) {
-      form.hidden = true;
-      // The server names the file after the link's destination, not after the chosen file.
-      var saved = String(body.path || '').split('/').pop();
-      say('Done: ' + chosen.name + ' arrived (' + size(body.bytes) + ') and was saved as ' + saved +
-        '. You can close this page.', 'ok');
-      document.getElementById('digest').textContent = 'SHA-256: ' + body.sha256;
-      document.getElementById('digest').hidden = false;
-      return;
-    }
     var code = body && body.error;
     var text = messages[code] ? messages[code]() :
       'The upload failed (HTTP ' + xhr.status + ')' + (body && body.message ? ': ' + body.message : '') +
       '. Nothing was saved and the link still works.';
     say(text, 'error');
     ready();
+  }
+
+  function done(xhr) {
+    form.hidden = true;
+    // The server names the file after the link's destination, not after the chosen file.
+    say('Done: ' + chosen.name + ' arrived (' + size(chosen.size) + ') and was saved as ' +
+      destination + '. You can close this page.', 'ok');
+    var digest = /sha-256=:([^:]*):/.exec(xhr.getResponseHeader('Repr-Digest') || '');
+    if (digest) {
+      var raw = atob(digest[1]);
+      var hex = '';
+      for (var i = 0; i < raw.length; i += 1) {
+        hex += ('0' + raw.charCodeAt(i).toString(16)).slice(-2);
+      }
+      document.getElementById('digest').textContent = 'SHA-256: ' + hex;
+      document.getElementById('digest').hidden = false;
+    }
+  }
+
+  function show(sent) {
+    bar.max = Math.max(chosen.size, 1);
+    bar.value = sent;
+    percent.textContent = Math.floor((100 * sent) / Math.max(chosen.size, 1)) + '% of ' +
+      size(chosen.size);
+  }
+
+  function request(method) {
+    var xhr = new XMLHttpRequest();
+    xhr.open(method, url);
+    xhr.setRequestHeader('Tus-Resumable', '1.0.0');
+    xhr.setRequestHeader('Accept', 'application/json');
+    return xhr;
+  }
+
+  // One upload of `chosen`: create it, send from the offset, and after a drop ask the server
+  // for the offset and send the rest, a bounded number of times.
+  function upload() {
+    var tries = 0;
+
+    function again(step) {
+      tries += 1;
+      if (tries > RETRIES) {
+        say('The connection keeps breaking. Nothing was saved and the link still works: ' +
+          'press Upload to start again.', 'error');
+        ready();
+        return;
+      }
+      say('The connection broke; resuming…');
+      setTimeout(step, PAUSE[Math.min(tries - 1, PAUSE.length - 1)]);
+    }
+
+    function create() {
+      var xhr = request('POST');
+      xhr.setRequestHeader('Upload-Length', String(chosen.size));
+      xhr.addEventListener('load', function () {
+        if (xhr.status !== 201) { refused(xhr); return; }
+        send(0);
+      });
+      xhr.addEventListener('error', function () { again(resume); });
+      xhr.send();
+    }
+
+    function resume() {
+      var xhr = request('HEAD');
+      xhr.addEventListener('load', function () {
+        if (xhr.status === 404) { create(); return; }
+        if (xhr.status !== 200) { again(resume); return; }
+        send(Number(xhr.getResponseHeader('Upload-Offset')));
+      });
+      xhr.addEventListener('error', function () { again(resume); });
+      xhr.send();
+    }
+
+    function send(offset) {
+      show(offset);
+      say('Uploading ' + chosen.name + '…');
+      var xhr = request('PATCH');
+      xhr.setRequestHeader('Content-Type', 'application/offset+octet-stream');
+      xhr.setRequestHeader('Upload-Offset', String(offset));
+      xhr.upload.addEventListener('progress', function (ev) { show(offset + ev.loaded); });
+      xhr.addEventListener('load', function () {
+        if (xhr.status === 204) {
+          var now = Number(xhr.getResponseHeader('Upload-Offset'));
+          if (now >= chosen.size) { done(xhr); } else { tries = 0; send(now); }
+          return;
+        }
+        // Another request still holds the link (the broken one, not yet noticed), or the
+        // offset moved: ask again.
+        if (xhr.status === 409 && /in_progress|offset_mismatch/.test(xhr.responseText)) {
+          again(resume);
+          return;
+        }
+        refused(xhr);
+      });
+      xhr.addEventListener('error', function () { again(resume); });
+      xhr.send(chosen.slice(offset));
+    }
+
+    create();
   }
 
   // After a failure: the same file or another can be sent again.
@@ -137,29 +233,12 @@
   form.addEventListener('submit', function (e) {
     e.preventDefault();
     if (!chosen) { say('Choose a file first.', 'error'); return; }
-    var xhr = new XMLHttpRequest();
-    xhr.open('POST', window.location.pathname + window.location.search);
-    xhr.setRequestHeader('Content-Type', 'application/octet-stream');
-    xhr.setRequestHeader('Accept', 'application/json');
-    xhr.upload.addEventListener('progress', function (ev) {
-      if (!ev.lengthComputable) { return; }
-      bar.max = ev.total;
-      bar.value = ev.loaded;
-      percent.textContent = Math.floor((100 * ev.loaded) / Math.max(ev.total, 1)) + '% of ' +
-        size(ev.total);
-    });
-    xhr.addEventListener('load', function () { finish(xhr); });
-    xhr.addEventListener('error', function () {
-      say('The connection broke before the upload finished. Nothing was saved and the link ' +
-        'still works: try again. (A file over ' + size(cap) + ' is refused.)', 'error');
-      ready();
-    });
     input.disabled = true;
     button.disabled = true;
     bar.value = 0;
     bar.hidden = false;
     percent.hidden = false;
     say('Uploading ' + chosen.name + '…');
-    xhr.send(chosen);
+    upload();
   });
 }());

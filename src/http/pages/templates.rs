@@ -123,7 +123,7 @@ pub fn upload(v: &UploadView) -> Markup {
                 dd { "An existing file of that name will not be replaced." }
             }
         }
-        form id="upload-form" method="post" data-cap=(v.cap) {
+        form id="upload-form" method="post" data-cap=(v.cap) data-name=(v.name) {
             label id="drop" class="drop" for="file" {
                 "Drop a file here, or choose one"
                 input id="file" type="file" name="file";

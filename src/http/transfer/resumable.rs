@@ -520,7 +520,15 @@ impl Job {
             )
             .await;
         match landed {
-            Ok((_, burned)) => Ok((response, Some(burned))),
+            Ok((receipt, burned)) => {
+                // The whole file's digest (RFC 9530), so a client can show or check it.
+                use base64ct::{Base64, Encoding};
+                let digest = format!("sha-256=:{}:", Base64::encode_string(&receipt.sha256));
+                if let Ok(v) = HeaderValue::from_str(&digest) {
+                    response.headers_mut().insert("repr-digest", v);
+                }
+                Ok((response, Some(burned)))
+            }
             Err(e) => {
                 if matches!(e, ApiError::Exists(_)) {
                     // It can never land now: nothing of it is kept.
