@@ -734,3 +734,30 @@ async fn the_upload_page_resumes_after_the_network_drops() {
     assert!((relay.sent() as f64) < 1.3 * size as f64);
     assert!(s.temporaries().is_empty());
 }
+
+/// Every byte in but not landed (the server stopped between the last sync and the rename): the
+/// next HEAD, which a client reads as "complete", lands it first.
+#[tokio::test]
+async fn a_complete_but_unlanded_upload_lands_when_its_offset_is_asked() {
+    let s = Server::start();
+    let url = s.mint_upload(json!({ "path": "h/done.bin" })).await["url"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(create(&s, &url, 4).await.status(), 201);
+    let partial = s.temporaries();
+    assert_eq!(partial.len(), 1);
+    std::fs::write(&partial[0], b"last").unwrap();
+    let r = offset_of(&s, &url).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(header(&r, "upload-offset"), "4");
+    assert!(header(&r, "repr-digest").starts_with("sha-256=:"));
+    assert_eq!(std::fs::read(s.root.join("h/done.bin")).unwrap(), b"last");
+    assert_eq!(s.state(&url).await, "used");
+    assert!(s.temporaries().is_empty());
+    // Asked again once landed (a client whose last answer was lost): complete, not gone.
+    let again = offset_of(&s, &url).await;
+    assert_eq!(again.status(), 200);
+    assert_eq!(header(&again, "upload-offset"), "4");
+    assert_eq!(header(&again, "repr-digest"), header(&r, "repr-digest"));
+}

@@ -30,6 +30,7 @@ use super::upload::{self, Receive, Written, on_blocking, stage_with};
 use crate::http::error::ApiError;
 use crate::http::gate::Link;
 use crate::lease::Lease;
+use crate::ledger::{LinkState, Receipt};
 use crate::sandbox::SandboxError;
 use crate::staging::{Partial, Staged, find_partial, partial_name};
 use crate::state::App;
@@ -178,10 +179,15 @@ pub async fn head(
     }
 }
 
-async fn offset(app: &App, link: Link, headers: &HeaderMap) -> Result<Response, ApiError> {
+async fn offset(app: &Arc<App>, link: Link, headers: &HeaderMap) -> Result<Response, ApiError> {
     let dialect = check_version(headers)?;
-    let claims = link.claims;
-    refuse_if_spent(app.ledger.state(&claims.nonce).await?)?;
+    let Link { claims, client, .. } = link;
+    match app.ledger.state(&claims.nonce).await? {
+        // Landed already (the answer to the last PATCH may have been lost on the way): the
+        // client learns it is complete rather than starting over on a burned link.
+        LinkState::Used(Some(receipt)) => return Ok(landed(dialect, &receipt)),
+        state => refuse_if_spent(state)?,
+    }
     let nonce = hex(&claims.nonce);
     let ((offset, length), _) = stage_with(app, &claims, false, move |dir, _| {
         let Partial { name, length, .. } = find_partial(&dir, &nonce)
@@ -195,15 +201,50 @@ async fn offset(app: &App, link: Link, headers: &HeaderMap) -> Result<Response, 
     })
     .await?;
     let mut response = StatusCode::OK.into_response();
+    if offset == length {
+        // Every byte is in but the upload has not landed (the server stopped, or lost the
+        // lease, between the last sync and the rename): land it now, so that a client reading
+        // this offset as "complete" is right.
+        let landed = append_at(app, claims, client, length, None).await?;
+        response.headers_mut().extend(
+            landed
+                .headers()
+                .get_all("repr-digest")
+                .iter()
+                .map(|v| (header::HeaderName::from_static("repr-digest"), v.clone())),
+        );
+    }
     let h = response.headers_mut();
     h.insert("upload-offset", HeaderValue::from(offset));
     h.insert("upload-length", HeaderValue::from(length));
     if let Dialect::Draft(_) = dialect {
-        // A partial file exists only while the upload is incomplete.
-        h.insert("upload-complete", HeaderValue::from_static("?0"));
+        let complete = if offset == length { "?1" } else { "?0" };
+        h.insert("upload-complete", HeaderValue::from_static(complete));
     }
     crate::http::private_headers(h);
     Ok(response)
+}
+
+/// The offset of an upload that has landed: all of it.
+fn landed(dialect: Dialect, receipt: &Receipt) -> Response {
+    let mut response = StatusCode::OK.into_response();
+    let h = response.headers_mut();
+    h.insert("upload-offset", HeaderValue::from(receipt.bytes));
+    h.insert("upload-length", HeaderValue::from(receipt.bytes));
+    if let Ok(v) = HeaderValue::from_str(&repr_digest(&receipt.sha256)) {
+        h.insert("repr-digest", v);
+    }
+    if let Dialect::Draft(_) = dialect {
+        h.insert("upload-complete", HeaderValue::from_static("?1"));
+    }
+    crate::http::private_headers(h);
+    response
+}
+
+/// The whole file's digest as `Repr-Digest` (RFC 9530) writes it.
+fn repr_digest(sha256: &[u8; 32]) -> String {
+    use base64ct::{Base64, Encoding};
+    format!("sha-256=:{}:", Base64::encode_string(sha256))
 }
 
 /// `POST` with `Tus-Resumable` on an upload link: creates the upload (replacing an unfinished
@@ -323,6 +364,17 @@ async fn patch_inner(
     }
     let sent = number(headers, "upload-offset")?
         .ok_or_else(|| ApiError::BadRequest("Upload-Offset is required".into()))?;
+    append_at(app, claims, client, sent, Some(body)).await
+}
+
+/// Appends `body` at `sent` under the link's lease, and lands the upload when complete.
+async fn append_at(
+    app: &Arc<App>,
+    claims: Claims,
+    client: std::net::IpAddr,
+    sent: u64,
+    body: Option<Body>,
+) -> Result<Response, ApiError> {
     let lease = app.leases.acquire(&claims).await?;
     let nonce = hex(&claims.nonce);
     let opened = stage_with(app, &claims, false, move |dir, _| {
@@ -347,7 +399,7 @@ async fn patch_inner(
     };
     let job = job(app, claims, lease, client, partial.length, partial.sha256);
     app.tasks
-        .spawn(job.append(staged, name, sent, Some(body)))
+        .spawn(job.append(staged, name, sent, body))
         .await
         .map_err(|_| ApiError::Internal)?
 }
@@ -522,9 +574,7 @@ impl Job {
         match landed {
             Ok((receipt, burned)) => {
                 // The whole file's digest (RFC 9530), so a client can show or check it.
-                use base64ct::{Base64, Encoding};
-                let digest = format!("sha-256=:{}:", Base64::encode_string(&receipt.sha256));
-                if let Ok(v) = HeaderValue::from_str(&digest) {
+                if let Ok(v) = HeaderValue::from_str(&repr_digest(&receipt.sha256)) {
                     response.headers_mut().insert("repr-digest", v);
                 }
                 Ok((response, Some(burned)))
