@@ -184,6 +184,10 @@ async fn assert_landed(s: &Server, url: &str, dest: &str, data: &[u8], relay: &R
         "resumed, not restarted: {sent} bytes sent"
     );
     assert!(s.temporaries().is_empty(), "{:?}", s.temporaries());
+    // Streamed, never held: the server's peak memory stays well below the file's size.
+    let peak = vm_hwm_kib(s.pid());
+    eprintln!("server peak RSS: {peak} KiB");
+    assert!(peak < 48 * 1024, "peak RSS {peak} KiB");
 }
 
 const CUTS: u32 = 3;
@@ -760,4 +764,39 @@ async fn a_complete_but_unlanded_upload_lands_when_its_offset_is_asked() {
     assert_eq!(again.status(), 200);
     assert_eq!(header(&again, "upload-offset"), "4");
     assert_eq!(header(&again, "repr-digest"), header(&r, "repr-digest"));
+}
+
+/// A partial upload outlives neither its link nor a sweep after that: a server started after
+/// the link expired removes it at start-up (the periodic sweep runs the same code).
+#[tokio::test]
+async fn partial_files_go_when_their_link_expires() {
+    let s = Server::start();
+    let url = s
+        .mint_upload(json!({ "path": "e/gone.bin", "ttl_seconds": 2 }))
+        .await["url"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(create(&s, &url, 10).await.status(), 201);
+    assert_eq!(
+        patch(&s, &url, 0, b"12345".to_vec())
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        204
+    );
+    assert_eq!(s.temporaries().len(), 1);
+    tokio::time::sleep(Duration::from_millis(3_100)).await;
+    assert_eq!(offset_of(&s, &url).await.status(), 410, "expired");
+    let root = s.root.to_str().unwrap().to_string();
+    let _later = Server::start_with(&[("BURNLINK_ROOT", &root)]);
+    for _ in 0..100 {
+        if s.temporaries().is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(s.temporaries().is_empty(), "{:?}", s.temporaries());
+    assert!(!s.root.join("e/gone.bin").exists());
 }
