@@ -507,24 +507,64 @@ fn tokio_stream_from(
 #[tokio::test]
 async fn the_draft_by_hand_offsets_completion_and_versions() {
     let s = Server::start();
-    let minted = s.mint_upload(json!({ "path": "dr/a.bin" })).await;
+    for version in ["6", "8"] {
+        let path = format!("dr/a{version}.bin");
+        let minted = s
+            .mint_upload(json!({ "path": path, "max_bytes": 100 }))
+            .await;
+        let url = minted["url"].as_str().unwrap();
+        let draft =
+            |req: reqwest::RequestBuilder| req.header("upload-draft-interop-version", version);
+        let r = draft(s.client.request(reqwest::Method::OPTIONS, url))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(header(&r, "upload-limit"), "max-size=100");
+        let r = draft(s.client.post(url))
+            .header("upload-complete", "?0")
+            .header("upload-length", "6")
+            .body("abc")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201);
+        assert_eq!(header(&r, "upload-offset"), "3");
+        assert_eq!(header(&r, "upload-complete"), "?0");
+        assert_eq!(header(&r, "upload-limit"), "max-size=100");
+        assert_eq!(header(&r, "upload-draft-interop-version"), version);
+        assert!(!header(&r, "location").is_empty());
+        let r = draft(s.client.head(url)).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        assert_eq!(header(&r, "upload-offset"), "3");
+        assert_eq!(header(&r, "upload-length"), "6");
+        assert_eq!(header(&r, "upload-complete"), "?0");
+        assert_eq!(header(&r, "upload-limit"), "max-size=100");
+        let r = draft(s.client.patch(url))
+            .header("content-type", "application/partial-upload")
+            .header("upload-offset", "1")
+            .header("upload-complete", "?1")
+            .body("def")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 409);
+        assert_eq!(header(&r, "upload-offset"), "3");
+        assert_eq!(header(&r, "upload-complete"), "?0");
+        let r = draft(s.client.patch(url))
+            .header("content-type", "application/partial-upload")
+            .header("upload-offset", "3")
+            .header("upload-complete", "?1")
+            .body("def")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 204);
+        assert_eq!(header(&r, "upload-complete"), "?1");
+        assert_eq!(std::fs::read(s.root.join(&path)).unwrap(), b"abcdef");
+        assert_eq!(s.state(url).await, "used");
+    }
+    let minted = s.mint_upload(json!({ "path": "dr/v.bin" })).await;
     let url = minted["url"].as_str().unwrap();
-    let draft = |req: reqwest::RequestBuilder| req.header("upload-draft-interop-version", "6");
-    let r = draft(s.client.post(url))
-        .header("upload-complete", "?0")
-        .header("upload-length", "6")
-        .body("abc")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 201);
-    assert_eq!(header(&r, "upload-offset"), "3");
-    assert_eq!(header(&r, "upload-draft-interop-version"), "6");
-    assert!(!header(&r, "location").is_empty());
-    let r = draft(s.client.head(url)).send().await.unwrap();
-    assert_eq!(r.status(), 200);
-    assert_eq!(header(&r, "upload-offset"), "3");
-    assert_eq!(header(&r, "upload-complete"), "?0");
     let r = s
         .client
         .head(url)
@@ -533,21 +573,9 @@ async fn the_draft_by_hand_offsets_completion_and_versions() {
         .await
         .unwrap();
     assert_eq!(r.status(), 412, "an interop version not spoken");
-    let r = draft(s.client.patch(url))
-        .header("content-type", "application/partial-upload")
-        .header("upload-offset", "3")
-        .header("upload-complete", "?1")
-        .body("def")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 204);
-    assert_eq!(std::fs::read(s.root.join("dr/a.bin")).unwrap(), b"abcdef");
-    assert_eq!(s.state(url).await, "used");
 
     // Cancellation.
-    let minted = s.mint_upload(json!({ "path": "dr/b.bin" })).await;
-    let url = minted["url"].as_str().unwrap();
+    let draft = |req: reqwest::RequestBuilder| req.header("upload-draft-interop-version", "8");
     let r = draft(s.client.post(url))
         .header("upload-complete", "?0")
         .header("upload-length", "6")
@@ -561,6 +589,17 @@ async fn the_draft_by_hand_offsets_completion_and_versions() {
     );
     assert!(s.temporaries().is_empty());
     assert_eq!(s.state(url).await, "unused");
+
+    // The whole file in the creation request (Upload-Complete: ?1, no Upload-Length).
+    let r = draft(s.client.post(url))
+        .header("upload-complete", "?1")
+        .body("whole")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    assert_eq!(header(&r, "upload-complete"), "?1");
+    assert_eq!(std::fs::read(s.root.join("dr/v.bin")).unwrap(), b"whole");
 }
 
 /// Two replicas sharing the root and a Redis ledger: an upload started on one resumes on the

@@ -1,8 +1,9 @@
 //! Resumable uploads on upload links: tus 1.0 (core, creation, creation-with-upload,
 //! termination), and the IETF draft "Resumable Uploads for HTTP" in the interop versions
 //! tus-js-client 4.3 speaks (`Upload-Draft-Interop-Version` 5, its `ietf-draft-03`, and 6, its
-//! `ietf-draft-05`), selected by that header: the same requests with `Upload-Complete`, any
-//! body type on `PATCH` (`application/partial-upload` in version 6).
+//! `ietf-draft-05`) up to the newest (8, drafts 09 and later), selected by that header: the
+//! same requests with `Upload-Complete` and `Upload-Limit`, any body type on `PATCH`
+//! (`application/partial-upload` from version 6).
 //!
 //! The upload resource is the link URL itself: creation (`POST` with `Tus-Resumable`) answers
 //! with a `Location` relative to the request (its last path segment), so it resolves to the
@@ -47,7 +48,7 @@ const READ_BACK: usize = 256 * 1024;
 const INTEROP: &str = "upload-draft-interop-version";
 
 /// The draft interop versions spoken.
-const INTEROP_VERSIONS: [u8; 2] = [5, 6];
+const INTEROP_VERSIONS: [u8; 4] = [5, 6, 7, 8];
 
 /// Which resumable protocol a request speaks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -84,12 +85,21 @@ pub fn is_tus(headers: &HeaderMap) -> bool {
 /// Every tus answer carries `Tus-Resumable`, failures included; a draft answer the interop
 /// version it was asked in.
 fn reply(headers: &HeaderMap, result: Result<Response, ApiError>) -> Response {
+    // Refusals of a file that arrived whole (its digest, its destination) end the upload; any
+    // other failure leaves it to be resumed (or started afresh).
+    let ended = matches!(&result, Err(ApiError::DigestMismatch | ApiError::Exists(_)));
     let mut response = result.unwrap_or_else(IntoResponse::into_response);
     match Dialect::of(headers) {
         Ok(Dialect::Draft(v)) => {
-            response
-                .headers_mut()
-                .insert(INTEROP, HeaderValue::from(u16::from(v)));
+            let h = response.headers_mut();
+            h.insert(INTEROP, HeaderValue::from(u16::from(v)));
+            // Whether this answer ends the upload: it landed (its digest says so) or it was
+            // refused whole.
+            if !h.contains_key("upload-complete") {
+                let done = ended || h.contains_key("repr-digest");
+                let complete = if done { "?1" } else { "?0" };
+                h.insert("upload-complete", HeaderValue::from_static(complete));
+            }
         }
         _ => {
             response
@@ -102,6 +112,12 @@ fn reply(headers: &HeaderMap, result: Result<Response, ApiError>) -> Response {
 
 fn check_version(headers: &HeaderMap) -> Result<Dialect, ApiError> {
     Dialect::of(headers)
+}
+
+/// The draft's `Upload-Limit`: this link's cap.
+fn limit(cap: u64) -> HeaderValue {
+    HeaderValue::from_str(&format!("max-size={cap}"))
+        .unwrap_or(HeaderValue::from_static("min-size=0"))
 }
 
 /// A draft request's `Upload-Complete` (`?1` or `?0`).
@@ -155,6 +171,7 @@ pub async fn options(State(app): State<Arc<App>>, link: Result<Link, ApiError>) 
             h.insert("tus-version", HeaderValue::from_static(TUS_VERSION));
             h.insert("tus-extension", HeaderValue::from_static(TUS_EXTENSIONS));
             h.insert("tus-max-size", HeaderValue::from(cap(&app, &claims)));
+            h.insert("upload-limit", limit(cap(&app, &claims)));
             crate::http::private_headers(h);
             Ok(response)
         })(),
@@ -182,6 +199,7 @@ pub async fn head(
 async fn offset(app: &Arc<App>, link: Link, headers: &HeaderMap) -> Result<Response, ApiError> {
     let dialect = check_version(headers)?;
     let Link { claims, client, .. } = link;
+    let link_claims = claims.clone();
     match app.ledger.state(&claims.nonce).await? {
         // Landed already (the answer to the last PATCH may have been lost on the way): the
         // client learns it is complete rather than starting over on a burned link.
@@ -220,6 +238,7 @@ async fn offset(app: &Arc<App>, link: Link, headers: &HeaderMap) -> Result<Respo
     if let Dialect::Draft(_) = dialect {
         let complete = if offset == length { "?1" } else { "?0" };
         h.insert("upload-complete", HeaderValue::from_static(complete));
+        h.insert("upload-limit", limit(cap(app, &link_claims)));
     }
     crate::http::private_headers(h);
     Ok(response)
@@ -335,6 +354,9 @@ async fn create_inner(
         .map_err(|_| ApiError::Internal)??;
     *response.status_mut() = StatusCode::CREATED;
     response.headers_mut().insert(header::LOCATION, location);
+    if dialect != Dialect::Tus {
+        response.headers_mut().insert("upload-limit", limit(cap));
+    }
     Ok(response)
 }
 
