@@ -163,10 +163,10 @@ async fn a_link_minted_on_any_replica_works_exactly_once_through_any_other() {
         .json()
         .await
         .unwrap();
-    let hex: String = sha256(&body).iter().map(|b| format!("{b:02x}")).collect();
+    let digest = hex(&sha256(&body));
     assert_eq!(status["state"], "used", "{status}");
     assert_eq!(status["bytes"], 70_000, "{status}");
-    assert_eq!(status["sha256"], hex.as_str(), "{status}");
+    assert_eq!(status["sha256"], digest.as_str(), "{status}");
     assert_eq!(
         std::fs::read(stack.root().join("in/upload.bin")).unwrap(),
         body
