@@ -64,8 +64,8 @@ pub async fn get(
     page.unwrap_or_else(|e| pages::error_page(&e, Some(direction)))
 }
 
-/// `POST` on `/transfer/{token}[/{name}]`: the Download button on a download link, an upload
-/// on an upload link. The token is verified before a byte of the body is read.
+/// `POST` on `/transfer/{token}[/{name}]`: an upload on an upload link, else the Download
+/// button. The token is verified before a byte of the body is read.
 pub async fn post(
     State(app): State<Arc<App>>,
     link: Result<Link, ApiError>,
@@ -73,13 +73,12 @@ pub async fn post(
     body: Body,
 ) -> Response {
     match link {
-        Ok(link) if link.claims.direction == Direction::Download => {
-            confirmed(&app, link, headers, body).await
+        Ok(link) if link.claims.direction == Direction::Upload => {
+            upload::receive(&app, link, &headers, body)
+                .await
+                .into_response()
         }
-        Ok(link) => upload::receive(&app, link, &headers, body)
-            .await
-            .into_response(),
-        Err(e) => failure(e, &headers, None),
+        link => post_alias(State(app), link, headers, body).await,
     }
 }
 
