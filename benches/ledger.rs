@@ -52,7 +52,10 @@ fn bytes_per_burned_entry(rt: &tokio::runtime::Runtime) {
     rt.block_on(async {
         for i in 0..N {
             let n = nonce(i);
-            ledger.lease(&n, Owner(1), u64::MAX, LEASE).await.unwrap();
+            ledger
+                .lease(&n, Owner(1), u64::MAX, LEASE, 1)
+                .await
+                .unwrap();
             ledger.commit(&n, Owner(1), None).await.unwrap();
         }
     });
@@ -81,7 +84,10 @@ fn bench(c: &mut Criterion) {
             i += 1;
             let n = nonce(i);
             rt.block_on(async {
-                ledger.lease(&n, Owner(7), u64::MAX, LEASE).await.unwrap();
+                ledger
+                    .lease(&n, Owner(7), u64::MAX, LEASE, 1)
+                    .await
+                    .unwrap();
                 ledger.commit(&n, Owner(7), None).await.unwrap()
             })
         })
@@ -89,7 +95,7 @@ fn bench(c: &mut Criterion) {
     group.bench_function("lease_on_burned", |b| {
         let n = nonce(1);
         b.iter(|| {
-            rt.block_on(ledger.lease(&n, Owner(8), u64::MAX, LEASE))
+            rt.block_on(ledger.lease(&n, Owner(8), u64::MAX, LEASE, 1))
                 .unwrap()
         })
     });

@@ -26,6 +26,7 @@ pub const KNOWN_VARS: &[&str] = &[
     "TTL_MAX_S",
     "MAX_DOWNLOAD_BYTES",
     "MAX_UPLOAD_BYTES",
+    "MAX_USES",
     "LEDGER",
     "LOG",
     "LOG_FORMAT",
@@ -54,6 +55,7 @@ struct Raw {
     ttl_max_s: Option<String>,
     max_download_bytes: Option<String>,
     max_upload_bytes: Option<String>,
+    max_uses: Option<String>,
     ledger: Option<String>,
     log: Option<String>,
     log_format: Option<String>,
@@ -113,6 +115,8 @@ pub struct Config {
     pub ttl_max: u64,
     pub max_download_bytes: u64,
     pub max_upload_bytes: u64,
+    /// The ceiling for a link's `max_uses` (requests above it are clamped).
+    pub max_uses: u16,
     pub ledger: LedgerKind,
     pub log: String,
     pub log_format: LogFormat,
@@ -139,6 +143,8 @@ pub struct Limits {
     pub max_upload_bytes: u64,
     /// Lower-case extensions an upload destination may have; `None` = any.
     pub upload_extensions: Option<Vec<String>>,
+    /// The ceiling for `max_uses` (`BURNLINK_MAX_USES`).
+    pub max_uses: u16,
 }
 
 /// PEM files for serving HTTPS.
@@ -345,6 +351,7 @@ impl Config {
                 104_857_600,
             )?,
             max_upload_bytes: positive("MAX_UPLOAD_BYTES", raw.max_upload_bytes, 104_857_600)?,
+            max_uses: max_uses(raw.max_uses)?,
             ledger,
             log: non_empty(raw.log).unwrap_or_else(|| "info".into()),
             log_format,
@@ -392,6 +399,7 @@ impl Config {
             max_download_bytes: self.max_download_bytes,
             max_upload_bytes: self.max_upload_bytes,
             upload_extensions: self.upload_extensions.clone(),
+            max_uses: self.max_uses,
         }
     }
 
@@ -446,6 +454,12 @@ fn positive(var: &'static str, v: Option<String>, default: u64) -> Result<u64, C
             )),
         },
     }
+}
+
+/// `BURNLINK_MAX_USES`: 1 to 65535 (the token holds the count in 16 bits), 100 when unset.
+fn max_uses(v: Option<String>) -> Result<u16, ConfigError> {
+    let n = positive("MAX_USES", v, 100)?;
+    u16::try_from(n).map_err(|_| bad("MAX_USES", format!("expected at most 65535, got {n}")))
 }
 
 /// A positive number of seconds no larger than `max` (timers past it are surely a typo).

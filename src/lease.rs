@@ -74,13 +74,21 @@ impl LeaseKeeper {
         let asked_at = Instant::now();
         match self
             .ledger
-            .lease(&claims.nonce, owner, claims.expires_at, self.lifetime)
+            .lease(
+                &claims.nonce,
+                owner,
+                claims.expires_at,
+                self.lifetime,
+                claims.max_uses,
+            )
             .await?
         {
             Acquire::Granted => Ok(Lease {
                 keeper: self.clone(),
                 nonce: claims.nonce,
                 expires_at: claims.expires_at,
+                max_uses: claims.max_uses,
+                uses: None,
                 session: claims.session.as_ref().map(|s| s.as_str().to_string()),
                 owner,
                 valid_until: Arc::new(Mutex::new(asked_at + self.lifetime - MARGIN)),
@@ -99,6 +107,9 @@ pub struct Lease {
     keeper: LeaseKeeper,
     nonce: Nonce,
     expires_at: u64,
+    max_uses: u16,
+    /// Completed transfers of the link once this one committed.
+    uses: Option<u16>,
     session: Option<String>,
     owner: Owner,
     /// Until when acting is safe: the last known ledger deadline less [`MARGIN`]. Shared with
@@ -161,7 +172,13 @@ impl Lease {
         let lifetime = self.keeper.lifetime;
         let held = ledger.renew(&self.nonce, self.owner, lifetime).await? || {
             ledger
-                .lease(&self.nonce, self.owner, self.expires_at, lifetime)
+                .lease(
+                    &self.nonce,
+                    self.owner,
+                    self.expires_at,
+                    lifetime,
+                    self.max_uses,
+                )
                 .await?
                 == Acquire::Granted
         };
@@ -184,16 +201,19 @@ impl Lease {
         };
     }
 
-    /// Burns the link (with an upload's receipt) and counts the use. `Ok(false)`: the lease was
-    /// lost (lapsed and taken, or revoked) and nothing burned. Counting is best effort: the
-    /// transfer happened whatever the stats store says.
+    /// Consumes one use of the link (with an upload's receipt), burning it with the last, and
+    /// counts a burned link. `Ok(false)`: the lease was lost (lapsed and taken, or revoked) and
+    /// nothing was consumed. Counting is best effort: the transfer happened whatever the stats
+    /// store says.
     pub async fn commit(&mut self, receipt: Option<Receipt>) -> Result<bool, LedgerError> {
         self.settled = true;
-        let burned = self
+        let uses = self
             .keeper
             .ledger
             .commit(&self.nonce, self.owner, receipt)
             .await?;
+        self.uses = uses;
+        let burned = uses.is_some_and(|u| u >= self.max_uses);
         if burned
             && let Err(e) = self
                 .keeper
@@ -203,7 +223,17 @@ impl Lease {
         {
             tracing::warn!(error = %e, "could not count a used link");
         }
-        Ok(burned)
+        Ok(uses.is_some())
+    }
+
+    /// How many transfers of the link completed, counting this one, once it committed.
+    pub fn uses(&self) -> Option<u16> {
+        self.uses
+    }
+
+    /// The number of completed transfers the link allows.
+    pub fn max_uses(&self) -> u16 {
+        self.max_uses
     }
 
     /// Gives the link back at once, rather than after the lease lapses.

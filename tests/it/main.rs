@@ -27,6 +27,7 @@ mod request_bounds;
 mod resume;
 mod sandbox_escape;
 mod secrets_in_logs;
+mod several_uses;
 mod shutdown;
 mod single_use;
 mod stalled_client;
