@@ -13,6 +13,7 @@ use serde::Deserialize;
 use crate::access::ApiTokens;
 use crate::sandbox::Sandbox;
 use crate::token::Keyring;
+use crate::webhooks::{Secret, WebhookConfig};
 
 /// Every variable burnlink reads, without the prefix. Anything else with the prefix is
 /// reported as unknown (likely a typo) at start.
@@ -42,6 +43,8 @@ pub const KNOWN_VARS: &[&str] = &[
     "RATE_MINT_PER_S",
     "RATE_MINT_BURST",
     "RATE_FAILED_PER_MIN",
+    "WEBHOOK_URL",
+    "WEBHOOK_SECRET",
 ];
 
 #[derive(Debug, Default, Deserialize)]
@@ -71,6 +74,8 @@ struct Raw {
     rate_mint_per_s: Option<String>,
     rate_mint_burst: Option<String>,
     rate_failed_per_min: Option<String>,
+    webhook_url: Option<String>,
+    webhook_secret: Option<String>,
 }
 
 /// A variable (or the `.env` file) with a bad value. Displays as the one line start-up prints.
@@ -131,6 +136,8 @@ pub struct Config {
     /// Both set, or neither (then plain HTTP).
     pub tls: Option<TlsFiles>,
     pub rate: RateConfig,
+    /// Where link events are POSTed, and the signing secret; `None` = no webhooks.
+    pub webhook: Option<WebhookConfig>,
 }
 
 /// The bounds every mint is held to (from the configuration), whoever
@@ -337,6 +344,7 @@ impl Config {
                 "must be at least 1 when BURNLINK_RATE_MINT_PER_S is set",
             ));
         }
+        let webhook = webhook(raw.webhook_url, raw.webhook_secret)?;
         Ok(Config {
             root: PathBuf::from(non_empty(raw.root).unwrap_or_else(|| "./data".into())),
             bind,
@@ -373,6 +381,7 @@ impl Config {
             )?),
             tls,
             rate,
+            webhook,
         })
     }
 
@@ -454,6 +463,44 @@ fn positive(var: &'static str, v: Option<String>, default: u64) -> Result<u64, C
             )),
         },
     }
+}
+
+/// `BURNLINK_WEBHOOK_URL` and `BURNLINK_WEBHOOK_SECRET`: both or neither. Plain `http://`
+/// only in this build (its outbound client has no TLS); the URL is never logged.
+fn webhook(
+    url: Option<String>,
+    secret: Option<String>,
+) -> Result<Option<WebhookConfig>, ConfigError> {
+    let (url, secret) = match (non_empty(url), non_empty(secret)) {
+        (None, None) => return Ok(None),
+        (Some(_), None) => {
+            return Err(bad(
+                "WEBHOOK_SECRET",
+                "required with BURNLINK_WEBHOOK_URL: the Standard Webhooks secret, `whsec_…`",
+            ));
+        }
+        (None, Some(_)) => {
+            return Err(bad(
+                "WEBHOOK_URL",
+                "required with BURNLINK_WEBHOOK_SECRET: where events are POSTed",
+            ));
+        }
+        (Some(u), Some(s)) => (u, s),
+    };
+    let parsed = reqwest::Url::parse(url.trim())
+        .map_err(|_| bad("WEBHOOK_URL", "expected an http:// URL"))?;
+    if parsed.scheme() != "http" || parsed.host_str().is_none() {
+        return Err(bad(
+            "WEBHOOK_URL",
+            "expected an http:// URL (this build sends webhooks over plain HTTP; put a TLS \
+             proxy in front of an https receiver)",
+        ));
+    }
+    let secret = Secret::parse(&secret).map_err(|e| bad("WEBHOOK_SECRET", e))?;
+    Ok(Some(WebhookConfig {
+        url: parsed.to_string(),
+        secret,
+    }))
 }
 
 /// `BURNLINK_MAX_USES`: 1 to 65535 (the token holds the count in 16 bits), 100 when unset.

@@ -22,6 +22,7 @@ use crate::sandbox::Sandbox;
 use crate::session::SessionId;
 use crate::stats::{Statistics, StatsStore};
 use crate::token::{Claims, Direction, Keyring, hex, unix_now};
+use crate::webhooks::{Completed, Event, Webhooks};
 
 /// Everything the service can refuse, in the terms users see.
 #[derive(Debug, thiserror::Error)]
@@ -132,6 +133,8 @@ pub struct LinkService {
     ledger: Option<Arc<dyn Ledger>>,
     stats: Arc<dyn StatsStore>,
     rate_limits: Option<Arc<RateLimits>>,
+    /// Where `link.revoked` goes, when configured.
+    webhooks: Option<Webhooks>,
 }
 
 impl LinkService {
@@ -148,7 +151,14 @@ impl LinkService {
             ledger,
             stats,
             rate_limits,
+            webhooks: None,
         }
+    }
+
+    /// Sends `link.revoked` on each revocation.
+    pub fn with_webhooks(mut self, webhooks: Option<Webhooks>) -> Self {
+        self.webhooks = webhooks;
+        self
     }
 
     /// A service for a process that mints on its own with the shared key (`burnlink mcp`, the
@@ -216,7 +226,7 @@ impl LinkService {
         }
         let ledger = self.ledger()?;
         match ledger.revoke(&claims.nonce, claims.expires_at).await? {
-            Revoke::Revoked | Revoke::AlreadyRevoked => {
+            outcome @ (Revoke::Revoked | Revoke::AlreadyRevoked) => {
                 tracing::info!(
                     target: "burnlink::audit",
                     event = "revoke",
@@ -229,6 +239,13 @@ impl LinkService {
                     Ok(u) => u.uses,
                     Err(_) => 0,
                 };
+                if let (Revoke::Revoked, Some(webhooks)) = (outcome, &self.webhooks) {
+                    let done = Completed {
+                        uses,
+                        ..Completed::default()
+                    };
+                    webhooks.emit(Event::new("link.revoked", &claims, done));
+                }
                 let usage = Usage {
                     state: LinkState::Revoked,
                     uses,

@@ -35,3 +35,4 @@ mod stats_redis;
 mod tls;
 mod upload_memory;
 mod uploads;
+mod webhooks;

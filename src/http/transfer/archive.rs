@@ -34,7 +34,7 @@ pub fn head(app: &App, claims: &Claims) -> Response {
 /// Streams the directory's archive, from the session's sandbox `base`, under the link's lease.
 pub async fn get(app: &Arc<App>, link: &Link, base: Dir) -> Result<Response, ApiError> {
     let claims = &link.claims;
-    let lease = app.leases.acquire(claims).await?;
+    let lease = app.leases.acquire(claims, link.client).await?;
     let archive = stream::start(base, claims.path.clone(), stream::Settings::default());
     let settle = Settle {
         audit: TransferAudit::new(claims, link.client),
