@@ -648,6 +648,36 @@ mod tests {
                 },
                 "BURNLINK_API_TOKENS:",
             ),
+            (
+                Raw {
+                    max_uses: Some("70000".into()),
+                    ..Raw::default()
+                },
+                "BURNLINK_MAX_USES:",
+            ),
+            (
+                Raw {
+                    webhook_url: Some("http://127.0.0.1:9/h".into()),
+                    ..Raw::default()
+                },
+                "BURNLINK_WEBHOOK_SECRET:",
+            ),
+            (
+                Raw {
+                    webhook_url: Some("https://hooks.example/h".into()),
+                    webhook_secret: Some("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".into()),
+                    ..Raw::default()
+                },
+                "BURNLINK_WEBHOOK_URL:",
+            ),
+            (
+                Raw {
+                    webhook_url: Some("http://127.0.0.1:9/h".into()),
+                    webhook_secret: Some("not-a-secret".into()),
+                    ..Raw::default()
+                },
+                "BURNLINK_WEBHOOK_SECRET:",
+            ),
         ];
         for (raw, prefix) in cases {
             let msg = Config::from_raw(raw).unwrap_err().to_string();

@@ -21,6 +21,7 @@
 
 use std::collections::HashSet;
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -195,6 +196,8 @@ struct Inner {
     permits: Arc<Semaphore>,
     /// Stream entries this replica is delivering now.
     in_flight: Mutex<HashSet<String>>,
+    /// Events dropped because the queue was full (also a metric).
+    dropped: AtomicU64,
 }
 
 /// Appends to the stream unless it is full. `KEYS[1]` the stream; `ARGV[1]` the maximum
@@ -234,6 +237,7 @@ impl Webhooks {
                 consumer,
                 permits: Arc::new(Semaphore::new(IN_FLIGHT)),
                 in_flight: Mutex::new(HashSet::new()),
+                dropped: AtomicU64::new(0),
             }),
         };
         match receiver {
@@ -257,6 +261,7 @@ impl Webhooks {
         match &self.inner.queue {
             Queue::Memory(tx) => {
                 if tx.try_send(envelope).is_err() {
+                    self.inner.dropped.fetch_add(1, Ordering::Relaxed);
                     metrics::counter!(DROPPED).increment(1);
                     tracing::warn!(%link, kind = %event.kind, "webhook queue full; event dropped");
                 }
@@ -285,6 +290,11 @@ impl Webhooks {
                 });
             }
         }
+    }
+
+    /// Events this process dropped because its queue was full.
+    pub fn dropped(&self) -> u64 {
+        self.inner.dropped.load(Ordering::Relaxed)
     }
 
     async fn run_memory(self, mut rx: mpsc::Receiver<Envelope>) {
@@ -619,6 +629,39 @@ mod tests {
         assert!(Secret::parse("MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").is_err());
         assert!(Secret::parse("whsec_!!").is_err());
         assert_eq!(format!("{secret:?}"), "Secret(…)");
+    }
+
+    /// A receiver that accepts connections and never answers: 32 deliveries hang (and one
+    /// more waits for a slot), the queue
+    /// fills to its bound, and every event beyond it is dropped and counted, not buffered.
+    #[tokio::test]
+    async fn a_stalled_receiver_cannot_grow_the_memory_queue_past_its_bound() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let hooks = Webhooks::start(
+            WebhookConfig {
+                url: format!("http://127.0.0.1:{port}/"),
+                secret: Secret::parse("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").unwrap(),
+            },
+            None,
+        );
+        let claims = Claims::new(crate::token::Direction::Download, None, "f".into(), 1);
+        let extra = 500;
+        for _ in 0..MEMORY_QUEUE + IN_FLIGHT + extra {
+            hooks.emit(Event::new(
+                "link.transferred",
+                &claims,
+                Completed::default(),
+            ));
+            // Let the worker take the first ones into flight.
+            tokio::task::yield_now().await;
+        }
+        let dropped = hooks.dropped() as usize;
+        assert!(
+            (extra - 1..=extra + IN_FLIGHT).contains(&dropped),
+            "dropped {dropped}"
+        );
+        drop(listener);
     }
 
     #[test]
