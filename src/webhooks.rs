@@ -142,7 +142,7 @@ impl Event {
     pub fn new(kind: &str, claims: &Claims, data: Completed) -> Event {
         Event {
             kind: kind.to_string(),
-            timestamp: crate::links::rfc3339(unix_now()),
+            timestamp: rfc3339_now(),
             data: EventData {
                 link: claims.short_id(),
                 direction: claims.direction.as_str().to_string(),
@@ -156,6 +156,15 @@ impl Event {
             },
         }
     }
+}
+
+/// Now as RFC 3339 UTC, whole seconds (`2026-12-05T07:01:12Z`).
+fn rfc3339_now() -> String {
+    use time::format_description::well_known::Rfc3339;
+    time::OffsetDateTime::from_unix_timestamp(unix_now() as i64)
+        .ok()
+        .and_then(|t| t.format(&Rfc3339).ok())
+        .unwrap_or_default()
 }
 
 /// What a transfer or revocation adds to the token's fields.
