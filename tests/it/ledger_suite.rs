@@ -359,4 +359,50 @@ mod redis {
         assert_eq!(l.state(&[3; 16]).await.unwrap(), LinkState::InProgress);
         assert_eq!(l.state(&[4; 16]).await.unwrap(), LinkState::Unused);
     }
+
+    /// Memory per burned link in Redis (`used_memory` over 5,000 burns), for single-use links
+    /// (a string) and 3-use links (a small hash): printed, and the hash held to at most twice
+    /// the string's cost.
+    #[tokio::test]
+    async fn a_burned_several_use_link_stays_compact_in_redis() {
+        let Some(r) = RedisServer::start() else {
+            return;
+        };
+        let l = ledger(&r);
+        let used_memory = || -> i64 {
+            let info = r.command("INFO memory");
+            let line = info
+                .lines()
+                .find(|l| l.starts_with("used_memory:"))
+                .unwrap();
+            line["used_memory:".len()..].trim().parse().unwrap()
+        };
+        const N: u32 = 5_000;
+        let expires_at = unix_now() + 3600;
+        let mut per_link = Vec::new();
+        for (uses, tag) in [(1u16, 0u8), (3, 1)] {
+            let before = used_memory();
+            for i in 0..N {
+                let mut n = [tag; 16];
+                n[..4].copy_from_slice(&i.to_be_bytes());
+                for _ in 0..uses {
+                    assert_eq!(
+                        l.lease(&n, Owner(1), expires_at, Duration::from_secs(30), uses)
+                            .await
+                            .unwrap(),
+                        Acquire::Granted
+                    );
+                    assert!(l.commit(&n, Owner(1), None).await.unwrap().is_some());
+                }
+            }
+            let bytes = (used_memory() - before) as f64 / f64::from(N);
+            per_link.push(bytes);
+            use std::io::Write;
+            let _ = writeln!(
+                std::io::stderr(),
+                "ledger/redis: a burned link of {uses} use(s) costs {bytes:.0} bytes of used_memory"
+            );
+        }
+        assert!(per_link[1] <= 2.0 * per_link[0], "{per_link:?}");
+    }
 }
