@@ -371,7 +371,11 @@ impl Webhooks {
                         self.spawn_deliveries(entries).await;
                     }
                     Err(e) if e.code() == Some("NOGROUP") => group_ready = false,
-                    Err(e) => tracing::warn!(error = %e, "webhooks: could not read the stream"),
+                    Err(e) => {
+                        // Redis is down or slow: try again in a second, not every poll.
+                        tracing::warn!(error = %e, "webhooks: could not read the stream");
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    }
                 }
             }
             if last_reclaim.elapsed() >= RECLAIM_EVERY && self.inner.permits.available_permits() > 0
