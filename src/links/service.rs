@@ -64,8 +64,10 @@ pub struct LinkStatus {
     /// When the link stops (or stopped) working (RFC 3339, UTC).
     pub expires_at: String,
     /// How many completed transfers the link allows.
+    #[serde(default = "one")]
     pub max_uses: u16,
     /// How many transfers completed so far.
+    #[serde(default)]
     pub uses: u16,
     /// Bytes received, once an upload is in place.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -75,6 +77,12 @@ pub struct LinkStatus {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schemars(with = "String")]
     pub sha256: Option<String>,
+}
+
+/// A server older than `max_uses` (asked by `burnlink mcp` over stdio) answers without it:
+/// its links allow one use.
+fn one() -> u16 {
+    1
 }
 
 /// A link's state as the status answer names it.
