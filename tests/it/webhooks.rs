@@ -230,9 +230,9 @@ async fn a_receiver_that_is_down_for_a_while_gets_every_event_once_it_is_back() 
     );
 }
 
-/// Two replicas on one Redis, the receiver down: the replica holding the pending event is
-/// killed (SIGKILL) before it could deliver; once the receiver is up, the other replica takes
-/// the event over and delivers it, with the same id.
+/// Two replicas on one Redis, the receiver down: the replica that completed the transfer (and
+/// holds its event pending) is killed (SIGKILL) before it could deliver; once the receiver is
+/// up, the other replica takes the event over and delivers it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_redis_an_event_a_killed_replica_did_not_deliver_is_delivered_by_another() {
     let Some((py, dir, port)) = setup() else {
@@ -252,28 +252,32 @@ async fn with_redis_an_event_a_killed_replica_did_not_deliver_is_delivered_by_an
         ("BURNLINK_WEBHOOK_URL", url.as_str()),
         ("BURNLINK_WEBHOOK_SECRET", SECRET),
     ];
-    let mut replicas = vec![Server::start_with(&env), Server::start_with(&env)];
+    // Replica A completes a transfer while the receiver is down, and holds the event pending.
+    let a = Server::start_with(&env);
     std::fs::write(root.path().join("f.txt"), b"f").unwrap();
-    let link = replicas[0].mint("f.txt").await;
-    assert_eq!(replicas[0].get(&link).await.status(), 200);
-
-    // Wait (bounded) until one replica holds the event pending, and kill that one.
-    let mut holder = None;
+    let link = a.mint("f.txt").await;
+    assert_eq!(a.get(&link).await.status(), 200);
+    let mut pending = String::new();
     for _ in 0..100 {
-        let pending = redis.command("XPENDING burnlink:{webhooks}:events burnlink");
-        holder = replicas
-            .iter()
-            .position(|r| pending.contains(&format!("{}-", r.pid())));
-        if holder.is_some() {
+        pending = redis.command("XPENDING burnlink:{webhooks}:events burnlink");
+        if pending.contains(&format!("{}-", a.pid())) {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let holder = holder.expect("an event pending in a replica");
-    let dead = replicas.remove(holder);
-    let pid = rustix::process::Pid::from_raw(dead.pid() as i32).unwrap();
+    assert!(
+        pending.contains(&format!("{}-", a.pid())),
+        "A holds the event: {pending}"
+    );
+    let stream = redis.command("XRANGE burnlink:{webhooks}:events - +");
+    let at = stream.find("msg_").expect("the event's id in the stream");
+    let event_id = stream[at..at + 36].to_string();
+    // Replica B runs; A is killed (SIGKILL) before it could deliver.
+
+    let b = Server::start_with(&env);
+    let pid = rustix::process::Pid::from_raw(a.pid() as i32).unwrap();
     rustix::process::kill_process(pid, rustix::process::Signal::KILL).unwrap();
-    drop(dead);
+    drop(a);
     assert!(received(&log).is_empty());
 
     let _receiver = Receiver::start(&py, port, &log, 0);
@@ -281,6 +285,7 @@ async fn with_redis_an_event_a_killed_replica_did_not_deliver_is_delivered_by_an
     let delivered: Vec<_> = all.iter().filter(|r| r["status"] == 200).collect();
     assert_eq!(delivered.len(), 1, "{all:#?}");
     assert_eq!(delivered[0]["verified"], true);
+    assert_eq!(delivered[0]["id"], event_id.as_str(), "the same webhook-id");
     assert_eq!(body(delivered[0])["type"], "link.transferred");
     // Acknowledged and removed once delivered.
     let mut left = String::new();
@@ -292,9 +297,5 @@ async fn with_redis_an_event_a_killed_replica_did_not_deliver_is_delivered_by_an
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(left, ":0");
-    assert!(
-        replicas[0].log().contains("taking over events"),
-        "{}",
-        replicas[0].log()
-    );
+    assert!(b.log().contains("taking over events"), "{}", b.log());
 }
