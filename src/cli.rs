@@ -76,6 +76,9 @@ struct MintArgs {
     /// Only clients in this CIDR may use the link.
     #[arg(long)]
     ip: Option<String>,
+    /// How many completed transfers the link allows (default 1; clamped to BURNLINK_MAX_USES).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    uses: Option<u64>,
     /// Print the whole mint response as JSON instead of the URL.
     #[arg(long)]
     json: bool,
@@ -200,6 +203,7 @@ fn mint(mut config: Config, args: MintArgs) -> Result<ExitCode, String> {
             .map(parse_ip)
             .transpose()
             .map_err(|e| format!("--ip: {e}"))?,
+        max_uses: args.uses,
     };
     let origin = Origin {
         via: "cli",
@@ -259,6 +263,7 @@ fn inspect(mut config: Config, input: &str) -> Result<ExitCode, String> {
     println!("expires_at: {}", rfc3339(c.expires_at));
     println!("expires_in_seconds: {}", c.expires_at.saturating_sub(now));
     println!("link_id: {}", c.short_id());
+    println!("max_uses: {}", c.max_uses);
     if let Some(m) = c.max_bytes {
         println!("max_bytes: {m}");
     }

@@ -13,6 +13,7 @@ use serde::Deserialize;
 use crate::access::ApiTokens;
 use crate::sandbox::Sandbox;
 use crate::token::Keyring;
+use crate::webhooks::{Secret, WebhookConfig};
 
 /// Every variable burnlink reads, without the prefix. Anything else with the prefix is
 /// reported as unknown (likely a typo) at start.
@@ -26,6 +27,7 @@ pub const KNOWN_VARS: &[&str] = &[
     "TTL_MAX_S",
     "MAX_DOWNLOAD_BYTES",
     "MAX_UPLOAD_BYTES",
+    "MAX_USES",
     "LEDGER",
     "LOG",
     "LOG_FORMAT",
@@ -42,6 +44,8 @@ pub const KNOWN_VARS: &[&str] = &[
     "RATE_MINT_BURST",
     "RATE_FAILED_PER_MIN",
     "MAX_CONNECTIONS",
+    "WEBHOOK_URL",
+    "WEBHOOK_SECRET",
 ];
 
 #[derive(Debug, Default, Deserialize)]
@@ -55,6 +59,7 @@ struct Raw {
     ttl_max_s: Option<String>,
     max_download_bytes: Option<String>,
     max_upload_bytes: Option<String>,
+    max_uses: Option<String>,
     ledger: Option<String>,
     log: Option<String>,
     log_format: Option<String>,
@@ -71,6 +76,8 @@ struct Raw {
     rate_mint_burst: Option<String>,
     rate_failed_per_min: Option<String>,
     max_connections: Option<String>,
+    webhook_url: Option<String>,
+    webhook_secret: Option<String>,
 }
 
 /// A variable (or the `.env` file) with a bad value. Displays as the one line start-up prints.
@@ -115,6 +122,8 @@ pub struct Config {
     pub ttl_max: u64,
     pub max_download_bytes: u64,
     pub max_upload_bytes: u64,
+    /// The ceiling for a link's `max_uses` (requests above it are clamped).
+    pub max_uses: u16,
     pub ledger: LedgerKind,
     pub log: String,
     pub log_format: LogFormat,
@@ -132,6 +141,8 @@ pub struct Config {
     /// Client connections served at once (`BURNLINK_MAX_CONNECTIONS`); a few more are let in
     /// only for `/healthz` and `/metrics` ([`crate::http::net`]).
     pub max_connections: usize,
+    /// Where link events are POSTed, and the signing secret; `None` = no webhooks.
+    pub webhook: Option<WebhookConfig>,
 }
 
 /// The bounds every mint is held to (from the configuration), whoever
@@ -144,6 +155,8 @@ pub struct Limits {
     pub max_upload_bytes: u64,
     /// Lower-case extensions an upload destination may have; `None` = any.
     pub upload_extensions: Option<Vec<String>>,
+    /// The ceiling for `max_uses` (`BURNLINK_MAX_USES`).
+    pub max_uses: u16,
 }
 
 /// PEM files for serving HTTPS.
@@ -345,6 +358,7 @@ impl Config {
                 "must be at least 1 when BURNLINK_RATE_MINT_PER_S is set",
             ));
         }
+        let webhook = webhook(raw.webhook_url, raw.webhook_secret)?;
         Ok(Config {
             root: PathBuf::from(non_empty(raw.root).unwrap_or_else(|| "./data".into())),
             bind,
@@ -359,6 +373,7 @@ impl Config {
                 104_857_600,
             )?,
             max_upload_bytes: positive("MAX_UPLOAD_BYTES", raw.max_upload_bytes, 104_857_600)?,
+            max_uses: max_uses(raw.max_uses)?,
             ledger,
             log: non_empty(raw.log).unwrap_or_else(|| "info".into()),
             log_format,
@@ -381,6 +396,7 @@ impl Config {
             tls,
             rate,
             max_connections,
+            webhook,
         })
     }
 
@@ -407,6 +423,7 @@ impl Config {
             max_download_bytes: self.max_download_bytes,
             max_upload_bytes: self.max_upload_bytes,
             upload_extensions: self.upload_extensions.clone(),
+            max_uses: self.max_uses,
         }
     }
 
@@ -461,6 +478,50 @@ fn positive(var: &'static str, v: Option<String>, default: u64) -> Result<u64, C
             )),
         },
     }
+}
+
+/// `BURNLINK_WEBHOOK_URL` and `BURNLINK_WEBHOOK_SECRET`: both or neither. Plain `http://`
+/// only in this build (its outbound client has no TLS); the URL is never logged.
+fn webhook(
+    url: Option<String>,
+    secret: Option<String>,
+) -> Result<Option<WebhookConfig>, ConfigError> {
+    let (url, secret) = match (non_empty(url), non_empty(secret)) {
+        (None, None) => return Ok(None),
+        (Some(_), None) => {
+            return Err(bad(
+                "WEBHOOK_SECRET",
+                "required with BURNLINK_WEBHOOK_URL: the Standard Webhooks secret, `whsec_…`",
+            ));
+        }
+        (None, Some(_)) => {
+            return Err(bad(
+                "WEBHOOK_URL",
+                "required with BURNLINK_WEBHOOK_SECRET: where events are POSTed",
+            ));
+        }
+        (Some(u), Some(s)) => (u, s),
+    };
+    let parsed = reqwest::Url::parse(url.trim())
+        .map_err(|_| bad("WEBHOOK_URL", "expected an http:// URL"))?;
+    if parsed.scheme() != "http" || parsed.host_str().is_none() {
+        return Err(bad(
+            "WEBHOOK_URL",
+            "expected an http:// URL (this build sends webhooks over plain HTTP; put a TLS \
+             proxy in front of an https receiver)",
+        ));
+    }
+    let secret = Secret::parse(&secret).map_err(|e| bad("WEBHOOK_SECRET", e))?;
+    Ok(Some(WebhookConfig {
+        url: parsed.to_string(),
+        secret,
+    }))
+}
+
+/// `BURNLINK_MAX_USES`: 1 to 65535 (the token holds the count in 16 bits), 100 when unset.
+fn max_uses(v: Option<String>) -> Result<u16, ConfigError> {
+    let n = positive("MAX_USES", v, 100)?;
+    u16::try_from(n).map_err(|_| bad("MAX_USES", format!("expected at most 65535, got {n}")))
 }
 
 /// A positive number of seconds no larger than `max` (timers past it are surely a typo).
@@ -601,6 +662,36 @@ mod tests {
                     ..Raw::default()
                 },
                 "BURNLINK_API_TOKENS:",
+            ),
+            (
+                Raw {
+                    max_uses: Some("70000".into()),
+                    ..Raw::default()
+                },
+                "BURNLINK_MAX_USES:",
+            ),
+            (
+                Raw {
+                    webhook_url: Some("http://127.0.0.1:9/h".into()),
+                    ..Raw::default()
+                },
+                "BURNLINK_WEBHOOK_SECRET:",
+            ),
+            (
+                Raw {
+                    webhook_url: Some("https://hooks.example/h".into()),
+                    webhook_secret: Some("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".into()),
+                    ..Raw::default()
+                },
+                "BURNLINK_WEBHOOK_URL:",
+            ),
+            (
+                Raw {
+                    webhook_url: Some("http://127.0.0.1:9/h".into()),
+                    webhook_secret: Some("not-a-secret".into()),
+                    ..Raw::default()
+                },
+                "BURNLINK_WEBHOOK_SECRET:",
             ),
         ];
         for (raw, prefix) in cases {

@@ -161,6 +161,7 @@ async fn download_page(app: &App, claims: &Claims) -> Result<Response, ApiError>
         directory: kind == Kind::Directory,
         expires_at: claims.expires_at,
         now: unix_now(),
+        max_uses: claims.max_uses,
     }))
 }
 
@@ -177,5 +178,6 @@ async fn upload_page(app: &App, claims: &Claims) -> Result<Response, ApiError> {
         now: unix_now(),
         sha256: claims.sha256.map(|d| hex(&d)),
         overwrite: claims.overwrite,
+        max_uses: claims.max_uses,
     }))
 }

@@ -10,6 +10,10 @@ use std::process::{Command, Stdio};
 /// `import mcp`, from `BURNLINK_MCP_PYTHON` (default `/var/tmp/burnlink-venv/bin/python`).
 pub const MCP_PYTHON: &str = "python-mcp";
 
+/// The name [`require_tool`] knows the official Standard Webhooks library by: a Python (the
+/// same as [`MCP_PYTHON`]'s) that can `import standardwebhooks`.
+pub const WEBHOOKS_PYTHON: &str = "python-standardwebhooks";
+
 /// Where scripts/test puts the MCP SDK's virtual environment.
 const DEFAULT_MCP_PYTHON: &str = "/var/tmp/burnlink-venv/bin/python";
 
@@ -67,6 +71,11 @@ fn install_hint(tool: &str) -> String {
                     scripts/test does this"
                 .to_string();
         }
+        WEBHOOKS_PYTHON => {
+            return "/var/tmp/burnlink-venv/bin/pip install 'standardwebhooks==1.1.0' (or set \
+                    BURNLINK_MCP_PYTHON to a python that has it); scripts/test does this"
+                .to_string();
+        }
         "chromedriver" => "chromium-driver",
         "bsdtar" => "libarchive-tools",
         other => other,
@@ -78,10 +87,15 @@ fn locate(tool: &str) -> Result<PathBuf, String> {
     match tool {
         "chromium" => existing(env_or("BURNLINK_CHROMIUM", "/usr/bin/chromium")),
         "chromedriver" => existing(env_or("BURNLINK_CHROMEDRIVER", "/usr/bin/chromedriver")),
-        MCP_PYTHON => {
+        MCP_PYTHON | WEBHOOKS_PYTHON => {
             let py = env_or("BURNLINK_MCP_PYTHON", DEFAULT_MCP_PYTHON);
+            let module = if tool == MCP_PYTHON {
+                "mcp"
+            } else {
+                "standardwebhooks"
+            };
             let ok = Command::new(&py)
-                .args(["-c", "import mcp"])
+                .args(["-c", &format!("import {module}")])
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .status()
@@ -89,10 +103,7 @@ fn locate(tool: &str) -> Result<PathBuf, String> {
             if ok {
                 Ok(py)
             } else {
-                Err(format!(
-                    "{} cannot import the Python `mcp` SDK",
-                    py.display()
-                ))
+                Err(format!("{} cannot import `{module}`", py.display()))
             }
         }
         program => find_program(program).ok_or_else(|| format!("`{program}` is not installed")),
