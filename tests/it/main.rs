@@ -8,6 +8,7 @@ mod browser;
 mod cli;
 mod client_address;
 mod constant_memory;
+mod debian_package;
 mod directory_archive;
 mod directory_archive_large;
 mod download_status;

@@ -9,7 +9,7 @@ pub mod nginx;
 pub mod redis_server;
 pub mod tools;
 
-pub use tools::{MCP_PYTHON, require_tool, require_tools};
+pub use tools::{MCP_PYTHON, require_root, require_tool, require_tools};
 
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
