@@ -15,6 +15,7 @@ mod download_status;
 mod dropped_connection;
 mod error_map;
 mod file_names;
+mod haproxy;
 mod hostile_properties;
 mod hostile_requests;
 mod ledger_suite;

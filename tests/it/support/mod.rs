@@ -5,6 +5,7 @@
 
 pub mod archive;
 pub mod chromium;
+pub mod haproxy;
 pub mod nginx;
 pub mod redis_server;
 pub mod tools;
