@@ -9,6 +9,7 @@ mod cli;
 mod client_address;
 mod constant_memory;
 mod debian_package;
+mod deploy_examples;
 mod directory_archive;
 mod directory_archive_large;
 mod download_status;
