@@ -23,6 +23,7 @@ mod ledger_suite;
 mod mcp;
 mod metrics;
 mod minting_api;
+mod operator_commands;
 mod previewers;
 mod rate_limits;
 mod replicas;
