@@ -246,3 +246,14 @@ fn the_kubernetes_manifests_pass_the_schemas_and_fit_burnlink() {
     );
     assert_eq!(service["spec"]["ports"][0]["targetPort"], "http");
 }
+
+#[test]
+fn the_deployment_docs_show_the_nginx_template_that_is_tested() {
+    let template = crate::support::nginx::TEMPLATE;
+    let body = &template[template.find("upstream burnlink {").unwrap()..];
+    let docs = std::fs::read_to_string(repo("docs/deployment.md")).unwrap();
+    assert!(
+        docs.contains(&format!("```nginx\n{body}```")),
+        "docs/deployment.md's nginx example differs from deploy/nginx/burnlink.conf.template"
+    );
+}
