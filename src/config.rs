@@ -439,6 +439,162 @@ impl Config {
     pub fn scheme(&self) -> &'static str {
         if self.tls.is_some() { "https" } else { "http" }
     }
+
+    /// The effective configuration, one `BURNLINK_NAME=value` line per variable with the
+    /// defaults filled in, for `burnlink check-config`. Secrets never appear: the keys show
+    /// only the signing key's id, API tokens only that they are set, a Redis URL its password
+    /// as `****`.
+    pub fn effective(&self) -> Vec<String> {
+        const MASK: &str = "****";
+        let list = |v: &Option<Vec<String>>, none: &str| match v {
+            Some(items) => items.join(","),
+            None => none.to_string(),
+        };
+        let (base_url, _) = self.resolve_base_url(self.bind);
+        let lines: Vec<(&str, String)> = vec![
+            ("ROOT", self.root.display().to_string()),
+            ("BIND", self.bind.to_string()),
+            (
+                "BASE_URL",
+                match &self.base_url {
+                    Some(url) => url.clone(),
+                    None => format!("{base_url} (default, from BURNLINK_BIND)"),
+                },
+            ),
+            (
+                "KEYS",
+                match &self.keys {
+                    Some(k) => format!(
+                        "{}:{MASK} (signing key id; secrets masked)",
+                        k.signing_key_id()
+                    ),
+                    None => {
+                        "(unset: serve makes a random key per process; one replica only)".into()
+                    }
+                },
+            ),
+            (
+                "API_TOKENS",
+                match &self.api_tokens {
+                    Some(_) => format!("{MASK} (set; masked)"),
+                    None => "(unset: serve generates one and prints it once)".into(),
+                },
+            ),
+            ("TTL_DEFAULT_S", self.ttl_default.to_string()),
+            ("TTL_MAX_S", self.ttl_max.to_string()),
+            ("MAX_DOWNLOAD_BYTES", self.max_download_bytes.to_string()),
+            ("MAX_UPLOAD_BYTES", self.max_upload_bytes.to_string()),
+            (
+                "LEDGER",
+                match &self.ledger {
+                    LedgerKind::Memory => "memory".into(),
+                    LedgerKind::Redis(url) => mask_url_password(url),
+                },
+            ),
+            ("LOG", self.log.clone()),
+            (
+                "LOG_FORMAT",
+                match self.log_format {
+                    LogFormat::Text => "text",
+                    LogFormat::Json => "json",
+                }
+                .into(),
+            ),
+            ("BROWSER_CONFIRM", self.browser_confirm.to_string()),
+            ("UPLOAD_EXTENSIONS", list(&self.upload_extensions, "(any)")),
+            (
+                "MCP_ALLOWED_HOSTS",
+                list(
+                    &self.mcp_allowed_hosts,
+                    "(the base URL's host and loopback)",
+                ),
+            ),
+            (
+                "TRUSTED_PROXIES",
+                if self.trusted_proxies.is_empty() {
+                    "(none)".into()
+                } else {
+                    let nets: Vec<String> = self
+                        .trusted_proxies
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect();
+                    nets.join(",")
+                },
+            ),
+            ("LEASE_S", self.lease.as_secs().to_string()),
+            (
+                "SHUTDOWN_GRACE_S",
+                self.shutdown_grace.as_secs().to_string(),
+            ),
+            ("IDLE_TIMEOUT_S", self.idle_timeout.as_secs().to_string()),
+            (
+                "TLS_CERT",
+                self.tls.as_ref().map_or("(unset: plain HTTP)".into(), |t| {
+                    t.cert.display().to_string()
+                }),
+            ),
+            (
+                "TLS_KEY",
+                self.tls.as_ref().map_or("(unset: plain HTTP)".into(), |t| {
+                    t.key.display().to_string()
+                }),
+            ),
+            ("RATE_MINT_PER_S", self.rate.mint_per_s.to_string()),
+            ("RATE_MINT_BURST", self.rate.mint_burst.to_string()),
+            ("RATE_FAILED_PER_MIN", self.rate.failed_per_min.to_string()),
+            ("MAX_CONNECTIONS", self.max_connections.to_string()),
+            ("MAX_USES", self.max_uses.to_string()),
+            (
+                "WEBHOOK_URL",
+                match &self.webhook {
+                    // Only where events go: the path or query may carry a receiver's secret.
+                    Some(w) => format!("{} (path masked)", url_origin(&w.url)),
+                    None => "(unset: no webhooks)".into(),
+                },
+            ),
+            (
+                "WEBHOOK_SECRET",
+                match &self.webhook {
+                    Some(_) => format!("{MASK} (set; masked)"),
+                    None => "(unset)".into(),
+                },
+            ),
+        ];
+        lines
+            .into_iter()
+            .map(|(name, value)| format!("BURNLINK_{name}={value}"))
+            .collect()
+    }
+}
+
+/// `redis://user:secret@host/0` → `redis://user:****@host/0`; a URL without a password is
+/// returned as it is.
+fn mask_url_password(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let authority = &rest[..authority_end];
+    let Some((userinfo, host)) = authority.rsplit_once('@') else {
+        return url.to_string();
+    };
+    let user = userinfo.split_once(':').map_or(userinfo, |(user, _)| user);
+    let masked = if userinfo.contains(':') {
+        format!("{user}:****")
+    } else {
+        // `redis://secret@host`: a lone userinfo is the password.
+        "****".to_string()
+    };
+    format!("{scheme}://{masked}@{host}{}", &rest[authority_end..])
+}
+
+/// `scheme://host[:port]` of a URL, without credentials, path or query.
+fn url_origin(url: &str) -> String {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    format!("{scheme}://{host}")
 }
 
 fn non_empty(v: Option<String>) -> Option<String> {
@@ -768,6 +924,47 @@ mod tests {
             let msg = Config::from_raw(raw).unwrap_err().to_string();
             assert!(msg.starts_with(var), "{msg}");
         }
+    }
+
+    #[test]
+    fn effective_configuration_masks_secrets() {
+        let c = Config::from_raw(Raw {
+            keys: Some("k1:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8".into()),
+            api_tokens: Some("very-secret-token@s1".into()),
+            ledger: Some("redis://app:hunter2@10.0.0.20:6379/0".into()),
+            webhook_url: Some("http://user:pw@hooks.example:8080/in?key=k3y".into()),
+            webhook_secret: Some("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".into()),
+            ..Raw::default()
+        })
+        .unwrap();
+        let text = c.effective().join("\n");
+        for secret in [
+            "AAECAwQF",
+            "very-secret-token",
+            "hunter2",
+            "pw@",
+            "k3y",
+            "MfKQ9r8",
+        ] {
+            assert!(!text.contains(secret), "{secret} leaked:\n{text}");
+        }
+        assert!(text.contains("BURNLINK_KEYS=k1:****"), "{text}");
+        assert!(
+            text.contains("BURNLINK_LEDGER=redis://app:****@10.0.0.20:6379/0"),
+            "{text}"
+        );
+        assert!(text.contains("BURNLINK_BIND=127.0.0.1:8000"), "{text}");
+        assert_eq!(
+            c.effective().len(),
+            KNOWN_VARS.len(),
+            "one line per variable"
+        );
+        for var in KNOWN_VARS {
+            assert!(text.contains(&format!("BURNLINK_{var}=")), "{var} missing");
+        }
+        assert_eq!(mask_url_password("redis://h:6379/0"), "redis://h:6379/0");
+        assert_eq!(mask_url_password("redis://:pw@h/0"), "redis://:****@h/0");
+        assert_eq!(mask_url_password("redis://pw@h"), "redis://****@h");
     }
 
     #[test]
