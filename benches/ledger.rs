@@ -45,20 +45,27 @@ fn nonce(i: u64) -> [u8; 16] {
     n
 }
 
-fn bytes_per_burned_entry(rt: &tokio::runtime::Runtime) {
+/// Bytes per burned link, for links of `uses` uses each used up (every use a lease and a
+/// commit): a link of several uses ends in the same compact entry as a single-use one.
+fn bytes_per_burned_entry(rt: &tokio::runtime::Runtime, uses: u16) {
     const N: u64 = 1_000_000;
     let before = LIVE.load(Ordering::Relaxed);
     let ledger = MemoryLedger::new();
     rt.block_on(async {
         for i in 0..N {
             let n = nonce(i);
-            ledger.lease(&n, Owner(1), u64::MAX, LEASE).await.unwrap();
-            ledger.commit(&n, Owner(1), None).await.unwrap();
+            for _ in 0..uses {
+                ledger
+                    .lease(&n, Owner(1), u64::MAX, LEASE, uses)
+                    .await
+                    .unwrap();
+                ledger.commit(&n, Owner(1), None).await.unwrap();
+            }
         }
     });
     let used = LIVE.load(Ordering::Relaxed) - before;
     println!(
-        "ledger/memory: {N} burned entries use {:.1} MiB, {:.1} bytes per entry",
+        "ledger/memory: {N} burned entries of {uses} use(s) use {:.1} MiB, {:.1} bytes per entry",
         used as f64 / (1024.0 * 1024.0),
         used as f64 / N as f64
     );
@@ -70,7 +77,8 @@ fn bench(c: &mut Criterion) {
         .enable_all()
         .build()
         .unwrap();
-    bytes_per_burned_entry(&rt);
+    bytes_per_burned_entry(&rt, 1);
+    bytes_per_burned_entry(&rt, 3);
 
     let ledger = Arc::new(MemoryLedger::new());
     let mut group = c.benchmark_group("ledger/memory");
@@ -81,7 +89,10 @@ fn bench(c: &mut Criterion) {
             i += 1;
             let n = nonce(i);
             rt.block_on(async {
-                ledger.lease(&n, Owner(7), u64::MAX, LEASE).await.unwrap();
+                ledger
+                    .lease(&n, Owner(7), u64::MAX, LEASE, 1)
+                    .await
+                    .unwrap();
                 ledger.commit(&n, Owner(7), None).await.unwrap()
             })
         })
@@ -89,7 +100,7 @@ fn bench(c: &mut Criterion) {
     group.bench_function("lease_on_burned", |b| {
         let n = nonce(1);
         b.iter(|| {
-            rt.block_on(ledger.lease(&n, Owner(8), u64::MAX, LEASE))
+            rt.block_on(ledger.lease(&n, Owner(8), u64::MAX, LEASE, 1))
                 .unwrap()
         })
     });

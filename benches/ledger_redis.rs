@@ -121,9 +121,9 @@ fn burns_per_second(rt: &tokio::runtime::Runtime, ledger: &Arc<RedisLedger>, tas
                         break;
                     }
                     let n = nonce(i);
-                    let got = ledger.lease(&n, owner, expires_at, LEASE).await.unwrap();
+                    let got = ledger.lease(&n, owner, expires_at, LEASE, 1).await.unwrap();
                     assert_eq!(got, Acquire::Granted);
-                    assert!(ledger.commit(&n, owner, None).await.unwrap());
+                    assert!(ledger.commit(&n, owner, None).await.unwrap().is_some());
                 }
             }));
         }
@@ -165,7 +165,10 @@ fn bench(c: &mut Criterion) {
             i += 1;
             let n = nonce(i);
             rt.block_on(async {
-                ledger.lease(&n, Owner(7), expires_at, LEASE).await.unwrap();
+                ledger
+                    .lease(&n, Owner(7), expires_at, LEASE, 1)
+                    .await
+                    .unwrap();
                 ledger.commit(&n, Owner(7), None).await.unwrap()
             })
         })
@@ -173,7 +176,7 @@ fn bench(c: &mut Criterion) {
     group.bench_function("lease_on_burned", |b| {
         let n = nonce(1);
         b.iter(|| {
-            rt.block_on(ledger.lease(&n, Owner(8), expires_at, LEASE))
+            rt.block_on(ledger.lease(&n, Owner(8), expires_at, LEASE, 1))
                 .unwrap()
         })
     });

@@ -52,6 +52,7 @@ fn bench(c: &mut Criterion) {
             max_download_bytes: 1 << 30,
             max_upload_bytes: 1 << 30,
             upload_extensions: None,
+            max_uses: 100,
         },
         "http://127.0.0.1:8000".into(),
     );

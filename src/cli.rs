@@ -1,4 +1,5 @@
-//! The command line: `serve`, `mint`, `keygen`, `inspect`, `revoke`, `mcp`.
+//! The command line: `serve`, `mint`, `keygen`, `inspect`, `revoke`, `mcp`, and for operators
+//! `check-config` and `healthcheck`.
 //!
 //! `mint`, `keygen` and `inspect` work with no server running: anything holding the key can
 //! mint links every replica accepts. Results go to stdout, so `URL=$(burnlink mint f)` works;
@@ -7,6 +8,7 @@
 use std::io::Write;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
@@ -19,10 +21,18 @@ use crate::token::{
     Direction, TokenError, extract_token, generate_key_entry, hex, is_token_shaped, unix_now,
 };
 
+/// `0.1.0 (abc1234)`: the crate version and the git commit it was built from (build.rs).
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (",
+    env!("BURNLINK_GIT_COMMIT"),
+    ")"
+);
+
 #[derive(Parser)]
 #[command(
     name = "burnlink",
-    version,
+    version = VERSION,
     about = "One-time, expiring links to files in a sandbox"
 )]
 pub struct Cli {
@@ -37,7 +47,11 @@ enum Command {
     /// Mint a link and print its URL (no server needed; uses BURNLINK_KEYS).
     Mint(MintArgs),
     /// Print a fresh `KID:KEY` entry for BURNLINK_KEYS.
-    Keygen,
+    Keygen {
+        /// Print a fresh API token for BURNLINK_API_TOKENS instead.
+        #[arg(long)]
+        api_token: bool,
+    },
     /// Verify a token or URL and print its fields; exit 1 with the reason if it is not valid.
     Inspect {
         /// A token or any URL that carries one.
@@ -50,6 +64,16 @@ enum Command {
     },
     /// MCP server on stdio: mints for the server at BURNLINK_BASE_URL with BURNLINK_KEYS.
     Mcp,
+    /// Read the configuration as `serve` would and print it, secrets masked; exit 1 with the
+    /// error if it is invalid.
+    CheckConfig,
+    /// GET /healthz on the local server at BURNLINK_BIND (a wildcard bind is asked on
+    /// loopback); exit 0 when it answers 200, 1 otherwise. For container health checks.
+    Healthcheck {
+        /// Give up after this many seconds.
+        #[arg(long, default_value_t = 3)]
+        timeout: u64,
+    },
 }
 
 #[derive(clap::Args)]
@@ -76,6 +100,9 @@ struct MintArgs {
     /// Only clients in this CIDR may use the link.
     #[arg(long)]
     ip: Option<String>,
+    /// How many completed transfers the link allows (default 1; clamped to BURNLINK_MAX_USES).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    uses: Option<u64>,
     /// Print the whole mint response as JSON instead of the URL.
     #[arg(long)]
     json: bool,
@@ -108,9 +135,20 @@ pub fn parse_ttl(s: &str) -> Result<i64, String> {
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    if let Command::Keygen = cli.command {
-        println!("{}", generate_key_entry());
-        return ExitCode::SUCCESS;
+    match cli.command {
+        Command::Keygen { api_token } => {
+            if api_token {
+                println!("{}", crate::access::ApiTokens::generate().1);
+            } else {
+                println!("{}", generate_key_entry());
+            }
+            return ExitCode::SUCCESS;
+        }
+        // Both report a bad configuration with exit 1 (2 means something else to container
+        // health checks).
+        Command::CheckConfig => return check_config(),
+        Command::Healthcheck { timeout } => return healthcheck(timeout),
+        _ => {}
     }
     let config = match Config::from_env() {
         Ok(c) => c,
@@ -125,7 +163,9 @@ pub fn main() -> ExitCode {
         Command::Inspect { token_or_url } => inspect(config, &token_or_url),
         Command::Revoke { token_or_url } => revoke(config, &token_or_url),
         Command::Mcp => mcp(config),
-        Command::Keygen => unreachable!("handled above"),
+        Command::Keygen { .. } | Command::CheckConfig | Command::Healthcheck { .. } => {
+            unreachable!("handled above")
+        }
     };
     match result {
         Ok(code) => code,
@@ -134,6 +174,70 @@ pub fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn check_config() -> ExitCode {
+    let config = match Config::from_env() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("burnlink: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    for var in Config::unknown_vars() {
+        eprintln!("burnlink: warning: {var} is not a burnlink variable (a typo?)");
+    }
+    for line in config.effective() {
+        println!("{line}");
+    }
+    ExitCode::SUCCESS
+}
+
+fn healthcheck(timeout: u64) -> ExitCode {
+    let result = Config::from_env()
+        .map_err(|e| e.to_string())
+        .and_then(|config| probe_health(&config, Duration::from_secs(timeout.max(1))));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("burnlink: unhealthy: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// GET /healthz on the address the server binds. This build's HTTP client speaks plain HTTP
+/// only, so a server serving TLS itself is checked by connecting to its port.
+fn probe_health(config: &Config, timeout: Duration) -> Result<(), String> {
+    let mut addr = config.bind;
+    if addr.ip().is_unspecified() {
+        addr.set_ip(if addr.is_ipv4() {
+            std::net::Ipv4Addr::LOCALHOST.into()
+        } else {
+            std::net::Ipv6Addr::LOCALHOST.into()
+        });
+    }
+    if config.tls.is_some() {
+        return std::net::TcpStream::connect_timeout(&addr, timeout)
+            .map(|_| ())
+            .map_err(|e| format!("cannot connect to {addr}: {e}"));
+    }
+    let url = format!("http://{addr}/healthz");
+    runtime()?.block_on(async {
+        let response = reqwest::Client::builder()
+            .timeout(timeout)
+            .build()
+            .map_err(|e| e.to_string())?
+            .get(&url)
+            .send()
+            .await
+            .map_err(|e| format!("{url}: {}", e.without_url()))?;
+        if response.status().is_success() {
+            Ok(())
+        } else {
+            Err(format!("{url} answered {}", response.status()))
+        }
+    })
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime, String> {
@@ -200,6 +304,7 @@ fn mint(mut config: Config, args: MintArgs) -> Result<ExitCode, String> {
             .map(parse_ip)
             .transpose()
             .map_err(|e| format!("--ip: {e}"))?,
+        max_uses: args.uses,
     };
     let origin = Origin {
         via: "cli",
@@ -259,6 +364,7 @@ fn inspect(mut config: Config, input: &str) -> Result<ExitCode, String> {
     println!("expires_at: {}", rfc3339(c.expires_at));
     println!("expires_in_seconds: {}", c.expires_at.saturating_sub(now));
     println!("link_id: {}", c.short_id());
+    println!("max_uses: {}", c.max_uses);
     if let Some(m) = c.max_bytes {
         println!("max_bytes: {m}");
     }

@@ -13,6 +13,7 @@ use serde::Deserialize;
 use crate::access::ApiTokens;
 use crate::sandbox::Sandbox;
 use crate::token::Keyring;
+use crate::webhooks::{Secret, WebhookConfig};
 
 /// Every variable burnlink reads, without the prefix. Anything else with the prefix is
 /// reported as unknown (likely a typo) at start.
@@ -26,6 +27,7 @@ pub const KNOWN_VARS: &[&str] = &[
     "TTL_MAX_S",
     "MAX_DOWNLOAD_BYTES",
     "MAX_UPLOAD_BYTES",
+    "MAX_USES",
     "LEDGER",
     "LOG",
     "LOG_FORMAT",
@@ -42,6 +44,8 @@ pub const KNOWN_VARS: &[&str] = &[
     "RATE_MINT_BURST",
     "RATE_FAILED_PER_MIN",
     "MAX_CONNECTIONS",
+    "WEBHOOK_URL",
+    "WEBHOOK_SECRET",
 ];
 
 #[derive(Debug, Default, Deserialize)]
@@ -55,6 +59,7 @@ struct Raw {
     ttl_max_s: Option<String>,
     max_download_bytes: Option<String>,
     max_upload_bytes: Option<String>,
+    max_uses: Option<String>,
     ledger: Option<String>,
     log: Option<String>,
     log_format: Option<String>,
@@ -71,6 +76,8 @@ struct Raw {
     rate_mint_burst: Option<String>,
     rate_failed_per_min: Option<String>,
     max_connections: Option<String>,
+    webhook_url: Option<String>,
+    webhook_secret: Option<String>,
 }
 
 /// A variable (or the `.env` file) with a bad value. Displays as the one line start-up prints.
@@ -115,6 +122,8 @@ pub struct Config {
     pub ttl_max: u64,
     pub max_download_bytes: u64,
     pub max_upload_bytes: u64,
+    /// The ceiling for a link's `max_uses` (requests above it are clamped).
+    pub max_uses: u16,
     pub ledger: LedgerKind,
     pub log: String,
     pub log_format: LogFormat,
@@ -132,6 +141,8 @@ pub struct Config {
     /// Client connections served at once (`BURNLINK_MAX_CONNECTIONS`); a few more are let in
     /// only for `/healthz` and `/metrics` ([`crate::http::net`]).
     pub max_connections: usize,
+    /// Where link events are POSTed, and the signing secret; `None` = no webhooks.
+    pub webhook: Option<WebhookConfig>,
 }
 
 /// The bounds every mint is held to (from the configuration), whoever
@@ -144,6 +155,8 @@ pub struct Limits {
     pub max_upload_bytes: u64,
     /// Lower-case extensions an upload destination may have; `None` = any.
     pub upload_extensions: Option<Vec<String>>,
+    /// The ceiling for `max_uses` (`BURNLINK_MAX_USES`).
+    pub max_uses: u16,
 }
 
 /// PEM files for serving HTTPS.
@@ -345,6 +358,7 @@ impl Config {
                 "must be at least 1 when BURNLINK_RATE_MINT_PER_S is set",
             ));
         }
+        let webhook = webhook(raw.webhook_url, raw.webhook_secret)?;
         Ok(Config {
             root: PathBuf::from(non_empty(raw.root).unwrap_or_else(|| "./data".into())),
             bind,
@@ -359,6 +373,7 @@ impl Config {
                 104_857_600,
             )?,
             max_upload_bytes: positive("MAX_UPLOAD_BYTES", raw.max_upload_bytes, 104_857_600)?,
+            max_uses: max_uses(raw.max_uses)?,
             ledger,
             log: non_empty(raw.log).unwrap_or_else(|| "info".into()),
             log_format,
@@ -381,6 +396,7 @@ impl Config {
             tls,
             rate,
             max_connections,
+            webhook,
         })
     }
 
@@ -407,6 +423,7 @@ impl Config {
             max_download_bytes: self.max_download_bytes,
             max_upload_bytes: self.max_upload_bytes,
             upload_extensions: self.upload_extensions.clone(),
+            max_uses: self.max_uses,
         }
     }
 
@@ -422,6 +439,162 @@ impl Config {
     pub fn scheme(&self) -> &'static str {
         if self.tls.is_some() { "https" } else { "http" }
     }
+
+    /// The effective configuration, one `BURNLINK_NAME=value` line per variable with the
+    /// defaults filled in, for `burnlink check-config`. Secrets never appear: the keys show
+    /// only the signing key's id, API tokens only that they are set, a Redis URL its password
+    /// as `****`.
+    pub fn effective(&self) -> Vec<String> {
+        const MASK: &str = "****";
+        let list = |v: &Option<Vec<String>>, none: &str| match v {
+            Some(items) => items.join(","),
+            None => none.to_string(),
+        };
+        let (base_url, _) = self.resolve_base_url(self.bind);
+        let lines: Vec<(&str, String)> = vec![
+            ("ROOT", self.root.display().to_string()),
+            ("BIND", self.bind.to_string()),
+            (
+                "BASE_URL",
+                match &self.base_url {
+                    Some(url) => url.clone(),
+                    None => format!("{base_url} (default, from BURNLINK_BIND)"),
+                },
+            ),
+            (
+                "KEYS",
+                match &self.keys {
+                    Some(k) => format!(
+                        "{}:{MASK} (signing key id; secrets masked)",
+                        k.signing_key_id()
+                    ),
+                    None => {
+                        "(unset: serve makes a random key per process; one replica only)".into()
+                    }
+                },
+            ),
+            (
+                "API_TOKENS",
+                match &self.api_tokens {
+                    Some(_) => format!("{MASK} (set; masked)"),
+                    None => "(unset: serve generates one and prints it once)".into(),
+                },
+            ),
+            ("TTL_DEFAULT_S", self.ttl_default.to_string()),
+            ("TTL_MAX_S", self.ttl_max.to_string()),
+            ("MAX_DOWNLOAD_BYTES", self.max_download_bytes.to_string()),
+            ("MAX_UPLOAD_BYTES", self.max_upload_bytes.to_string()),
+            (
+                "LEDGER",
+                match &self.ledger {
+                    LedgerKind::Memory => "memory".into(),
+                    LedgerKind::Redis(url) => mask_url_password(url),
+                },
+            ),
+            ("LOG", self.log.clone()),
+            (
+                "LOG_FORMAT",
+                match self.log_format {
+                    LogFormat::Text => "text",
+                    LogFormat::Json => "json",
+                }
+                .into(),
+            ),
+            ("BROWSER_CONFIRM", self.browser_confirm.to_string()),
+            ("UPLOAD_EXTENSIONS", list(&self.upload_extensions, "(any)")),
+            (
+                "MCP_ALLOWED_HOSTS",
+                list(
+                    &self.mcp_allowed_hosts,
+                    "(the base URL's host and loopback)",
+                ),
+            ),
+            (
+                "TRUSTED_PROXIES",
+                if self.trusted_proxies.is_empty() {
+                    "(none)".into()
+                } else {
+                    let nets: Vec<String> = self
+                        .trusted_proxies
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect();
+                    nets.join(",")
+                },
+            ),
+            ("LEASE_S", self.lease.as_secs().to_string()),
+            (
+                "SHUTDOWN_GRACE_S",
+                self.shutdown_grace.as_secs().to_string(),
+            ),
+            ("IDLE_TIMEOUT_S", self.idle_timeout.as_secs().to_string()),
+            (
+                "TLS_CERT",
+                self.tls.as_ref().map_or("(unset: plain HTTP)".into(), |t| {
+                    t.cert.display().to_string()
+                }),
+            ),
+            (
+                "TLS_KEY",
+                self.tls.as_ref().map_or("(unset: plain HTTP)".into(), |t| {
+                    t.key.display().to_string()
+                }),
+            ),
+            ("RATE_MINT_PER_S", self.rate.mint_per_s.to_string()),
+            ("RATE_MINT_BURST", self.rate.mint_burst.to_string()),
+            ("RATE_FAILED_PER_MIN", self.rate.failed_per_min.to_string()),
+            ("MAX_CONNECTIONS", self.max_connections.to_string()),
+            ("MAX_USES", self.max_uses.to_string()),
+            (
+                "WEBHOOK_URL",
+                match &self.webhook {
+                    // Only where events go: the path or query may carry a receiver's secret.
+                    Some(w) => format!("{} (path masked)", url_origin(&w.url)),
+                    None => "(unset: no webhooks)".into(),
+                },
+            ),
+            (
+                "WEBHOOK_SECRET",
+                match &self.webhook {
+                    Some(_) => format!("{MASK} (set; masked)"),
+                    None => "(unset)".into(),
+                },
+            ),
+        ];
+        lines
+            .into_iter()
+            .map(|(name, value)| format!("BURNLINK_{name}={value}"))
+            .collect()
+    }
+}
+
+/// `redis://user:secret@host/0` → `redis://user:****@host/0`; a URL without a password is
+/// returned as it is.
+fn mask_url_password(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let authority = &rest[..authority_end];
+    let Some((userinfo, host)) = authority.rsplit_once('@') else {
+        return url.to_string();
+    };
+    let user = userinfo.split_once(':').map_or(userinfo, |(user, _)| user);
+    let masked = if userinfo.contains(':') {
+        format!("{user}:****")
+    } else {
+        // `redis://secret@host`: a lone userinfo is the password.
+        "****".to_string()
+    };
+    format!("{scheme}://{masked}@{host}{}", &rest[authority_end..])
+}
+
+/// `scheme://host[:port]` of a URL, without credentials, path or query.
+fn url_origin(url: &str) -> String {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    format!("{scheme}://{host}")
 }
 
 fn non_empty(v: Option<String>) -> Option<String> {
@@ -461,6 +634,50 @@ fn positive(var: &'static str, v: Option<String>, default: u64) -> Result<u64, C
             )),
         },
     }
+}
+
+/// `BURNLINK_WEBHOOK_URL` and `BURNLINK_WEBHOOK_SECRET`: both or neither. Plain `http://`
+/// only in this build (its outbound client has no TLS); the URL is never logged.
+fn webhook(
+    url: Option<String>,
+    secret: Option<String>,
+) -> Result<Option<WebhookConfig>, ConfigError> {
+    let (url, secret) = match (non_empty(url), non_empty(secret)) {
+        (None, None) => return Ok(None),
+        (Some(_), None) => {
+            return Err(bad(
+                "WEBHOOK_SECRET",
+                "required with BURNLINK_WEBHOOK_URL: the Standard Webhooks secret, `whsec_…`",
+            ));
+        }
+        (None, Some(_)) => {
+            return Err(bad(
+                "WEBHOOK_URL",
+                "required with BURNLINK_WEBHOOK_SECRET: where events are POSTed",
+            ));
+        }
+        (Some(u), Some(s)) => (u, s),
+    };
+    let parsed = reqwest::Url::parse(url.trim())
+        .map_err(|_| bad("WEBHOOK_URL", "expected an http:// URL"))?;
+    if parsed.scheme() != "http" || parsed.host_str().is_none() {
+        return Err(bad(
+            "WEBHOOK_URL",
+            "expected an http:// URL (this build sends webhooks over plain HTTP; put a TLS \
+             proxy in front of an https receiver)",
+        ));
+    }
+    let secret = Secret::parse(&secret).map_err(|e| bad("WEBHOOK_SECRET", e))?;
+    Ok(Some(WebhookConfig {
+        url: parsed.to_string(),
+        secret,
+    }))
+}
+
+/// `BURNLINK_MAX_USES`: 1 to 65535 (the token holds the count in 16 bits), 100 when unset.
+fn max_uses(v: Option<String>) -> Result<u16, ConfigError> {
+    let n = positive("MAX_USES", v, 100)?;
+    u16::try_from(n).map_err(|_| bad("MAX_USES", format!("expected at most 65535, got {n}")))
 }
 
 /// A positive number of seconds no larger than `max` (timers past it are surely a typo).
@@ -602,6 +819,36 @@ mod tests {
                 },
                 "BURNLINK_API_TOKENS:",
             ),
+            (
+                Raw {
+                    max_uses: Some("70000".into()),
+                    ..Raw::default()
+                },
+                "BURNLINK_MAX_USES:",
+            ),
+            (
+                Raw {
+                    webhook_url: Some("http://127.0.0.1:9/h".into()),
+                    ..Raw::default()
+                },
+                "BURNLINK_WEBHOOK_SECRET:",
+            ),
+            (
+                Raw {
+                    webhook_url: Some("https://hooks.example/h".into()),
+                    webhook_secret: Some("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".into()),
+                    ..Raw::default()
+                },
+                "BURNLINK_WEBHOOK_URL:",
+            ),
+            (
+                Raw {
+                    webhook_url: Some("http://127.0.0.1:9/h".into()),
+                    webhook_secret: Some("not-a-secret".into()),
+                    ..Raw::default()
+                },
+                "BURNLINK_WEBHOOK_SECRET:",
+            ),
         ];
         for (raw, prefix) in cases {
             let msg = Config::from_raw(raw).unwrap_err().to_string();
@@ -677,6 +924,47 @@ mod tests {
             let msg = Config::from_raw(raw).unwrap_err().to_string();
             assert!(msg.starts_with(var), "{msg}");
         }
+    }
+
+    #[test]
+    fn effective_configuration_masks_secrets() {
+        let c = Config::from_raw(Raw {
+            keys: Some("k1:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8".into()),
+            api_tokens: Some("very-secret-token@s1".into()),
+            ledger: Some("redis://app:hunter2@10.0.0.20:6379/0".into()),
+            webhook_url: Some("http://user:pw@hooks.example:8080/in?key=k3y".into()),
+            webhook_secret: Some("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".into()),
+            ..Raw::default()
+        })
+        .unwrap();
+        let text = c.effective().join("\n");
+        for secret in [
+            "AAECAwQF",
+            "very-secret-token",
+            "hunter2",
+            "pw@",
+            "k3y",
+            "MfKQ9r8",
+        ] {
+            assert!(!text.contains(secret), "{secret} leaked:\n{text}");
+        }
+        assert!(text.contains("BURNLINK_KEYS=k1:****"), "{text}");
+        assert!(
+            text.contains("BURNLINK_LEDGER=redis://app:****@10.0.0.20:6379/0"),
+            "{text}"
+        );
+        assert!(text.contains("BURNLINK_BIND=127.0.0.1:8000"), "{text}");
+        assert_eq!(
+            c.effective().len(),
+            KNOWN_VARS.len(),
+            "one line per variable"
+        );
+        for var in KNOWN_VARS {
+            assert!(text.contains(&format!("BURNLINK_{var}=")), "{var} missing");
+        }
+        assert_eq!(mask_url_password("redis://h:6379/0"), "redis://h:6379/0");
+        assert_eq!(mask_url_password("redis://:pw@h/0"), "redis://:****@h/0");
+        assert_eq!(mask_url_password("redis://pw@h"), "redis://****@h");
     }
 
     #[test]

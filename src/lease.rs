@@ -9,6 +9,7 @@
 //! Free of HTTP: the transfer routes turn a [`LeaseError`] into a status, and tie the
 //! [`Lease::valid_until`] deadline to the connection themselves.
 
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -18,6 +19,7 @@ use crate::ledger::{Acquire, Ledger, LedgerError, LinkState, Owner, Receipt};
 use crate::metrics::ActiveTransfer;
 use crate::stats::StatsStore;
 use crate::token::{Claims, Nonce};
+use crate::webhooks::{Completed, Event, Webhooks};
 
 /// Taken off every lease deadline before acting on it. A lease's deadline is computed from a
 /// moment taken *before* the ledger was asked, so it is never later than the ledger's own; the
@@ -55,6 +57,8 @@ pub struct LeaseKeeper {
     ledger: Arc<dyn Ledger>,
     stats: Arc<dyn StatsStore>,
     lifetime: Duration,
+    /// Where `link.transferred` goes after each completed transfer, when configured.
+    webhooks: Option<Webhooks>,
 }
 
 impl LeaseKeeper {
@@ -63,24 +67,43 @@ impl LeaseKeeper {
             ledger,
             stats,
             lifetime,
+            webhooks: None,
         }
     }
 
-    /// Takes the link's lease for a fresh owner, or says why not.
-    pub async fn acquire(&self, claims: &Claims) -> Result<Lease, LeaseError> {
+    /// Sends `link.transferred` after each completed transfer.
+    pub fn with_webhooks(mut self, webhooks: Option<Webhooks>) -> Self {
+        self.webhooks = webhooks;
+        self
+    }
+
+    /// Takes the link's lease for a fresh owner, or says why not. `client` is the address the
+    /// transfer comes from, for the webhook event.
+    pub async fn acquire(&self, claims: &Claims, client: IpAddr) -> Result<Lease, LeaseError> {
         let owner = Owner::random();
         // Taken before the ledger is asked, so the deadline computed from it is never later
         // than the ledger's.
         let asked_at = Instant::now();
         match self
             .ledger
-            .lease(&claims.nonce, owner, claims.expires_at, self.lifetime)
+            .lease(
+                &claims.nonce,
+                owner,
+                claims.expires_at,
+                self.lifetime,
+                claims.max_uses,
+            )
             .await?
         {
             Acquire::Granted => Ok(Lease {
                 keeper: self.clone(),
                 nonce: claims.nonce,
                 expires_at: claims.expires_at,
+                max_uses: claims.max_uses,
+                uses: None,
+                claims: self.webhooks.as_ref().map(|_| Box::new(claims.clone())),
+                client,
+                bytes: 0,
                 session: claims.session.as_ref().map(|s| s.as_str().to_string()),
                 owner,
                 valid_until: Arc::new(Mutex::new(asked_at + self.lifetime - MARGIN)),
@@ -99,6 +122,14 @@ pub struct Lease {
     keeper: LeaseKeeper,
     nonce: Nonce,
     expires_at: u64,
+    max_uses: u16,
+    /// Completed transfers of the link once this one committed.
+    uses: Option<u16>,
+    /// The link, for the webhook event (only kept when webhooks are on).
+    claims: Option<Box<Claims>>,
+    client: IpAddr,
+    /// Bytes a download handed over, for the webhook event.
+    bytes: u64,
     session: Option<String>,
     owner: Owner,
     /// Until when acting is safe: the last known ledger deadline less [`MARGIN`]. Shared with
@@ -161,7 +192,13 @@ impl Lease {
         let lifetime = self.keeper.lifetime;
         let held = ledger.renew(&self.nonce, self.owner, lifetime).await? || {
             ledger
-                .lease(&self.nonce, self.owner, self.expires_at, lifetime)
+                .lease(
+                    &self.nonce,
+                    self.owner,
+                    self.expires_at,
+                    lifetime,
+                    self.max_uses,
+                )
                 .await?
                 == Acquire::Granted
         };
@@ -184,16 +221,30 @@ impl Lease {
         };
     }
 
-    /// Burns the link (with an upload's receipt) and counts the use. `Ok(false)`: the lease was
-    /// lost (lapsed and taken, or revoked) and nothing burned. Counting is best effort: the
-    /// transfer happened whatever the stats store says.
+    /// Consumes one use of the link (with an upload's receipt), burning it with the last, and
+    /// counts a burned link. `Ok(false)`: the lease was lost (lapsed and taken, or revoked) and
+    /// nothing was consumed. Counting is best effort: the transfer happened whatever the stats
+    /// store says.
     pub async fn commit(&mut self, receipt: Option<Receipt>) -> Result<bool, LedgerError> {
         self.settled = true;
-        let burned = self
+        let uses = self
             .keeper
             .ledger
             .commit(&self.nonce, self.owner, receipt)
             .await?;
+        self.uses = uses;
+        if let (Some(uses), Some(webhooks), Some(claims)) =
+            (uses, &self.keeper.webhooks, &self.claims)
+        {
+            let done = Completed {
+                bytes: receipt.map_or(self.bytes, |r| r.bytes),
+                sha256: receipt.map(|r| r.sha256),
+                uses,
+                client: Some(self.client),
+            };
+            webhooks.emit(Event::new("link.transferred", claims, done));
+        }
+        let burned = uses.is_some_and(|u| u >= self.max_uses);
         if burned
             && let Err(e) = self
                 .keeper
@@ -203,7 +254,23 @@ impl Lease {
         {
             tracing::warn!(error = %e, "could not count a used link");
         }
-        Ok(burned)
+        Ok(uses.is_some())
+    }
+
+    /// [`Lease::commit`] for a download that handed over `bytes`.
+    pub async fn commit_delivered(&mut self, bytes: u64) -> Result<bool, LedgerError> {
+        self.bytes = bytes;
+        self.commit(None).await
+    }
+
+    /// How many transfers of the link completed, counting this one, once it committed.
+    pub fn uses(&self) -> Option<u16> {
+        self.uses
+    }
+
+    /// The number of completed transfers the link allows.
+    pub fn max_uses(&self) -> u16 {
+        self.max_uses
     }
 
     /// Gives the link back at once, rather than after the lease lapses.
@@ -250,6 +317,8 @@ mod tests {
         (keeper, stats)
     }
 
+    const LOCAL: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
+
     fn claims() -> Claims {
         Claims::new(
             Direction::Download,
@@ -272,13 +341,19 @@ mod tests {
     async fn one_holder_at_a_time_and_commit_burns_and_counts() {
         let (keeper, stats) = keeper(Duration::from_secs(5));
         let c = claims();
-        let mut lease = keeper.acquire(&c).await.unwrap();
+        let mut lease = keeper.acquire(&c, LOCAL).await.unwrap();
         assert!(lease.valid_until() <= Instant::now() + Duration::from_secs(5) - MARGIN);
         assert!(lease.deadline().holds());
-        assert!(matches!(keeper.acquire(&c).await, Err(LeaseError::Busy)));
+        assert!(matches!(
+            keeper.acquire(&c, LOCAL).await,
+            Err(LeaseError::Busy)
+        ));
         assert!(lease.renew().await.unwrap());
         assert!(lease.commit(None).await.unwrap());
-        assert!(matches!(keeper.acquire(&c).await, Err(LeaseError::Used)));
+        assert!(matches!(
+            keeper.acquire(&c, LOCAL).await,
+            Err(LeaseError::Used)
+        ));
         let s = stats.snapshot(None, unix_now()).await.unwrap();
         assert_eq!(s.used_tokens, 1, "{s:?}");
     }
@@ -287,13 +362,13 @@ mod tests {
     async fn release_and_drop_free_the_link() {
         let (keeper, _) = keeper(Duration::from_secs(5));
         let c = claims();
-        let mut lease = keeper.acquire(&c).await.unwrap();
+        let mut lease = keeper.acquire(&c, LOCAL).await.unwrap();
         lease.release().await;
-        let lease = keeper.acquire(&c).await.unwrap();
+        let lease = keeper.acquire(&c, LOCAL).await.unwrap();
         drop(lease);
         // The drop releases on a spawned task.
         for _ in 0..100 {
-            if keeper.acquire(&c).await.is_ok() {
+            if keeper.acquire(&c, LOCAL).await.is_ok() {
                 return;
             }
             tokio::task::yield_now().await;
@@ -305,14 +380,17 @@ mod tests {
     async fn a_lapsed_lease_is_retaken_by_hold_unless_someone_else_took_it() {
         let (keeper, _) = keeper(Duration::from_millis(1_000));
         let c = claims();
-        let lease = keeper.acquire(&c).await.unwrap();
+        let lease = keeper.acquire(&c, LOCAL).await.unwrap();
         tokio::time::sleep(Duration::from_millis(1_100)).await;
         assert!(!lease.deadline().holds(), "the deadline passed");
         lease.hold().await.expect("nobody took it: retaken");
         assert!(lease.deadline().holds());
 
         tokio::time::sleep(Duration::from_millis(1_100)).await;
-        let mut other = keeper.acquire(&c).await.expect("lapsed: free for another");
+        let mut other = keeper
+            .acquire(&c, LOCAL)
+            .await
+            .expect("lapsed: free for another");
         assert!(!lease.renew().await.unwrap());
         assert!(!lease.deadline().holds(), "a lost lease's deadline is now");
         assert!(matches!(lease.hold().await, Err(LeaseError::Busy)));

@@ -33,3 +33,4 @@ pub mod telemetry;
 pub mod text;
 pub mod tls;
 pub mod token;
+pub mod webhooks;

@@ -107,14 +107,29 @@ pub async fn run(mut config: Config) -> Result<(), StartError> {
         max_connections: config.max_connections,
     };
     let rate_limits = Arc::new(RateLimits::new(&config.rate));
-    let links = Arc::new(LinkService::new(
-        minter,
-        keyring.clone(),
-        Some(ledger.clone()),
-        stats.clone(),
-        Some(rate_limits.clone()),
-    ));
-    let leases = LeaseKeeper::new(ledger.clone(), stats.clone(), config.lease);
+    // Events wait where the ledger lives: in Redis they survive this replica. A connection of
+    // their own, so webhook traffic never queues behind (or ahead of) ledger calls.
+    let webhooks = match (config.webhook.clone(), &config.ledger) {
+        (None, _) => None,
+        (Some(w), LedgerKind::Memory) => Some(crate::webhooks::Webhooks::start(w, None)),
+        (Some(w), LedgerKind::Redis(url)) => {
+            let conn = crate::ledger::redis::connect(url)
+                .map_err(|e| StartError::Redis(format!("expected `redis://host:port/db`: {e}")))?;
+            Some(crate::webhooks::Webhooks::start(w, Some(conn)))
+        }
+    };
+    let links = Arc::new(
+        LinkService::new(
+            minter,
+            keyring.clone(),
+            Some(ledger.clone()),
+            stats.clone(),
+            Some(rate_limits.clone()),
+        )
+        .with_webhooks(webhooks.clone()),
+    );
+    let leases =
+        LeaseKeeper::new(ledger.clone(), stats.clone(), config.lease).with_webhooks(webhooks);
     let app = Arc::new(App {
         config,
         keyring,

@@ -7,7 +7,7 @@
 //! u8  version            (1)
 //! u8  key id length      then the key id bytes
 //! u8  flags              bit0 upload, bit1 session, bit2 max_bytes, bit3 sha256,
-//!                        bit4 no-overwrite, bit5 ip; other bits must be zero
+//!                        bit4 no-overwrite, bit5 ip, bit6 max_uses; other bits must be zero
 //! u64 expires_at         unix seconds
 //! [16] nonce             random, the ledger key
 //! [u8 len + session]     if bit1
@@ -15,6 +15,8 @@
 //! [u64 max_bytes]        if bit2
 //! [32 sha256]            if bit3
 //! [u8 family, addr, u8 prefix]   if bit5 (family 4 or 6)
+//! [u16 max_uses]         if bit6 (at least 2; a token without it allows one use, so every
+//!                        token minted before the field existed keeps its meaning)
 //! [32] HMAC-SHA256 over everything above
 //! ```
 //!
@@ -49,7 +51,8 @@ const FLAG_MAX_BYTES: u8 = 1 << 2;
 const FLAG_SHA256: u8 = 1 << 3;
 const FLAG_NO_OVERWRITE: u8 = 1 << 4;
 const FLAG_IP: u8 = 1 << 5;
-const KNOWN_FLAGS: u8 = 0b0011_1111;
+const FLAG_MAX_USES: u8 = 1 << 6;
+const KNOWN_FLAGS: u8 = 0b0111_1111;
 
 type HmacSha256 = Hmac<Sha256>;
 
@@ -96,6 +99,8 @@ pub struct Claims {
     pub sha256: Option<[u8; 32]>,
     pub overwrite: bool,
     pub ip: Option<IpNet>,
+    /// How many completed transfers the link allows (at least 1; 1 unless minted otherwise).
+    pub max_uses: u16,
 }
 
 impl Claims {
@@ -116,6 +121,7 @@ impl Claims {
             sha256: None,
             overwrite: true,
             ip: None,
+            max_uses: 1,
         }
     }
 
@@ -374,6 +380,9 @@ fn encode_payload(kid: &str, c: &Claims, buf: &mut Vec<u8>) {
     if c.ip.is_some() {
         flags |= FLAG_IP;
     }
+    if c.max_uses > 1 {
+        flags |= FLAG_MAX_USES;
+    }
     buf.push(VERSION);
     // Key ids are validated at parse time to be at most 16 bytes.
     buf.push(kid.len() as u8);
@@ -408,6 +417,9 @@ fn encode_payload(kid: &str, c: &Claims, buf: &mut Vec<u8>) {
             }
         }
         buf.push(net.prefix_len());
+    }
+    if c.max_uses > 1 {
+        buf.extend_from_slice(&c.max_uses.to_be_bytes());
     }
 }
 
@@ -471,6 +483,15 @@ fn decode_claims(body: &[u8]) -> Result<Claims, TokenError> {
     } else {
         None
     };
+    let max_uses = if flags & FLAG_MAX_USES != 0 {
+        // Written only for two uses or more: anything else is not a layout this build writes.
+        match u16::from_be_bytes(r.array()?) {
+            n @ 2.. => n,
+            _ => return Err(TokenError::Malformed),
+        }
+    } else {
+        1
+    };
     if !r.buf.is_empty() {
         return Err(TokenError::Malformed);
     }
@@ -488,6 +509,7 @@ fn decode_claims(body: &[u8]) -> Result<Claims, TokenError> {
         sha256,
         overwrite: flags & FLAG_NO_OVERWRITE == 0,
         ip,
+        max_uses,
     })
 }
 
@@ -510,6 +532,7 @@ mod tests {
         c.sha256 = Some([7; 32]);
         c.overwrite = false;
         c.ip = Some("10.1.0.0/16".parse().unwrap());
+        c.max_uses = 7;
         c
     }
 
@@ -532,6 +555,34 @@ mod tests {
         let ring = Keyring::parse(K1).unwrap();
         let claims = Claims::new(Direction::Download, None, "a".into(), 5);
         assert_eq!(ring.verify(&ring.sign(&claims)).unwrap().claims, claims);
+    }
+
+    /// A token minted before `max_uses` existed (no bit6) still verifies, as one use; the
+    /// bytes below are such a token's payload, signed here with the same key.
+    #[test]
+    fn tokens_without_max_uses_allow_one_use() {
+        let ring = Keyring::parse(K1).unwrap();
+        let mut c = sample();
+        c.max_uses = 1;
+        let raw = Base64UrlUnpadded::decode_vec(&ring.sign(&c)).unwrap();
+        let flags = raw[2 + raw[1] as usize];
+        assert_eq!(flags & FLAG_MAX_USES, 0, "one use is written as before");
+        assert_eq!(ring.verify(&ring.sign(&c)).unwrap().claims.max_uses, 1);
+        // A bit6 field below 2 is not something this build writes.
+        let key = &ring.keys[0];
+        for bad in [0u16, 1] {
+            let mut buf = Vec::new();
+            let mut c2 = sample();
+            c2.max_uses = 2;
+            encode_payload(&key.id, &c2, &mut buf);
+            let n = buf.len();
+            buf[n - 2..].copy_from_slice(&bad.to_be_bytes());
+            let mut mac = key.mac.clone();
+            mac.update(&buf);
+            buf.extend_from_slice(&mac.finalize().into_bytes());
+            let token = Base64UrlUnpadded::encode_string(&buf);
+            assert_eq!(ring.verify(&token), Err(TokenError::Malformed), "{bad}");
+        }
     }
 
     #[test]
@@ -678,22 +729,26 @@ mod tests {
             proptest::option::of(any::<[u8; 32]>()),
             any::<bool>(),
             proptest::option::of((any::<[u8; 4]>(), 0u8..=32)),
+            1u16..,
         )
-            .prop_map(|(up, session, path, exp, nonce, max, sha, ow, ip)| Claims {
-                direction: if up {
-                    Direction::Upload
-                } else {
-                    Direction::Download
+            .prop_map(
+                |(up, session, path, exp, nonce, max, sha, ow, ip, uses)| Claims {
+                    direction: if up {
+                        Direction::Upload
+                    } else {
+                        Direction::Download
+                    },
+                    session: session.map(|s| SessionId::parse(&s).unwrap()),
+                    path,
+                    expires_at: exp,
+                    nonce,
+                    max_bytes: max,
+                    sha256: sha,
+                    overwrite: ow,
+                    ip: ip.map(|(a, p)| IpNet::new(IpAddr::V4(a.into()), p).unwrap()),
+                    max_uses: uses,
                 },
-                session: session.map(|s| SessionId::parse(&s).unwrap()),
-                path,
-                expires_at: exp,
-                nonce,
-                max_bytes: max,
-                sha256: sha,
-                overwrite: ow,
-                ip: ip.map(|(a, p)| IpNet::new(IpAddr::V4(a.into()), p).unwrap()),
-            })
+            )
     }
 
     proptest! {

@@ -1,8 +1,9 @@
 //! The in-process ledger, for a single replica.
 //!
 //! Most entries are spent links (burned or revoked) waiting for their token to expire, so
-//! those live in their own map with a 24-byte bucket (16-byte nonce, 4-byte expiry, a flag);
-//! the few links in flight and the receipts of uploads have maps of their own. Each shard's
+//! those live in their own map with a 24-byte bucket (16-byte nonce, 4-byte expiry, 2-byte use
+//! count, a flag); the few links in flight or partly used (several uses) and the receipts of
+//! uploads have maps of their own. Each shard's
 //! maps sit behind one mutex, so every transition is atomic, and shards (picked by nonce) keep
 //! concurrent transfers from contending. The `ledger` bench measures bytes per burned entry.
 
@@ -14,7 +15,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use tokio::time::Instant;
 
-use super::{Acquire, Ledger, LedgerError, LinkState, Owner, Receipt, Revoke};
+use super::{Acquire, Ledger, LedgerError, LinkState, Owner, Receipt, Revoke, Usage};
 use crate::token::{Nonce, unix_now};
 
 const SHARDS: usize = 16;
@@ -49,32 +50,43 @@ type Map<V> = HashMap<Nonce, V, BuildHasherDefault<NonceHasher>>;
 struct Spent {
     /// The token's expiry (unix seconds); u32 lasts until 2106 and keeps the bucket small.
     expires_at: u32,
+    /// Completed transfers (for the status of a revoked link of several uses); fits beside
+    /// the expiry without growing the bucket past 24 bytes.
+    uses: u16,
     revoked: bool,
 }
 
-/// A link in flight.
-struct Held {
-    owner: Owner,
-    /// Milliseconds since the ledger's start on tokio's clock, so tests can pause time.
-    until_ms: u64,
+/// A link in flight, or of several uses with some used and some left.
+struct Live {
     expires_at: u64,
+    max_uses: u16,
+    uses: u16,
+    /// The running transfers: owner and lease deadline in milliseconds since the ledger's
+    /// start on tokio's clock (so tests can pause time). At most `max_uses - uses` live ones.
+    leases: Vec<(Owner, u64)>,
+}
+
+impl Live {
+    fn live_leases(&self, now_ms: u64) -> usize {
+        self.leases
+            .iter()
+            .filter(|(_, until)| *until > now_ms)
+            .count()
+    }
+
+    fn owned(&mut self, owner: Owner, now_ms: u64) -> Option<&mut (Owner, u64)> {
+        self.leases
+            .iter_mut()
+            .find(|(o, until)| *o == owner && *until > now_ms)
+    }
 }
 
 #[derive(Default)]
 struct Shard {
     spent: Map<Spent>,
-    held: Map<Held>,
+    live: Map<Live>,
+    /// The last completed upload's receipt, for links spent or still live.
     receipts: Map<Receipt>,
-}
-
-impl Shard {
-    fn live_lease(&mut self, nonce: &Nonce, now_ms: u64) -> Option<&mut Held> {
-        self.held.get_mut(nonce).filter(|h| h.until_ms > now_ms)
-    }
-
-    fn owned_lease(&mut self, nonce: &Nonce, owner: Owner, now_ms: u64) -> Option<&mut Held> {
-        self.live_lease(nonce, now_ms).filter(|h| h.owner == owner)
-    }
 }
 
 pub struct MemoryLedger {
@@ -118,18 +130,20 @@ impl MemoryLedger {
         let mut dropped = 0;
         for shard in &self.shards {
             let mut shard = lock(shard);
-            let before = shard.spent.len() + shard.held.len();
+            let before = shard.spent.len() + shard.live.len();
             shard
                 .spent
                 .retain(|_, s| u64::from(s.expires_at) > cutoff_unix);
             shard
-                .held
-                .retain(|_, h| h.expires_at > cutoff_unix || h.until_ms > now_ms);
+                .live
+                .retain(|_, l| l.expires_at > cutoff_unix || l.live_leases(now_ms) > 0);
             let Shard {
-                spent, receipts, ..
+                spent,
+                live,
+                receipts,
             } = &mut *shard;
-            receipts.retain(|nonce, _| spent.contains_key(nonce));
-            dropped += before - (shard.spent.len() + shard.held.len());
+            receipts.retain(|nonce, _| spent.contains_key(nonce) || live.contains_key(nonce));
+            dropped += before - (shard.spent.len() + shard.live.len());
             if shard.spent.capacity() > 64 && shard.spent.len() < shard.spent.capacity() / 4 {
                 shard.spent.shrink_to_fit();
             }
@@ -168,6 +182,7 @@ impl Ledger for MemoryLedger {
         owner: Owner,
         expires_at: u64,
         lifetime: Duration,
+        max_uses: u16,
     ) -> Result<Acquire, LedgerError> {
         let now = self.now_ms();
         let until_ms = self.deadline(lifetime);
@@ -179,18 +194,19 @@ impl Ledger for MemoryLedger {
                 Acquire::Used
             });
         }
-        if shard.live_lease(nonce, now).is_some() {
+        let live = shard.live.entry(*nonce).or_insert_with(|| Live {
+            expires_at,
+            max_uses: max_uses.max(1),
+            uses: 0,
+            leases: Vec::with_capacity(1),
+        });
+        // Lapsed leases (owners that died or stalled) free their use; the same owner asking
+        // again retakes its own.
+        live.leases.retain(|(o, until)| *until > now && *o != owner);
+        if usize::from(live.uses) + live.leases.len() >= usize::from(live.max_uses) {
             return Ok(Acquire::Busy);
         }
-        // Absent, or a lapsed lease whose owner died or stalled.
-        shard.held.insert(
-            *nonce,
-            Held {
-                owner,
-                until_ms,
-                expires_at,
-            },
-        );
+        live.leases.push((owner, until_ms));
         Ok(Acquire::Granted)
     }
 
@@ -203,13 +219,15 @@ impl Ledger for MemoryLedger {
         let now = self.now_ms();
         let until_ms = self.deadline(lifetime);
         let mut shard = self.shard(nonce);
-        Ok(match shard.owned_lease(nonce, owner, now) {
-            Some(held) => {
-                held.until_ms = until_ms;
-                true
-            }
-            None => false,
-        })
+        Ok(
+            match shard.live.get_mut(nonce).and_then(|l| l.owned(owner, now)) {
+                Some(lease) => {
+                    lease.1 = until_ms;
+                    true
+                }
+                None => false,
+            },
+        )
     }
 
     async fn commit(
@@ -217,31 +235,48 @@ impl Ledger for MemoryLedger {
         nonce: &Nonce,
         owner: Owner,
         receipt: Option<Receipt>,
-    ) -> Result<bool, LedgerError> {
+    ) -> Result<Option<u16>, LedgerError> {
         let now = self.now_ms();
         let mut shard = self.shard(nonce);
-        let Some(held) = shard.owned_lease(nonce, owner, now) else {
-            return Ok(false);
+        let Some(live) = shard.live.get_mut(nonce) else {
+            return Ok(None);
         };
-        let expires_at = clamp_expiry(held.expires_at);
-        shard.held.remove(nonce);
-        shard.spent.insert(
-            *nonce,
-            Spent {
-                expires_at,
-                revoked: false,
-            },
-        );
+        let Some(at) = live
+            .leases
+            .iter()
+            .position(|(o, until)| *o == owner && *until > now)
+        else {
+            return Ok(None);
+        };
+        live.leases.swap_remove(at);
+        live.uses = live.uses.saturating_add(1);
+        let uses = live.uses;
+        if live.uses >= live.max_uses {
+            let expires_at = clamp_expiry(live.expires_at);
+            shard.live.remove(nonce);
+            shard.spent.insert(
+                *nonce,
+                Spent {
+                    expires_at,
+                    uses,
+                    revoked: false,
+                },
+            );
+        }
         if let Some(r) = receipt {
             shard.receipts.insert(*nonce, r);
         }
-        Ok(true)
+        Ok(Some(uses))
     }
 
     async fn release(&self, nonce: &Nonce, owner: Owner) -> Result<(), LedgerError> {
         let mut shard = self.shard(nonce);
-        if shard.held.get(nonce).is_some_and(|h| h.owner == owner) {
-            shard.held.remove(nonce);
+        if let Some(live) = shard.live.get_mut(nonce) {
+            live.leases.retain(|(o, _)| *o != owner);
+            if live.uses == 0 && live.leases.is_empty() {
+                // Untouched again: nothing to remember.
+                shard.live.remove(nonce);
+            }
         }
         Ok(())
     }
@@ -255,32 +290,50 @@ impl Ledger for MemoryLedger {
                 Revoke::AlreadyUsed
             });
         }
-        // A transfer in flight loses its lease: it can no longer renew or commit.
-        shard.held.remove(nonce);
+        // Transfers in flight lose their leases: they can no longer renew or commit.
+        let uses = shard.live.remove(nonce).map_or(0, |l| l.uses);
         shard.spent.insert(
             *nonce,
             Spent {
                 expires_at: clamp_expiry(expires_at),
+                uses,
                 revoked: true,
             },
         );
         Ok(Revoke::Revoked)
     }
 
-    async fn state(&self, nonce: &Nonce) -> Result<LinkState, LedgerError> {
+    async fn usage(&self, nonce: &Nonce) -> Result<Usage, LedgerError> {
         let now = self.now_ms();
-        let mut shard = self.shard(nonce);
+        let shard = self.shard(nonce);
+        let receipt = shard.receipts.get(nonce).copied();
         if let Some(spent) = shard.spent.get(nonce) {
-            return Ok(if spent.revoked {
+            let state = if spent.revoked {
                 LinkState::Revoked
             } else {
-                LinkState::Used(shard.receipts.get(nonce).copied())
+                LinkState::Used(receipt)
+            };
+            return Ok(Usage {
+                state,
+                uses: spent.uses,
+                receipt,
             });
         }
-        Ok(if shard.live_lease(nonce, now).is_some() {
-            LinkState::InProgress
-        } else {
-            LinkState::Unused
+        Ok(match shard.live.get(nonce) {
+            Some(live) => Usage {
+                state: if live.live_leases(now) > 0 {
+                    LinkState::InProgress
+                } else {
+                    LinkState::Unused
+                },
+                uses: live.uses,
+                receipt,
+            },
+            None => Usage {
+                state: LinkState::Unused,
+                uses: 0,
+                receipt: None,
+            },
         })
     }
 
@@ -294,7 +347,7 @@ impl Ledger for MemoryLedger {
             .iter()
             .map(|s| {
                 let s = lock(s);
-                (s.spent.len() + s.held.len()) as u64
+                (s.spent.len() + s.live.len()) as u64
             })
             .sum())
     }
@@ -325,20 +378,40 @@ mod tests {
         suite::race_has_one_winner(Arc::new(MemoryLedger::new())).await;
     }
 
+    #[tokio::test]
+    async fn several_uses_are_counted() {
+        suite::several_uses_are_counted(&MemoryLedger::new()).await;
+    }
+
+    #[tokio::test]
+    async fn revoke_stops_remaining_uses() {
+        suite::revoke_stops_remaining_uses(&MemoryLedger::new()).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn race_several_uses() {
+        suite::race_several_uses(Arc::new(MemoryLedger::new())).await;
+    }
+
+    #[test]
+    fn a_spent_entry_stays_compact() {
+        assert_eq!(std::mem::size_of::<(Nonce, Spent)>(), 24);
+    }
+
     #[tokio::test(start_paused = true)]
     async fn a_lapsed_lease_frees_the_link_and_fences_its_owner() {
         let l = MemoryLedger::new();
         let n = [1u8; 16];
         let lease = Duration::from_secs(30);
         assert_eq!(
-            l.lease(&n, Owner(1), u64::MAX, lease).await.unwrap(),
+            l.lease(&n, Owner(1), u64::MAX, lease, 1).await.unwrap(),
             Acquire::Granted
         );
         tokio::time::advance(Duration::from_secs(20)).await;
         assert!(l.renew(&n, Owner(1), lease).await.unwrap());
         tokio::time::advance(Duration::from_secs(29)).await;
         assert_eq!(
-            l.lease(&n, Owner(2), u64::MAX, lease).await.unwrap(),
+            l.lease(&n, Owner(2), u64::MAX, lease, 1).await.unwrap(),
             Acquire::Busy,
             "renewed lease still held"
         );
@@ -346,14 +419,14 @@ mod tests {
         assert_eq!(l.state(&n).await.unwrap(), LinkState::Unused);
         assert!(!l.renew(&n, Owner(1), lease).await.unwrap());
         assert_eq!(
-            l.lease(&n, Owner(2), u64::MAX, lease).await.unwrap(),
+            l.lease(&n, Owner(2), u64::MAX, lease, 1).await.unwrap(),
             Acquire::Granted
         );
         assert!(
-            !l.commit(&n, Owner(1), None).await.unwrap(),
+            l.commit(&n, Owner(1), None).await.unwrap().is_none(),
             "the dead owner cannot burn"
         );
-        assert!(l.commit(&n, Owner(2), None).await.unwrap());
+        assert!(l.commit(&n, Owner(2), None).await.unwrap().is_some());
     }
 
     #[tokio::test]
@@ -362,11 +435,11 @@ mod tests {
         let lease = Duration::from_secs(30);
         for i in 0..100u8 {
             let n = [i; 16];
-            l.lease(&n, Owner(1), 1_000 + u64::from(i % 2) * 1_000, lease)
+            l.lease(&n, Owner(1), 1_000 + u64::from(i % 2) * 1_000, lease, 1)
                 .await
                 .unwrap();
             if i != 0 {
-                assert!(l.commit(&n, Owner(1), None).await.unwrap());
+                assert!(l.commit(&n, Owner(1), None).await.unwrap().is_some());
             }
         }
         assert_eq!(l.entries().await.unwrap(), 100);

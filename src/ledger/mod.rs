@@ -1,17 +1,23 @@
 //! The nonce ledger: what makes a signed link single-use.
 //!
 //! A token proves a link is genuine; the ledger remembers what happened to it. A link that was
-//! never touched has no entry at all, so the ledger only holds links that are in flight, burned
-//! or revoked, and each entry can be dropped once its token has expired (an expired token is
-//! refused before the ledger is asked).
+//! never touched has no entry at all, so the ledger only holds links that are in flight, burned,
+//! revoked or partly used, and each entry can be dropped once its token has expired (an expired
+//! token is refused before the ledger is asked).
+//!
+//! A link may allow several uses (`max_uses`, signed in the token, default 1). Then up to as
+//! many leases run at once as uses remain (`uses + leases ≤ max_uses`; the rest are `Busy`),
+//! each commit consumes one use, and the commit of the last burns the link. A release or a
+//! lapsed lease consumes nothing. A single-use link is the case `max_uses = 1` of the same rules.
 //!
 //! Every transition is one call, so a shared implementation (Redis) can make each one a single
 //! atomic round trip:
 //!
 //! ```text
-//!            lease(owner)              commit(owner)
+//!            lease(owner)              commit(owner), last use
 //!   unused ───────────────▶ leased ─────────────────▶ burned
-//!      ▲                      │  │
+//!      ▲                      │  │  │
+//!      │                      │  │  └─ commit(owner), uses remain: unused (one use fewer)
 //!      └── release(owner) ────┘  └─ lease lifetime passes without renew(owner): unused again
 //!   unused | leased ── revoke ──▶ revoked
 //! ```
@@ -60,12 +66,24 @@ pub enum Acquire {
 }
 
 /// What the ledger knows about a link (expiry is the token's business, not the ledger's).
+/// For a link of several uses: `InProgress` while a transfer runs, `Unused` while uses remain,
+/// `Used` when none remain.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LinkState {
     Unused,
     InProgress,
     Used(Option<Receipt>),
     Revoked,
+}
+
+/// A link's state with its count of completed transfers, read in one step.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Usage {
+    pub state: LinkState,
+    /// Completed transfers so far.
+    pub uses: u16,
+    /// The last completed upload's receipt, also while uses remain.
+    pub receipt: Option<Receipt>,
 }
 
 /// The answer to a revoke request.
@@ -90,14 +108,17 @@ pub enum LedgerError {
 /// other call on the same nonce, across every process that shares the ledger.
 #[async_trait]
 pub trait Ledger: Send + Sync + 'static {
-    /// Takes the lease for `owner` unless the link is leased, burned or revoked. `expires_at`
-    /// (unix seconds) is the token's expiry, after which the entry may be forgotten.
+    /// Takes a lease for `owner` unless the link is burned or revoked, or as many leases run
+    /// as uses remain (`max_uses`, from the token, at least 1). `expires_at` (unix seconds) is
+    /// the token's expiry, after which the entry may be forgotten. An `owner` that already
+    /// holds a lease (or held one that lapsed) takes it again rather than a second one.
     async fn lease(
         &self,
         nonce: &Nonce,
         owner: Owner,
         expires_at: u64,
         lifetime: Duration,
+        max_uses: u16,
     ) -> Result<Acquire, LedgerError>;
 
     /// Extends `owner`'s lease by `lifetime` from now. `false` when `owner` no longer holds it
@@ -109,14 +130,15 @@ pub trait Ledger: Send + Sync + 'static {
         lifetime: Duration,
     ) -> Result<bool, LedgerError>;
 
-    /// Burns the link if `owner` still holds the lease. `false` when it does not, in which case
-    /// nothing changed.
+    /// Consumes one use if `owner` still holds its lease, and burns the link with the last.
+    /// `Some(uses)`: the count of completed transfers now; `None` when `owner` does not hold
+    /// a lease, in which case nothing changed.
     async fn commit(
         &self,
         nonce: &Nonce,
         owner: Owner,
         receipt: Option<Receipt>,
-    ) -> Result<bool, LedgerError>;
+    ) -> Result<Option<u16>, LedgerError>;
 
     /// Gives the lease back if `owner` still holds it, so the link can be used again.
     async fn release(&self, nonce: &Nonce, owner: Owner) -> Result<(), LedgerError>;
@@ -124,7 +146,12 @@ pub trait Ledger: Send + Sync + 'static {
     /// Burns a link that was not used, for `DELETE /api/links/{token}` and `burnlink revoke`.
     async fn revoke(&self, nonce: &Nonce, expires_at: u64) -> Result<Revoke, LedgerError>;
 
-    async fn state(&self, nonce: &Nonce) -> Result<LinkState, LedgerError>;
+    /// The state and the count of completed transfers, in one atomic read.
+    async fn usage(&self, nonce: &Nonce) -> Result<Usage, LedgerError>;
+
+    async fn state(&self, nonce: &Nonce) -> Result<LinkState, LedgerError> {
+        Ok(self.usage(nonce).await?.state)
+    }
 
     /// Cheap reachability check for `/readyz`.
     async fn ping(&self) -> Result<(), LedgerError>;
@@ -155,30 +182,36 @@ pub mod suite {
         let (a, b) = (Owner(1), Owner(2));
         assert_eq!(l.state(&nonce(1)).await.unwrap(), LinkState::Unused);
         assert_eq!(
-            l.lease(&nonce(1), a, FAR, LEASE).await.unwrap(),
+            l.lease(&nonce(1), a, FAR, LEASE, 1).await.unwrap(),
             Acquire::Granted
         );
         assert_eq!(l.state(&nonce(1)).await.unwrap(), LinkState::InProgress);
         assert_eq!(
-            l.lease(&nonce(1), b, FAR, LEASE).await.unwrap(),
+            l.lease(&nonce(1), b, FAR, LEASE, 1).await.unwrap(),
             Acquire::Busy
         );
         assert!(l.renew(&nonce(1), a, LEASE).await.unwrap());
         assert!(!l.renew(&nonce(1), b, LEASE).await.unwrap());
-        assert!(!l.commit(&nonce(1), b, None).await.unwrap(), "fenced");
-        assert!(l.commit(&nonce(1), a, None).await.unwrap());
+        assert!(
+            l.commit(&nonce(1), b, None).await.unwrap().is_none(),
+            "fenced"
+        );
+        assert!(l.commit(&nonce(1), a, None).await.unwrap().is_some());
         assert_eq!(l.state(&nonce(1)).await.unwrap(), LinkState::Used(None));
         assert_eq!(
-            l.lease(&nonce(1), b, FAR, LEASE).await.unwrap(),
+            l.lease(&nonce(1), b, FAR, LEASE, 1).await.unwrap(),
             Acquire::Used
         );
-        assert!(!l.commit(&nonce(1), a, None).await.unwrap(), "commit twice");
+        assert!(
+            l.commit(&nonce(1), a, None).await.unwrap().is_none(),
+            "commit twice"
+        );
     }
 
     pub async fn release_makes_it_usable_again(l: &dyn Ledger) {
         let (a, b) = (Owner(1), Owner(2));
         assert_eq!(
-            l.lease(&nonce(2), a, FAR, LEASE).await.unwrap(),
+            l.lease(&nonce(2), a, FAR, LEASE, 1).await.unwrap(),
             Acquire::Granted
         );
         l.release(&nonce(2), b).await.unwrap();
@@ -190,14 +223,19 @@ pub mod suite {
         l.release(&nonce(2), a).await.unwrap();
         assert_eq!(l.state(&nonce(2)).await.unwrap(), LinkState::Unused);
         assert_eq!(
-            l.lease(&nonce(2), b, FAR, LEASE).await.unwrap(),
+            l.lease(&nonce(2), b, FAR, LEASE, 1).await.unwrap(),
             Acquire::Granted
         );
         let receipt = Receipt {
             bytes: 5,
             sha256: [9; 32],
         };
-        assert!(l.commit(&nonce(2), b, Some(receipt)).await.unwrap());
+        assert!(
+            l.commit(&nonce(2), b, Some(receipt))
+                .await
+                .unwrap()
+                .is_some()
+        );
         assert_eq!(
             l.state(&nonce(2)).await.unwrap(),
             LinkState::Used(Some(receipt))
@@ -211,24 +249,24 @@ pub mod suite {
             Revoke::AlreadyRevoked
         );
         assert_eq!(
-            l.lease(&nonce(3), Owner(1), FAR, LEASE).await.unwrap(),
+            l.lease(&nonce(3), Owner(1), FAR, LEASE, 1).await.unwrap(),
             Acquire::Revoked
         );
         // Revoking a link in flight wins: the running transfer cannot commit it.
         assert_eq!(
-            l.lease(&nonce(4), Owner(1), FAR, LEASE).await.unwrap(),
+            l.lease(&nonce(4), Owner(1), FAR, LEASE, 1).await.unwrap(),
             Acquire::Granted
         );
         assert_eq!(l.revoke(&nonce(4), FAR).await.unwrap(), Revoke::Revoked);
-        assert!(!l.commit(&nonce(4), Owner(1), None).await.unwrap());
+        assert!(l.commit(&nonce(4), Owner(1), None).await.unwrap().is_none());
         assert!(!l.renew(&nonce(4), Owner(1), LEASE).await.unwrap());
         assert_eq!(l.state(&nonce(4)).await.unwrap(), LinkState::Revoked);
         // A used link stays used.
         assert_eq!(
-            l.lease(&nonce(5), Owner(1), FAR, LEASE).await.unwrap(),
+            l.lease(&nonce(5), Owner(1), FAR, LEASE, 1).await.unwrap(),
             Acquire::Granted
         );
-        assert!(l.commit(&nonce(5), Owner(1), None).await.unwrap());
+        assert!(l.commit(&nonce(5), Owner(1), None).await.unwrap().is_some());
         assert_eq!(l.revoke(&nonce(5), FAR).await.unwrap(), Revoke::AlreadyUsed);
         assert_eq!(l.state(&nonce(5)).await.unwrap(), LinkState::Used(None));
     }
@@ -241,9 +279,9 @@ pub mod suite {
             let l = l.clone();
             tasks.push(tokio::spawn(async move {
                 let owner = Owner(1000 + i);
-                let got = l.lease(&n, owner, FAR, LEASE).await.unwrap();
+                let got = l.lease(&n, owner, FAR, LEASE, 1).await.unwrap();
                 let committed = if got == Acquire::Granted {
-                    l.commit(&n, owner, None).await.unwrap()
+                    l.commit(&n, owner, None).await.unwrap().is_some()
                 } else {
                     false
                 };
@@ -264,5 +302,140 @@ pub mod suite {
         assert_eq!(granted, 1);
         assert_eq!(committed, 1);
         assert_eq!(l.state(&n).await.unwrap(), LinkState::Used(None));
+    }
+
+    /// A link of three uses: three leases at once and no more, each commit consumes one, a
+    /// release consumes none, the last commit burns it; an owner taking its lease again does
+    /// not take a second one.
+    pub async fn several_uses_are_counted(l: &dyn Ledger) {
+        let n = nonce(7);
+        let o = |i: u128| Owner(700 + i);
+        for i in 0..3 {
+            assert_eq!(
+                l.lease(&n, o(i), FAR, LEASE, 3).await.unwrap(),
+                Acquire::Granted
+            );
+        }
+        assert_eq!(
+            l.lease(&n, o(0), FAR, LEASE, 3).await.unwrap(),
+            Acquire::Granted,
+            "the same owner again"
+        );
+        assert_eq!(
+            l.lease(&n, o(3), FAR, LEASE, 3).await.unwrap(),
+            Acquire::Busy
+        );
+        let u = l.usage(&n).await.unwrap();
+        assert_eq!((u.state, u.uses), (LinkState::InProgress, 0));
+        assert_eq!(l.commit(&n, o(0), None).await.unwrap(), Some(1));
+        assert_eq!(
+            l.commit(&n, o(0), None).await.unwrap(),
+            None,
+            "once per lease"
+        );
+        assert!(!l.renew(&n, o(9), LEASE).await.unwrap(), "fenced");
+        assert!(l.renew(&n, o(1), LEASE).await.unwrap());
+        l.release(&n, o(1)).await.unwrap();
+        l.release(&n, o(2)).await.unwrap();
+        let u = l.usage(&n).await.unwrap();
+        assert_eq!(
+            (u.state, u.uses),
+            (LinkState::Unused, 1),
+            "released: no use"
+        );
+        assert_eq!(
+            l.lease(&n, o(4), FAR, LEASE, 3).await.unwrap(),
+            Acquire::Granted
+        );
+        assert_eq!(
+            l.lease(&n, o(5), FAR, LEASE, 3).await.unwrap(),
+            Acquire::Granted
+        );
+        assert_eq!(
+            l.lease(&n, o(6), FAR, LEASE, 3).await.unwrap(),
+            Acquire::Busy,
+            "one use done, two in flight"
+        );
+        let receipt = Receipt {
+            bytes: 3,
+            sha256: [3; 32],
+        };
+        assert_eq!(l.commit(&n, o(4), Some(receipt)).await.unwrap(), Some(2));
+        let u = l.usage(&n).await.unwrap();
+        assert_eq!((u.state, u.uses), (LinkState::InProgress, 2));
+        assert_eq!(u.receipt, Some(receipt), "the last upload's receipt");
+        assert_eq!(l.commit(&n, o(5), None).await.unwrap(), Some(3));
+        let u = l.usage(&n).await.unwrap();
+        assert!(matches!(u.state, LinkState::Used(_)), "{u:?}");
+        assert_eq!(u.uses, 3);
+        assert_eq!(
+            l.lease(&n, o(7), FAR, LEASE, 3).await.unwrap(),
+            Acquire::Used
+        );
+        assert_eq!(l.revoke(&n, FAR).await.unwrap(), Revoke::AlreadyUsed);
+    }
+
+    /// Revoking a link of several uses stops the remaining ones, also for a transfer running.
+    pub async fn revoke_stops_remaining_uses(l: &dyn Ledger) {
+        let n = nonce(8);
+        assert_eq!(
+            l.lease(&n, Owner(1), FAR, LEASE, 4).await.unwrap(),
+            Acquire::Granted
+        );
+        assert_eq!(l.commit(&n, Owner(1), None).await.unwrap(), Some(1));
+        assert_eq!(
+            l.lease(&n, Owner(2), FAR, LEASE, 4).await.unwrap(),
+            Acquire::Granted
+        );
+        assert_eq!(l.revoke(&n, FAR).await.unwrap(), Revoke::Revoked);
+        assert_eq!(l.commit(&n, Owner(2), None).await.unwrap(), None);
+        assert!(!l.renew(&n, Owner(2), LEASE).await.unwrap());
+        assert_eq!(
+            l.lease(&n, Owner(3), FAR, LEASE, 4).await.unwrap(),
+            Acquire::Revoked
+        );
+        let u = l.usage(&n).await.unwrap();
+        assert_eq!((u.state, u.uses), (LinkState::Revoked, 1));
+        assert_eq!(l.revoke(&n, FAR).await.unwrap(), Revoke::AlreadyRevoked);
+        // A dropped lease gives its slot back and leaves nothing behind.
+        let m = nonce(9);
+        assert_eq!(
+            l.lease(&m, Owner(1), FAR, LEASE, 2).await.unwrap(),
+            Acquire::Granted
+        );
+        l.release(&m, Owner(1)).await.unwrap();
+        let u = l.usage(&m).await.unwrap();
+        assert_eq!((u.state, u.uses), (LinkState::Unused, 0));
+    }
+
+    /// 64 tasks race for a 3-use link, each retrying while it is busy: exactly three commits.
+    pub async fn race_several_uses(l: Arc<dyn Ledger>) {
+        let n = nonce(10);
+        let mut tasks = Vec::new();
+        for i in 0..64u128 {
+            let l = l.clone();
+            tasks.push(tokio::spawn(async move {
+                let owner = Owner(2000 + i);
+                for _ in 0..200 {
+                    match l.lease(&n, owner, FAR, LEASE, 3).await.unwrap() {
+                        Acquire::Granted => {
+                            return l.commit(&n, owner, None).await.unwrap().is_some();
+                        }
+                        Acquire::Busy => tokio::task::yield_now().await,
+                        Acquire::Used => return false,
+                        Acquire::Revoked => panic!("not revoked"),
+                    }
+                }
+                false
+            }));
+        }
+        let mut committed = 0;
+        for t in tasks {
+            committed += t.await.unwrap() as u32;
+        }
+        assert_eq!(committed, 3);
+        let u = l.usage(&n).await.unwrap();
+        assert!(matches!(u.state, LinkState::Used(_)), "{u:?}");
+        assert_eq!(u.uses, 3);
     }
 }

@@ -8,14 +8,22 @@
 //! - `U` or `U{bytes}:{sha256 hex}` — burned (with an upload's receipt);
 //! - `R` — revoked.
 //!
+//! A link of several uses (`max_uses` ≥ 2) is a hash instead, since it counts uses and may run
+//! several leases at once: `m` max uses, `u` uses so far, `r` the last upload's receipt
+//! (`{bytes}:{sha256 hex}`), `s` `U` once burned or `R` once revoked, and one field per running
+//! lease, `L{owner, 32 hex}` = its deadline in milliseconds on Redis's clock (`TIME`). The key
+//! expires (`EXAT`) at the retain-until second; a lapsed lease field is dropped by the next
+//! lease. Single-use links keep the string values above, so their fast path is unchanged.
+//!
 //! Burned and revoked keys expire (`EXAT`) at the token's expiry plus
 //! [`RETAIN_AFTER_EXPIRY_S`], like the memory ledger, so status still says `used` for a while.
 //! The retain-until second rides in the lease value because `commit` is not told the expiry.
 //!
 //! Every transition is one atomic round trip: `lease` is `SET NX GET PX` (Redis ≥ 7.0), the
 //! fenced ones (renew, commit, release, revoke) are small Lua scripts that compare the owner
-//! and act in one step, `state` is a `GET`. Each script touches one key, so a Redis Cluster
-//! may shard nonces freely.
+//! and act in one step, `usage` is one read-only script. Each script touches one key, so a
+//! Redis Cluster may shard nonces freely. The scripts read the key's `TYPE` first and act on
+//! either shape.
 
 use std::future::Future;
 use std::sync::LazyLock;
@@ -26,7 +34,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{Client, Script, Value};
 
 use super::memory::RETAIN_AFTER_EXPIRY_S;
-use super::{Acquire, Ledger, LedgerError, LinkState, Owner, Receipt, Revoke};
+use super::{Acquire, Ledger, LedgerError, LinkState, Owner, Receipt, Revoke, Usage};
 use crate::token::Nonce;
 
 /// How long one ledger call may take in all, connecting included. A Redis that hangs must not
@@ -69,52 +77,171 @@ pub(crate) async fn bounded_by<T>(
     }
 }
 
+/// Lua: Redis's clock in milliseconds, for lease deadlines inside a hash (scripts are
+/// replicated by their effects, so reading the clock is allowed).
+macro_rules! lua_now {
+    () => {
+        "local t = redis.call('TIME')
+         local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+        "
+    };
+}
+
 /// `KEYS[1]` the link; `ARGV[1]` the owner tag `L{owner}`; `ARGV[2]` lifetime in ms.
 static RENEW: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"local v = redis.call('GET', KEYS[1])
-          if v and string.sub(v, 1, 33) == ARGV[1] then
-            redis.call('PEXPIRE', KEYS[1], ARGV[2])
-            return 1
-          end
-          return 0",
-    )
+    Script::new(concat!(
+        "local ty = redis.call('TYPE', KEYS[1])['ok']
+         if ty == 'string' then
+           local v = redis.call('GET', KEYS[1])
+           if string.sub(v, 1, 33) == ARGV[1] then
+             redis.call('PEXPIRE', KEYS[1], ARGV[2])
+             return 1
+           end
+           return 0
+         end
+         if ty ~= 'hash' then return 0 end
+        ",
+        lua_now!(),
+        "local d = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '0')
+         if d > now then
+           redis.call('HSET', KEYS[1], ARGV[1], now + tonumber(ARGV[2]))
+           return 1
+         end
+         return 0",
+    ))
 });
 
-/// `ARGV[1]` the owner tag; `ARGV[2]` the burned value. Keeps the key until the retain-until
-/// second stored in the lease.
+/// `ARGV[1]` the owner tag; `ARGV[2]` lifetime in ms; `ARGV[3]` max uses; `ARGV[4]`
+/// retain-until (unix s). Answers `G` granted, `B` busy, `U` used, `R` revoked.
+static LEASE_SEVERAL: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(concat!(
+        "local k = KEYS[1]
+         local ty = redis.call('TYPE', k)['ok']
+         if ty == 'string' then
+           local c = string.sub(redis.call('GET', k), 1, 1)
+           if c == 'L' then return 'B' end
+           return c
+         end
+         local s = redis.call('HGET', k, 's')
+         if s then return s end
+        ",
+        lua_now!(),
+        "local uses = tonumber(redis.call('HGET', k, 'u') or '0')
+         local live = 0
+         local all = redis.call('HGETALL', k)
+         for i = 1, #all, 2 do
+           local f = all[i]
+           if string.sub(f, 1, 1) == 'L' then
+             if f ~= ARGV[1] and tonumber(all[i + 1]) > now then
+               live = live + 1
+             else
+               redis.call('HDEL', k, f)
+             end
+           end
+         end
+         if uses + live >= tonumber(ARGV[3]) then return 'B' end
+         redis.call('HSET', k, ARGV[1], now + tonumber(ARGV[2]), 'u', uses, 'm', ARGV[3])
+         redis.call('EXPIREAT', k, ARGV[4])
+         return 'G'",
+    ))
+});
+
+/// `ARGV[1]` the owner tag; `ARGV[2]` the burned value (`U` or `U{receipt}`). Answers the
+/// uses after the commit, 0 when the owner holds no lease. A single-use lease keeps the key
+/// until the retain-until second stored in it.
 static COMMIT: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"local v = redis.call('GET', KEYS[1])
-          if v and string.sub(v, 1, 33) == ARGV[1] then
-            redis.call('SET', KEYS[1], ARGV[2], 'EXAT', string.sub(v, 34))
-            return 1
-          end
-          return 0",
-    )
+    Script::new(concat!(
+        "local k = KEYS[1]
+         local ty = redis.call('TYPE', k)['ok']
+         if ty == 'string' then
+           local v = redis.call('GET', k)
+           if string.sub(v, 1, 33) == ARGV[1] then
+             redis.call('SET', k, ARGV[2], 'EXAT', string.sub(v, 34))
+             return 1
+           end
+           return 0
+         end
+         if ty ~= 'hash' then return 0 end
+        ",
+        lua_now!(),
+        "local d = tonumber(redis.call('HGET', k, ARGV[1]) or '0')
+         if d <= now then return 0 end
+         redis.call('HDEL', k, ARGV[1])
+         local uses = redis.call('HINCRBY', k, 'u', 1)
+         if string.len(ARGV[2]) > 1 then
+           redis.call('HSET', k, 'r', string.sub(ARGV[2], 2))
+         end
+         if uses >= tonumber(redis.call('HGET', k, 'm') or '1') then
+           redis.call('HSET', k, 's', 'U')
+         end
+         return uses",
+    ))
 });
 
 static RELEASE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
-        r"local v = redis.call('GET', KEYS[1])
-          if v and string.sub(v, 1, 33) == ARGV[1] then
-            redis.call('DEL', KEYS[1])
+        r"local k = KEYS[1]
+          local ty = redis.call('TYPE', k)['ok']
+          if ty == 'string' then
+            local v = redis.call('GET', k)
+            if string.sub(v, 1, 33) == ARGV[1] then
+              redis.call('DEL', k)
+            end
+          elseif ty == 'hash' then
+            redis.call('HDEL', k, ARGV[1])
+            if tonumber(redis.call('HGET', k, 'u') or '0') == 0 and redis.call('HLEN', k) <= 2 then
+              redis.call('DEL', k)
+            end
           end
           return 0",
     )
 });
 
-/// `ARGV[1]` retain-until (unix s). A lease in flight is overwritten, which fences its owner.
+/// `ARGV[1]` retain-until (unix s). Leases in flight are dropped, which fences their owners.
 static REVOKE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
-        r"local v = redis.call('GET', KEYS[1])
-          if v then
-            local c = string.sub(v, 1, 1)
+        r"local k = KEYS[1]
+          local ty = redis.call('TYPE', k)['ok']
+          if ty == 'hash' then
+            local s = redis.call('HGET', k, 's')
+            if s then return s end
+            local all = redis.call('HKEYS', k)
+            for i = 1, #all do
+              if string.sub(all[i], 1, 1) == 'L' then redis.call('HDEL', k, all[i]) end
+            end
+            redis.call('HSET', k, 's', 'R')
+            return 'G'
+          end
+          if ty == 'string' then
+            local c = string.sub(redis.call('GET', k), 1, 1)
             if c == 'U' or c == 'R' then return c end
           end
-          redis.call('SET', KEYS[1], 'R', 'EXAT', ARGV[1])
+          redis.call('SET', k, 'R', 'EXAT', ARGV[1])
           return 'G'",
     )
+});
+
+/// Read-only. Answers `{}` for an untouched link, `{value}` for a single-use link, and
+/// `{state, uses, receipt}` for a link of several uses, state one of `U`, `R`, `L` (a lease
+/// runs) or `N` (none runs).
+static USAGE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(concat!(
+        "local k = KEYS[1]
+         local ty = redis.call('TYPE', k)['ok']
+         if ty == 'string' then return {redis.call('GET', k)} end
+         if ty ~= 'hash' then return {} end
+        ",
+        lua_now!(),
+        "local all = redis.call('HGETALL', k)
+         local h = {}
+         local state = 'N'
+         for i = 1, #all, 2 do
+           local f = all[i]
+           h[f] = all[i + 1]
+           if string.sub(f, 1, 1) == 'L' and tonumber(all[i + 1]) > now then state = 'L' end
+         end
+         return {h['s'] or state, h['u'] or '0', h['r'] or ''}",
+    ))
 });
 
 pub struct RedisLedger {
@@ -198,6 +325,55 @@ fn parse_state(value: &str) -> LinkState {
     }
 }
 
+/// Reads the [`USAGE`] script's answer.
+fn parse_usage(answer: &[String]) -> Usage {
+    match answer {
+        [] => Usage {
+            state: LinkState::Unused,
+            uses: 0,
+            receipt: None,
+        },
+        [value] => {
+            let state = parse_state(value);
+            let (uses, receipt) = match state {
+                LinkState::Used(r) => (1, r),
+                _ => (0, None),
+            };
+            Usage {
+                state,
+                uses,
+                receipt,
+            }
+        }
+        [s, uses, receipt, ..] => {
+            let receipt = parse_receipt(receipt);
+            let state = match s.as_str() {
+                "N" => LinkState::Unused,
+                "L" => LinkState::InProgress,
+                "R" => LinkState::Revoked,
+                "U" => LinkState::Used(receipt),
+                _ => {
+                    tracing::error!("unrecognised state in the Redis ledger; treating it as used");
+                    LinkState::Used(None)
+                }
+            };
+            Usage {
+                state,
+                uses: uses.parse().unwrap_or(u16::MAX),
+                receipt,
+            }
+        }
+        _ => {
+            tracing::error!("unrecognised answer from the Redis ledger; treating it as used");
+            Usage {
+                state: LinkState::Used(None),
+                uses: 0,
+                receipt: None,
+            }
+        }
+    }
+}
+
 #[async_trait]
 impl Ledger for RedisLedger {
     async fn lease(
@@ -206,10 +382,25 @@ impl Ledger for RedisLedger {
         owner: Owner,
         expires_at: u64,
         lifetime: Duration,
+        max_uses: u16,
     ) -> Result<Acquire, LedgerError> {
-        let value = format!("{}{}", owner_tag(owner), retain_until(expires_at));
         let ms = lifetime.as_millis().max(1) as u64;
         let mut conn = self.conn();
+        if max_uses > 1 {
+            let mut call = LEASE_SEVERAL.key(key(nonce));
+            call.arg(owner_tag(owner))
+                .arg(ms)
+                .arg(max_uses)
+                .arg(retain_until(expires_at));
+            let answer: String = bounded(call.invoke_async(&mut conn)).await?;
+            return Ok(match answer.as_str() {
+                "G" => Acquire::Granted,
+                "B" => Acquire::Busy,
+                "R" => Acquire::Revoked,
+                _ => Acquire::Used,
+            });
+        }
+        let value = format!("{}{}", owner_tag(owner), retain_until(expires_at));
         let previous: Option<String> = bounded(
             redis::cmd("SET")
                 .arg(key(nonce))
@@ -248,12 +439,12 @@ impl Ledger for RedisLedger {
         nonce: &Nonce,
         owner: Owner,
         receipt: Option<Receipt>,
-    ) -> Result<bool, LedgerError> {
+    ) -> Result<Option<u16>, LedgerError> {
         let mut conn = self.conn();
         let mut call = COMMIT.key(key(nonce));
         call.arg(owner_tag(owner)).arg(burned_value(receipt));
-        let committed: i64 = bounded(call.invoke_async(&mut conn)).await?;
-        Ok(committed == 1)
+        let uses: i64 = bounded(call.invoke_async(&mut conn)).await?;
+        Ok((uses > 0).then(|| uses.min(i64::from(u16::MAX)) as u16))
     }
 
     async fn release(&self, nonce: &Nonce, owner: Owner) -> Result<(), LedgerError> {
@@ -276,11 +467,10 @@ impl Ledger for RedisLedger {
         })
     }
 
-    async fn state(&self, nonce: &Nonce) -> Result<LinkState, LedgerError> {
+    async fn usage(&self, nonce: &Nonce) -> Result<Usage, LedgerError> {
         let mut conn = self.conn();
-        let value: Option<String> =
-            bounded(redis::cmd("GET").arg(key(nonce)).query_async(&mut conn)).await?;
-        Ok(value.as_deref().map_or(LinkState::Unused, parse_state))
+        let answer: Vec<String> = bounded(USAGE.key(key(nonce)).invoke_async(&mut conn)).await?;
+        Ok(parse_usage(&answer))
     }
 
     async fn ping(&self) -> Result<(), LedgerError> {
@@ -325,5 +515,13 @@ mod tests {
         assert_eq!(owner_tag(Owner(u128::MAX)).len(), 33);
         assert_eq!(parse_state("U12:zz"), LinkState::Used(None));
         assert_eq!(parse_state("?"), LinkState::Used(None), "fail closed");
+        let several = |s: &str, u: &str, r: &str| parse_usage(&[s.into(), u.into(), r.into()]);
+        assert_eq!(several("N", "2", "").state, LinkState::Unused);
+        assert_eq!(several("L", "0", "").state, LinkState::InProgress);
+        let receipt = burned_value(Some(r));
+        let used = several("U", "3", &receipt[1..]);
+        assert_eq!((used.state, used.uses), (LinkState::Used(Some(r)), 3));
+        assert_eq!(parse_usage(&[]).state, LinkState::Unused);
+        assert_eq!(parse_usage(&["U".into()]).uses, 1);
     }
 }

@@ -46,6 +46,8 @@ pub struct MintRequest {
     pub sha256: Option<[u8; 32]>,
     pub overwrite: Option<bool>,
     pub ip: Option<IpNet>,
+    /// Completed transfers the link allows; `None` for one. Clamped to the configured ceiling.
+    pub max_uses: Option<u64>,
 }
 
 /// A minted link, serialised as the `POST /api/links` response.
@@ -62,6 +64,8 @@ pub struct Minted {
     pub expires_in_seconds: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_bytes: Option<u64>,
+    /// Completed transfers the link allows (the value in force, after clamping).
+    pub max_uses: u16,
     #[serde(skip)]
     pub claims: Claims,
 }
@@ -117,6 +121,7 @@ impl Minter {
             Some(t) if t <= 0 => return Err(MintError::InvalidTtl),
             Some(t) => (t as u64).min(self.limits.ttl_max),
         };
+        let max_uses = self.max_uses(req.max_uses)?;
         let session = req.session.as_ref();
         let rel = self.sandbox.normalize(session, &req.path)?;
         // burnlink's own upload temporaries: never handed out, and never a destination (the
@@ -128,7 +133,7 @@ impl Minter {
             ));
         }
         if direction == Direction::Upload {
-            return self.mint_upload(req, rel, ttl, now_unix);
+            return self.mint_upload(req, rel, ttl, max_uses, now_unix);
         }
         if req.max_bytes.is_some() || req.sha256.is_some() || req.overwrite.is_some() {
             return Err(MintError::BadRequest(
@@ -154,6 +159,7 @@ impl Minter {
         let expires_at = now_unix.saturating_add(ttl);
         let mut claims = Claims::new(direction, req.session, rel, expires_at);
         claims.ip = req.ip;
+        claims.max_uses = max_uses;
         let token = self.keyring.sign(&claims);
         Ok(Minted {
             url: self.url_for(&token, &name),
@@ -165,8 +171,18 @@ impl Minter {
             expires_at: rfc3339(expires_at),
             expires_in_seconds: ttl,
             max_bytes: None,
+            max_uses,
             claims,
         })
+    }
+
+    /// The `max_uses` in force: 1 when not asked, at least 1, at most the configured ceiling.
+    fn max_uses(&self, asked: Option<u64>) -> Result<u16, MintError> {
+        match asked {
+            None => Ok(1),
+            Some(0) => Err(MintError::BadRequest("max_uses must be at least 1".into())),
+            Some(n) => Ok(n.min(u64::from(self.limits.max_uses.max(1))) as u16),
+        }
     }
 
     /// An upload link: the destination must be a file name inside the sandbox with an allowed
@@ -177,6 +193,7 @@ impl Minter {
         req: MintRequest,
         rel: String,
         ttl: u64,
+        max_uses: u16,
         now_unix: u64,
     ) -> Result<Minted, MintError> {
         if let Some(allowed) = &self.limits.upload_extensions {
@@ -211,6 +228,7 @@ impl Minter {
         claims.sha256 = req.sha256;
         claims.overwrite = overwrite;
         claims.ip = req.ip;
+        claims.max_uses = max_uses;
         let token = self.keyring.sign(&claims);
         let name = sandbox::file_name(&claims.path);
         Ok(Minted {
@@ -223,6 +241,7 @@ impl Minter {
             expires_at: rfc3339(expires_at),
             expires_in_seconds: ttl,
             max_bytes: Some(max_bytes),
+            max_uses,
             claims,
         })
     }
@@ -308,6 +327,7 @@ mod tests {
                 max_download_bytes: 10,
                 max_upload_bytes: 10,
                 upload_extensions: None,
+                max_uses: 100,
             },
             "http://h:1/".into(),
         )
@@ -438,6 +458,28 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn max_uses_defaults_to_one_and_is_clamped() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("f"), b"x").unwrap();
+        let m = minter(dir.path());
+        let out = m.mint(req("f"), 0).unwrap();
+        assert_eq!((out.max_uses, out.claims.max_uses), (1, 1));
+        let mut r = req("f");
+        r.max_uses = Some(3);
+        assert_eq!(m.mint(r.clone(), 0).unwrap().claims.max_uses, 3);
+        r.max_uses = Some(1_000_000);
+        assert_eq!(m.mint(r.clone(), 0).unwrap().max_uses, 100, "clamped");
+        r.max_uses = Some(0);
+        assert!(matches!(
+            m.mint(r.clone(), 0),
+            Err(MintError::BadRequest(_))
+        ));
+        r.direction = Some(Direction::Upload);
+        r.max_uses = Some(4);
+        assert_eq!(m.mint(r, 0).unwrap().claims.max_uses, 4);
     }
 
     #[test]

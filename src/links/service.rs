@@ -16,13 +16,14 @@ use serde::{Deserialize, Serialize};
 
 use super::{Limits, MintError, MintRequest, Minted, Minter, rfc3339};
 use crate::access::{AccessError, Caller};
-use crate::ledger::{Ledger, LedgerError, LinkState, Revoke};
+use crate::ledger::{Ledger, LedgerError, LinkState, Revoke, Usage};
 use crate::ratelimit::{RateLimited, RateLimits};
 use crate::sandbox::Sandbox;
 use crate::session::SessionId;
 use crate::stats::{Statistics, StatsStore};
 use crate::text::LogSafe;
 use crate::token::{Claims, Direction, Keyring, hex, unix_now};
+use crate::webhooks::{Completed, Event, Webhooks};
 
 /// Everything the service can refuse, in the terms users see.
 #[derive(Debug, thiserror::Error)]
@@ -63,6 +64,12 @@ pub struct LinkStatus {
     pub path: String,
     /// When the link stops (or stopped) working (RFC 3339, UTC).
     pub expires_at: String,
+    /// How many completed transfers the link allows.
+    #[serde(default = "one")]
+    pub max_uses: u16,
+    /// How many transfers completed so far.
+    #[serde(default)]
+    pub uses: u16,
     /// Bytes received, once an upload is in place.
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schemars(with = "u64")]
@@ -71,6 +78,12 @@ pub struct LinkStatus {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schemars(with = "String")]
     pub sha256: Option<String>,
+}
+
+/// A server older than `max_uses` (asked by `burnlink mcp` over stdio) answers without it:
+/// its links allow one use.
+fn one() -> u16 {
+    1
 }
 
 /// A link's state as the status answer names it.
@@ -85,19 +98,27 @@ pub enum StateName {
 }
 
 impl LinkStatus {
-    pub fn new(claims: &Claims, state: LinkState, now_unix: u64) -> Self {
-        let (state, receipt) = match state {
-            LinkState::Used(receipt) => (StateName::Used, receipt),
-            LinkState::Revoked => (StateName::Revoked, None),
-            LinkState::InProgress => (StateName::InProgress, None),
-            LinkState::Unused if claims.is_expired(now_unix) => (StateName::Expired, None),
-            LinkState::Unused => (StateName::Unused, None),
+    /// For a link of several uses: `in_progress` while a transfer runs, `unused` while uses
+    /// remain, `used` when none remain; `bytes` and `sha256` are the last upload's.
+    pub fn new(claims: &Claims, usage: Usage, now_unix: u64) -> Self {
+        let state = match usage.state {
+            LinkState::Used(_) => StateName::Used,
+            LinkState::Revoked => StateName::Revoked,
+            LinkState::InProgress => StateName::InProgress,
+            LinkState::Unused if claims.is_expired(now_unix) => StateName::Expired,
+            LinkState::Unused => StateName::Unused,
+        };
+        let receipt = match usage.state {
+            LinkState::Used(Some(r)) => Some(r),
+            _ => usage.receipt,
         };
         LinkStatus {
             state,
             direction: claims.direction,
             path: claims.path.clone(),
             expires_at: rfc3339(claims.expires_at),
+            max_uses: claims.max_uses,
+            uses: usage.uses.min(claims.max_uses),
             bytes: receipt.map(|r| r.bytes),
             sha256: receipt.map(|r| hex(&r.sha256)),
         }
@@ -121,6 +142,8 @@ pub struct LinkService {
     ledger: Option<Arc<dyn Ledger>>,
     stats: Arc<dyn StatsStore>,
     rate_limits: Option<Arc<RateLimits>>,
+    /// Where `link.revoked` goes, when configured.
+    webhooks: Option<Webhooks>,
 }
 
 impl LinkService {
@@ -137,7 +160,14 @@ impl LinkService {
             ledger,
             stats,
             rate_limits,
+            webhooks: None,
         }
+    }
+
+    /// Sends `link.revoked` on each revocation.
+    pub fn with_webhooks(mut self, webhooks: Option<Webhooks>) -> Self {
+        self.webhooks = webhooks;
+        self
     }
 
     /// A service for a process that mints on its own with the shared key (`burnlink mcp`, the
@@ -193,8 +223,8 @@ impl LinkService {
     /// The status of a link the caller may see.
     pub async fn status(&self, caller: &Caller, token: &str) -> Result<LinkStatus, ServiceError> {
         let claims = self.verified_for(caller, token)?;
-        let state = self.ledger()?.state(&claims.nonce).await?;
-        Ok(LinkStatus::new(&claims, state, unix_now()))
+        let usage = self.ledger()?.usage(&claims.nonce).await?;
+        Ok(LinkStatus::new(&claims, usage, unix_now()))
     }
 
     /// Burns a link before it is used; a running transfer can then not commit.
@@ -203,12 +233,9 @@ impl LinkService {
         if claims.is_expired(unix_now()) {
             return Err(ServiceError::Expired);
         }
-        match self
-            .ledger()?
-            .revoke(&claims.nonce, claims.expires_at)
-            .await?
-        {
-            Revoke::Revoked | Revoke::AlreadyRevoked => {
+        let ledger = self.ledger()?;
+        match ledger.revoke(&claims.nonce, claims.expires_at).await? {
+            outcome @ (Revoke::Revoked | Revoke::AlreadyRevoked) => {
                 tracing::info!(
                     target: "burnlink::audit",
                     event = "revoke",
@@ -216,7 +243,24 @@ impl LinkService {
                     session = claims.session.as_ref().map_or("-", SessionId::as_str),
                     path = %LogSafe(&claims.path),
                 );
-                Ok(LinkStatus::new(&claims, LinkState::Revoked, unix_now()))
+                // The uses completed before the revocation, for the answer.
+                let uses = match ledger.usage(&claims.nonce).await {
+                    Ok(u) => u.uses,
+                    Err(_) => 0,
+                };
+                if let (Revoke::Revoked, Some(webhooks)) = (outcome, &self.webhooks) {
+                    let done = Completed {
+                        uses,
+                        ..Completed::default()
+                    };
+                    webhooks.emit(Event::new("link.revoked", &claims, done));
+                }
+                let usage = Usage {
+                    state: LinkState::Revoked,
+                    uses,
+                    receipt: None,
+                };
+                Ok(LinkStatus::new(&claims, usage, unix_now()))
             }
             Revoke::AlreadyUsed => Err(ServiceError::Used),
         }
@@ -276,6 +320,7 @@ mod tests {
             max_download_bytes: 1 << 20,
             max_upload_bytes: 1 << 20,
             upload_extensions: None,
+            max_uses: 100,
         };
         let minter = Arc::new(Minter::new(
             keyring.clone(),
@@ -335,7 +380,7 @@ mod tests {
             serde_json::to_value(&status).unwrap(),
             serde_json::json!({
                 "state": "unused", "direction": "download", "path": "f",
-                "expires_at": minted.expires_at,
+                "expires_at": minted.expires_at, "max_uses": 1, "uses": 0,
             })
         );
         let pinned = Caller {
@@ -364,11 +409,22 @@ mod tests {
             bytes: 3,
             sha256: [0xab; 32],
         };
-        let status = LinkStatus::new(&claims, LinkState::Used(Some(receipt)), 100);
+        let used = |state| Usage {
+            state,
+            uses: 1,
+            receipt: Some(receipt),
+        };
+        let status = LinkStatus::new(&claims, used(LinkState::Used(Some(receipt))), 100);
         assert_eq!(status.state, StateName::Used);
         assert_eq!(status.bytes, Some(3));
         assert_eq!(status.sha256.as_deref(), Some(&*"ab".repeat(32)));
-        let untouched = LinkStatus::new(&claims, LinkState::Unused, 100);
+        assert_eq!((status.uses, status.max_uses), (1, 1));
+        let untouched = Usage {
+            state: LinkState::Unused,
+            uses: 0,
+            receipt: None,
+        };
+        let untouched = LinkStatus::new(&claims, untouched, 100);
         assert_eq!(untouched.state, StateName::Expired);
     }
 

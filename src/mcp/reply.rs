@@ -29,8 +29,10 @@ pub fn link<T: Serialize>(value: &T, minted: &Minted, verb: &str) -> CallToolRes
     let mut result = structured(value);
     let mut resource = Resource::new(minted.url.clone(), file_name(&minted.path).to_string())
         .with_description(format!(
-            "{verb}: a one-time link to {}, valid until {}",
-            minted.path, minted.expires_at
+            "{verb}: a {} link to {}, valid until {}",
+            uses_phrase(minted.max_uses),
+            minted.path,
+            minted.expires_at
         ));
     if let Some(size) = minted.size {
         resource = resource.with_size(size);
@@ -101,5 +103,12 @@ pub fn explain(e: &ServiceError, backend: &Backend, session: Option<&SessionId>)
         base
     } else {
         format!("{base}. {hint}")
+    }
+}
+
+fn uses_phrase(max_uses: u16) -> String {
+    match max_uses {
+        1 => "one-time".to_string(),
+        n => format!("{n}-use"),
     }
 }

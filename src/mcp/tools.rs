@@ -139,6 +139,7 @@ impl BurnlinkMcp {
                     direction: Some(Direction::Download),
                     ttl_seconds: a.ttl_seconds,
                     session,
+                    max_uses: a.max_uses,
                     ..MintRequest::default()
                 })
             })
@@ -155,6 +156,7 @@ impl BurnlinkMcp {
             size: minted.size,
             expires_at: minted.expires_at.clone(),
             expires_in_seconds: minted.expires_in_seconds,
+            max_uses: minted.max_uses,
         };
         reply::link(&out, &minted, "Download once")
     }
@@ -206,6 +208,7 @@ impl BurnlinkMcp {
                     sha256: a.sha256.as_deref().map(parse_sha256_hex).transpose()?,
                     overwrite: a.overwrite,
                     ip: None,
+                    max_uses: a.max_uses,
                 })
             })
             .await;
@@ -219,6 +222,7 @@ impl BurnlinkMcp {
             expires_at: minted.expires_at.clone(),
             expires_in_seconds: minted.expires_in_seconds,
             max_bytes: minted.max_bytes.unwrap_or(limits.max_upload_bytes),
+            max_uses: minted.max_uses,
             note: (!notes.is_empty()).then(|| notes.join("; ")),
         };
         reply::link(&out, &minted, "Upload once")
@@ -345,12 +349,14 @@ fn with_limits(router: ToolRouter<BurnlinkMcp>, limits: &Limits) -> ToolRouter<B
     for mut route in router {
         let extra = match route.attr.name.as_ref() {
             "create_download_link" => format!(
-                " Here: default lifetime {} s, maximum {} s; files up to {} bytes.",
-                limits.ttl_default, limits.ttl_max, limits.max_download_bytes
+                " Here: default lifetime {} s, maximum {} s; files up to {} bytes; max_uses \
+                 (default 1) up to {}.",
+                limits.ttl_default, limits.ttl_max, limits.max_download_bytes, limits.max_uses
             ),
             "create_upload_link" => format!(
-                " Here: default lifetime {} s, maximum {} s; uploads up to {} bytes.",
-                limits.ttl_default, limits.ttl_max, limits.max_upload_bytes
+                " Here: default lifetime {} s, maximum {} s; uploads up to {} bytes; max_uses \
+                 (default 1) up to {}.",
+                limits.ttl_default, limits.ttl_max, limits.max_upload_bytes, limits.max_uses
             ),
             _ => String::new(),
         };
@@ -385,6 +391,7 @@ mod tests {
             max_download_bytes: 1,
             max_upload_bytes: 1,
             upload_extensions: None,
+            max_uses: 100,
         };
         assert!(ttl_note(Some(601), &limits).unwrap().contains("600 s"));
         assert_eq!(ttl_note(Some(600), &limits), None);

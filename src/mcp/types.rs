@@ -20,6 +20,11 @@ pub struct CreateDownloadArgs {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(with = "i64")]
     pub ttl_seconds: Option<i64>,
+    /// How many completed transfers the link allows (default 1: one-time). Above the
+    /// server's ceiling it is lowered to the ceiling; the result shows the value in force.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "u64")]
+    pub max_uses: Option<u64>,
     /// The sandbox session to act in (letters, digits, `_`, `-`; at most 64). Leave it out
     /// unless you were told to use one; a token pinned to a session always uses its own.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -53,6 +58,11 @@ pub struct CreateUploadArgs {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(with = "bool")]
     pub overwrite: Option<bool>,
+    /// How many completed transfers the link allows (default 1: one-time). Above the
+    /// server's ceiling it is lowered to the ceiling; the result shows the value in force.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "u64")]
+    pub max_uses: Option<u64>,
     /// The sandbox session to act in (letters, digits, `_`, `-`; at most 64). Leave it out
     /// unless you were told to use one; a token pinned to a session always uses its own.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -113,6 +123,8 @@ pub struct DownloadLink {
     pub expires_at: String,
     /// Seconds the link is valid for: the lifetime in force after any clamping.
     pub expires_in_seconds: u64,
+    /// How many completed transfers the link allows (the value in force).
+    pub max_uses: u16,
     /// Set when a requested value was adjusted (e.g. the lifetime was clamped).
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schemars(with = "String")]
@@ -133,6 +145,8 @@ pub struct UploadLink {
     pub expires_in_seconds: u64,
     /// The largest upload accepted, in bytes (the value in force after any clamping).
     pub max_bytes: u64,
+    /// How many completed transfers the link allows (the value in force).
+    pub max_uses: u16,
     /// Set when a requested value was adjusted (e.g. the lifetime or size cap was clamped).
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schemars(with = "String")]

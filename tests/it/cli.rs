@@ -47,6 +47,29 @@ async fn minted_offline_the_link_works_on_the_server() {
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["expires_in_seconds"], 90);
     assert_eq!(v["kind"], "file");
+    assert_eq!(v["max_uses"], 1);
+
+    // `--uses N`: a link for N downloads, as `inspect` and the server's status say.
+    let out = cli(&s)
+        .args(["mint", "ci/artifact.tgz", "--uses", "2"])
+        .output()
+        .unwrap();
+    let url = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    let out = cli(&s).args(["inspect", &url]).output().unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("max_uses: 2"));
+    for _ in 0..2 {
+        assert_eq!(
+            s.get(&url).await.bytes().await.unwrap().as_ref(),
+            b"artifact"
+        );
+        s.settled_state(&url).await;
+    }
+    assert_eq!(s.settled_state(&url).await, "used");
+    let out = cli(&s)
+        .args(["mint", "ci/artifact.tgz", "--uses", "0"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
 
     for (args, needle) in [
         (vec!["mint", "missing"], "no such file"),

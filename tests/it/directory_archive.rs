@@ -12,10 +12,6 @@ use serde_json::json;
 /// 2021-05-06T07:08:09Z
 const MTIME: u64 = 1_620_284_889;
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 /// data/{photos/{notes.txt, pic.jpg, random.bin, empty.txt, empty-dir/, sub/{run.sh,
 /// deeper/ünïcödé €.txt, back -> ..}, inside-link -> sub/run.sh, shared -> ../shared,
 /// escape -> <outside>/secret.txt, escape-dir -> ../..}, shared/s.txt}

@@ -105,10 +105,7 @@ async fn a_5_gib_file_gets_zip64_that_python_and_unzip_accept() {
     assert!(zip64("z.txt"), "an entry past 4 GiB has a zip64 offset");
     assert_eq!(
         entry(&info, "z.txt")["sha256"],
-        sha256(b"after the big one, past 4 GiB")
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect::<String>()
+        hex(&sha256(b"after the big one, past 4 GiB"))
     );
     unzip_test(&zip);
     std::fs::remove_file(&zip).unwrap();

@@ -38,6 +38,21 @@ mod memory {
     async fn race_has_one_winner() {
         suite::race_has_one_winner(Arc::new(MemoryLedger::new())).await;
     }
+
+    #[tokio::test]
+    async fn several_uses_are_counted() {
+        suite::several_uses_are_counted(&MemoryLedger::new()).await;
+    }
+
+    #[tokio::test]
+    async fn revoke_stops_remaining_uses() {
+        suite::revoke_stops_remaining_uses(&MemoryLedger::new()).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn race_several_uses() {
+        suite::race_several_uses(Arc::new(MemoryLedger::new())).await;
+    }
 }
 
 /// The same suite against a [`RedisLedger`] on a fresh `redis-server` per test, then what only
@@ -77,6 +92,70 @@ mod redis {
         suite::race_has_one_winner(Arc::new(ledger(&r))).await;
     }
 
+    #[tokio::test]
+    async fn several_uses_are_counted() {
+        let Some(r) = RedisServer::start() else {
+            return;
+        };
+        suite::several_uses_are_counted(&ledger(&r)).await;
+    }
+
+    #[tokio::test]
+    async fn revoke_stops_remaining_uses() {
+        let Some(r) = RedisServer::start() else {
+            return;
+        };
+        suite::revoke_stops_remaining_uses(&ledger(&r)).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn race_several_uses() {
+        let Some(r) = RedisServer::start() else {
+            return;
+        };
+        suite::race_several_uses(Arc::new(ledger(&r))).await;
+    }
+
+    /// A link of several uses whose lease holder dies: its lease lapses on Redis's clock and
+    /// frees its use, the dead owner cannot commit, and the key lives until the token's expiry
+    /// plus the retention.
+    #[tokio::test]
+    async fn a_lapsed_lease_of_a_several_use_link_frees_its_use() {
+        let Some(r) = RedisServer::start() else {
+            return;
+        };
+        let l = ledger(&r);
+        let n = [11u8; 16];
+        let short = Duration::from_millis(300);
+        let expires_at = unix_now() + 600;
+        for o in [1, 2] {
+            assert_eq!(
+                l.lease(&n, Owner(o), expires_at, short, 2).await.unwrap(),
+                Acquire::Granted
+            );
+        }
+        assert_eq!(
+            l.lease(&n, Owner(3), expires_at, short, 2).await.unwrap(),
+            Acquire::Busy
+        );
+        assert_eq!(l.commit(&n, Owner(2), None).await.unwrap(), Some(1));
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        let u = l.usage(&n).await.unwrap();
+        assert_eq!((u.state, u.uses), (LinkState::Unused, 1));
+        assert!(!l.renew(&n, Owner(1), short).await.unwrap());
+        assert_eq!(
+            l.lease(&n, Owner(3), expires_at, Duration::from_secs(30), 2)
+                .await
+                .unwrap(),
+            Acquire::Granted
+        );
+        assert_eq!(l.commit(&n, Owner(1), None).await.unwrap(), None);
+        assert_eq!(l.commit(&n, Owner(3), None).await.unwrap(), Some(2));
+        let ttl: i64 = r.command(&format!("TTL {}", key(&n)))[1..].parse().unwrap();
+        let want = 600 + RETAIN_AFTER_EXPIRY_S as i64;
+        assert!((want - 5..=want).contains(&ttl), "ttl {ttl}");
+    }
+
     fn ledger(server: &RedisServer) -> RedisLedger {
         RedisLedger::new(connect(&server.url()).unwrap())
     }
@@ -95,7 +174,7 @@ mod redis {
         for i in 0..64u128 {
             let l = if i % 2 == 0 { a.clone() } else { b.clone() };
             tasks.push(tokio::spawn(async move {
-                l.lease(&n, Owner(i), u64::MAX, Duration::from_secs(30))
+                l.lease(&n, Owner(i), u64::MAX, Duration::from_secs(30), 1)
                     .await
                     .unwrap()
             }));
@@ -116,11 +195,11 @@ mod redis {
         let n = [1u8; 16];
         let short = Duration::from_millis(300);
         assert_eq!(
-            l.lease(&n, Owner(1), u64::MAX, short).await.unwrap(),
+            l.lease(&n, Owner(1), u64::MAX, short, 1).await.unwrap(),
             Acquire::Granted
         );
         assert_eq!(
-            l.lease(&n, Owner(2), u64::MAX, short).await.unwrap(),
+            l.lease(&n, Owner(2), u64::MAX, short, 1).await.unwrap(),
             Acquire::Busy
         );
         // The owner's replica "dies": nobody renews; Redis drops the key after its PX.
@@ -128,16 +207,16 @@ mod redis {
         assert_eq!(l.state(&n).await.unwrap(), LinkState::Unused);
         assert!(!l.renew(&n, Owner(1), short).await.unwrap());
         assert_eq!(
-            l.lease(&n, Owner(2), u64::MAX, Duration::from_secs(30))
+            l.lease(&n, Owner(2), u64::MAX, Duration::from_secs(30), 1)
                 .await
                 .unwrap(),
             Acquire::Granted
         );
         assert!(
-            !l.commit(&n, Owner(1), None).await.unwrap(),
+            l.commit(&n, Owner(1), None).await.unwrap().is_none(),
             "the dead owner cannot burn"
         );
-        assert!(l.commit(&n, Owner(2), None).await.unwrap());
+        assert!(l.commit(&n, Owner(2), None).await.unwrap().is_some());
     }
 
     #[tokio::test]
@@ -151,7 +230,7 @@ mod redis {
 
         // Asking about a link, or leasing and releasing it, leaves nothing behind.
         assert_eq!(l.state(&[1; 16]).await.unwrap(), LinkState::Unused);
-        l.lease(&[1; 16], Owner(1), expires_at, lease)
+        l.lease(&[1; 16], Owner(1), expires_at, lease, 1)
             .await
             .unwrap();
         let pttl: i64 = r.command(&format!("PTTL {}", key(&[1; 16])))[1..]
@@ -166,10 +245,15 @@ mod redis {
             bytes: 1234,
             sha256: std::array::from_fn(|i| i as u8),
         };
-        l.lease(&[2; 16], Owner(1), expires_at, lease)
+        l.lease(&[2; 16], Owner(1), expires_at, lease, 1)
             .await
             .unwrap();
-        assert!(l.commit(&[2; 16], Owner(1), Some(receipt)).await.unwrap());
+        assert!(
+            l.commit(&[2; 16], Owner(1), Some(receipt))
+                .await
+                .unwrap()
+                .is_some()
+        );
         assert_eq!(
             l.state(&[2; 16]).await.unwrap(),
             LinkState::Used(Some(receipt))
@@ -199,7 +283,7 @@ mod redis {
         r.stop();
         let started = std::time::Instant::now();
         assert!(matches!(
-            l.lease(&[1; 16], Owner(1), u64::MAX, Duration::from_secs(30))
+            l.lease(&[1; 16], Owner(1), u64::MAX, Duration::from_secs(30), 1)
                 .await,
             Err(LedgerError::Unavailable(_))
         ));
@@ -219,7 +303,7 @@ mod redis {
         }
         assert!(ok, "the handle reconnects by itself");
         assert_eq!(
-            l.lease(&[1; 16], Owner(1), u64::MAX, Duration::from_secs(30))
+            l.lease(&[1; 16], Owner(1), u64::MAX, Duration::from_secs(30), 1)
                 .await
                 .unwrap(),
             Acquire::Granted
@@ -237,7 +321,7 @@ mod redis {
         r.pause();
         let started = std::time::Instant::now();
         assert!(matches!(
-            l.lease(&[1; 16], Owner(1), u64::MAX, Duration::from_secs(30))
+            l.lease(&[1; 16], Owner(1), u64::MAX, Duration::from_secs(30), 1)
                 .await,
             Err(LedgerError::Unavailable(_))
         ));
@@ -261,14 +345,64 @@ mod redis {
         assert!(ok);
         // The timed-out lease may have run late (Redis queued it); either way each answer
         // belongs to its own question.
-        assert!(l.commit(&[2; 16], Owner(1), None).await.is_ok_and(|c| !c));
+        assert!(
+            l.commit(&[2; 16], Owner(1), None)
+                .await
+                .is_ok_and(|c| c.is_none())
+        );
         assert_eq!(
-            l.lease(&[3; 16], Owner(3), u64::MAX, Duration::from_secs(30))
+            l.lease(&[3; 16], Owner(3), u64::MAX, Duration::from_secs(30), 1)
                 .await
                 .unwrap(),
             Acquire::Granted
         );
         assert_eq!(l.state(&[3; 16]).await.unwrap(), LinkState::InProgress);
         assert_eq!(l.state(&[4; 16]).await.unwrap(), LinkState::Unused);
+    }
+
+    /// Memory per burned link in Redis (`used_memory` over 5,000 burns), for single-use links
+    /// (a string) and 3-use links (a small hash): printed, and the hash held to at most twice
+    /// the string's cost.
+    #[tokio::test]
+    async fn a_burned_several_use_link_stays_compact_in_redis() {
+        let Some(r) = RedisServer::start() else {
+            return;
+        };
+        let l = ledger(&r);
+        let used_memory = || -> i64 {
+            let info = r.command("INFO memory");
+            let line = info
+                .lines()
+                .find(|l| l.starts_with("used_memory:"))
+                .unwrap();
+            line["used_memory:".len()..].trim().parse().unwrap()
+        };
+        const N: u32 = 5_000;
+        let expires_at = unix_now() + 3600;
+        let mut per_link = Vec::new();
+        for (uses, tag) in [(1u16, 0u8), (3, 1)] {
+            let before = used_memory();
+            for i in 0..N {
+                let mut n = [tag; 16];
+                n[..4].copy_from_slice(&i.to_be_bytes());
+                for _ in 0..uses {
+                    assert_eq!(
+                        l.lease(&n, Owner(1), expires_at, Duration::from_secs(30), uses)
+                            .await
+                            .unwrap(),
+                        Acquire::Granted
+                    );
+                    assert!(l.commit(&n, Owner(1), None).await.unwrap().is_some());
+                }
+            }
+            let bytes = (used_memory() - before) as f64 / f64::from(N);
+            per_link.push(bytes);
+            use std::io::Write;
+            let _ = writeln!(
+                std::io::stderr(),
+                "ledger/redis: a burned link of {uses} use(s) costs {bytes:.0} bytes of used_memory"
+            );
+        }
+        assert!(per_link[1] <= 2.0 * per_link[0], "{per_link:?}");
     }
 }

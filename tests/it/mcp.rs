@@ -608,3 +608,42 @@ async fn stdio_link_status_refuses_what_is_not_a_token() {
         assert!(e.starts_with("not_found:"), "{i}: {e}");
     }
 }
+
+/// `max_uses` on both create tools: the result reports the value in force (clamped to the
+/// ceiling), the link takes that many transfers, and get_link_status counts them.
+#[tokio::test]
+async fn create_tools_take_max_uses_and_status_counts_the_uses() {
+    let Some(py) = python() else { return };
+    let s = Server::start_with(&[("BURNLINK_MAX_USES", "5")]);
+    s.write("two.txt", b"twice");
+    let report = over_http(
+        &py,
+        &s,
+        API_TOKEN,
+        json!([
+            {"tool": "create_download_link", "args": {"path": "two.txt", "max_uses": 2}},
+            {"tool": "create_upload_link", "args": {"path": "in/u.txt", "max_uses": 50}},
+        ]),
+    );
+    let down = structured(ok(&report, 0)).clone();
+    assert_eq!(down["max_uses"], 2, "{down}");
+    let up = structured(ok(&report, 1)).clone();
+    assert_eq!(up["max_uses"], 5, "clamped: {up}");
+    let url = down["url"].as_str().unwrap().to_string();
+    for _ in 0..2 {
+        assert_eq!(s.get(&url).await.bytes().await.unwrap(), &b"twice"[..]);
+        s.settled_state(&url).await;
+    }
+    let report = over_http(
+        &py,
+        &s,
+        API_TOKEN,
+        json!([{"tool": "get_link_status", "args": {"url": url}}]),
+    );
+    let status = structured(ok(&report, 0)).clone();
+    assert_eq!(status["state"], "used", "{status}");
+    assert_eq!(
+        (status["uses"].as_u64(), status["max_uses"].as_u64()),
+        (Some(2), Some(2))
+    );
+}

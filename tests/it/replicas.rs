@@ -163,10 +163,10 @@ async fn a_link_minted_on_any_replica_works_exactly_once_through_any_other() {
         .json()
         .await
         .unwrap();
-    let hex: String = sha256(&body).iter().map(|b| format!("{b:02x}")).collect();
+    let digest = hex(&sha256(&body));
     assert_eq!(status["state"], "used", "{status}");
     assert_eq!(status["bytes"], 70_000, "{status}");
-    assert_eq!(status["sha256"], hex.as_str(), "{status}");
+    assert_eq!(status["sha256"], digest.as_str(), "{status}");
     assert_eq!(
         std::fs::read(stack.root().join("in/upload.bin")).unwrap(),
         body
@@ -377,4 +377,52 @@ async fn a_replica_started_while_redis_is_down_serves_once_redis_is_up() {
     assert_eq!(resp.status(), 200);
     assert_eq!(&resp.bytes().await.unwrap()[..], b"hello");
     assert_eq!(s.settled_state(&link).await, "used");
+}
+
+/// A link of three uses across three replicas on one Redis: 32 concurrent GETs spread over
+/// the replicas give exactly three complete downloads in all, then `used` everywhere.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_three_use_link_gives_exactly_three_downloads_across_three_replicas() {
+    let Some(stack) = Stack::start(3, false, &[]) else {
+        return;
+    };
+    let data = pattern(512 * 1024);
+    stack.write("three.bin", &data);
+    let r = &stack.replicas;
+    let (status, minted) = r[0]
+        .mint_raw(
+            Some(API_TOKEN),
+            json!({ "path": "three.bin", "max_uses": 3 }),
+        )
+        .await;
+    assert_eq!(status, 201, "{minted}");
+    let url = minted["url"].as_str().unwrap().to_string();
+    let urls = (0..32)
+        .map(|i| via(&url, &r[0].base, &r[i % 3].base))
+        .collect();
+    let (complete, codes) = crate::several_uses::concurrent_gets(urls, data.len()).await;
+    assert_eq!(complete, 3, "{codes:?}");
+    assert!(
+        codes.iter().all(|c| [200, 404, 409].contains(c)),
+        "{codes:?}"
+    );
+    assert_eq!(r[1].settled_state(&url).await, "used");
+    for (i, s) in r.iter().enumerate() {
+        let v: serde_json::Value = s
+            .link_api(reqwest::Method::GET, &url, Some(API_TOKEN))
+            .await
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(
+            (v["uses"].as_u64(), v["max_uses"].as_u64()),
+            (Some(3), Some(3)),
+            "{v}"
+        );
+        assert_eq!(
+            error_code(s.get(&via(&url, &r[0].base, &s.base)).await).await,
+            (404, "used".to_string()),
+            "replica {i}"
+        );
+    }
 }

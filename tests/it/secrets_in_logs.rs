@@ -1,5 +1,6 @@
-//! A whole session at `trace` level, in text and in JSON: no link token, signing key or API
-//! token ever reaches the server's log.
+//! A whole session at `trace` level, in text and in JSON: no link token, signing key, API
+//! token, webhook secret or webhook URL (it may carry credentials) ever reaches the server's
+//! log, while webhook deliveries to a receiver that is down are retried and logged.
 
 use crate::support::*;
 use burnlink::token::{Direction, extract_token};
@@ -115,9 +116,31 @@ async fn session(s: &Server) -> Vec<String> {
     secrets
 }
 
+/// The webhook secret's key part, and a receiver URL with a password and a query key in it,
+/// on a port nobody listens on.
+const HOOK_KEY: &str = "c2VjcmV0LXdlYmhvb2sta2V5LWZvci10aGUtdGVzdHM=";
+
 async fn check(format: &str) {
-    let s = Server::start_with(&[("BURNLINK_LOG", "trace"), ("BURNLINK_LOG_FORMAT", format)]);
-    let secrets = session(&s).await;
+    let hook_url = format!(
+        "http://hookuser:hookpass-7f3a@127.0.0.1:{}/hooks/path-9c1e?key=query-4b2d",
+        free_port()
+    );
+    let hook_secret = format!("whsec_{HOOK_KEY}");
+    let s = Server::start_with(&[
+        ("BURNLINK_LOG", "trace"),
+        ("BURNLINK_LOG_FORMAT", format),
+        ("BURNLINK_WEBHOOK_URL", &hook_url),
+        ("BURNLINK_WEBHOOK_SECRET", &hook_secret),
+    ]);
+    let mut secrets = session(&s).await;
+    secrets.extend(
+        [HOOK_KEY, "hookpass-7f3a", "path-9c1e", "query-4b2d"]
+            .iter()
+            .map(|s| s.to_string()),
+    );
+    // Deliveries fail (nobody listens) and are retried and logged.
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    assert!(s.log().contains("webhook not delivered"), "{}", s.log());
     // Let the last transfers settle and log.
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     let log = s.log();

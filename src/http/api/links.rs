@@ -28,6 +28,7 @@ pub struct LinkBody {
     sha256: Option<String>,
     overwrite: Option<bool>,
     ip: Option<String>,
+    max_uses: Option<u64>,
 }
 
 pub async fn create(
@@ -45,6 +46,7 @@ pub async fn create(
         sha256: body.sha256.as_deref().map(parse_sha256_hex).transpose()?,
         overwrite: body.overwrite,
         ip: body.ip.as_deref().map(parse_ip).transpose()?,
+        max_uses: body.max_uses,
     };
     let origin = Origin {
         via: "api",

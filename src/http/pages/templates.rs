@@ -18,6 +18,8 @@ pub struct DownloadView<'a> {
     pub directory: bool,
     pub expires_at: u64,
     pub now: u64,
+    /// Completed downloads the link allows.
+    pub max_uses: u16,
 }
 
 /// What the upload page shows.
@@ -30,12 +32,23 @@ pub struct UploadView<'a> {
     pub now: u64,
     pub sha256: Option<String>,
     pub overwrite: bool,
+    /// Completed uploads the link allows.
+    pub max_uses: u16,
 }
 
 /// A page for a link that cannot be used, in words a person understands.
 pub struct ErrorView<'a> {
     pub title: &'a str,
     pub explanation: &'a str,
+}
+
+/// "This link works once." or "This link allows 3 downloads in all."
+fn works(max_uses: u16, what: &str) -> String {
+    if max_uses > 1 {
+        format!("This link allows {max_uses} {what}s in all.")
+    } else {
+        format!("This link works for one {what}.")
+    }
 }
 
 fn layout(title: &str, body: Markup, script: bool) -> Markup {
@@ -93,10 +106,15 @@ pub fn download(v: &DownloadView) -> Markup {
             button id="download-button" type="submit" { "Download" }
         }
         p id="download-note" class="status ok" hidden {
-            "Your download is starting. This link works only once: keep the file it saves."
+            @if v.max_uses > 1 {
+                "Your download is starting. Keep the file it saves."
+            } @else {
+                "Your download is starting. This link works only once: keep the file it saves."
+            }
         }
         p class="muted" {
-            "This link works once. Opening this page does not use it up; the Download button does."
+            (works(v.max_uses, "download"))
+            " Opening this page does not use it up; the Download button does."
         }
     };
     layout("Download", body, true)
@@ -141,7 +159,7 @@ pub fn upload(v: &UploadView) -> Markup {
                 code { "curl --data-binary @FILE THIS_URL" }
             }
         }
-        p class="muted" { "This link works once: after a successful upload it is used up." }
+        p class="muted" { (works(v.max_uses, "upload")) " After that it is used up." }
     };
     layout("Send a file", body, true)
 }
@@ -229,6 +247,7 @@ mod tests {
             directory: false,
             expires_at: 2_000_000_000,
             now: 1_999_999_000,
+            max_uses: 1,
         })
         .into_string();
         assert_escaped(&page);
@@ -245,11 +264,13 @@ mod tests {
             now: 1_999_999_000,
             sha256: Some("<b>x</b>".into()),
             overwrite: false,
+            max_uses: 3,
         })
         .into_string();
         assert_escaped(&page);
         assert!(page.contains("&lt;b&gt;x&lt;/b&gt;"));
         assert!(page.contains("data-cap=\"10\""));
+        assert!(page.contains("This link allows 3 uploads in all."));
         assert!(page.contains("will not be replaced"));
     }
 
@@ -273,6 +294,7 @@ mod tests {
             directory: false,
             expires_at: 1_800_000_000,
             now: 1_800_000_000 - 3599,
+            max_uses: 1,
         })
         .into_string();
         assert!(page.contains("report.pdf"));
@@ -292,6 +314,7 @@ mod tests {
                 directory: true,
                 expires_at: 1_800_000_000,
                 now: 1_800_000_000 - 60,
+                max_uses: 1,
             })
             .into_string()
         };

@@ -41,7 +41,7 @@ pub async fn get(app: &Arc<App>, link: &Link, base: Dir) -> Result<Response, Api
             archive::MAX_CONCURRENT
         ))
     })?;
-    let lease = app.leases.acquire(claims).await?;
+    let lease = app.leases.acquire(claims, link.client).await?;
     let archive = stream::start(base, claims.path.clone(), stream::Settings::default(), slot);
     let settle = Settle {
         audit: TransferAudit::new(claims, link.client),

@@ -65,8 +65,8 @@ pub async fn get(
     page.unwrap_or_else(|e| pages::error_page(&e, Some(direction)))
 }
 
-/// `POST` on `/transfer/{token}[/{name}]`: the Download button on a download link, an upload
-/// on an upload link. The token is verified before a byte of the body is read.
+/// `POST` on `/transfer/{token}[/{name}]`: an upload on an upload link, else the Download
+/// button. The token is verified before a byte of the body is read.
 pub async fn post(
     State(app): State<Arc<App>>,
     link: Result<Link, ApiError>,
@@ -75,17 +75,16 @@ pub async fn post(
     body: Body,
 ) -> Response {
     match link {
-        Ok(link) if link.claims.direction == Direction::Download => {
-            confirmed(&app, link, headers, body).await
-        }
-        // A resumable (tus) client creating its upload.
-        Ok(link) if resumable::is_tus(&headers) => {
+        // A resumable (tus or IETF draft) client creating its upload.
+        Ok(link) if link.claims.direction == Direction::Upload && resumable::is_tus(&headers) => {
             resumable::create(&app, link, &headers, &uri, body).await
         }
-        Ok(link) => upload::receive(&app, link, &headers, body)
-            .await
-            .into_response(),
-        Err(e) => failure(e, &headers, None),
+        Ok(link) if link.claims.direction == Direction::Upload => {
+            upload::receive(&app, link, &headers, body)
+                .await
+                .into_response()
+        }
+        link => post_alias(State(app), link, headers, body).await,
     }
 }
 
@@ -168,6 +167,7 @@ async fn download_page(app: &App, claims: &Claims) -> Result<Response, ApiError>
         directory: kind == Kind::Directory,
         expires_at: claims.expires_at,
         now: unix_now(),
+        max_uses: claims.max_uses,
     }))
 }
 
@@ -184,5 +184,6 @@ async fn upload_page(app: &App, claims: &Claims) -> Result<Response, ApiError> {
         now: unix_now(),
         sha256: claims.sha256.map(|d| hex(&d)),
         overwrite: claims.overwrite,
+        max_uses: claims.max_uses,
     }))
 }

@@ -206,7 +206,7 @@ async fn supervise(
                 s.lease.release().await;
                 return;
             }
-            match s.lease.commit(None).await {
+            match s.lease.commit_delivered(bytes).await {
                 Ok(true) => settle.audit.log("completed", bytes),
                 Ok(false) => settle.audit.log("lease_lost", bytes),
                 Err(e) => {

@@ -60,7 +60,7 @@ pub async fn get(app: &Arc<App>, link: Link, headers: &HeaderMap) -> Result<Resp
             return Err(ApiError::RangeNotSatisfiable { size });
         }
     };
-    let lease = app.leases.acquire(claims).await?;
+    let lease = app.leases.acquire(claims, link.client).await?;
     let burns = start + len == size;
 
     let settle = Settle {

@@ -313,7 +313,7 @@ async fn create_inner(
         )));
     }
     let location = location(uri)?;
-    let lease = app.leases.acquire(&claims).await?;
+    let lease = app.leases.acquire(&claims, client).await?;
     let nonce = hex(&claims.nonce);
     // The client's digest of the whole file, kept in the partial file's name.
     let announced = Expected::default()
@@ -397,7 +397,7 @@ async fn append_at(
     sent: u64,
     body: Option<Body>,
 ) -> Result<Response, ApiError> {
-    let lease = app.leases.acquire(&claims).await?;
+    let lease = app.leases.acquire(&claims, client).await?;
     let nonce = hex(&claims.nonce);
     let opened = stage_with(app, &claims, false, move |dir, _| {
         let partial = find_partial(&dir, &nonce)
@@ -441,9 +441,9 @@ async fn delete_inner(
     link: Result<Link, ApiError>,
     headers: &HeaderMap,
 ) -> Result<Response, ApiError> {
-    let claims = link?.expect(Direction::Upload)?.claims;
+    let Link { claims, client, .. } = link?.expect(Direction::Upload)?;
     check_version(headers)?;
-    let mut lease = app.leases.acquire(&claims).await?;
+    let mut lease = app.leases.acquire(&claims, client).await?;
     let nonce = hex(&claims.nonce);
     let removed = stage_with(app, &claims, false, move |dir, _| {
         let partial = find_partial(&dir, &nonce)

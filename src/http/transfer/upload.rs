@@ -82,7 +82,7 @@ pub async fn receive(
 
     // The lease comes before anything touches the disk: a used or revoked link says so, and
     // creates no directory or temporary.
-    let mut lease = app.leases.acquire(&claims).await?;
+    let mut lease = app.leases.acquire(&claims, client).await?;
     let audit = TransferAudit::new(&claims, client);
     let (staged, name) = match stage(app, &claims).await {
         Ok(staged) => staged,

@@ -5,11 +5,14 @@
 
 pub mod archive;
 pub mod chromium;
+pub mod haproxy;
 pub mod nginx;
 pub mod redis_server;
 pub mod tools;
 
-pub use tools::{MCP_PYTHON, TUS_JS, TUSPY, require_tool, require_tools};
+pub use tools::{
+    MCP_PYTHON, TUS_JS, TUSPY, WEBHOOKS_PYTHON, require_root, require_tool, require_tools,
+};
 
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;

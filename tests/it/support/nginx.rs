@@ -1,10 +1,33 @@
 //! A real nginx as a round-robin load balancer on a loopback port, run in the foreground with
-//! a generated config and every path (pid, logs, temp files) in its own temporary directory.
+//! the site configuration operators are given (`deploy/nginx/burnlink.conf.template`, rendered
+//! here) and every path (pid, logs, temp files) in its own temporary directory.
 
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+/// The shipped nginx site template.
+pub const TEMPLATE: &str = include_str!("../../../deploy/nginx/burnlink.conf.template");
+
+/// The template with its placeholders filled in; panics if one is left.
+pub fn render_template(upstream_servers: &str, listen: &str, server_name: &str) -> String {
+    // Comments (which name the placeholders) are kept as they are.
+    TEMPLATE
+        .lines()
+        .map(|line| {
+            if line.trim_start().starts_with('#') {
+                return format!("{line}\n");
+            }
+            let filled = line
+                .replace("{{UPSTREAM_SERVERS}}", upstream_servers.trim_end())
+                .replace("{{LISTEN}}", listen)
+                .replace("{{SERVER_NAME}}", server_name);
+            assert!(!filled.contains("{{"), "a placeholder is left: {filled}");
+            format!("{filled}\n")
+        })
+        .collect()
+}
 
 pub struct Nginx {
     child: Child,
@@ -19,12 +42,13 @@ impl Nginx {
         let d = dir.path().display().to_string();
         let servers: String = upstreams
             .iter()
-            .map(|u| format!("        server {u};\n"))
+            .map(|u| format!("    server {u};\n"))
             .collect();
-        // One process (master_process off) so killing it leaves no orphaned worker holding
-        // the port. proxy_next_upstream off: nginx must not replay a request on another
-        // replica after an error, or the single-use test would not be honest. Buffering off:
-        // bytes stream through as the replica sends them.
+        let site = render_template(&servers, &format!("127.0.0.1:{port}"), "127.0.0.1");
+        std::fs::write(dir.path().join("burnlink.conf"), site).unwrap();
+        // The shipped site file (deploy/nginx/burnlink.conf.template) inside a main file that
+        // keeps everything in the temporary directory. One process (master_process off) so
+        // killing it leaves no orphaned worker holding the port.
         let conf = format!(
             r#"master_process off;
 worker_processes 1;
@@ -39,22 +63,7 @@ http {{
     fastcgi_temp_path {d}/fastcgi;
     uwsgi_temp_path {d}/uwsgi;
     scgi_temp_path {d}/scgi;
-    upstream burnlink {{
-{servers}    }}
-    server {{
-        listen 127.0.0.1:{port};
-        location / {{
-            proxy_pass http://burnlink;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-            proxy_set_header Host $http_host;
-            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
-            proxy_buffering off;
-            proxy_request_buffering off;
-            proxy_next_upstream off;
-            proxy_read_timeout 60s;
-        }}
-    }}
+    include {d}/burnlink.conf;
 }}
 "#
         );

@@ -1,6 +1,8 @@
-//! The real programs the tests drive (curl, openssl, redis-server, nginx, python3, unzip,
-//! Chromium and chromedriver, the Python MCP SDK), and the one rule for when one is missing:
-//! under CI it is a failure, locally the test is skipped with a printed reason.
+//! The real programs the tests drive (curl, openssl, redis-server, nginx, haproxy, python3,
+//! unzip, Chromium and chromedriver, the Python MCP SDK, dpkg and systemd-analyze, and the
+//! packaging tools scripts/test puts under [`tools_dir`]: cargo-deb, hadolint,
+//! kubernetes-validate, yamllint), and the one rule for when one is missing: under CI it is a
+//! failure, locally the test is skipped with a printed reason.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -21,8 +23,49 @@ pub const TUSPY: &str = "tuspy";
 /// Where scripts/test puts npm packages.
 const DEFAULT_NPM: &str = "/var/tmp/burnlink-npm";
 
+/// The name [`require_tool`] knows the official Standard Webhooks library by: a Python (the
+/// same as [`MCP_PYTHON`]'s) that can `import standardwebhooks`.
+pub const WEBHOOKS_PYTHON: &str = "python-standardwebhooks";
+
 /// Where scripts/test puts the MCP SDK's virtual environment.
 const DEFAULT_MCP_PYTHON: &str = "/var/tmp/burnlink-venv/bin/python";
+
+/// Where scripts/test installs the packaging tools that are not Debian packages:
+/// `BURNLINK_TOOLS`, default `/var/tmp/burnlink-tools` (cargo-deb in `bin/`, a Python venv with
+/// hadolint, kubernetes-validate and yamllint in `py/bin/`). [`find_program`] looks there too.
+pub fn tools_dir() -> PathBuf {
+    env_or("BURNLINK_TOOLS", "/var/tmp/burnlink-tools")
+}
+
+/// `true` when the tests run as root; otherwise the one skip rule of [`require_tool`] applies
+/// (a failure under CI, where tests run as root, and `SKIPPED:` elsewhere). For tests that
+/// change the machine, such as installing a package.
+pub fn require_root(why: &str) -> bool {
+    if rustix::process::geteuid().is_root() {
+        return true;
+    }
+    skip_or_fail(
+        &format!("needs root ({why})"),
+        "run the tests as root (scripts/test under sudo)",
+    );
+    false
+}
+
+fn skip_or_fail(reason: &str, install: &str) {
+    let test = std::thread::current()
+        .name()
+        .unwrap_or("an integration test")
+        .to_string();
+    if in_ci() {
+        panic!("CI: {test} {reason}. {install}");
+    }
+    // Straight to stderr, not `eprintln!`: the test harness captures the macros' output of
+    // passing tests, and a skip must be seen.
+    let _ = writeln!(
+        std::io::stderr(),
+        "SKIPPED: {test}: {reason} (install: {install})"
+    );
+}
 
 /// Whether this is a CI run (`CI` is `true` or `1`): there every tool must be present.
 pub fn in_ci() -> bool {
@@ -42,19 +85,9 @@ pub fn require_tool(tool: &str) -> Option<PathBuf> {
     match locate(tool) {
         Ok(path) => Some(path),
         Err(reason) => {
-            let test = std::thread::current()
-                .name()
-                .unwrap_or("an integration test")
-                .to_string();
-            let install = install_hint(tool);
-            if in_ci() {
-                panic!("CI: {test} needs `{tool}`: {reason}. Install it: {install}");
-            }
-            // Straight to stderr, not `eprintln!`: the test harness captures the macros'
-            // output of passing tests, and a skip must be seen.
-            let _ = writeln!(
-                std::io::stderr(),
-                "SKIPPED: {test}: {reason} (install: {install})"
+            skip_or_fail(
+                &format!("needs `{tool}`: {reason}"),
+                &format!("Install it: {}", install_hint(tool)),
             );
             None
         }
@@ -78,6 +111,11 @@ fn install_hint(tool: &str) -> String {
                     scripts/test does this"
                 .to_string();
         }
+        WEBHOOKS_PYTHON => {
+            return "/var/tmp/burnlink-venv/bin/pip install 'standardwebhooks==1.1.0' (or set \
+                    BURNLINK_MCP_PYTHON to a python that has it); scripts/test does this"
+                .to_string();
+        }
         "chromedriver" => "chromium-driver",
         TUS_JS => {
             return "apt-get install nodejs npm && npm install --prefix /var/tmp/burnlink-npm \
@@ -89,6 +127,14 @@ fn install_hint(tool: &str) -> String {
                 .to_string();
         }
         "bsdtar" => "libarchive-tools",
+        "systemd-analyze" => "systemd",
+        "cargo-deb" | "hadolint" | "kubernetes-validate" | "yamllint" => {
+            return format!(
+                "run scripts/test, which installs it under {} (cargo-deb with cargo install, \
+                 the others with pip), or set BURNLINK_TOOLS to where it is",
+                tools_dir().display()
+            );
+        }
         other => other,
     };
     format!("apt-get install {package}, or run scripts/test (as root it installs every tool)")
@@ -98,10 +144,15 @@ fn locate(tool: &str) -> Result<PathBuf, String> {
     match tool {
         "chromium" => existing(env_or("BURNLINK_CHROMIUM", "/usr/bin/chromium")),
         "chromedriver" => existing(env_or("BURNLINK_CHROMEDRIVER", "/usr/bin/chromedriver")),
-        MCP_PYTHON => {
+        MCP_PYTHON | WEBHOOKS_PYTHON => {
             let py = env_or("BURNLINK_MCP_PYTHON", DEFAULT_MCP_PYTHON);
+            let module = if tool == MCP_PYTHON {
+                "mcp"
+            } else {
+                "standardwebhooks"
+            };
             let ok = Command::new(&py)
-                .args(["-c", "import mcp"])
+                .args(["-c", &format!("import {module}")])
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .status()
@@ -109,10 +160,7 @@ fn locate(tool: &str) -> Result<PathBuf, String> {
             if ok {
                 Ok(py)
             } else {
-                Err(format!(
-                    "{} cannot import the Python `mcp` SDK",
-                    py.display()
-                ))
+                Err(format!("{} cannot import `{module}`", py.display()))
             }
         }
         TUS_JS => {
@@ -155,11 +203,14 @@ fn existing(path: PathBuf) -> Result<PathBuf, String> {
     }
 }
 
-/// Finds `name` on PATH, then in the sbin directories a non-root PATH may lack.
+/// Finds `name` on PATH, then in the sbin directories a non-root PATH may lack, then among
+/// the packaging tools under [`tools_dir`].
 pub fn find_program(name: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH").unwrap_or_default();
+    let tools = tools_dir();
     std::env::split_paths(&path)
         .chain(["/usr/sbin", "/usr/local/sbin", "/sbin"].map(PathBuf::from))
+        .chain([tools.join("bin"), tools.join("py/bin")])
         .map(|d| d.join(name))
         .find(|p| is_executable(p))
 }
