@@ -41,6 +41,8 @@ pub const KNOWN_VARS: &[&str] = &[
     "RATE_MINT_PER_S",
     "RATE_MINT_BURST",
     "RATE_FAILED_PER_MIN",
+    "OAUTH_ISSUER",
+    "OAUTH_AUDIENCE",
 ];
 
 #[derive(Debug, Default, Deserialize)]
@@ -69,6 +71,8 @@ struct Raw {
     rate_mint_per_s: Option<String>,
     rate_mint_burst: Option<String>,
     rate_failed_per_min: Option<String>,
+    oauth_issuer: Option<String>,
+    oauth_audience: Option<String>,
 }
 
 /// A variable (or the `.env` file) with a bad value. Displays as the one line start-up prints.
@@ -127,6 +131,11 @@ pub struct Config {
     /// Both set, or neither (then plain HTTP).
     pub tls: Option<TlsFiles>,
     pub rate: RateConfig,
+    /// `BURNLINK_OAUTH_ISSUER`: OAuth access tokens from this issuer are accepted beside the
+    /// static API tokens. `None` = OAuth off.
+    pub oauth_issuer: Option<String>,
+    /// `BURNLINK_OAUTH_AUDIENCE`; `None` = the MCP endpoint's URL (see [`Config::oauth`]).
+    pub oauth_audience: Option<String>,
 }
 
 /// The bounds every mint is held to (from the configuration), whoever
@@ -331,6 +340,25 @@ impl Config {
                 "must be at least 1 when BURNLINK_RATE_MINT_PER_S is set",
             ));
         }
+        let oauth_issuer = match non_empty(raw.oauth_issuer) {
+            None => None,
+            Some(s) if is_url(&s) => Some(s),
+            Some(s) => {
+                return Err(bad(
+                    "OAUTH_ISSUER",
+                    format!("expected the issuer's https:// URL, got `{s}`"),
+                ));
+            }
+        };
+        let oauth_audience = match non_empty(raw.oauth_audience) {
+            Some(_) if oauth_issuer.is_none() => {
+                return Err(bad(
+                    "OAUTH_AUDIENCE",
+                    "is only read with BURNLINK_OAUTH_ISSUER; set the issuer too",
+                ));
+            }
+            other => other,
+        };
         Ok(Config {
             root: PathBuf::from(non_empty(raw.root).unwrap_or_else(|| "./data".into())),
             bind,
@@ -366,7 +394,20 @@ impl Config {
             )?),
             tls,
             rate,
+            oauth_issuer,
+            oauth_audience,
         })
+    }
+
+    /// The OAuth settings once the base URL is known: the issuer, and the audience (by
+    /// default the MCP endpoint, `{base_url}/mcp`). `None` when OAuth is off.
+    pub fn oauth(&self, base_url: &str) -> Option<crate::oauth::OAuthSettings> {
+        let issuer = self.oauth_issuer.clone()?;
+        let audience = self
+            .oauth_audience
+            .clone()
+            .unwrap_or_else(|| format!("{}/mcp", base_url.trim_end_matches('/')));
+        Some(crate::oauth::OAuthSettings { issuer, audience })
     }
 
     /// The base URL links are minted with once the server knows its bound address. With a
@@ -407,6 +448,10 @@ impl Config {
     pub fn scheme(&self) -> &'static str {
         if self.tls.is_some() { "https" } else { "http" }
     }
+}
+
+fn is_url(s: &str) -> bool {
+    (s.starts_with("https://") || s.starts_with("http://")) && !s.contains(char::is_whitespace)
 }
 
 fn non_empty(v: Option<String>) -> Option<String> {
@@ -657,6 +702,46 @@ mod tests {
                     ..Raw::default()
                 },
                 "BURNLINK_RATE_FAILED_PER_MIN:",
+            ),
+        ] {
+            let msg = Config::from_raw(raw).unwrap_err().to_string();
+            assert!(msg.starts_with(var), "{msg}");
+        }
+    }
+
+    #[test]
+    fn oauth_settings() {
+        let c = Config::from_raw(Raw::default()).unwrap();
+        assert!(c.oauth("http://h").is_none());
+        let c = Config::from_raw(Raw {
+            oauth_issuer: Some("https://as.example.com".into()),
+            ..Raw::default()
+        })
+        .unwrap();
+        let o = c.oauth("https://files.example.com/").unwrap();
+        assert_eq!(o.issuer, "https://as.example.com");
+        assert_eq!(o.audience, "https://files.example.com/mcp");
+        let c = Config::from_raw(Raw {
+            oauth_issuer: Some("https://as.example.com".into()),
+            oauth_audience: Some("urn:burnlink".into()),
+            ..Raw::default()
+        })
+        .unwrap();
+        assert_eq!(c.oauth("http://h").unwrap().audience, "urn:burnlink");
+        for (raw, var) in [
+            (
+                Raw {
+                    oauth_issuer: Some("as.example.com".into()),
+                    ..Raw::default()
+                },
+                "BURNLINK_OAUTH_ISSUER:",
+            ),
+            (
+                Raw {
+                    oauth_audience: Some("https://files.example.com/mcp".into()),
+                    ..Raw::default()
+                },
+                "BURNLINK_OAUTH_AUDIENCE:",
             ),
         ] {
             let msg = Config::from_raw(raw).unwrap_err().to_string();

@@ -90,6 +90,11 @@ pub async fn run(mut config: Config) -> Result<(), StartError> {
         );
     }
 
+    let oauth = config.oauth(&base_url).map(|settings| {
+        tracing::info!(issuer = %settings.issuer, audience = %settings.audience,
+            "OAuth access tokens accepted beside the API tokens");
+        Arc::new(crate::oauth::Verifier::new(settings))
+    });
     let minter = Arc::new(Minter::new(
         keyring.clone(),
         sandbox.clone(),
@@ -117,6 +122,7 @@ pub async fn run(mut config: Config) -> Result<(), StartError> {
         config,
         keyring,
         api_tokens,
+        oauth,
         ledger,
         stats,
         sandbox,
