@@ -53,10 +53,9 @@ pub fn explain(e: &ServiceError, backend: &Backend, session: Option<&SessionId>)
     let dir = backend.sandbox().dir_path(session);
     let dir = dir.display();
     let hint = match e {
-        ServiceError::Access(AccessError::MissingScope(scope)) => format!(
-            "This tool needs the OAuth scope {scope}: reconnect with an access token granted \
-             it (ask the authorization server for `{scope}`)."
-        ),
+        ServiceError::Access(AccessError::MissingScope(_)) => {
+            "Reconnect with an access token that carries it.".to_string()
+        }
         ServiceError::Access(AccessError::Pinned(_)) => {
             format!("Leave `session` out to act in the token's own session. The sandbox is {dir}.")
         }

@@ -20,6 +20,7 @@ mod ledger_suite;
 mod mcp;
 mod metrics;
 mod minting_api;
+mod oauth;
 mod previewers;
 mod rate_limits;
 mod replicas;

@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 
 /// The venv's python with the `mcp` package, and curl; `None` when either is missing (by
 /// [`require_tool`]: a failure under CI, a printed skip otherwise).
-fn python() -> Option<PathBuf> {
+pub(crate) fn python() -> Option<PathBuf> {
     let py = require_tool(MCP_PYTHON);
     require_tool("curl")?;
     py
@@ -23,7 +23,7 @@ fn script() -> PathBuf {
 }
 
 /// Runs tests/it/mcp_client.py with `args` and `calls`; returns its report. Bounded to 90 s.
-fn run_client(py: &Path, args: &[&str], env: &[(&str, &str)], calls: Value) -> Value {
+pub(crate) fn run_client(py: &Path, args: &[&str], env: &[(&str, &str)], calls: Value) -> Value {
     let mut cmd = Command::new(py);
     cmd.arg(script())
         .args(args)
@@ -62,7 +62,7 @@ fn run_client(py: &Path, args: &[&str], env: &[(&str, &str)], calls: Value) -> V
     })
 }
 
-fn over_http(py: &Path, s: &Server, token: &str, calls: Value) -> Value {
+pub(crate) fn over_http(py: &Path, s: &Server, token: &str, calls: Value) -> Value {
     let url = format!("{}/mcp", s.base);
     run_client(py, &["http", &url, token], &[], calls)
 }
@@ -92,7 +92,7 @@ fn over_stdio_with(
     run_client(py, &["stdio", bin()], &env, calls)
 }
 
-fn tool_names(report: &Value) -> Vec<String> {
+pub(crate) fn tool_names(report: &Value) -> Vec<String> {
     let mut names: Vec<String> = report["tools"]
         .as_array()
         .unwrap()
@@ -104,7 +104,7 @@ fn tool_names(report: &Value) -> Vec<String> {
 }
 
 /// The `i`th result, which must be a success (no SDK exception, no tool error).
-fn ok(report: &Value, i: usize) -> &Value {
+pub(crate) fn ok(report: &Value, i: usize) -> &Value {
     let r = &report["results"][i];
     assert!(r.get("exception").is_none(), "call {i}: {r}");
     assert_eq!(r["isError"], false, "call {i}: {r}");
@@ -112,7 +112,7 @@ fn ok(report: &Value, i: usize) -> &Value {
 }
 
 /// The `i`th result, which must be a tool error; returns its text.
-fn tool_error(report: &Value, i: usize) -> String {
+pub(crate) fn tool_error(report: &Value, i: usize) -> String {
     let r = &report["results"][i];
     assert!(r.get("exception").is_none(), "call {i}: {r}");
     assert_eq!(r["isError"], true, "call {i} should be a tool error: {r}");
@@ -120,13 +120,13 @@ fn tool_error(report: &Value, i: usize) -> String {
 }
 
 /// structuredContent, and the same JSON as the first text block.
-fn structured(r: &Value) -> &Value {
+pub(crate) fn structured(r: &Value) -> &Value {
     let text: Value = serde_json::from_str(r["text"][0].as_str().unwrap()).unwrap();
     assert_eq!(text, r["structured"], "text and structuredContent differ");
     &r["structured"]
 }
 
-fn curl_get(url: &str, out: &Path) {
+pub(crate) fn curl_get(url: &str, out: &Path) {
     let o = curl()
         .args(["--fail", "-o"])
         .arg(out)

@@ -6,10 +6,11 @@
 pub mod archive;
 pub mod chromium;
 pub mod nginx;
+pub mod oidc;
 pub mod redis_server;
 pub mod tools;
 
-pub use tools::{MCP_PYTHON, require_tool, require_tools};
+pub use tools::{MCP_CONFORMANCE, MCP_PYTHON, OIDC_PROVIDER, require_tool, require_tools};
 
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;

@@ -13,6 +13,20 @@ pub const MCP_PYTHON: &str = "python-mcp";
 /// Where scripts/test puts the MCP SDK's virtual environment.
 const DEFAULT_MCP_PYTHON: &str = "/var/tmp/burnlink-venv/bin/python";
 
+/// node-oidc-provider (npm `oidc-provider`), the authorization server of the OAuth tests: its
+/// `lib/index.js` under `BURNLINK_NPM` (default `/var/tmp/burnlink-npm`, where scripts/test
+/// installs it).
+pub const OIDC_PROVIDER: &str = "oidc-provider";
+
+/// The official MCP conformance runner (npm `@modelcontextprotocol/conformance`), under
+/// `BURNLINK_NPM` like [`OIDC_PROVIDER`].
+pub const MCP_CONFORMANCE: &str = "mcp-conformance";
+
+/// Where scripts/test installs the npm packages the tests drive.
+pub fn npm_prefix() -> PathBuf {
+    env_or("BURNLINK_NPM", "/var/tmp/burnlink-npm")
+}
+
 /// Whether this is a CI run (`CI` is `true` or `1`): there every tool must be present.
 pub fn in_ci() -> bool {
     std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
@@ -68,6 +82,13 @@ fn install_hint(tool: &str) -> String {
                 .to_string();
         }
         "chromedriver" => "chromium-driver",
+        OIDC_PROVIDER | MCP_CONFORMANCE => {
+            return format!(
+                "npm install --prefix {} oidc-provider@9.13.3 @modelcontextprotocol/conformance@0.1.13 \
+                 (node 20 or later); scripts/test does this",
+                npm_prefix().display()
+            );
+        }
         other => other,
     };
     format!("apt-get install {package}, or run scripts/test (as root it installs every tool)")
@@ -77,6 +98,14 @@ fn locate(tool: &str) -> Result<PathBuf, String> {
     match tool {
         "chromium" => existing(env_or("BURNLINK_CHROMIUM", "/usr/bin/chromium")),
         "chromedriver" => existing(env_or("BURNLINK_CHROMEDRIVER", "/usr/bin/chromedriver")),
+        OIDC_PROVIDER => {
+            find_program("node").ok_or("`node` is not installed")?;
+            existing(npm_prefix().join("node_modules/oidc-provider/lib/index.js"))
+        }
+        MCP_CONFORMANCE => {
+            find_program("node").ok_or("`node` is not installed")?;
+            existing(npm_prefix().join("node_modules/.bin/conformance"))
+        }
         MCP_PYTHON => {
             let py = env_or("BURNLINK_MCP_PYTHON", DEFAULT_MCP_PYTHON);
             let ok = Command::new(&py)
