@@ -93,6 +93,13 @@ pub async fn run(mut config: Config) -> Result<(), StartError> {
     let oauth = config.oauth(&base_url).map(|settings| {
         tracing::info!(issuer = %settings.issuer, audience = %settings.audience,
             "OAuth access tokens accepted beside the API tokens");
+        if settings.issuer.starts_with("https://") {
+            tracing::warn!(
+                "BURNLINK_OAUTH_ISSUER is https://, but this build fetches the issuer's keys over \
+                 plain HTTP only: access tokens will be refused with 503 until it can (static \
+                 API tokens are unaffected)"
+            );
+        }
         Arc::new(crate::oauth::Verifier::new(settings))
     });
     let minter = Arc::new(Minter::new(

@@ -188,6 +188,31 @@ async fn tools_over_http_mint_links_curl_can_fetch() {
     assert_eq!(create["inputSchema"]["required"], json!(["path"]));
     assert!(create["outputSchema"]["properties"]["url"].is_object());
 
+    // Titles and annotations as clients show them: only the status and stats tools read
+    // without changing anything; an upload link may overwrite a file; minting is never
+    // idempotent (each call makes a new link); nothing reaches outside this server.
+    for tool in report["tools"].as_array().unwrap() {
+        let name = tool["name"].as_str().unwrap();
+        let a = &tool["annotations"];
+        assert!(tool["title"].as_str().is_some_and(|t| !t.is_empty()), "{tool}");
+        assert_eq!(a["title"], tool["title"], "{name}");
+        let reads = matches!(name, "get_link_status" | "list_download_stats");
+        assert_eq!(a["readOnlyHint"], reads, "{name}");
+        assert_eq!(a["destructiveHint"], name == "create_upload_link", "{name}");
+        assert_eq!(a["idempotentHint"], reads, "{name}");
+        assert_eq!(a["openWorldHint"], false, "{name}");
+        // Every tool with structured results declares their schema.
+        assert_eq!(
+            tool["outputSchema"].is_object(),
+            name != "generate_download_link",
+            "{name}"
+        );
+    }
+    // Each structured result validates against its tool's output schema (jsonschema).
+    for (i, r) in report["results"].as_array().unwrap().iter().enumerate() {
+        assert_eq!(r["schemaErrors"], json!([]), "call {i}: {r}");
+    }
+
     // A link, as structured content, as text and as a resource link; curl gets the bytes.
     let r = ok(&report, 0);
     let link = structured(r);
@@ -286,6 +311,9 @@ async fn tools_over_http_mint_links_curl_can_fetch() {
     assert!(tool_error(&report, 2).starts_with("not_found:"));
     assert!(tool_error(&report, 3).starts_with("bad_request:"));
     assert_eq!(structured(ok(&report, 4))["statistics"]["used_tokens"], 1);
+    for (i, r) in report["results"].as_array().unwrap().iter().enumerate() {
+        assert_eq!(r["schemaErrors"], json!([]), "call {i}: {r}");
+    }
 
     // Audit lines for MCP mints, like API mints.
     assert!(s.log().contains(r#"via="mcp""#), "{}", s.log());
@@ -435,6 +463,7 @@ async fn upload_links_over_http_and_stdio_take_a_curl_push() {
     );
     for (report, dest) in [(&http, "incoming/a.bin"), (&stdio, "incoming/b.bin")] {
         let r = ok(report, 0);
+        assert_eq!(r["schemaErrors"], json!([]), "{r}");
         let link = structured(r);
         assert_eq!(link["path"], dest);
         assert_eq!(link["max_bytes"], 1_000_000);
@@ -468,6 +497,7 @@ async fn upload_links_over_http_and_stdio_take_a_curl_push() {
         API_TOKEN,
         json!([{"tool": "get_link_status", "args": {"url": url}}]),
     );
+    assert_eq!(ok(&report, 0)["schemaErrors"], json!([]));
     let status = structured(ok(&report, 0));
     assert_eq!(status["state"], "used");
     assert_eq!(status["bytes"], 30_000);
