@@ -18,6 +18,7 @@ mod hostile_properties;
 mod hostile_requests;
 mod ledger_suite;
 mod mcp;
+mod mcp_conformance;
 mod metrics;
 mod minting_api;
 mod oauth;

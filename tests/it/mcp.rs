@@ -194,7 +194,10 @@ async fn tools_over_http_mint_links_curl_can_fetch() {
     for tool in report["tools"].as_array().unwrap() {
         let name = tool["name"].as_str().unwrap();
         let a = &tool["annotations"];
-        assert!(tool["title"].as_str().is_some_and(|t| !t.is_empty()), "{tool}");
+        assert!(
+            tool["title"].as_str().is_some_and(|t| !t.is_empty()),
+            "{tool}"
+        );
         assert_eq!(a["title"], tool["title"], "{name}");
         let reads = matches!(name, "get_link_status" | "list_download_stats");
         assert_eq!(a["readOnlyHint"], reads, "{name}");

@@ -6,7 +6,7 @@
 //! key the server trusts (expired, for another issuer…) and check they are refused.
 
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
@@ -120,14 +120,6 @@ impl OidcProvider {
     /// The key id its tokens carry.
     pub fn kid(&self) -> &'static str {
         "test-key-1"
-    }
-
-    pub fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("provider.log")).unwrap_or_default()
-    }
-
-    pub fn dir(&self) -> PathBuf {
-        self.dir.path().to_path_buf()
     }
 }
 
