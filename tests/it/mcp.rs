@@ -24,8 +24,19 @@ fn script() -> PathBuf {
 
 /// Runs tests/it/mcp_client.py with `args` and `calls`; returns its report. Bounded to 90 s.
 pub(crate) fn run_client(py: &Path, args: &[&str], env: &[(&str, &str)], calls: Value) -> Value {
+    run_script(py, &script(), args, env, calls)
+}
+
+/// Runs a client script of tests/it with `args`, `calls` on its stdin; returns its report.
+pub(crate) fn run_script(
+    py: &Path,
+    script: &Path,
+    args: &[&str],
+    env: &[(&str, &str)],
+    calls: Value,
+) -> Value {
     let mut cmd = Command::new(py);
-    cmd.arg(script())
+    cmd.arg(script)
         .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())

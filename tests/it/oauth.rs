@@ -8,7 +8,7 @@ use base64ct::{Base64UrlUnpadded, Encoding};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Value, json};
 
-use crate::mcp::{curl_get, ok, over_http, python, run_client, structured, tool_error};
+use crate::mcp::{curl_get, ok, over_http, python, run_client, run_script, structured, tool_error};
 use crate::support::oidc::OidcProvider;
 use crate::support::*;
 
@@ -451,4 +451,48 @@ async fn the_python_sdk_finds_the_issuer_and_gets_its_own_token() {
     assert_eq!(std::fs::read(&out).unwrap(), b"artifact");
     // Asked for no particular scope, the SDK asks for those the metadata lists.
     ok(&report, 1);
+}
+
+#[tokio::test]
+async fn the_python_sdk_2_calls_the_tools_with_issued_tokens_in_both_revisions() {
+    let Some(py) = require_tool(MCP2_PYTHON) else {
+        return;
+    };
+    let Some((provider, s)) = start() else { return };
+    s.write("doc.txt", b"two");
+    let res = resource(&s);
+    let agent = provider.token("agent", Some(ALL_SCOPES), &res).await;
+    let reader = provider.token("reader", Some("links:read"), &res).await;
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/it/mcp_client2.py");
+    let url = resource(&s);
+    for (mode, protocol) in [("2026-07-28", "2026-07-28"), ("legacy", "2025-11-25")] {
+        let report = run_script(
+            &py,
+            &script,
+            &[mode, &url, &agent],
+            &[],
+            json!([
+                {"tool": "create_download_link", "args": {"path": "doc.txt"}},
+                {"tool": "create_upload_link", "args": {"path": "in/d.txt"}},
+                {"tool": "list_download_stats"},
+            ]),
+        );
+        assert_eq!(report["protocol"], protocol);
+        for i in 0..3 {
+            assert_eq!(ok(&report, i)["schemaErrors"], json!([]), "{mode} call {i}");
+        }
+    }
+    // links:read only, over the stateless revision: minting is a tool error naming the scope.
+    let report = run_script(
+        &py,
+        &script,
+        &["2026-07-28", &url, &reader],
+        &[],
+        json!([{"tool": "create_download_link", "args": {"path": "doc.txt"}}]),
+    );
+    let e = tool_error(&report, 0);
+    assert!(
+        e.starts_with("forbidden:") && e.contains("links:download"),
+        "{e}"
+    );
 }

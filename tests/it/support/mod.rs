@@ -10,7 +10,9 @@ pub mod oidc;
 pub mod redis_server;
 pub mod tools;
 
-pub use tools::{MCP_CONFORMANCE, MCP_PYTHON, OIDC_PROVIDER, require_tool, require_tools};
+pub use tools::{
+    MCP_CONFORMANCE, MCP_PYTHON, MCP2_PYTHON, OIDC_PROVIDER, require_tool, require_tools,
+};
 
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;

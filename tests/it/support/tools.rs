@@ -13,6 +13,10 @@ pub const MCP_PYTHON: &str = "python-mcp";
 /// Where scripts/test puts the MCP SDK's virtual environment.
 const DEFAULT_MCP_PYTHON: &str = "/var/tmp/burnlink-venv/bin/python";
 
+/// The Python MCP SDK 2.x (its `Client`, which speaks the stateless 2026-07-28 revision), from
+/// `BURNLINK_MCP2_PYTHON` (default `/var/tmp/burnlink-venv2/bin/python`, set up by scripts/test).
+pub const MCP2_PYTHON: &str = "python-mcp2";
+
 /// node-oidc-provider (npm `oidc-provider`), the authorization server of the OAuth tests: its
 /// `lib/index.js` under `BURNLINK_NPM` (default `/var/tmp/burnlink-npm`, where scripts/test
 /// installs it).
@@ -82,6 +86,11 @@ fn install_hint(tool: &str) -> String {
                 .to_string();
         }
         "chromedriver" => "chromium-driver",
+        MCP2_PYTHON => {
+            return "python3 -m venv /var/tmp/burnlink-venv2 && /var/tmp/burnlink-venv2/bin/pip \
+                    install 'mcp==2.3.0' (or set BURNLINK_MCP2_PYTHON); scripts/test does this"
+                .to_string();
+        }
         OIDC_PROVIDER | MCP_CONFORMANCE => {
             return format!(
                 "npm install --prefix {} oidc-provider@9.13.3 @modelcontextprotocol/conformance@0.1.13 \
@@ -98,6 +107,23 @@ fn locate(tool: &str) -> Result<PathBuf, String> {
     match tool {
         "chromium" => existing(env_or("BURNLINK_CHROMIUM", "/usr/bin/chromium")),
         "chromedriver" => existing(env_or("BURNLINK_CHROMEDRIVER", "/usr/bin/chromedriver")),
+        MCP2_PYTHON => {
+            let py = env_or("BURNLINK_MCP2_PYTHON", "/var/tmp/burnlink-venv2/bin/python");
+            let ok = Command::new(&py)
+                .args(["-c", "from mcp import Client"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success());
+            if ok {
+                Ok(py)
+            } else {
+                Err(format!(
+                    "{} cannot import the Python `mcp` 2.x SDK's Client",
+                    py.display()
+                ))
+            }
+        }
         OIDC_PROVIDER => {
             find_program("node").ok_or("`node` is not installed")?;
             existing(npm_prefix().join("node_modules/oidc-provider/lib/index.js"))
