@@ -4,13 +4,15 @@
 //!
 //! Tokens are compared as SHA-256 digests in constant time, so neither their content nor their
 //! length leaks through timing. A token may be pinned to one session (`tok@session`); a pinned
-//! caller acts only inside that session's sandbox.
+//! caller acts only inside that session's sandbox. Callers hold [`Scopes`]: a static token
+//! all of them, an OAuth access token ([`crate::oauth`]) those it was granted.
 
 use base64ct::{Base64UrlUnpadded, Encoding};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use crate::session::SessionId;
+use crate::token::Direction;
 
 /// Why a caller may not act where it asked to.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -19,6 +21,84 @@ pub enum AccessError {
     BadSession(#[from] crate::session::BadSession),
     #[error("this API token is pinned to session `{0}`")]
     Pinned(SessionId),
+    /// An OAuth access token without the scope the call needs.
+    #[error("this access token lacks the scope `{0}`")]
+    MissingScope(Scope),
+}
+
+/// What a caller may do. Static API tokens hold all four; an OAuth access token holds those
+/// its `scope` claim names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Scope {
+    /// Mint download links.
+    Download,
+    /// Mint upload links.
+    Upload,
+    /// Ask a link's status; read the statistics.
+    Read,
+    /// Revoke links.
+    Revoke,
+}
+
+impl Scope {
+    pub const ALL: [Scope; 4] = [Scope::Download, Scope::Upload, Scope::Read, Scope::Revoke];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scope::Download => "links:download",
+            Scope::Upload => "links:upload",
+            Scope::Read => "links:read",
+            Scope::Revoke => "links:revoke",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Scope> {
+        Scope::ALL.into_iter().find(|scope| scope.as_str() == s)
+    }
+
+    /// The scope minting a link of this direction needs.
+    pub fn to_mint(direction: Direction) -> Scope {
+        match direction {
+            Direction::Download => Scope::Download,
+            Direction::Upload => Scope::Upload,
+        }
+    }
+
+    fn bit(self) -> u8 {
+        1 << (self as u8)
+    }
+}
+
+impl std::fmt::Display for Scope {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A set of [`Scope`]s.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Scopes(u8);
+
+impl Scopes {
+    pub const ALL: Scopes = Scopes(0b1111);
+    pub const NONE: Scopes = Scopes(0);
+
+    /// The known scopes in a space-separated `scope` value; unknown ones are ignored.
+    pub fn from_claim<'a>(names: impl IntoIterator<Item = &'a str>) -> Self {
+        let mut set = Scopes::NONE;
+        for scope in names.into_iter().filter_map(Scope::parse) {
+            set.0 |= scope.bit();
+        }
+        set
+    }
+
+    pub fn contains(self, scope: Scope) -> bool {
+        self.0 & scope.bit() != 0
+    }
+
+    pub fn iter(self) -> impl Iterator<Item = Scope> {
+        Scope::ALL.into_iter().filter(move |s| self.contains(*s))
+    }
 }
 
 struct Entry {
@@ -92,9 +172,7 @@ impl ApiTokens {
                 found = Some(entry);
             }
         }
-        found.map(|e| Caller {
-            pinned: e.session.clone(),
-        })
+        found.map(|e| Caller::with_all_scopes(e.session.clone()))
     }
 }
 
@@ -103,9 +181,30 @@ impl ApiTokens {
 pub struct Caller {
     /// The session the caller's token is pinned to, if any.
     pub pinned: Option<SessionId>,
+    /// What it may do: every scope for a static API token (and for whoever holds the key: the
+    /// CLI, `burnlink mcp`), the granted ones for an OAuth access token.
+    pub scopes: Scopes,
 }
 
 impl Caller {
+    /// A caller that may do everything, pinned or not: a static API token, or a process that
+    /// holds the signing key.
+    pub fn with_all_scopes(pinned: Option<SessionId>) -> Self {
+        Caller {
+            pinned,
+            scopes: Scopes::ALL,
+        }
+    }
+
+    /// Refuses a call this caller's scopes do not cover.
+    pub fn require(&self, scope: Scope) -> Result<(), AccessError> {
+        if self.scopes.contains(scope) {
+            Ok(())
+        } else {
+            Err(AccessError::MissingScope(scope))
+        }
+    }
+
     /// The session a request acts on: a pinned token's own session, else what was asked for
     /// (`None` = the root sandbox). A pinned token asking for another session is refused.
     pub fn session_for(&self, requested: Option<&str>) -> Result<Option<SessionId>, AccessError> {
@@ -148,9 +247,7 @@ mod tests {
 
     #[test]
     fn session_rules() {
-        let pinned = Caller {
-            pinned: Some(SessionId::parse("s1").unwrap()),
-        };
+        let pinned = Caller::with_all_scopes(Some(SessionId::parse("s1").unwrap()));
         assert_eq!(pinned.session_for(None).unwrap().unwrap().as_str(), "s1");
         assert_eq!(
             pinned.session_for(Some("s1")).unwrap().unwrap().as_str(),
@@ -161,7 +258,7 @@ mod tests {
             Err(AccessError::Pinned(_))
         ));
         assert!(pinned.may_act_on(None).is_err());
-        let open = Caller { pinned: None };
+        let open = Caller::with_all_scopes(None);
         assert!(open.session_for(None).unwrap().is_none());
         assert!(matches!(
             open.session_for(Some("../x")),
@@ -171,6 +268,28 @@ mod tests {
             open.may_act_on(Some(&SessionId::parse("any").unwrap()))
                 .is_ok()
         );
+    }
+
+    #[test]
+    fn scopes() {
+        let s = Scopes::from_claim("links:read openid links:upload links:bogus".split(' '));
+        assert!(s.contains(Scope::Read) && s.contains(Scope::Upload));
+        assert!(!s.contains(Scope::Download) && !s.contains(Scope::Revoke));
+        assert_eq!(s.iter().count(), 2);
+        let caller = Caller {
+            pinned: None,
+            scopes: s,
+        };
+        assert!(caller.require(Scope::Read).is_ok());
+        assert_eq!(
+            caller.require(Scope::Revoke),
+            Err(AccessError::MissingScope(Scope::Revoke))
+        );
+        assert_eq!(Scopes::ALL.iter().count(), 4);
+        assert_eq!(Scope::to_mint(Direction::Upload), Scope::Upload);
+        for scope in Scope::ALL {
+            assert_eq!(Scope::parse(scope.as_str()), Some(scope));
+        }
     }
 
     #[test]

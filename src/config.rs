@@ -46,6 +46,8 @@ pub const KNOWN_VARS: &[&str] = &[
     "MAX_CONNECTIONS",
     "WEBHOOK_URL",
     "WEBHOOK_SECRET",
+    "OAUTH_ISSUER",
+    "OAUTH_AUDIENCE",
 ];
 
 #[derive(Debug, Default, Deserialize)]
@@ -78,6 +80,8 @@ struct Raw {
     max_connections: Option<String>,
     webhook_url: Option<String>,
     webhook_secret: Option<String>,
+    oauth_issuer: Option<String>,
+    oauth_audience: Option<String>,
 }
 
 /// A variable (or the `.env` file) with a bad value. Displays as the one line start-up prints.
@@ -143,6 +147,11 @@ pub struct Config {
     pub max_connections: usize,
     /// Where link events are POSTed, and the signing secret; `None` = no webhooks.
     pub webhook: Option<WebhookConfig>,
+    /// `BURNLINK_OAUTH_ISSUER`: OAuth access tokens from this issuer are accepted beside the
+    /// static API tokens. `None` = OAuth off.
+    pub oauth_issuer: Option<String>,
+    /// `BURNLINK_OAUTH_AUDIENCE`; `None` = the MCP endpoint's URL (see [`Config::oauth`]).
+    pub oauth_audience: Option<String>,
 }
 
 /// The bounds every mint is held to (from the configuration), whoever
@@ -359,6 +368,25 @@ impl Config {
             ));
         }
         let webhook = webhook(raw.webhook_url, raw.webhook_secret)?;
+        let oauth_issuer = match non_empty(raw.oauth_issuer) {
+            None => None,
+            Some(s) if is_url(&s) => Some(s),
+            Some(s) => {
+                return Err(bad(
+                    "OAUTH_ISSUER",
+                    format!("expected the issuer's https:// URL, got `{s}`"),
+                ));
+            }
+        };
+        let oauth_audience = match non_empty(raw.oauth_audience) {
+            Some(_) if oauth_issuer.is_none() => {
+                return Err(bad(
+                    "OAUTH_AUDIENCE",
+                    "is only read with BURNLINK_OAUTH_ISSUER; set the issuer too",
+                ));
+            }
+            other => other,
+        };
         Ok(Config {
             root: PathBuf::from(non_empty(raw.root).unwrap_or_else(|| "./data".into())),
             bind,
@@ -397,7 +425,20 @@ impl Config {
             rate,
             max_connections,
             webhook,
+            oauth_issuer,
+            oauth_audience,
         })
+    }
+
+    /// The OAuth settings once the base URL is known: the issuer, and the audience (by
+    /// default the MCP endpoint, `{base_url}/mcp`). `None` when OAuth is off.
+    pub fn oauth(&self, base_url: &str) -> Option<crate::oauth::OAuthSettings> {
+        let issuer = self.oauth_issuer.clone()?;
+        let audience = self
+            .oauth_audience
+            .clone()
+            .unwrap_or_else(|| format!("{}/mcp", base_url.trim_end_matches('/')));
+        Some(crate::oauth::OAuthSettings { issuer, audience })
     }
 
     /// The base URL links are minted with once the server knows its bound address. With a
@@ -554,6 +595,18 @@ impl Config {
                 },
             ),
             (
+                "OAUTH_ISSUER",
+                self.oauth_issuer
+                    .clone()
+                    .unwrap_or_else(|| "(unset: OAuth off)".into()),
+            ),
+            (
+                "OAUTH_AUDIENCE",
+                self.oauth_audience
+                    .clone()
+                    .unwrap_or_else(|| "(default: the MCP endpoint's URL)".into()),
+            ),
+            (
                 "WEBHOOK_SECRET",
                 match &self.webhook {
                     Some(_) => format!("{MASK} (set; masked)"),
@@ -595,6 +648,10 @@ fn url_origin(url: &str) -> String {
     let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
     let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
     format!("{scheme}://{host}")
+}
+
+fn is_url(s: &str) -> bool {
+    (s.starts_with("https://") || s.starts_with("http://")) && !s.contains(char::is_whitespace)
 }
 
 fn non_empty(v: Option<String>) -> Option<String> {
@@ -965,6 +1022,46 @@ mod tests {
         assert_eq!(mask_url_password("redis://h:6379/0"), "redis://h:6379/0");
         assert_eq!(mask_url_password("redis://:pw@h/0"), "redis://:****@h/0");
         assert_eq!(mask_url_password("redis://pw@h"), "redis://****@h");
+    }
+
+    #[test]
+    fn oauth_settings() {
+        let c = Config::from_raw(Raw::default()).unwrap();
+        assert!(c.oauth("http://h").is_none());
+        let c = Config::from_raw(Raw {
+            oauth_issuer: Some("https://as.example.com".into()),
+            ..Raw::default()
+        })
+        .unwrap();
+        let o = c.oauth("https://files.example.com/").unwrap();
+        assert_eq!(o.issuer, "https://as.example.com");
+        assert_eq!(o.audience, "https://files.example.com/mcp");
+        let c = Config::from_raw(Raw {
+            oauth_issuer: Some("https://as.example.com".into()),
+            oauth_audience: Some("urn:burnlink".into()),
+            ..Raw::default()
+        })
+        .unwrap();
+        assert_eq!(c.oauth("http://h").unwrap().audience, "urn:burnlink");
+        for (raw, var) in [
+            (
+                Raw {
+                    oauth_issuer: Some("as.example.com".into()),
+                    ..Raw::default()
+                },
+                "BURNLINK_OAUTH_ISSUER:",
+            ),
+            (
+                Raw {
+                    oauth_audience: Some("https://files.example.com/mcp".into()),
+                    ..Raw::default()
+                },
+                "BURNLINK_OAUTH_AUDIENCE:",
+            ),
+        ] {
+            let msg = Config::from_raw(raw).unwrap_err().to_string();
+            assert!(msg.starts_with(var), "{msg}");
+        }
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //!
 //! - the core, free of HTTP: [`token`], [`session`], [`sandbox`], [`ledger`] and [`lease`],
 //!   [`links`] (minting, and the service that mints, answers status and revokes), [`access`],
+//!   [`oauth`] (OAuth access tokens),
 //!   [`archive`], [`staging`], [`stats`], [`ratelimit`], [`metrics`], [`telemetry`],
 //!   [`text`], [`config`], [`tls`];
 //! - the shared state, [`state`];
@@ -22,6 +23,7 @@ pub mod ledger;
 pub mod links;
 pub mod mcp;
 pub mod metrics;
+pub mod oauth;
 pub mod ratelimit;
 pub mod sandbox;
 pub mod server;

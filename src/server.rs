@@ -91,6 +91,18 @@ pub async fn run(mut config: Config) -> Result<(), StartError> {
         );
     }
 
+    let oauth = config.oauth(&base_url).map(|settings| {
+        tracing::info!(issuer = %settings.issuer, audience = %settings.audience,
+            "OAuth access tokens accepted beside the API tokens");
+        if settings.issuer.starts_with("https://") {
+            tracing::warn!(
+                "BURNLINK_OAUTH_ISSUER is https://, but this build fetches the issuer's keys over \
+                 plain HTTP only: access tokens will be refused with 503 until it can (static \
+                 API tokens are unaffected)"
+            );
+        }
+        Arc::new(crate::oauth::Verifier::new(settings))
+    });
     let minter = Arc::new(Minter::new(
         keyring.clone(),
         sandbox.clone(),
@@ -134,6 +146,7 @@ pub async fn run(mut config: Config) -> Result<(), StartError> {
         config,
         keyring,
         api_tokens,
+        oauth,
         ledger,
         stats,
         sandbox,

@@ -12,6 +12,7 @@ use crate::config::Config;
 use crate::lease::LeaseKeeper;
 use crate::ledger::Ledger;
 use crate::links::LinkService;
+use crate::oauth::Verifier;
 use crate::ratelimit::RateLimits;
 use crate::sandbox::Sandbox;
 use crate::stats::StatsStore;
@@ -21,6 +22,9 @@ pub struct App {
     pub config: Config,
     pub keyring: Arc<Keyring>,
     pub api_tokens: ApiTokens,
+    /// OAuth access tokens (`BURNLINK_OAUTH_ISSUER`), checked after the static tokens; `None`
+    /// when OAuth is off.
+    pub oauth: Option<Arc<Verifier>>,
     pub ledger: Arc<dyn Ledger>,
     pub stats: Arc<dyn StatsStore>,
     pub sandbox: Sandbox,

@@ -10,10 +10,11 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
-use crate::access::AccessError;
+use crate::access::{AccessError, Scope};
 use crate::lease::LeaseError;
 use crate::ledger::LedgerError;
 use crate::links::{MintError, ServiceError};
+use crate::oauth::OAuthError;
 use crate::ratelimit::RateLimited;
 use crate::sandbox::SandboxError;
 use crate::token::TokenError;
@@ -56,6 +57,10 @@ pub enum ApiError {
     Unauthorized,
     #[error("{0}")]
     Forbidden(String),
+    /// A valid OAuth access token without the scope the call needs: 403 `forbidden`, with
+    /// `WWW-Authenticate: Bearer error="insufficient_scope", scope="…"`.
+    #[error("this access token lacks the scope `{0}`; ask the authorization server for it")]
+    InsufficientScope(Scope),
     #[error("{0}")]
     BadRequest(String),
     #[error("{0}")]
@@ -94,7 +99,7 @@ impl ApiError {
             ApiError::Timeout(_) => StatusCode::REQUEST_TIMEOUT,
             ApiError::RangeNotSatisfiable { .. } => StatusCode::RANGE_NOT_SATISFIABLE,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
-            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::Forbidden(_) | ApiError::InsufficientScope(_) => StatusCode::FORBIDDEN,
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::InvalidTtl => StatusCode::UNPROCESSABLE_ENTITY,
@@ -122,7 +127,7 @@ impl ApiError {
             // No code of its own for a stalled request; the status says it.
             ApiError::Timeout(_) => "bad_request",
             ApiError::Unauthorized => "unauthorized",
-            ApiError::Forbidden(_) => "forbidden",
+            ApiError::Forbidden(_) | ApiError::InsufficientScope(_) => "forbidden",
             ApiError::BadRequest(_) | ApiError::MethodNotAllowed => "bad_request",
             ApiError::InvalidTtl => "invalid_ttl",
             ApiError::Unavailable | ApiError::Overloaded(_) => "unavailable",
@@ -155,6 +160,15 @@ impl IntoResponse for ApiError {
             }
             ApiError::Unauthorized => {
                 headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            }
+            ApiError::InsufficientScope(scope) => {
+                let challenge = format!(
+                    r#"Bearer error="insufficient_scope", scope="{}""#,
+                    scope.as_str()
+                );
+                if let Ok(v) = HeaderValue::from_str(&challenge) {
+                    headers.insert(header::WWW_AUTHENTICATE, v);
+                }
             }
             ApiError::InProgress | ApiError::Unavailable | ApiError::Overloaded(_) => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
@@ -268,6 +282,24 @@ impl From<&AccessError> for ApiError {
         match e {
             AccessError::BadSession(_) => ApiError::BadRequest(e.to_string()),
             AccessError::Pinned(_) => ApiError::Forbidden(e.to_string()),
+            AccessError::MissingScope(scope) => ApiError::InsufficientScope(*scope),
+        }
+    }
+}
+
+/// An access token that does not verify is a wrong bearer token (401, counted as a failed
+/// check); an issuer whose keys cannot be fetched leaves nothing to check it with (503).
+impl From<OAuthError> for ApiError {
+    fn from(e: OAuthError) -> Self {
+        match e {
+            OAuthError::Invalid(reason) => {
+                tracing::info!(%reason, "access token refused");
+                ApiError::Unauthorized
+            }
+            OAuthError::Unavailable(reason) => {
+                tracing::warn!(%reason, "cannot check an access token");
+                ApiError::Unavailable
+            }
         }
     }
 }
@@ -343,6 +375,20 @@ mod tests {
     }
 
     #[test]
+    fn a_missing_scope_is_403_naming_the_scope() {
+        let r = ApiError::from(AccessError::MissingScope(Scope::Upload)).into_response();
+        assert_eq!(r.status(), StatusCode::FORBIDDEN);
+        assert_eq!(
+            r.headers()[header::WWW_AUTHENTICATE],
+            r#"Bearer error="insufficient_scope", scope="links:upload""#
+        );
+        assert!(r.extensions().get::<FailedCheck>().is_none());
+        let r = ApiError::from(OAuthError::Invalid("expired".into())).into_response();
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+        assert!(r.extensions().get::<FailedCheck>().is_some());
+    }
+
+    #[test]
     fn every_code_is_one_of_the_documented_codes() {
         const CODES: &[&str] = &[
             "not_found",
@@ -378,6 +424,7 @@ mod tests {
             ApiError::Timeout(String::new()),
             ApiError::Unauthorized,
             ApiError::Forbidden(String::new()),
+            ApiError::InsufficientScope(Scope::Read),
             ApiError::BadRequest(String::new()),
             ApiError::MissingFile(String::new()),
             ApiError::InvalidTtl,

@@ -8,6 +8,7 @@ pub mod gate;
 pub mod mcp;
 pub mod metrics;
 pub mod net;
+pub mod oauth;
 pub mod pages;
 pub mod ratelimit;
 pub mod transfer;
@@ -27,6 +28,7 @@ pub fn router(app: Arc<App>) -> Router {
         .merge(transfer::routes())
         .merge(api::routes())
         .merge(mcp::routes(app.clone()))
+        .merge(oauth::routes())
         .route("/metrics", get(metrics::scrape))
         // Route layers cover the routes added above them: keep new routes above these lines.
         // The outer one times the whole request, 429s included.
@@ -37,6 +39,10 @@ pub fn router(app: Arc<App>) -> Router {
         .route_layer(middleware::from_fn(metrics::track))
         .fallback(|| async { ApiError::NotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+        .layer(middleware::from_fn_with_state(
+            app.clone(),
+            oauth::challenge,
+        ))
         .with_state(app)
 }
 

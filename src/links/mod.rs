@@ -95,6 +95,11 @@ pub struct Minter {
 }
 
 impl Minter {
+    /// The base URL links are minted under (no trailing slash).
+    pub fn base_url(&self) -> &str {
+        &self.base_url
+    }
+
     pub fn new(keyring: Arc<Keyring>, sandbox: Sandbox, limits: Limits, base_url: String) -> Self {
         Minter {
             keyring,

@@ -15,7 +15,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::{Limits, MintError, MintRequest, Minted, Minter, rfc3339};
-use crate::access::{AccessError, Caller};
+use crate::access::{AccessError, Caller, Scope};
 use crate::ledger::{Ledger, LedgerError, LinkState, Revoke, Usage};
 use crate::ratelimit::{RateLimited, RateLimits};
 use crate::sandbox::Sandbox;
@@ -220,15 +220,33 @@ impl LinkService {
         Ok(minted)
     }
 
-    /// The status of a link the caller may see.
+    /// [`LinkService::mint`] for an authenticated caller: the scope the link's direction needs
+    /// (`links:download` or `links:upload`) is checked first. Every front end with a caller
+    /// (the API, MCP over HTTP) mints through this.
+    pub async fn mint_for(
+        &self,
+        caller: &Caller,
+        request: MintRequest,
+        origin: Origin,
+    ) -> Result<Minted, ServiceError> {
+        caller.require(Scope::to_mint(
+            request.direction.unwrap_or(Direction::Download),
+        ))?;
+        self.mint(request, origin).await
+    }
+
+    /// The status of a link the caller may see (scope `links:read`).
     pub async fn status(&self, caller: &Caller, token: &str) -> Result<LinkStatus, ServiceError> {
+        caller.require(Scope::Read)?;
         let claims = self.verified_for(caller, token)?;
         let usage = self.ledger()?.usage(&claims.nonce).await?;
         Ok(LinkStatus::new(&claims, usage, unix_now()))
     }
 
     /// Burns a link before it is used; a running transfer can then not commit.
+    /// Needs the scope `links:revoke`.
     pub async fn revoke(&self, caller: &Caller, token: &str) -> Result<LinkStatus, ServiceError> {
+        caller.require(Scope::Revoke)?;
         let claims = self.verified_for(caller, token)?;
         if claims.is_expired(unix_now()) {
             return Err(ServiceError::Expired);
@@ -264,6 +282,16 @@ impl LinkService {
             }
             Revoke::AlreadyUsed => Err(ServiceError::Used),
         }
+    }
+
+    /// [`LinkService::stats`] for an authenticated caller (scope `links:read`).
+    pub async fn stats_for(
+        &self,
+        caller: &Caller,
+        filter: Option<Option<&SessionId>>,
+    ) -> Result<Statistics, ServiceError> {
+        caller.require(Scope::Read)?;
+        self.stats(filter).await
     }
 
     /// The counters of links minted here: all of them (`None`), or one sandbox's
@@ -372,7 +400,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("f"), b"x").unwrap();
         let s = service(dir.path(), 0);
-        let open = Caller { pinned: None };
+        let open = Caller::with_all_scopes(None);
         let minted = s.mint(request("f"), API).await.unwrap();
         let status = s.status(&open, &minted.token).await.unwrap();
         assert_eq!(status.state, StateName::Unused);
@@ -383,9 +411,7 @@ mod tests {
                 "expires_at": minted.expires_at, "max_uses": 1, "uses": 0,
             })
         );
-        let pinned = Caller {
-            pinned: Some(SessionId::parse("other").unwrap()),
-        };
+        let pinned = Caller::with_all_scopes(Some(SessionId::parse("other").unwrap()));
         assert!(matches!(
             s.status(&pinned, &minted.token).await,
             Err(ServiceError::Access(AccessError::Pinned(_)))
@@ -400,6 +426,56 @@ mod tests {
             s.status(&open, &minted.token).await.unwrap().state,
             StateName::Revoked
         );
+    }
+
+    #[tokio::test]
+    async fn each_call_needs_its_scope() {
+        use crate::access::Scopes;
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("f"), b"x").unwrap();
+        let s = service(dir.path(), 0);
+        let all = Caller::with_all_scopes(None);
+        let token = s.mint_for(&all, request("f"), API).await.unwrap().token;
+        let only = |names: &str| Caller {
+            pinned: None,
+            scopes: Scopes::from_claim(names.split(' ')),
+        };
+        let missing = |e: ServiceError| match e {
+            ServiceError::Access(AccessError::MissingScope(s)) => s,
+            other => panic!("{other:?}"),
+        };
+        let reader = only("links:read");
+        let e = s.mint_for(&reader, request("f"), API).await.unwrap_err();
+        assert_eq!(missing(e), Scope::Download);
+        let upload = MintRequest {
+            direction: Some(Direction::Upload),
+            ..request("g")
+        };
+        let downloader = only("links:download");
+        let e = s
+            .mint_for(&downloader, upload.clone(), API)
+            .await
+            .unwrap_err();
+        assert_eq!(missing(e), Scope::Upload);
+        s.mint_for(&only("links:upload"), upload, API)
+            .await
+            .unwrap();
+        s.mint_for(&downloader, request("f"), API).await.unwrap();
+        assert_eq!(
+            missing(s.status(&downloader, &token).await.unwrap_err()),
+            Scope::Read
+        );
+        s.status(&reader, &token).await.unwrap();
+        assert_eq!(
+            missing(s.stats_for(&downloader, None).await.unwrap_err()),
+            Scope::Read
+        );
+        s.stats_for(&reader, None).await.unwrap();
+        assert_eq!(
+            missing(s.revoke(&reader, &token).await.unwrap_err()),
+            Scope::Revoke
+        );
+        s.revoke(&only("links:revoke"), &token).await.unwrap();
     }
 
     #[test]

@@ -107,6 +107,7 @@ impl Backend {
 
     pub async fn mint(
         &self,
+        caller: &Caller,
         request: MintRequest,
         client: Option<IpAddr>,
     ) -> Result<Minted, ServiceError> {
@@ -114,12 +115,16 @@ impl Backend {
             via: self.via,
             client,
         };
-        self.links.mint(request, origin).await
+        self.links.mint_for(caller, request, origin).await
     }
 
     /// The counters of one sandbox (`None` = links minted at the root).
-    pub async fn stats(&self, session: Option<&SessionId>) -> Result<Statistics, ServiceError> {
-        self.links.stats(Some(session)).await
+    pub async fn stats(
+        &self,
+        caller: &Caller,
+        session: Option<&SessionId>,
+    ) -> Result<Statistics, ServiceError> {
+        self.links.stats_for(caller, Some(session)).await
     }
 
     /// The status of a link, from a token or any URL carrying one.
@@ -135,7 +140,12 @@ impl Backend {
         }
         match &self.status {
             Status::Service => Ok(self.links.status(caller, token).await?),
-            Status::Remote(client) => remote_status(client, token).await,
+            Status::Remote(client) => {
+                caller
+                    .require(crate::access::Scope::Read)
+                    .map_err(ServiceError::from)?;
+                remote_status(client, token).await
+            }
             Status::Off => Err(ServiceError::UnknownLink.into()),
         }
     }

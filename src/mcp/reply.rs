@@ -64,6 +64,9 @@ pub fn explain(e: &ServiceError, backend: &Backend, session: Option<&SessionId>)
     // Named as the link paths see it, never by its location on the server.
     let dir = sandbox_label(session);
     let hint = match e {
+        ServiceError::Access(AccessError::MissingScope(_)) => {
+            "Reconnect with an access token that carries it.".to_string()
+        }
         ServiceError::Access(AccessError::Pinned(_)) => {
             format!("Leave `session` out to act in the token's own session. The sandbox is {dir}.")
         }

@@ -69,14 +69,12 @@ impl BurnlinkMcp {
     }
 
     /// Who is calling, and from where. Over HTTP the bearer middleware put the [`Caller`]
-    /// (with its pinned session) into the request; a request without one is refused, which
-    /// cannot happen behind that middleware but fails closed if it ever did. On stdio the
-    /// process holds the key itself, so the caller is unpinned.
-    /// The caller: over HTTP, who the `/mcp` mount authenticated; on stdio, whoever started
-    /// this process (unpinned, no address).
+    /// (with its pinned session and scopes) into the request; a request without one is
+    /// refused, which cannot happen behind that middleware but fails closed if it ever did. On
+    /// stdio the process holds the key itself, so the caller is unpinned with every scope.
     fn caller(&self, ctx: &RequestContext<RoleServer>) -> Result<(Caller, Option<IpAddr>), String> {
         let Some(parts) = ctx.extensions.get::<Parts>() else {
-            return Ok((Caller { pinned: None }, None));
+            return Ok((Caller::with_all_scopes(None), None));
         };
         parts
             .extensions
@@ -103,7 +101,7 @@ impl BurnlinkMcp {
             .map_err(|e| reply::explain(&e, &self.backend, session.as_ref()))?;
         let minted = self
             .backend
-            .mint(request, client)
+            .mint(&caller, request, client)
             .await
             .map_err(|e| reply::explain(&e, &self.backend, session.as_ref()))?;
         Ok((minted, session))
@@ -121,9 +119,16 @@ impl BurnlinkMcp {
             it up. Returns url, path, kind, size, expires_at and expires_in_seconds (the \
             lifetime in force; `note` says when a value was clamped). Fails if the path is \
             outside the sandbox, does not exist, or the file is over the download ceiling.",
+        title = "Create a one-time download link",
         input_schema = schema_for_type::<CreateDownloadArgs>(),
         output_schema = schema_for_output::<DownloadLink>(),
-        annotations(read_only_hint = false, destructive_hint = false, open_world_hint = false)
+        annotations(
+            title = "Create a one-time download link",
+            read_only_hint = false,
+            destructive_hint = false,
+            idempotent_hint = false,
+            open_world_hint = false
+        )
     )]
     async fn create_download_link(
         &self,
@@ -172,9 +177,16 @@ impl BurnlinkMcp {
             Returns url, path, expires_at, expires_in_seconds and max_bytes (the values in \
             force; `note` says when one was clamped). Use get_link_status later to learn \
             whether the file has arrived.",
+        title = "Create a one-time upload link",
         input_schema = schema_for_type::<CreateUploadArgs>(),
         output_schema = schema_for_output::<UploadLink>(),
-        annotations(read_only_hint = false, destructive_hint = false, open_world_hint = false)
+        annotations(
+            title = "Create a one-time upload link",
+            read_only_hint = false,
+            destructive_hint = true,
+            idempotent_hint = false,
+            open_world_hint = false
+        )
     )]
     async fn create_upload_link(
         &self,
@@ -233,7 +245,15 @@ impl BurnlinkMcp {
             (the older burnlink tool; create_download_link gives more detail). The link \
             expires after expiry_minutes (default 5, at most 60) and works exactly once: give \
             the URL to the person or job exactly as it is, and do not fetch it yourself.",
-        input_schema = schema_for_type::<GenerateArgs>()
+        title = "Generate a download link (URL only)",
+        input_schema = schema_for_type::<GenerateArgs>(),
+        annotations(
+            title = "Generate a download link (URL only)",
+            read_only_hint = false,
+            destructive_hint = false,
+            idempotent_hint = false,
+            open_world_hint = false
+        )
     )]
     async fn generate_download_link(
         &self,
@@ -263,9 +283,16 @@ impl BurnlinkMcp {
             of them are still active, used (transferred) or expired. Returns session_id (null \
             for the root sandbox), working_directory (the sandbox link paths are relative to: `/` \
             for the root sandbox, `/SESSION` for a session's) and statistics.",
+        title = "Link statistics of a session",
         input_schema = schema_for_type::<StatsArgs>(),
         output_schema = schema_for_output::<SessionStats>(),
-        annotations(read_only_hint = true, open_world_hint = false)
+        annotations(
+            title = "Link statistics of a session",
+            read_only_hint = true,
+            destructive_hint = false,
+            idempotent_hint = true,
+            open_world_hint = false
+        )
     )]
     async fn list_download_stats(
         &self,
@@ -275,12 +302,13 @@ impl BurnlinkMcp {
         let a = args!(args);
         let session = match self
             .caller(&ctx)
-            .and_then(|(caller, _)| self.session(&caller, a.session.as_deref()))
+            .and_then(|(caller, _)| Ok((self.session(&caller, a.session.as_deref())?, caller)))
         {
             Ok(s) => s,
             Err(message) => return reply::error(message),
         };
-        match self.backend.stats(session.as_ref()).await {
+        let (session, caller) = session;
+        match self.backend.stats(&caller, session.as_ref()).await {
             Ok(statistics) => reply::structured(&SessionStats {
                 session_id: session.as_ref().map(|s| s.as_str().to_string()),
                 working_directory: reply::sandbox_label(session.as_ref()),
@@ -295,9 +323,16 @@ impl BurnlinkMcp {
             in_progress, used (the person or job has downloaded or uploaded the file), revoked \
             or expired; an upload link in place also reports bytes and sha256. Pass the link's \
             url (or its token). Asking does not use the link up.",
+        title = "Status of a link",
         input_schema = schema_for_type::<StatusArgs>(),
         output_schema = schema_for_output::<LinkStatus>(),
-        annotations(read_only_hint = true, open_world_hint = false)
+        annotations(
+            title = "Status of a link",
+            read_only_hint = true,
+            destructive_hint = false,
+            idempotent_hint = true,
+            open_world_hint = false
+        )
     )]
     async fn get_link_status(
         &self,

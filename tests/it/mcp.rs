@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 
 /// The venv's python with the `mcp` package, and curl; `None` when either is missing (by
 /// [`require_tool`]: a failure under CI, a printed skip otherwise).
-fn python() -> Option<PathBuf> {
+pub(crate) fn python() -> Option<PathBuf> {
     let py = require_tool(MCP_PYTHON);
     require_tool("curl")?;
     py
@@ -23,9 +23,20 @@ fn script() -> PathBuf {
 }
 
 /// Runs tests/it/mcp_client.py with `args` and `calls`; returns its report. Bounded to 90 s.
-fn run_client(py: &Path, args: &[&str], env: &[(&str, &str)], calls: Value) -> Value {
+pub(crate) fn run_client(py: &Path, args: &[&str], env: &[(&str, &str)], calls: Value) -> Value {
+    run_script(py, &script(), args, env, calls)
+}
+
+/// Runs a client script of tests/it with `args`, `calls` on its stdin; returns its report.
+pub(crate) fn run_script(
+    py: &Path,
+    script: &Path,
+    args: &[&str],
+    env: &[(&str, &str)],
+    calls: Value,
+) -> Value {
     let mut cmd = Command::new(py);
-    cmd.arg(script())
+    cmd.arg(script)
         .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -62,7 +73,7 @@ fn run_client(py: &Path, args: &[&str], env: &[(&str, &str)], calls: Value) -> V
     })
 }
 
-fn over_http(py: &Path, s: &Server, token: &str, calls: Value) -> Value {
+pub(crate) fn over_http(py: &Path, s: &Server, token: &str, calls: Value) -> Value {
     let url = format!("{}/mcp", s.base);
     run_client(py, &["http", &url, token], &[], calls)
 }
@@ -92,7 +103,7 @@ fn over_stdio_with(
     run_client(py, &["stdio", bin()], &env, calls)
 }
 
-fn tool_names(report: &Value) -> Vec<String> {
+pub(crate) fn tool_names(report: &Value) -> Vec<String> {
     let mut names: Vec<String> = report["tools"]
         .as_array()
         .unwrap()
@@ -104,7 +115,7 @@ fn tool_names(report: &Value) -> Vec<String> {
 }
 
 /// The `i`th result, which must be a success (no SDK exception, no tool error).
-fn ok(report: &Value, i: usize) -> &Value {
+pub(crate) fn ok(report: &Value, i: usize) -> &Value {
     let r = &report["results"][i];
     assert!(r.get("exception").is_none(), "call {i}: {r}");
     assert_eq!(r["isError"], false, "call {i}: {r}");
@@ -112,7 +123,7 @@ fn ok(report: &Value, i: usize) -> &Value {
 }
 
 /// The `i`th result, which must be a tool error; returns its text.
-fn tool_error(report: &Value, i: usize) -> String {
+pub(crate) fn tool_error(report: &Value, i: usize) -> String {
     let r = &report["results"][i];
     assert!(r.get("exception").is_none(), "call {i}: {r}");
     assert_eq!(r["isError"], true, "call {i} should be a tool error: {r}");
@@ -120,13 +131,13 @@ fn tool_error(report: &Value, i: usize) -> String {
 }
 
 /// structuredContent, and the same JSON as the first text block.
-fn structured(r: &Value) -> &Value {
+pub(crate) fn structured(r: &Value) -> &Value {
     let text: Value = serde_json::from_str(r["text"][0].as_str().unwrap()).unwrap();
     assert_eq!(text, r["structured"], "text and structuredContent differ");
     &r["structured"]
 }
 
-fn curl_get(url: &str, out: &Path) {
+pub(crate) fn curl_get(url: &str, out: &Path) {
     let o = curl()
         .args(["--fail", "-o"])
         .arg(out)
@@ -187,6 +198,34 @@ async fn tools_over_http_mint_links_curl_can_fetch() {
     assert!(create["description"].as_str().unwrap().contains("exactly"));
     assert_eq!(create["inputSchema"]["required"], json!(["path"]));
     assert!(create["outputSchema"]["properties"]["url"].is_object());
+
+    // Titles and annotations as clients show them: only the status and stats tools read
+    // without changing anything; an upload link may overwrite a file; minting is never
+    // idempotent (each call makes a new link); nothing reaches outside this server.
+    for tool in report["tools"].as_array().unwrap() {
+        let name = tool["name"].as_str().unwrap();
+        let a = &tool["annotations"];
+        assert!(
+            tool["title"].as_str().is_some_and(|t| !t.is_empty()),
+            "{tool}"
+        );
+        assert_eq!(a["title"], tool["title"], "{name}");
+        let reads = matches!(name, "get_link_status" | "list_download_stats");
+        assert_eq!(a["readOnlyHint"], reads, "{name}");
+        assert_eq!(a["destructiveHint"], name == "create_upload_link", "{name}");
+        assert_eq!(a["idempotentHint"], reads, "{name}");
+        assert_eq!(a["openWorldHint"], false, "{name}");
+        // Every tool with structured results declares their schema.
+        assert_eq!(
+            tool["outputSchema"].is_object(),
+            name != "generate_download_link",
+            "{name}"
+        );
+    }
+    // Each structured result validates against its tool's output schema (jsonschema).
+    for (i, r) in report["results"].as_array().unwrap().iter().enumerate() {
+        assert_eq!(r["schemaErrors"], json!([]), "call {i}: {r}");
+    }
 
     // A link, as structured content, as text and as a resource link; curl gets the bytes.
     let r = ok(&report, 0);
@@ -286,6 +325,9 @@ async fn tools_over_http_mint_links_curl_can_fetch() {
     assert!(tool_error(&report, 2).starts_with("not_found:"));
     assert!(tool_error(&report, 3).starts_with("bad_request:"));
     assert_eq!(structured(ok(&report, 4))["statistics"]["used_tokens"], 1);
+    for (i, r) in report["results"].as_array().unwrap().iter().enumerate() {
+        assert_eq!(r["schemaErrors"], json!([]), "call {i}: {r}");
+    }
 
     // Audit lines for MCP mints, like API mints.
     assert!(s.log().contains(r#"via="mcp""#), "{}", s.log());
@@ -429,6 +471,7 @@ async fn upload_links_over_http_and_stdio_take_a_curl_push() {
     );
     for (report, dest) in [(&http, "incoming/a.bin"), (&stdio, "incoming/b.bin")] {
         let r = ok(report, 0);
+        assert_eq!(r["schemaErrors"], json!([]), "{r}");
         let link = structured(r);
         assert_eq!(link["path"], dest);
         assert_eq!(link["max_bytes"], 1_000_000);
@@ -462,6 +505,7 @@ async fn upload_links_over_http_and_stdio_take_a_curl_push() {
         API_TOKEN,
         json!([{"tool": "get_link_status", "args": {"url": url}}]),
     );
+    assert_eq!(ok(&report, 0)["schemaErrors"], json!([]));
     let status = structured(ok(&report, 0));
     assert_eq!(status["state"], "used");
     assert_eq!(status["bytes"], 30_000);

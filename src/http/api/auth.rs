@@ -1,5 +1,6 @@
 //! Bearer authentication for `/api/*` and `/mcp`: the token from the `Authorization` header,
-//! checked against the configured API tokens ([`crate::access`]).
+//! checked against the configured API tokens ([`crate::access`]) first, then, when
+//! `BURNLINK_OAUTH_ISSUER` is set, as an OAuth access token ([`crate::oauth`]).
 
 use std::sync::Arc;
 
@@ -9,6 +10,7 @@ use axum::http::request::Parts;
 
 use crate::access::Caller;
 use crate::http::error::ApiError;
+use crate::oauth::Verifier;
 use crate::state::App;
 
 impl FromRequestParts<Arc<App>> for Caller {
@@ -24,8 +26,14 @@ impl FromRequestParts<Arc<App>> for Caller {
                 scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim())
             })
             .ok_or(ApiError::Unauthorized)?;
-        app.api_tokens
-            .authenticate(presented)
-            .ok_or(ApiError::Unauthorized)
+        if let Some(caller) = app.api_tokens.authenticate(presented) {
+            return Ok(caller);
+        }
+        match &app.oauth {
+            Some(verifier) if Verifier::looks_like_jwt(presented) => {
+                Ok(verifier.verify(presented).await?)
+            }
+            _ => Err(ApiError::Unauthorized),
+        }
     }
 }

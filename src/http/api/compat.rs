@@ -40,7 +40,7 @@ pub async fn generate(
         via: "api-compat",
         client: Some(client),
     };
-    let minted = app.links.mint(request, origin).await?;
+    let minted = app.links.mint_for(&caller, request, origin).await?;
     Ok(Json(json!({
         "token": minted.token,
         "download_url": minted.url,
@@ -70,7 +70,7 @@ pub async fn stats(
     };
     let statistics = app
         .links
-        .stats(session.as_ref().map(Option::as_ref))
+        .stats_for(&caller, session.as_ref().map(Option::as_ref))
         .await?;
     Ok(Json(json!({ "statistics": statistics })))
 }

@@ -52,7 +52,7 @@ pub async fn create(
         via: "api",
         client: Some(client),
     };
-    let minted = app.links.mint(request, origin).await?;
+    let minted = app.links.mint_for(&caller, request, origin).await?;
     Ok((StatusCode::CREATED, Json(minted)))
 }
 

@@ -7,11 +7,13 @@ pub mod archive;
 pub mod chromium;
 pub mod haproxy;
 pub mod nginx;
+pub mod oidc;
 pub mod redis_server;
 pub mod tools;
 
 pub use tools::{
-    MCP_PYTHON, TUS_JS, TUSPY, WEBHOOKS_PYTHON, require_root, require_tool, require_tools,
+    MCP_CONFORMANCE, MCP_PYTHON, MCP2_PYTHON, OIDC_PROVIDER, TUS_JS, TUSPY, WEBHOOKS_PYTHON,
+    require_root, require_tool, require_tools,
 };
 
 use std::io::{BufRead, BufReader};

@@ -67,6 +67,24 @@ fn skip_or_fail(reason: &str, install: &str) {
     );
 }
 
+/// The Python MCP SDK 2.x (its `Client`, which speaks the stateless 2026-07-28 revision), from
+/// `BURNLINK_MCP2_PYTHON` (default `/var/tmp/burnlink-venv2/bin/python`, set up by scripts/test).
+pub const MCP2_PYTHON: &str = "python-mcp2";
+
+/// node-oidc-provider (npm `oidc-provider`), the authorization server of the OAuth tests: its
+/// `lib/index.js` under `BURNLINK_NPM` (default `/var/tmp/burnlink-npm`, where scripts/test
+/// installs it).
+pub const OIDC_PROVIDER: &str = "oidc-provider";
+
+/// The official MCP conformance runner (npm `@modelcontextprotocol/conformance`), under
+/// `BURNLINK_NPM` like [`OIDC_PROVIDER`].
+pub const MCP_CONFORMANCE: &str = "mcp-conformance";
+
+/// Where scripts/test installs the npm packages the tests drive.
+pub fn npm_prefix() -> PathBuf {
+    env_or("BURNLINK_NPM", "/var/tmp/burnlink-npm")
+}
+
 /// Whether this is a CI run (`CI` is `true` or `1`): there every tool must be present.
 pub fn in_ci() -> bool {
     std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
@@ -117,6 +135,18 @@ fn install_hint(tool: &str) -> String {
                 .to_string();
         }
         "chromedriver" => "chromium-driver",
+        MCP2_PYTHON => {
+            return "python3 -m venv /var/tmp/burnlink-venv2 && /var/tmp/burnlink-venv2/bin/pip \
+                    install 'mcp==2.3.0' (or set BURNLINK_MCP2_PYTHON); scripts/test does this"
+                .to_string();
+        }
+        OIDC_PROVIDER | MCP_CONFORMANCE => {
+            return format!(
+                "npm install --prefix {} oidc-provider@9.13.3 @modelcontextprotocol/conformance@0.1.13 \
+                 (node 20 or later); scripts/test does this",
+                npm_prefix().display()
+            );
+        }
         TUS_JS => {
             return "apt-get install nodejs npm && npm install --prefix /var/tmp/burnlink-npm \
                     tus-js-client@4.3.1; scripts/test does this"
@@ -144,6 +174,31 @@ fn locate(tool: &str) -> Result<PathBuf, String> {
     match tool {
         "chromium" => existing(env_or("BURNLINK_CHROMIUM", "/usr/bin/chromium")),
         "chromedriver" => existing(env_or("BURNLINK_CHROMEDRIVER", "/usr/bin/chromedriver")),
+        MCP2_PYTHON => {
+            let py = env_or("BURNLINK_MCP2_PYTHON", "/var/tmp/burnlink-venv2/bin/python");
+            let ok = Command::new(&py)
+                .args(["-c", "from mcp import Client"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success());
+            if ok {
+                Ok(py)
+            } else {
+                Err(format!(
+                    "{} cannot import the Python `mcp` 2.x SDK's Client",
+                    py.display()
+                ))
+            }
+        }
+        OIDC_PROVIDER => {
+            find_program("node").ok_or("`node` is not installed")?;
+            existing(npm_prefix().join("node_modules/oidc-provider/lib/index.js"))
+        }
+        MCP_CONFORMANCE => {
+            find_program("node").ok_or("`node` is not installed")?;
+            existing(npm_prefix().join("node_modules/.bin/conformance"))
+        }
         MCP_PYTHON | WEBHOOKS_PYTHON => {
             let py = env_or("BURNLINK_MCP_PYTHON", DEFAULT_MCP_PYTHON);
             let module = if tool == MCP_PYTHON {

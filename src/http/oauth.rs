@@ -1,0 +1,79 @@
+//! The resource-server side of OAuth at the edge: RFC 9728 protected-resource metadata at
+//! `/.well-known/oauth-protected-resource` (and its `/mcp`-suffixed form), and the pointer to
+//! it in every bearer challenge (`WWW-Authenticate: Bearer resource_metadata="…"`), so a
+//! remote MCP client can find the authorization server from a 401 alone. Checking the tokens
+//! is [`crate::oauth`]'s; the statuses and challenges are the error map's.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::Router;
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::Response;
+use axum::routing::get;
+use serde_json::{Value, json};
+
+use crate::http::error::ApiError;
+use crate::state::App;
+
+/// The metadata document's path; the MCP endpoint's own form appends `/mcp`.
+pub const METADATA_PATH: &str = "/.well-known/oauth-protected-resource";
+
+pub fn routes() -> Router<Arc<App>> {
+    Router::new()
+        .route(METADATA_PATH, get(metadata))
+        .route(&format!("{METADATA_PATH}/mcp"), get(metadata))
+}
+
+/// RFC 9728 §2: the resource, its authorization server, scopes and bearer methods. Without
+/// OAuth there is no such document (404).
+async fn metadata(State(app): State<Arc<App>>) -> Result<Json<Value>, ApiError> {
+    let verifier = app.oauth.as_ref().ok_or(ApiError::NotFound)?;
+    let settings = verifier.settings();
+    Ok(Json(json!({
+        "resource": settings.audience,
+        "authorization_servers": [settings.issuer],
+        "scopes_supported": crate::oauth::scopes_supported(),
+        "bearer_methods_supported": ["header"],
+        "resource_name": "burnlink",
+    })))
+}
+
+/// Where a client finds the metadata: the MCP endpoint's form, under the base URL.
+pub fn metadata_url(app: &App) -> String {
+    format!("{}{METADATA_PATH}/mcp", app.links.minter().base_url())
+}
+
+/// Adds `resource_metadata="…"` to the bearer challenges of 401 and 403 answers when OAuth is
+/// on (RFC 9728 §5.1); the challenge itself comes from the error map.
+pub async fn challenge(State(app): State<Arc<App>>, req: Request, next: Next) -> Response {
+    let mut response = next.run(req).await;
+    if app.oauth.is_none()
+        || !matches!(
+            response.status(),
+            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN
+        )
+    {
+        return response;
+    }
+    let Some(existing) = response
+        .headers()
+        .get(header::WWW_AUTHENTICATE)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| v.starts_with("Bearer"))
+    else {
+        return response;
+    };
+    let pointer = format!(r#"resource_metadata="{}""#, metadata_url(&app));
+    let value = if existing.trim() == "Bearer" {
+        format!("Bearer {pointer}")
+    } else {
+        format!("{existing}, {pointer}")
+    };
+    if let Ok(v) = HeaderValue::from_str(&value) {
+        response.headers_mut().insert(header::WWW_AUTHENTICATE, v);
+    }
+    response
+}
