@@ -269,16 +269,11 @@ fn revoke(mut config: Config, input: &str) -> Result<ExitCode, String> {
         "BURNLINK_API_TOKENS is not set: revoking asks the server, with the first API token",
     )?;
     let (base_url, _) = config.resolve_base_url(config.bind);
-    if base_url.starts_with("https://") {
-        return Err(format!(
-            "this build talks plain HTTP only; revoke through an http:// address, or run \
-             curl -X DELETE -H 'Authorization: Bearer …' {base_url}/api/links/TOKEN"
-        ));
-    }
+    let http = crate::http_client::client(std::time::Duration::from_secs(30))?;
     let token = extract_token(input).to_string();
     let url = format!("{base_url}/api/links/{token}");
     runtime()?.block_on(async move {
-        let response = reqwest::Client::new()
+        let response = http
             .delete(&url)
             .bearer_auth(api_token.first())
             .send()

@@ -11,6 +11,7 @@ pub mod archive;
 pub mod cli;
 pub mod config;
 pub mod error;
+pub mod http_client;
 pub mod ledger;
 pub mod links;
 pub mod mcp;

@@ -21,6 +21,7 @@
 
 pub mod memory;
 pub mod redis;
+pub mod redis_conn;
 
 use std::time::Duration;
 
@@ -133,9 +134,10 @@ pub trait Ledger: Send + Sync + 'static {
     async fn entries(&self) -> Result<u64, LedgerError>;
 }
 
-/// The transition rules, shared by the test suite that every implementation must pass.
-#[cfg(test)]
-pub(crate) mod suite {
+/// The transition rules, shared by the test suite that every implementation must pass (also
+/// from integration tests, against every Redis topology).
+#[doc(hidden)]
+pub mod suite {
     use super::*;
     use std::sync::Arc;
 
