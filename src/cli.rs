@@ -273,15 +273,11 @@ fn revoke(mut config: Config, input: &str) -> Result<ExitCode, String> {
     let token = extract_token(input).to_string();
     let url = format!("{base_url}/api/links/{token}");
     runtime()?.block_on(async move {
-        let response = http
-            .delete(&url)
-            .bearer_auth(api_token.first())
-            .send()
+        let (status, body) = http
+            .call(hyper::Method::DELETE, &url, api_token.first())
             .await
             // Without the URL: it carries the live token, and this may land in a CI log.
-            .map_err(|e| format!("cannot reach {base_url}: {}", e.without_url()))?;
-        let status = response.status();
-        let body: serde_json::Value = response.json().await.unwrap_or_default();
+            .map_err(|e| format!("cannot reach {base_url}: {e}"))?;
         if status.is_success() {
             println!("revoked");
             Ok(ExitCode::SUCCESS)

@@ -40,7 +40,7 @@ pub struct Local {
 pub struct StatusClient {
     pub base_url: String,
     pub api_token: String,
-    pub http: reqwest::Client,
+    pub http: crate::http_client::HttpClient,
 }
 
 impl StatusClient {
@@ -150,25 +150,21 @@ async fn remote_status(client: &StatusClient, token: &str) -> Result<Value, Back
             message,
         })
     };
-    let response = client
+    let url = format!("{}/api/links/{token}", client.base_url);
+    let (status, body) = client
         .http
-        .get(format!("{}/api/links/{token}", client.base_url))
-        .bearer_auth(&client.api_token)
-        .send()
+        .call(hyper::Method::GET, &url, &client.api_token)
         .await
-        // Without the URL: it carries the live token.
+        // The error leaves out the URL: it carries the live token.
         .map_err(|e| {
             remote(
                 "unavailable",
                 format!(
-                    "cannot reach the burnlink server at {}: {}",
-                    client.base_url,
-                    e.without_url()
+                    "cannot reach the burnlink server at {}: {e}",
+                    client.base_url
                 ),
             )
         })?;
-    let status = response.status();
-    let body: Value = response.json().await.unwrap_or_default();
     if status.is_success() {
         return Ok(body);
     }
