@@ -147,7 +147,10 @@ fn base_args(port: u16) -> Vec<String> {
         "no",
     ]
     .map(String::from)
-    .to_vec()
+    .into_iter()
+    // A new replica syncs at once rather than after the default 5 s grouping delay.
+    .chain(["--repl-diskless-sync-delay".to_string(), "0".to_string()])
+    .collect()
 }
 
 /// Test PKI: a CA, a server certificate for 127.0.0.1 and a client certificate both signed by
@@ -350,6 +353,9 @@ impl Cluster {
                     // A replica that lost its primary a moment ago may take over at once.
                     "--cluster-replica-validity-factor",
                     "0",
+                    // The other primaries keep serving their slots while one is replaced.
+                    "--cluster-require-full-coverage",
+                    "no",
                 ]
                 .map(String::from),
             );
@@ -391,6 +397,23 @@ impl Cluster {
             String::from_utf8_lossy(&out.stdout)
         );
         cluster.wait_ok(Duration::from_secs(20));
+        // Every replica in sync with its primary before the test writes anything.
+        let synced = wait_until(Duration::from_secs(20), || {
+            let roles: Vec<String> = (0..6)
+                .map(|i| cluster.cli(i, &["INFO", "replication"]))
+                .collect();
+            roles
+                .iter()
+                .filter(|r| r.contains("connected_slaves:1"))
+                .count()
+                == 3
+                && roles
+                    .iter()
+                    .filter(|r| r.contains("master_link_status:up"))
+                    .count()
+                    == 3
+        });
+        assert!(synced, "the cluster's replicas did not sync");
         cluster
     }
 
