@@ -2,9 +2,10 @@
 //! latency of one transition (criterion) and burns per second with many transfers at once
 //! (printed). Skips with a message when redis-server is not installed.
 
-#[path = "../tests/support/redis_server.rs"]
-mod redis_server;
-
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -13,9 +14,84 @@ use burnlink::ledger::redis::connect;
 use burnlink::ledger::{Acquire, Ledger, Owner, RedisLedger};
 use burnlink::token::unix_now;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use redis_server::RedisServer;
 
 const LEASE: Duration = Duration::from_secs(30);
+
+/// A throwaway `redis-server` on a free loopback port (no persistence, its own directory),
+/// killed on drop. The bench's own: benches do not reach into tests/.
+struct RedisServer {
+    child: Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl RedisServer {
+    /// `None` when `redis-server` is not installed.
+    fn start() -> Option<Self> {
+        let path = std::env::var_os("PATH").unwrap_or_default();
+        let bin = std::env::split_paths(&path)
+            .chain(["/usr/sbin", "/usr/local/sbin", "/sbin"].map(PathBuf::from))
+            .map(|d| d.join("redis-server"))
+            .find(|p| p.is_file())?;
+        // A port probed free can be taken before redis binds it: try a few.
+        for _ in 0..5 {
+            let port = TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port();
+            let dir = tempfile::tempdir().unwrap();
+            let child = Command::new(&bin)
+                .args(["--port", &port.to_string()])
+                .args(["--bind", "127.0.0.1"])
+                .args(["--save", ""])
+                .args(["--appendonly", "no"])
+                .arg("--dir")
+                .arg(dir.path())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("spawn redis-server");
+            let mut server = RedisServer {
+                child,
+                port,
+                _dir: dir,
+            };
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline {
+                if server.child.try_wait().unwrap().is_some() {
+                    break;
+                }
+                if server.pong() {
+                    return Some(server);
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        panic!("redis-server did not start on any of 5 free ports");
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/0", self.port)
+    }
+
+    fn pong(&self) -> bool {
+        let Ok(mut s) = TcpStream::connect(("127.0.0.1", self.port)) else {
+            return false;
+        };
+        let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
+        let mut buf = [0u8; 16];
+        s.write_all(b"PING\r\n").is_ok()
+            && matches!(s.read(&mut buf), Ok(n) if buf[..n].starts_with(b"+PONG"))
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
 
 fn nonce(i: u64) -> [u8; 16] {
     let mut n = [0u8; 16];

@@ -14,7 +14,7 @@ fn bench(c: &mut Criterion) {
     let ring = Keyring::parse("k1:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8").unwrap();
     let claims = Claims::new(
         Direction::Download,
-        Some("session-42".into()),
+        Some(burnlink::session::SessionId::parse("session-42").unwrap()),
         "reports/2026/q3/summary.pdf".into(),
         1_900_000_000,
     );

@@ -11,10 +11,11 @@ use std::sync::Arc;
 use clap::{Parser, Subcommand};
 
 use crate::config::Config;
-use crate::links::{MintRequest, Minter, parse_ip, parse_sha256_hex, rfc3339, unix_now};
-use crate::sandbox::SessionId;
+use crate::links::{LinkService, MintRequest, Origin, parse_ip, parse_sha256_hex, rfc3339};
 use crate::server;
-use crate::token::{Direction, TokenError, extract_token, generate_key_entry, hex};
+use crate::session::SessionId;
+use crate::stats::MemoryStats;
+use crate::token::{Direction, TokenError, extract_token, generate_key_entry, hex, unix_now};
 
 #[derive(Parser)]
 #[command(
@@ -160,13 +161,14 @@ fn mint(mut config: Config, args: MintArgs) -> Result<ExitCode, String> {
         "BURNLINK_KEYS is not set: links minted with a random key would be refused by the server \
          (run `burnlink keygen` and give the same BURNLINK_KEYS to the server and to this command)",
     )?;
-    let sandbox = server::open_sandbox(&config).map_err(|e| e.to_string())?;
+    let sandbox = config.open_sandbox().map_err(|e| e.to_string())?;
     let (base_url, _) = config.resolve_base_url(config.bind);
-    let minter = Minter::new(
+    let links = LinkService::local(
         Arc::new(keyring),
         sandbox,
-        server::limits(&config),
+        config.limits(),
         base_url,
+        Arc::new(MemoryStats::default()),
     );
     let request = MintRequest {
         path: args.path,
@@ -197,10 +199,15 @@ fn mint(mut config: Config, args: MintArgs) -> Result<ExitCode, String> {
             .transpose()
             .map_err(|e| format!("--ip: {e}"))?,
     };
+    let origin = Origin {
+        via: "cli",
+        client: None,
+    };
+    let runtime = runtime()?;
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     for _ in 0..args.count {
-        let minted = minter
-            .mint(request.clone(), unix_now())
+        let minted = runtime
+            .block_on(links.mint(request.clone(), origin))
             .map_err(|e| e.to_string())?;
         let line = match (args.json, args.count) {
             (true, 1) => serde_json::to_string_pretty(&minted).map_err(|e| e.to_string())?,
@@ -242,7 +249,10 @@ fn inspect(mut config: Config, input: &str) -> Result<ExitCode, String> {
     println!("version: {}", crate::token::VERSION);
     println!("key_id: {}", verified.key_id);
     println!("direction: {}", c.direction);
-    println!("session: {}", c.session.as_deref().unwrap_or("-"));
+    println!(
+        "session: {}",
+        c.session.as_ref().map_or("-", |s| s.as_str())
+    );
     println!("path: {}", c.path);
     println!("expires_at: {}", rfc3339(c.expires_at));
     println!("expires_in_seconds: {}", c.expires_at.saturating_sub(now));

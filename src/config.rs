@@ -10,8 +10,9 @@ use std::time::Duration;
 use ipnet::IpNet;
 use serde::Deserialize;
 
-use crate::api::auth::ApiTokens;
+use crate::access::ApiTokens;
 use crate::ledger::redis_conn::{RedisOptions, Target};
+use crate::sandbox::Sandbox;
 use crate::token::Keyring;
 
 /// Every variable burnlink reads, without the prefix. Anything else with the prefix is
@@ -136,6 +137,18 @@ pub struct Config {
     /// Both set, or neither (then plain HTTP).
     pub tls: Option<TlsFiles>,
     pub rate: RateConfig,
+}
+
+/// The bounds every mint is held to (from the configuration), whoever
+/// mints: the server, `burnlink mcp`, the CLI.
+#[derive(Clone, Debug)]
+pub struct Limits {
+    pub ttl_default: u64,
+    pub ttl_max: u64,
+    pub max_download_bytes: u64,
+    pub max_upload_bytes: u64,
+    /// Lower-case extensions an upload destination may have; `None` = any.
+    pub upload_extensions: Option<Vec<String>>,
 }
 
 /// PEM files for serving HTTPS.
@@ -374,6 +387,25 @@ impl Config {
         } else {
             (format!("{scheme}://{bound}"), false)
         }
+    }
+
+    /// The bounds every mint is held to, whoever mints (server, MCP on stdio, CLI).
+    pub fn limits(&self) -> Limits {
+        Limits {
+            ttl_default: self.ttl_default,
+            ttl_max: self.ttl_max,
+            max_download_bytes: self.max_download_bytes,
+            max_upload_bytes: self.max_upload_bytes,
+            upload_extensions: self.upload_extensions.clone(),
+        }
+    }
+
+    /// Opens (creating if missing) the sandbox at `BURNLINK_ROOT`.
+    pub fn open_sandbox(&self) -> Result<Sandbox, ConfigError> {
+        Sandbox::open(&self.root).map_err(|e| ConfigError {
+            var: "BURNLINK_ROOT".into(),
+            expected: format!("cannot create or open `{}`: {e}", self.root.display()),
+        })
     }
 
     /// `https` when the server terminates TLS itself.

@@ -1,29 +1,36 @@
 //! burnlink: one-time, expiring capability URLs for files in a sandbox directory.
 //!
-//! A link is an HMAC-signed token ([`token`]) that any replica holding the key can verify; a
-//! small nonce ledger ([`ledger`]) makes each link burn after one successful transfer. Paths are
-//! resolved by [`sandbox`]; [`links`] mints; [`transfer`] serves; [`api`] is the bearer-auth
-//! minting API; [`error`] is the one place errors become HTTP.
+//! Layers point down only (`docs/architecture.md`):
+//!
+//! - the core, free of HTTP: [`token`], [`session`], [`sandbox`], [`ledger`] and [`lease`],
+//!   [`links`] (minting, and the service that mints, answers status and revokes), [`access`],
+//!   [`archive`], [`staging`], [`stats`], [`ratelimit`], [`metrics`], [`telemetry`],
+//!   [`config`], [`tls`];
+//! - the shared state, [`state`];
+//! - the edges: [`http`] (router, link gate, the one error map, handlers, pages, middlewares,
+//!   the connection loop), [`mcp`] (tools over the links service), [`cli`], and
+//!   [`http_client`], the one outbound HTTPS client the CLI and MCP on stdio share;
+//! - [`server`], which assembles the parts and runs them.
 #![forbid(unsafe_code)]
 
-pub mod api;
+pub mod access;
 pub mod archive;
 pub mod cli;
 pub mod config;
-pub mod error;
+pub mod http;
 pub mod http_client;
+pub mod lease;
 pub mod ledger;
 pub mod links;
 pub mod mcp;
 pub mod metrics;
-pub mod net;
-pub mod pages;
 pub mod ratelimit;
 pub mod sandbox;
 pub mod server;
+pub mod session;
 pub mod staging;
+pub mod state;
 pub mod stats;
 pub mod telemetry;
 pub mod tls;
 pub mod token;
-pub mod transfer;

@@ -7,18 +7,12 @@
 //!
 //! Labels are low-cardinality on purpose: direction, outcome, method, route template and
 //! status. A token, a path, a session or a client address never becomes a label, so
-//! `/metrics` needs no authentication and cannot leak a link (see README "Operations").
+//! `/metrics` needs no authentication and cannot leak a link (see `docs/operations.md`).
 
-use std::sync::{Arc, OnceLock};
-use std::time::{Duration, Instant};
+use std::sync::OnceLock;
+use std::time::Duration;
 
-use axum::extract::{MatchedPath, Request, State};
-use axum::http::{HeaderValue, header};
-use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
-
-use crate::server::App;
 
 pub const LINKS_MINTED: &str = "burnlink_links_minted_total";
 pub const TRANSFERS: &str = "burnlink_transfers_total";
@@ -100,6 +94,27 @@ pub fn expose_ledger_unreplicated() {
     metrics::counter!(LEDGER_UNREPLICATED).absolute(0);
 }
 
+/// The Prometheus text of everything recorded so far (empty before [`install`]).
+pub fn render() -> String {
+    HANDLE.get().map(|h| h.render()).unwrap_or_default()
+}
+
+/// Sets the ledger-size gauge, read fresh at each scrape.
+pub fn ledger_entries(n: u64) {
+    metrics::gauge!(LEDGER_ENTRIES).set(n as f64);
+}
+
+/// One request's latency, by method, route template and status.
+pub fn request_finished(method: String, route: String, status: String, seconds: f64) {
+    metrics::histogram!(
+        REQUEST_DURATION,
+        "method" => method,
+        "route" => route,
+        "status" => status,
+    )
+    .record(seconds);
+}
+
 pub fn link_minted(direction: &'static str) {
     metrics::counter!(LINKS_MINTED, "direction" => direction).increment(1);
 }
@@ -127,45 +142,6 @@ impl Drop for ActiveTransfer {
     fn drop(&mut self) {
         metrics::gauge!(ACTIVE_TRANSFERS).decrement(1.0);
     }
-}
-
-/// Middleware (a route layer, so the route template is known): request latency by method,
-/// route template and status. The template (`/transfer/{token}`) never carries the token.
-pub async fn track(request: Request, next: Next) -> Response {
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|m| m.as_str().to_owned())
-        .unwrap_or_else(|| "unmatched".into());
-    let method = request.method().as_str().to_owned();
-    let start = Instant::now();
-    let response = next.run(request).await;
-    metrics::histogram!(
-        REQUEST_DURATION,
-        "method" => method,
-        "route" => route,
-        "status" => response.status().as_str().to_owned(),
-    )
-    .record(start.elapsed().as_secs_f64());
-    response
-}
-
-/// `GET /metrics`: the Prometheus text format. The ledger's size is read now, so it is never
-/// stale; a ledger that cannot answer leaves the last value.
-pub async fn scrape(State(app): State<Arc<App>>) -> Response {
-    match app.ledger.entries().await {
-        Ok(n) => metrics::gauge!(LEDGER_ENTRIES).set(n as f64),
-        Err(e) => tracing::warn!(error = %e, "could not count ledger entries for /metrics"),
-    }
-    let body = HANDLE.get().map(|h| h.render()).unwrap_or_default();
-    let mut response = body.into_response();
-    let h = response.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
-    );
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    response
 }
 
 #[cfg(test)]

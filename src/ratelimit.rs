@@ -4,48 +4,45 @@
 //! trusted proxy forwarded: the same address audit lines show).
 //!
 //! - **Minting** (`BURNLINK_RATE_MINT_PER_S`, `BURNLINK_RATE_MINT_BURST`): every mint through
-//!   the server passes [`App::mint`], which asks [`RateLimits::check_mint`]. Off by default:
+//!   the server (API and MCP alike) passes [`crate::links::LinkService::mint`], which asks
+//!   [`RateLimits::check_mint`]. Off by default:
 //!   minting already needs a bearer token, and one CI runner may legitimately mint tens of
 //!   thousands of links a second.
 //! - **Failed token checks** (`BURNLINK_RATE_FAILED_PER_MIN`, default 60, also the burst): a
-//!   transfer-route request whose token does not verify, or any request with a wrong bearer
-//!   token (401), spends one unit. A client that has spent them all is refused (429) on every
-//!   guarded route, valid token or not, until its allowance refills: a guess that happened to
-//!   be right would be refused too, so the limit really bounds how fast anyone can guess.
-//!   Genuine links that are expired, used or revoked are not failures.
+//!   request whose link token does not verify, or one with a wrong bearer token, spends one
+//!   unit. Once an address has spent them all, its *failed* checks answer 429 instead of 404 or
+//!   401 until the allowance refills; a valid link or a valid bearer token from the same
+//!   address is served at once. Many honest users share one address (a NAT, a load balancer
+//!   without `BURNLINK_TRUSTED_PROXIES`), so one scanner among them must not lock the others
+//!   out; and guessing stays hopeless anyway (a link carries a 128-bit nonce under an
+//!   HMAC-SHA256). Genuine links that are expired, used or revoked are not failures.
 //!
-//! A refusal is 429 `rate_limited` with `Retry-After` in seconds.
+//! A refusal is [`RateLimited`]; the HTTP edge answers it as 429 `rate_limited` with
+//! `Retry-After` in seconds, and its middleware feeds the failure gate.
 
-use std::collections::HashMap;
 use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::sync::Arc;
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use axum::extract::{MatchedPath, Request, State};
-use axum::http::StatusCode;
-use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
 use governor::clock::Clock;
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 
 use crate::config::RateConfig;
-use crate::error::ApiError;
-use crate::net::ConnInfo;
-use crate::server::App;
 
 /// How often idle per-address state is dropped, so memory follows the active clients only.
 const SWEEP: Duration = Duration::from_secs(60);
 
-/// Routes that are never limited: probes and scrapes must keep answering whatever a client
-/// behind the same address did.
-const UNGUARDED: &[&str] = &["/healthz", "/readyz", "/metrics"];
+/// A client that is over its allowance, and how long until it may try again.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("too many requests from this address; retry in {retry_after_s} s")]
+pub struct RateLimited {
+    pub retry_after_s: u64,
+}
 
 pub struct RateLimits {
     mint: Option<DefaultKeyedRateLimiter<IpAddr>>,
-    failed: Option<FailureGate>,
+    failed: Option<DefaultKeyedRateLimiter<IpAddr>>,
 }
 
 impl RateLimits {
@@ -54,53 +51,41 @@ impl RateLimits {
             let burst = NonZeroU32::new(config.mint_burst).unwrap_or(rate);
             RateLimiter::keyed(Quota::per_second(rate).allow_burst(burst))
         });
-        let failed = NonZeroU32::new(config.failed_per_min).map(|n| FailureGate {
-            limiter: RateLimiter::keyed(Quota::per_minute(n).allow_burst(n)),
-            blocked: Mutex::new(HashMap::new()),
-            blocked_len: AtomicUsize::new(0),
-        });
+        let failed = NonZeroU32::new(config.failed_per_min)
+            .map(|n| RateLimiter::keyed(Quota::per_minute(n).allow_burst(n)));
         RateLimits { mint, failed }
     }
 
-    /// Spends one mint of `client`'s allowance. Mints with no client address (none today
-    /// through the server) are not limited.
-    pub fn check_mint(&self, client: Option<IpAddr>) -> Result<(), ApiError> {
+    /// Spends one mint of `client`'s allowance. Mints with no client address (the CLI, MCP on
+    /// stdio) are not limited.
+    pub fn check_mint(&self, client: Option<IpAddr>) -> Result<(), RateLimited> {
         let (Some(limiter), Some(ip)) = (&self.mint, client) else {
             return Ok(());
         };
-        limiter.check_key(&ip).map_err(|not_until| {
-            let wait = not_until.wait_time_from(limiter.clock().now());
-            ApiError::RateLimited {
-                retry_after_s: seconds(wait),
-            }
+        spend(limiter, ip)
+    }
+
+    /// Whether failed checks are limited at all (the middleware skips its work when not).
+    pub fn limits_failures(&self) -> bool {
+        self.failed.is_some()
+    }
+
+    /// Counts one failed check of `client`; refused when its allowance is spent, so that this
+    /// failure is answered as "too many" rather than as itself.
+    pub fn record_failure(&self, client: IpAddr) -> Result<(), RateLimited> {
+        let Some(limiter) = &self.failed else {
+            return Ok(());
+        };
+        spend(limiter, client).inspect_err(|e| {
+            tracing::debug!(%client, retry_after_s = e.retry_after_s, "too many failed checks");
         })
-    }
-
-    /// Refuses a client that has used up its failed-check allowance.
-    pub fn gate(&self, client: IpAddr) -> Result<(), ApiError> {
-        match &self.failed {
-            Some(gate) => gate.gate(client, Instant::now()),
-            None => Ok(()),
-        }
-    }
-
-    /// Counts one failed token check of `client`.
-    pub fn record_failure(&self, client: IpAddr) {
-        if let Some(gate) = &self.failed {
-            gate.record(client, Instant::now());
-        }
     }
 
     /// Forgets addresses that have been quiet long enough to be back at a full allowance.
     fn sweep(&self) {
-        if let Some(limiter) = &self.mint {
+        for limiter in [&self.mint, &self.failed].into_iter().flatten() {
             limiter.retain_recent();
             limiter.shrink_to_fit();
-        }
-        if let Some(gate) = &self.failed {
-            gate.limiter.retain_recent();
-            gate.limiter.shrink_to_fit();
-            gate.unblock_expired(Instant::now());
         }
     }
 
@@ -119,108 +104,15 @@ impl RateLimits {
     }
 }
 
-/// Failed checks per address, and the addresses refused until a moment.
-struct FailureGate {
-    limiter: DefaultKeyedRateLimiter<IpAddr>,
-    blocked: Mutex<HashMap<IpAddr, Instant>>,
-    /// Lets the common case (nobody blocked) skip the lock.
-    blocked_len: AtomicUsize,
-}
-
-impl FailureGate {
-    fn gate(&self, client: IpAddr, now: Instant) -> Result<(), ApiError> {
-        if self.blocked_len.load(Ordering::Relaxed) == 0 {
-            return Ok(());
-        }
-        let mut blocked = self.lock();
-        match blocked.get(&client) {
-            Some(&until) if until > now => Err(ApiError::RateLimited {
-                retry_after_s: seconds(until - now),
-            }),
-            Some(_) => {
-                blocked.remove(&client);
-                self.blocked_len.store(blocked.len(), Ordering::Relaxed);
-                Ok(())
-            }
-            None => Ok(()),
-        }
-    }
-
-    fn record(&self, client: IpAddr, now: Instant) {
-        if let Err(not_until) = self.limiter.check_key(&client) {
-            let wait = not_until.wait_time_from(self.limiter.clock().now());
-            let mut blocked = self.lock();
-            blocked.insert(client, now + wait);
-            self.blocked_len.store(blocked.len(), Ordering::Relaxed);
-            tracing::warn!(
-                %client,
-                retry_after_s = seconds(wait),
-                "too many failed token checks; refusing this client for a while"
-            );
-        }
-    }
-
-    fn unblock_expired(&self, now: Instant) {
-        let mut blocked = self.lock();
-        blocked.retain(|_, until| *until > now);
-        blocked.shrink_to_fit();
-        self.blocked_len.store(blocked.len(), Ordering::Relaxed);
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<IpAddr, Instant>> {
-        self.blocked.lock().unwrap_or_else(|p| p.into_inner())
-    }
+fn spend(limiter: &DefaultKeyedRateLimiter<IpAddr>, client: IpAddr) -> Result<(), RateLimited> {
+    limiter.check_key(&client).map_err(|not_until| RateLimited {
+        retry_after_s: seconds(not_until.wait_time_from(limiter.clock().now())),
+    })
 }
 
 /// Whole seconds for `Retry-After`, rounded up so a client that obeys is let in.
 fn seconds(wait: Duration) -> u64 {
     wait.as_secs() + u64::from(wait.subsec_nanos() > 0)
-}
-
-/// Middleware (a route layer): refuses blocked clients, and counts failed token checks by
-/// looking at what the route answered. A 404 on a route with a `{token}` counts only when the
-/// token does not verify (a missing file behind a genuine link is not a guess).
-pub async fn guard(State(app): State<Arc<App>>, request: Request, next: Next) -> Response {
-    if app.rate_limits.failed.is_none() {
-        return next.run(request).await;
-    }
-    let route = request.extensions().get::<MatchedPath>().cloned();
-    if route
-        .as_ref()
-        .is_some_and(|r| UNGUARDED.contains(&r.as_str()))
-    {
-        return next.run(request).await;
-    }
-    let Some(client) = request
-        .extensions()
-        .get::<ConnInfo>()
-        .map(|conn| conn.client_ip(request.headers(), &app.config.trusted_proxies))
-    else {
-        return next.run(request).await;
-    };
-    if let Err(e) = app.rate_limits.gate(client) {
-        return e.into_response();
-    }
-    // Kept for after the response (a cheap clone); the token is only looked at on a 404.
-    let uri = request.uri().clone();
-    let response = next.run(request).await;
-    let failed = match response.status() {
-        StatusCode::UNAUTHORIZED => true,
-        StatusCode::NOT_FOUND => route
-            .and_then(|r| token_segment(r.as_str(), uri.path()))
-            .is_some_and(|t| app.keyring.verify(t).is_err()),
-        _ => false,
-    };
-    if failed {
-        app.rate_limits.record_failure(client);
-    }
-    response
-}
-
-/// The `{token}` segment of `path` under route template `route`, if the route has one.
-fn token_segment<'a>(route: &str, path: &'a str) -> Option<&'a str> {
-    let at = route.split('/').position(|seg| seg == "{token}")?;
-    path.split('/').nth(at)
 }
 
 #[cfg(test)]
@@ -243,10 +135,7 @@ mod tests {
             l.check_mint(Some(a)).unwrap();
         }
         let e = l.check_mint(Some(a)).unwrap_err();
-        assert!(
-            matches!(e, ApiError::RateLimited { retry_after_s: 1 }),
-            "{e:?}"
-        );
+        assert!(e == RateLimited { retry_after_s: 1 }, "{e:?}");
         l.check_mint(Some(b))
             .expect("another address has its own allowance");
         l.check_mint(None).expect("no address, no limit");
@@ -258,47 +147,23 @@ mod tests {
         let a: IpAddr = "192.0.2.1".parse().unwrap();
         for _ in 0..10_000 {
             l.check_mint(Some(a)).unwrap();
-            l.record_failure(a);
+            l.record_failure(a).unwrap();
         }
-        l.gate(a).unwrap();
     }
 
     #[test]
-    fn failures_past_the_allowance_block_the_address_until_it_refills() {
+    fn failures_past_the_allowance_are_refused_for_that_address_only() {
         let l = limits(0, 0, 3);
         let (a, b): (IpAddr, IpAddr) =
             ("192.0.2.1".parse().unwrap(), "2001:db8::1".parse().unwrap());
         for _ in 0..3 {
-            l.record_failure(a);
-            l.gate(a).expect("within the allowance");
+            l.record_failure(a).expect("within the allowance");
         }
-        l.record_failure(a);
-        let e = l.gate(a).unwrap_err();
+        let e = l.record_failure(a).unwrap_err();
         // 3 per minute: one more unit in at most 20 s.
-        assert!(
-            matches!(e, ApiError::RateLimited { retry_after_s } if (1..=20).contains(&retry_after_s)),
-            "{e:?}"
-        );
-        l.gate(b).expect("other addresses are not affected");
-        let gate = l.failed.as_ref().unwrap();
-        gate.unblock_expired(Instant::now() + Duration::from_secs(21));
-        assert_eq!(gate.blocked_len.load(Ordering::Relaxed), 0);
-        gate.gate(a, Instant::now() + Duration::from_secs(21))
-            .unwrap();
-    }
-
-    #[test]
-    fn the_token_is_found_by_the_route_template() {
-        assert_eq!(
-            token_segment("/transfer/{token}/{name}", "/transfer/AbC/f.txt"),
-            Some("AbC")
-        );
-        assert_eq!(
-            token_segment("/api/links/{token}", "/api/links/x"),
-            Some("x")
-        );
-        assert_eq!(token_segment("/api/links", "/api/links"), None);
-        assert_eq!(token_segment("/transfer/{token}", "/transfer/"), Some(""));
+        assert!((1..=20).contains(&e.retry_after_s), "{e:?}");
+        l.record_failure(b)
+            .expect("other addresses are not affected");
     }
 
     #[test]

@@ -18,38 +18,10 @@ use cap_std::fs::{Dir, Metadata, OpenOptions, OpenOptionsExt};
 /// Longest relative path accepted; Linux's PATH_MAX.
 pub const MAX_PATH_LEN: usize = 4096;
 
-/// A validated session id: `[A-Za-z0-9_-]{1,64}`. Its sandbox is `{root}/{session}`.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct SessionId(String);
-
-impl SessionId {
-    pub fn parse(s: &str) -> Result<Self, SandboxError> {
-        let ok = !s.is_empty()
-            && s.len() <= 64
-            && s.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
-        if ok {
-            Ok(SessionId(s.to_string()))
-        } else {
-            Err(SandboxError::BadSession)
-        }
-    }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Display for SessionId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
+pub use crate::session::SessionId;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SandboxError {
-    #[error("session id must match [A-Za-z0-9_-]{{1,64}}")]
-    BadSession,
     #[error("{0}")]
     BadPath(&'static str),
     #[error("path is outside the sandbox")]

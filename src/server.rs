@@ -1,86 +1,28 @@
-//! `burnlink serve`: assembling the application and running it.
+//! `burnlink serve`: assembling the application from its parts and running it. Nothing here
+//! is asked by a request: handlers read the state ([`crate::state::App`]) and the services.
 
-use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Router;
-use axum::middleware;
-use axum::routing::get;
 use tokio_util::task::TaskTracker;
 
-use crate::api;
-use crate::api::auth::ApiTokens;
+use crate::access::ApiTokens;
 use crate::config::{Config, LedgerKind};
-use crate::error::ApiError;
+use crate::http::net::{self, ConnLimits};
+use crate::lease::LeaseKeeper;
 use crate::ledger::{Ledger, MemoryLedger, RedisLedger};
-use crate::links::{Limits, MintError, MintRequest, Minted, Minter, unix_now};
-use crate::net::{self, ConnLimits};
+use crate::links::{LinkService, Minter};
 use crate::ratelimit::RateLimits;
 use crate::sandbox::Sandbox;
+use crate::state::App;
 use crate::stats::{MemoryStats, RedisStats, StatsStore};
-use crate::telemetry::audit_mint;
 use crate::token::{Keyring, generate_key_entry};
-use crate::transfer;
-
-/// Everything a request handler may need, shared by all of them.
-pub struct App {
-    pub config: Config,
-    pub keyring: Arc<Keyring>,
-    pub api_tokens: ApiTokens,
-    pub ledger: Arc<dyn Ledger>,
-    pub stats: Arc<dyn StatsStore>,
-    pub sandbox: Sandbox,
-    pub minter: Arc<Minter>,
-    /// Work that outlives a response (settling a transfer's lease), so shutdown can wait for it.
-    pub tasks: TaskTracker,
-    pub rate_limits: Arc<RateLimits>,
-}
-
-impl App {
-    /// Mints through the server: the minter's checks, then counting and an audit line.
-    /// Counting is best effort: minting needs only the key, so it keeps working when the
-    /// shared store is down.
-    pub async fn mint(
-        &self,
-        request: MintRequest,
-        via: &str,
-        client: Option<IpAddr>,
-    ) -> Result<Minted, ApiError> {
-        self.rate_limits.check_mint(client)?;
-        let minted = mint_blocking(self, request).await?;
-        let claims = &minted.claims;
-        if let Err(e) = self
-            .stats
-            .record_mint(claims.session.as_deref(), claims.expires_at)
-            .await
-        {
-            tracing::warn!(error = %e, "could not count a minted link");
-        }
-        audit_mint(claims, via, client);
-        crate::metrics::link_minted(claims.direction.as_str());
-        Ok(minted)
-    }
-}
-
-async fn mint_blocking(app: &App, request: MintRequest) -> Result<Minted, MintError> {
-    // Minting stats the file system; keep that off the async workers.
-    let minter = app.minter.clone();
-    tokio::task::spawn_blocking(move || minter.mint(request, unix_now()))
-        .await
-        .map_err(|_| MintError::BadRequest("minting was interrupted".into()))?
-}
 
 /// What went wrong before the server could start; printed as one line.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     #[error("{0}")]
     Config(#[from] crate::config::ConfigError),
-    #[error("BURNLINK_ROOT: cannot create or open `{path}`: {source}")]
-    Root {
-        path: String,
-        source: std::io::Error,
-    },
     #[error("BURNLINK_BIND: cannot listen on {addr}: {source}")]
     Bind {
         addr: std::net::SocketAddr,
@@ -93,47 +35,12 @@ pub enum StartError {
     Tls(#[from] crate::tls::TlsError),
 }
 
-pub fn limits(config: &Config) -> Limits {
-    Limits {
-        ttl_default: config.ttl_default,
-        ttl_max: config.ttl_max,
-        max_download_bytes: config.max_download_bytes,
-        max_upload_bytes: config.max_upload_bytes,
-        upload_extensions: config.upload_extensions.clone(),
-    }
-}
-
-pub fn open_sandbox(config: &Config) -> Result<Sandbox, StartError> {
-    Sandbox::open(&config.root).map_err(|source| StartError::Root {
-        path: config.root.display().to_string(),
-        source,
-    })
-}
-
-pub fn router(app: Arc<App>) -> Router {
-    Router::new()
-        .merge(transfer::routes())
-        .merge(api::routes())
-        .merge(crate::mcp::routes(app.clone()))
-        .route("/metrics", get(crate::metrics::scrape))
-        // Route layers cover the routes added above them: keep new routes above these lines.
-        // The outer one times the whole request, 429s included.
-        .route_layer(middleware::from_fn_with_state(
-            app.clone(),
-            crate::ratelimit::guard,
-        ))
-        .route_layer(middleware::from_fn(crate::metrics::track))
-        .fallback(|| async { ApiError::NotFound })
-        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
-        .with_state(app)
-}
-
 /// Runs the server until SIGTERM or SIGINT.
 pub async fn run(mut config: Config) -> Result<(), StartError> {
     for var in Config::unknown_vars() {
         tracing::warn!(variable = %var, "unknown BURNLINK_* variable ignored (a typo?)");
     }
-    let sandbox = open_sandbox(&config)?;
+    let sandbox = config.open_sandbox()?;
     let tls = config.tls.as_ref().map(crate::tls::acceptor).transpose()?;
     crate::metrics::install();
     let (ledger, stats) = open_ledger(&config.ledger).await?;
@@ -187,7 +94,7 @@ pub async fn run(mut config: Config) -> Result<(), StartError> {
     let minter = Arc::new(Minter::new(
         keyring.clone(),
         sandbox.clone(),
-        limits(&config),
+        config.limits(),
         base_url.clone(),
     ));
     let grace = config.shutdown_grace;
@@ -199,6 +106,14 @@ pub async fn run(mut config: Config) -> Result<(), StartError> {
         max_header_bytes: 64 * 1024,
     };
     let rate_limits = Arc::new(RateLimits::new(&config.rate));
+    let links = Arc::new(LinkService::new(
+        minter,
+        keyring.clone(),
+        Some(ledger.clone()),
+        stats.clone(),
+        Some(rate_limits.clone()),
+    ));
+    let leases = LeaseKeeper::new(ledger.clone(), stats.clone(), config.lease);
     let app = Arc::new(App {
         config,
         keyring,
@@ -206,7 +121,8 @@ pub async fn run(mut config: Config) -> Result<(), StartError> {
         ledger,
         stats,
         sandbox,
-        minter,
+        links,
+        leases,
         rate_limits,
         tasks: TaskTracker::new(),
     });
@@ -219,7 +135,7 @@ pub async fn run(mut config: Config) -> Result<(), StartError> {
     let tasks = app.tasks.clone();
     net::serve(
         listener,
-        router(app),
+        crate::http::router(app),
         conn_limits,
         tls,
         shutdown_signal(),

@@ -9,6 +9,7 @@ use std::net::IpAddr;
 use tracing_subscriber::EnvFilter;
 
 use crate::config::LogFormat;
+use crate::session::SessionId;
 use crate::token::Claims;
 
 /// Installs the global subscriber. Logs go to stderr; stdout is kept for what the CLI prints.
@@ -36,7 +37,7 @@ pub fn init(filter: &str, format: LogFormat) {
 pub struct TransferAudit {
     pub link: String,
     pub direction: &'static str,
-    pub session: Option<String>,
+    pub session: Option<SessionId>,
     pub path: String,
     pub client: IpAddr,
 }
@@ -60,7 +61,7 @@ impl TransferAudit {
             event = "transfer",
             link = %self.link,
             direction = self.direction,
-            session = self.session.as_deref().unwrap_or("-"),
+            session = self.session.as_ref().map_or("-", SessionId::as_str),
             path = %self.path,
             outcome,
             bytes,
@@ -75,7 +76,7 @@ pub fn audit_mint(claims: &Claims, via: &str, client: Option<IpAddr>) {
         event = "mint",
         link = %claims.short_id(),
         direction = claims.direction.as_str(),
-        session = claims.session.as_deref().unwrap_or("-"),
+        session = claims.session.as_ref().map_or("-", SessionId::as_str),
         path = %claims.path,
         via,
         expires_at = claims.expires_at,

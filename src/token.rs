@@ -31,6 +31,8 @@ use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 
+use crate::session::SessionId;
+
 /// The only token layout this build reads and writes.
 pub const VERSION: u8 = 1;
 /// Bytes of randomness in every nonce (128 bits).
@@ -81,8 +83,10 @@ impl fmt::Display for Direction {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Claims {
     pub direction: Direction,
-    /// `None` means the sandbox is `BURNLINK_ROOT` itself.
-    pub session: Option<String>,
+    /// `None` means the sandbox is `BURNLINK_ROOT` itself. Typed, so a token whose signed
+    /// session is not a valid id never verifies (it is `Malformed`), and nothing downstream
+    /// parses it again.
+    pub session: Option<SessionId>,
     /// Relative to the session's sandbox, `/`-separated, already normalised.
     pub path: String,
     /// Unix seconds.
@@ -98,7 +102,7 @@ impl Claims {
     /// Claims with a fresh random nonce and no optional constraints.
     pub fn new(
         direction: Direction,
-        session: Option<String>,
+        session: Option<SessionId>,
         path: String,
         expires_at: u64,
     ) -> Self {
@@ -365,7 +369,8 @@ fn encode_payload(kid: &str, c: &Claims, buf: &mut Vec<u8>) {
     buf.extend_from_slice(&c.expires_at.to_be_bytes());
     buf.extend_from_slice(&c.nonce);
     if let Some(session) = &c.session {
-        let s = &session.as_bytes()[..session.len().min(255)];
+        // A session id is at most 64 bytes.
+        let s = session.as_str().as_bytes();
         buf.push(s.len() as u8);
         buf.extend_from_slice(s);
     }
@@ -432,7 +437,7 @@ fn decode_claims(body: &[u8]) -> Result<Claims, TokenError> {
     let nonce = r.array::<NONCE_LEN>()?;
     let session = if flags & FLAG_SESSION != 0 {
         let n = r.u8()? as usize;
-        Some(r.string(n)?)
+        Some(SessionId::parse(&r.string(n)?).map_err(|_| TokenError::Malformed)?)
     } else {
         None
     };
@@ -484,7 +489,7 @@ mod tests {
     fn sample() -> Claims {
         let mut c = Claims::new(
             Direction::Upload,
-            Some("sess-1".into()),
+            Some(SessionId::parse("sess-1").unwrap()),
             "reports/2026/q3 résumé.pdf".into(),
             1_900_000_000,
         );
@@ -649,7 +654,7 @@ mod tests {
                 } else {
                     Direction::Download
                 },
-                session,
+                session: session.map(|s| SessionId::parse(&s).unwrap()),
                 path,
                 expires_at: exp,
                 nonce,

@@ -54,7 +54,7 @@ pub struct Settings {
 }
 
 impl Default for Settings {
-    /// Level 1 (BENCHMARKS.md): on generated text it ran at about 4.5 times the speed of level 6
+    /// Level 1 (docs/benchmarks.md): on generated text it ran at about 4.5 times the speed of level 6
     /// (128 against 28 MiB/s on one loaded core) for an output 39% larger; level 6 would make
     /// the CPU, not the network, the limit of most downloads.
     fn default() -> Self {

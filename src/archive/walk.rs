@@ -264,7 +264,7 @@ impl Iterator for Walk<'_> {
     }
 }
 
-/// What a directory link's mint reports: the sum of its files' sizes (contract §8).
+/// What a directory link's mint reports: the sum of its files' sizes.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Summary {
     pub files: u64,

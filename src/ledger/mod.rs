@@ -134,8 +134,12 @@ pub trait Ledger: Send + Sync + 'static {
     async fn entries(&self) -> Result<u64, LedgerError>;
 }
 
-/// The transition rules, shared by the test suite that every implementation must pass (also
-/// from integration tests, against every Redis topology).
+/// The conformance suite every [`Ledger`] implementation must pass: the transition rules above,
+/// one async function per rule, each taking a fresh ledger.
+///
+/// It is public (and compiled in every build, not only under `cfg(test)`) so that integration
+/// tests and benches can drive it against real servers, such as a Redis started for the test,
+/// which unit tests cannot reach (every Redis topology: one node, TLS, Cluster, Sentinel); it is not part of the service's API, hence hidden from docs.
 #[doc(hidden)]
 pub mod suite {
     use super::*;

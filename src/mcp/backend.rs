@@ -1,39 +1,38 @@
-//! What the MCP tools act on: the running server (`/mcp`) or a stand-alone minter (`burnlink mcp`).
+//! What the MCP tools act on: the links service of the running server (`/mcp`) or of a
+//! stand-alone minter (`burnlink mcp`).
 //!
-//! Inside the server the tools go through the same paths as the HTTP API ([`App::mint`],
-//! [`link_status`]), so counting, audit lines and status answers cannot drift apart. On stdio
-//! there is only the key and the files: links are minted locally (any replica accepts them),
-//! counted in this process, and a link's status is asked of the server's API.
+//! Both mint through [`LinkService`], so counting, the metric, audit lines and the mint rate
+//! limit cannot drift apart between the API and the tools. On stdio there is only the key and
+//! the files: links are minted locally (any replica accepts them), counted in this process,
+//! and a link's status is asked of the server's API.
 
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde_json::Value;
-
-use crate::api::auth::Caller;
-use crate::api::links::link_status;
-use crate::error::ApiError;
-use crate::links::{Limits, MintRequest, Minted, Minter, unix_now};
-use crate::sandbox::{Sandbox, SessionId};
-use crate::server::App;
-use crate::stats::{MemoryStats, Statistics, StatsStore};
-use crate::telemetry::audit_mint;
+use crate::access::Caller;
+use crate::links::{LinkService, LinkStatus, MintRequest, Minted, Origin, ServiceError};
+use crate::sandbox::Sandbox;
+use crate::session::SessionId;
+use crate::state::App;
+use crate::stats::Statistics;
 use crate::token::extract_token;
 
-pub enum Backend {
-    Server(Arc<App>),
-    Local(Box<Local>),
+pub struct Backend {
+    links: Arc<LinkService>,
+    /// The front end named in audit lines: `mcp` or `mcp-stdio`.
+    via: &'static str,
+    status: Status,
 }
 
-/// `burnlink mcp`: mints with the shared key, no HTTP server in this process.
-pub struct Local {
-    pub minter: Arc<Minter>,
-    pub sandbox: Sandbox,
-    pub limits: Limits,
-    pub stats: MemoryStats,
-    /// `None` when no API token is configured: `get_link_status` is then not offered.
-    pub status: Option<StatusClient>,
+/// Where `get_link_status` gets its answer.
+enum Status {
+    /// From the links service, which holds the ledger (inside the server).
+    Service,
+    /// From the server's API (on stdio, with the first configured API token).
+    Remote(Box<StatusClient>),
+    /// Not offered (stdio without an API token).
+    Off,
 }
 
 /// Asks `GET {base}/api/links/{token}` of the server, with the first configured API token.
@@ -63,87 +62,81 @@ pub struct RemoteError {
 }
 
 pub enum BackendError {
-    Api(ApiError),
+    Service(ServiceError),
     Remote(RemoteError),
 }
 
-impl From<ApiError> for BackendError {
-    fn from(e: ApiError) -> Self {
-        BackendError::Api(e)
+impl From<ServiceError> for BackendError {
+    fn from(e: ServiceError) -> Self {
+        BackendError::Service(e)
     }
 }
 
 impl Backend {
-    pub fn limits(&self) -> Limits {
-        match self {
-            Backend::Server(app) => crate::server::limits(&app.config),
-            Backend::Local(l) => l.limits.clone(),
+    /// The tools inside `burnlink serve`.
+    pub fn server(app: &App) -> Self {
+        Backend {
+            links: app.links.clone(),
+            via: "mcp",
+            status: Status::Service,
         }
     }
 
-    pub fn sandbox(&self) -> &Sandbox {
-        match self {
-            Backend::Server(app) => &app.sandbox,
-            Backend::Local(l) => &l.sandbox,
+    /// The tools of `burnlink mcp`, asking `status` (when given) for link status.
+    pub fn local(links: Arc<LinkService>, status: Option<StatusClient>) -> Self {
+        Backend {
+            links,
+            via: "mcp-stdio",
+            status: status.map_or(Status::Off, |c| Status::Remote(Box::new(c))),
         }
+    }
+
+    pub fn links(&self) -> &LinkService {
+        &self.links
+    }
+
+    pub fn sandbox(&self) -> &Sandbox {
+        self.links.minter().sandbox()
     }
 
     /// Whether `get_link_status` can be answered here.
     pub fn offers_status(&self) -> bool {
-        match self {
-            Backend::Server(_) => true,
-            Backend::Local(l) => l.status.is_some(),
-        }
+        !matches!(self.status, Status::Off)
     }
 
     pub async fn mint(
         &self,
         request: MintRequest,
         client: Option<IpAddr>,
-    ) -> Result<Minted, ApiError> {
-        match self {
-            Backend::Server(app) => app.mint(request, "mcp", client).await,
-            Backend::Local(l) => {
-                let minter = l.minter.clone();
-                let minted = tokio::task::spawn_blocking(move || minter.mint(request, unix_now()))
-                    .await
-                    .map_err(|_| ApiError::Internal)??;
-                let claims = &minted.claims;
-                // Cannot fail: the store is in memory.
-                let _ = l
-                    .stats
-                    .record_mint(claims.session.as_deref(), claims.expires_at)
-                    .await;
-                audit_mint(claims, "mcp-stdio", None);
-                Ok(minted)
-            }
-        }
+    ) -> Result<Minted, ServiceError> {
+        let origin = Origin {
+            via: self.via,
+            client,
+        };
+        self.links.mint(request, origin).await
     }
 
     /// The counters of one sandbox (`None` = links minted at the root).
-    pub async fn stats(&self, session: Option<&SessionId>) -> Result<Statistics, ApiError> {
-        let filter = Some(session.map(SessionId::as_str));
-        let store: &dyn StatsStore = match self {
-            Backend::Server(app) => app.stats.as_ref(),
-            Backend::Local(l) => &l.stats,
-        };
-        Ok(store.snapshot(filter, unix_now()).await?)
+    pub async fn stats(&self, session: Option<&SessionId>) -> Result<Statistics, ServiceError> {
+        self.links.stats(Some(session)).await
     }
 
-    /// The body of `GET /api/links/{token}` for a token or any URL carrying one.
-    pub async fn status(&self, caller: &Caller, url_or_token: &str) -> Result<Value, BackendError> {
+    /// The status of a link, from a token or any URL carrying one.
+    pub async fn status(
+        &self,
+        caller: &Caller,
+        url_or_token: &str,
+    ) -> Result<LinkStatus, BackendError> {
         let token = extract_token(url_or_token.trim());
-        match self {
-            Backend::Server(app) => Ok(link_status(app, caller, token).await?),
-            Backend::Local(l) => {
-                let client = l.status.as_ref().ok_or(ApiError::NotFound)?;
-                remote_status(client, token).await
-            }
+        match &self.status {
+            Status::Service => Ok(self.links.status(caller, token).await?),
+            Status::Remote(client) => remote_status(client, token).await,
+            Status::Off => Err(ServiceError::UnknownLink.into()),
         }
     }
 }
 
-async fn remote_status(client: &StatusClient, token: &str) -> Result<Value, BackendError> {
+async fn remote_status(client: &StatusClient, token: &str) -> Result<LinkStatus, BackendError> {
     let remote = |code: &str, message: String| {
         BackendError::Remote(RemoteError {
             code: code.into(),
@@ -166,7 +159,12 @@ async fn remote_status(client: &StatusClient, token: &str) -> Result<Value, Back
             )
         })?;
     if status.is_success() {
-        return Ok(body);
+        return serde_json::from_value(body).map_err(|e| {
+            remote(
+                "internal",
+                format!("the server's status answer was not understood: {e}"),
+            )
+        });
     }
     Err(remote(
         body["error"].as_str().unwrap_or("internal"),

@@ -1,7 +1,9 @@
-//! MCP: the minting tools for LLM agents, over streamable HTTP at `/mcp` and over stdio.
+//! MCP: the minting tools for LLM agents, over streamable HTTP at `/mcp` (mounted by
+//! [`crate::http::mcp`]) and over stdio ([`stdio`]).
 //!
 //! Built on rmcp, the official Rust SDK, so the protocol (versions, sessions, SSE, stdio
-//! framing, DNS-rebinding guard) is the SDK's job and this module only holds the tools.
+//! framing, DNS-rebinding guard) is the SDK's job and this module only holds the tools, which
+//! act through the same [`crate::links::LinkService`] as the HTTP API.
 
 mod backend;
 mod reply;
@@ -9,140 +11,18 @@ pub mod stdio;
 mod tools;
 mod types;
 
-use std::sync::Arc;
-
-use axum::Router;
-use axum::body::Body;
-use axum::extract::Request;
-use axum::http::HeaderValue;
-use axum::http::header::{CONTENT_LENGTH, CONTENT_TYPE};
-use axum::middleware::{self, Next};
-use axum::response::Response;
-use rmcp::transport::streamable_http_server::session::never::NeverSessionManager;
-use rmcp::transport::{StreamableHttpServerConfig, StreamableHttpService};
+use std::net::IpAddr;
 
 pub use backend::Backend;
 pub use tools::BurnlinkMcp;
 
-use crate::api::auth::Caller;
-use crate::server::App;
+use crate::access::Caller;
 
-/// `/mcp`, behind the same bearer auth as `/api/*`.
-///
-/// Stateless, with plain JSON answers: every tool call stands alone, so any replica behind a
-/// load balancer can answer any request with no sticky sessions and no shared session store.
-pub fn routes(app: Arc<App>) -> Router<Arc<App>> {
-    // The bound port may differ from the configured one (port 0), but hosts are matched
-    // without their port, so the configured address gives the right host.
-    let (base_url, _) = app.config.resolve_base_url(app.config.bind);
-    let hosts = allowed_hosts(app.config.mcp_allowed_hosts.as_deref(), &base_url);
-    let mut config = StreamableHttpServerConfig::default()
-        .with_legacy_session_mode(false)
-        .with_json_response(true)
-        .with_sse_keep_alive(None);
-    config = if hosts.iter().any(|h| h == "*") {
-        config.disable_allowed_hosts()
-    } else {
-        config.with_allowed_hosts(hosts)
-    };
-    let handler = BurnlinkMcp::new(Backend::Server(app.clone()));
-    let service = StreamableHttpService::new(
-        move || Ok(handler.clone()),
-        Arc::new(NeverSessionManager::default()),
-        config,
-    );
-    Router::new()
-        .route_service("/mcp", service)
-        .layer(middleware::map_response(json_errors))
-        .layer(middleware::from_fn_with_state(app, bearer))
-}
-
-/// rmcp answers its own HTTP-level refusals (a foreign `Host`, a wrong method or `Accept`) in
-/// plain text; burnlink's error bodies are JSON `{error, message}` everywhere (contract §8).
-/// JSON-RPC answers are JSON already and pass through untouched.
-async fn json_errors(response: Response) -> Response {
-    let status = response.status();
-    let is_json = response
-        .headers()
-        .get(CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/json"));
-    if !(status.is_client_error() || status.is_server_error()) || is_json {
-        return response;
-    }
-    let (mut parts, body) = response.into_parts();
-    let message = axum::body::to_bytes(body, 64 * 1024)
-        .await
-        .map(|b| String::from_utf8_lossy(&b).trim().to_string())
-        .unwrap_or_default();
-    let code = match status.as_u16() {
-        401 => "unauthorized",
-        403 => "forbidden",
-        404 => "not_found",
-        413 => "too_large",
-        415 => "unsupported_media_type",
-        500.. => "internal",
-        _ => "bad_request",
-    };
-    parts.headers.remove(CONTENT_LENGTH);
-    parts
-        .headers
-        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    let body = serde_json::json!({ "error": code, "message": message }).to_string();
-    Response::from_parts(parts, Body::from(body))
-}
-
-/// Puts the authenticated [`Caller`] into the request, where the tools find it (with its
-/// pinned session) through rmcp's `http::request::Parts`. Without a valid token the answer is
-/// the API's JSON 401, before rmcp sees the request.
-async fn bearer(caller: Caller, mut req: Request, next: Next) -> Response {
-    req.extensions_mut().insert(caller);
-    next.run(req).await
-}
-
-/// `BURNLINK_MCP_ALLOWED_HOSTS` as given, else the base URL's host and loopback. A host
-/// without a port allows any port (rmcp's rule), so `files.example.com` covers a load balancer
-/// on 443 and a direct hit on 8000 alike.
-pub fn allowed_hosts(configured: Option<&[String]>, base_url: &str) -> Vec<String> {
-    if let Some(list) = configured {
-        return list.to_vec();
-    }
-    let mut hosts: Vec<String> = ["localhost", "127.0.0.1", "::1"]
-        .into_iter()
-        .map(String::from)
-        .collect();
-    let authority = base_url
-        .split_once("://")
-        .map_or(base_url, |(_, rest)| rest)
-        .split(['/', '?', '#'])
-        .next()
-        .unwrap_or_default();
-    if let Ok(a) = authority.parse::<axum::http::uri::Authority>() {
-        let host = a.host().trim_matches(['[', ']']).to_ascii_lowercase();
-        if !hosts.contains(&host) {
-            hosts.push(host);
-        }
-    }
-    hosts
-}
-
-#[cfg(test)]
-mod tests {
-    use super::allowed_hosts;
-
-    #[test]
-    fn default_hosts_are_the_base_url_host_and_loopback() {
-        let h = allowed_hosts(None, "https://Files.Example.com:8443/prefix");
-        assert_eq!(h, ["localhost", "127.0.0.1", "::1", "files.example.com"]);
-        let h = allowed_hosts(None, "http://127.0.0.1:8000");
-        assert_eq!(h, ["localhost", "127.0.0.1", "::1"]);
-        let h = allowed_hosts(None, "http://[2001:db8::1]:80");
-        assert_eq!(h[3], "2001:db8::1");
-    }
-
-    #[test]
-    fn a_configured_list_replaces_the_default() {
-        let given = vec!["mcp.example.com".to_string()];
-        assert_eq!(allowed_hosts(Some(&given), "http://127.0.0.1:1"), given);
-    }
+/// Who called a tool over HTTP: put into the request by the `/mcp` mount after bearer
+/// authentication, read by the tools through rmcp's `http::request::Parts`.
+#[derive(Clone, Debug)]
+pub struct RemoteCaller {
+    pub caller: Caller,
+    /// The client's address, for the mint rate limit and the audit line.
+    pub client: IpAddr,
 }

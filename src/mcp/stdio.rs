@@ -10,11 +10,10 @@ use std::sync::Arc;
 use rmcp::ServiceExt;
 use rmcp::transport::stdio;
 
-use super::backend::{Backend, Local, StatusClient};
+use super::backend::{Backend, StatusClient};
 use super::tools::BurnlinkMcp;
 use crate::config::Config;
-use crate::links::Minter;
-use crate::server;
+use crate::links::LinkService;
 use crate::stats::MemoryStats;
 
 pub async fn run(mut config: Config) -> Result<(), String> {
@@ -34,7 +33,7 @@ pub async fn run(mut config: Config) -> Result<(), String> {
         );
     }
     let (base_url, _) = config.resolve_base_url(config.bind);
-    let sandbox = server::open_sandbox(&config).map_err(|e| e.to_string())?;
+    let sandbox = config.open_sandbox().map_err(|e| e.to_string())?;
     let status = config
         .api_tokens
         .take()
@@ -43,20 +42,16 @@ pub async fn run(mut config: Config) -> Result<(), String> {
     if status.is_none() {
         tracing::info!("get_link_status is not offered (it needs BURNLINK_API_TOKENS)");
     }
-    let limits = server::limits(&config);
-    let minter = Arc::new(Minter::new(
+    // Stats count what this process minted; no ledger here (status is asked of the server);
+    // no rate limit: the one caller is whoever started this process.
+    let links = LinkService::local(
         Arc::new(keyring),
-        sandbox.clone(),
-        limits.clone(),
-        base_url.clone(),
-    ));
-    let handler = BurnlinkMcp::new(Backend::Local(Box::new(Local {
-        minter,
         sandbox,
-        limits,
-        stats: MemoryStats::default(),
-        status,
-    })));
+        config.limits(),
+        base_url.clone(),
+        Arc::new(MemoryStats::default()),
+    );
+    let handler = BurnlinkMcp::new(Backend::local(Arc::new(links), status));
     tracing::info!(%base_url, "MCP server on stdio");
     let running = handler
         .serve(stdio())

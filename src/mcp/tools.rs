@@ -11,18 +11,17 @@ use rmcp::handler::server::tool::ToolCallContext;
 use rmcp::model::{CallToolResult, ContentBlock, Implementation, ServerCapabilities, ServerConfig};
 use rmcp::service::RequestContext;
 use rmcp::{ErrorData, RoleServer, ServerHandler, tool, tool_handler, tool_router};
-use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use super::RemoteCaller;
 use super::backend::{Backend, BackendError};
 use super::reply;
 use super::types::*;
-use crate::api::auth::Caller;
-use crate::api::compat;
-use crate::error::ApiError;
-use crate::links::{Limits, MintRequest, Minted, parse_sha256_hex};
-use crate::net::ConnInfo;
-use crate::sandbox::SessionId;
+use crate::access::Caller;
+use crate::links::{
+    Limits, LinkStatus, MintRequest, Minted, ServiceError, expiry_seconds, parse_sha256_hex,
+};
+use crate::session::SessionId;
 use crate::token::Direction;
 
 /// The MCP server: one per `/mcp` request (cheap: two `Arc`s) or one per stdio process.
@@ -62,7 +61,7 @@ impl BurnlinkMcp {
         if !backend.offers_status() {
             router.remove_route("get_link_status");
         }
-        let router = with_limits(router, &backend.limits());
+        let router = with_limits(router, backend.links().limits());
         BurnlinkMcp {
             backend,
             tool_router: Arc::new(router),
@@ -73,35 +72,30 @@ impl BurnlinkMcp {
     /// (with its pinned session) into the request; a request without one is refused, which
     /// cannot happen behind that middleware but fails closed if it ever did. On stdio the
     /// process holds the key itself, so the caller is unpinned.
+    /// The caller: over HTTP, who the `/mcp` mount authenticated; on stdio, whoever started
+    /// this process (unpinned, no address).
     fn caller(&self, ctx: &RequestContext<RoleServer>) -> Result<(Caller, Option<IpAddr>), String> {
-        match self.backend.as_ref() {
-            Backend::Local(_) => Ok((Caller { pinned: None }, None)),
-            Backend::Server(app) => {
-                let parts = ctx.extensions.get::<Parts>();
-                let caller = parts.and_then(|p| p.extensions.get::<Caller>()).cloned();
-                let client = parts.and_then(|p| {
-                    p.extensions
-                        .get::<ConnInfo>()
-                        .map(|c| c.client_ip(&p.headers, &app.config.trusted_proxies))
-                });
-                caller
-                    .map(|c| (c, client))
-                    .ok_or_else(|| "unauthorized: missing or invalid bearer token".to_string())
-            }
-        }
+        let Some(parts) = ctx.extensions.get::<Parts>() else {
+            return Ok((Caller { pinned: None }, None));
+        };
+        parts
+            .extensions
+            .get::<RemoteCaller>()
+            .map(|r| (r.caller.clone(), Some(r.client)))
+            .ok_or_else(|| "unauthorized: missing or invalid bearer token".to_string())
     }
 
     fn session(&self, caller: &Caller, asked: Option<&str>) -> Result<Option<SessionId>, String> {
         caller
             .session_for(asked)
-            .map_err(|e| reply::explain(&e, self.backend.as_ref(), None))
+            .map_err(|e| reply::explain(&e.into(), self.backend.as_ref(), None))
     }
 
     async fn mint(
         &self,
         ctx: &RequestContext<RoleServer>,
         asked_session: Option<&str>,
-        build: impl FnOnce(Option<SessionId>) -> Result<MintRequest, ApiError>,
+        build: impl FnOnce(Option<SessionId>) -> Result<MintRequest, ServiceError>,
     ) -> Result<(Minted, Option<SessionId>), String> {
         let (caller, client) = self.caller(ctx)?;
         let session = self.session(&caller, asked_session)?;
@@ -137,7 +131,7 @@ impl BurnlinkMcp {
         ctx: RequestContext<RoleServer>,
     ) -> CallToolResult {
         let a = args!(args);
-        let limits = self.backend.limits();
+        let limits = self.backend.links().limits().clone();
         let result = self
             .mint(&ctx, a.session.as_deref(), |session| {
                 Ok(MintRequest {
@@ -186,7 +180,7 @@ impl BurnlinkMcp {
         ctx: RequestContext<RoleServer>,
     ) -> CallToolResult {
         let a = args!(args);
-        let limits = self.backend.limits();
+        let limits = self.backend.links().limits().clone();
         let notes: Vec<String> = [
             ttl_note(a.ttl_seconds, &limits),
             a.max_bytes
@@ -248,7 +242,7 @@ impl BurnlinkMcp {
                 Ok(MintRequest {
                     path: a.path,
                     direction: Some(Direction::Download),
-                    ttl_seconds: Some(compat::expiry_seconds(a.expiry_minutes)?),
+                    ttl_seconds: Some(expiry_seconds(a.expiry_minutes)?),
                     session,
                     ..MintRequest::default()
                 })
@@ -321,7 +315,7 @@ impl BurnlinkMcp {
         };
         match self.backend.status(&caller, &link).await {
             Ok(v) => reply::structured(&v),
-            Err(BackendError::Api(e)) => reply::error(reply::explain(&e, &self.backend, None)),
+            Err(BackendError::Service(e)) => reply::error(reply::explain(&e, &self.backend, None)),
             Err(BackendError::Remote(r)) => reply::error(format!("{}: {}", r.code, r.message)),
         }
     }
@@ -330,7 +324,7 @@ impl BurnlinkMcp {
 #[tool_handler(router = self.tool_router)]
 impl ServerHandler for BurnlinkMcp {
     fn get_info(&self) -> ServerConfig {
-        let limits = self.backend.limits();
+        let limits = self.backend.links().limits().clone();
         ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
             .with_server_info(Implementation::new("burnlink", env!("CARGO_PKG_VERSION")))
             .with_instructions(format!(
@@ -382,11 +376,6 @@ fn ttl_note(asked: Option<i64>, limits: &Limits) -> Option<String> {
                 limits.ttl_max
             )
         })
-}
-
-/// Serialises a result for `structuredContent` and the text block.
-pub(super) fn to_value<T: Serialize>(v: &T) -> serde_json::Value {
-    serde_json::to_value(v).unwrap_or_default()
 }
 
 #[cfg(test)]

@@ -171,26 +171,3 @@ impl From<Statistics> for Counts {
         }
     }
 }
-
-/// The schema of what `GET /api/links/{token}` answers (built by `api::links::status_json`).
-#[derive(Debug, Serialize, JsonSchema)]
-#[allow(dead_code)]
-pub struct LinkStatus {
-    /// `unused`, `in_progress`, `used`, `revoked` or `expired`. `used` means the person or job
-    /// has downloaded (or uploaded) it.
-    pub state: String,
-    /// `download` or `upload`.
-    pub direction: String,
-    /// The path the link is for, relative to its sandbox.
-    pub path: String,
-    /// When the link stops (or stopped) working (RFC 3339, UTC).
-    pub expires_at: String,
-    /// Bytes received, once an upload is in place.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    #[schemars(with = "u64")]
-    pub bytes: Option<u64>,
-    /// SHA-256 (hex) of the uploaded file, once an upload is in place.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    #[schemars(with = "String")]
-    pub sha256: Option<String>,
-}

@@ -1,0 +1,145 @@
+//! `GET` and `HEAD` on a download link.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+
+use super::delivery::{self, Settle};
+use super::open::{self, Target};
+use super::range::{self, Decision};
+use super::{archive, disposition};
+use crate::http::error::ApiError;
+use crate::http::gate::Link;
+use crate::ledger::LinkState;
+use crate::sandbox::{self, SandboxError};
+use crate::state::App;
+use crate::telemetry::TransferAudit;
+use crate::token::{Claims, Direction};
+
+/// `HEAD`: metadata only. It never leases and never burns, so link previewers can look freely.
+pub async fn head(State(app): State<Arc<App>>, link: Link) -> Result<Response, ApiError> {
+    let claims = link.expect(Direction::Download)?.claims;
+    refuse_if_spent(app.ledger.state(&claims.nonce).await?)?;
+    match open::target(&app.sandbox, &claims, false).await? {
+        Target::File { meta, .. } => {
+            let mut response = StatusCode::OK.into_response();
+            file_headers(response.headers_mut(), &claims, &meta);
+            set_len(response.headers_mut(), meta.len());
+            Ok(response)
+        }
+        Target::Directory { .. } => Ok(archive::head(&app, &claims)),
+    }
+}
+
+/// `GET` for everyone who is not shown a page: the bytes, under the lease, burning the link
+/// when the last byte is handed over.
+pub async fn get(app: &Arc<App>, link: Link, headers: &HeaderMap) -> Result<Response, ApiError> {
+    let link = link.expect(Direction::Download)?;
+    let claims = &link.claims;
+    // Everything that can fail without touching the link comes first, so a 404 or 416 never
+    // holds the lease (a retry right after would otherwise see 409).
+    let (file, meta, small) = match open::target(&app.sandbox, claims, true).await? {
+        Target::File { file, meta, bytes } => (file, meta, bytes),
+        Target::Directory { base } => return archive::get(app, &link, base).await,
+    };
+    let size = meta.len();
+    let range_header = headers.get(header::RANGE).and_then(|v| v.to_str().ok());
+    let (status, start, len) = match range::decide(range_header, size) {
+        Decision::Full => (StatusCode::OK, 0, size),
+        Decision::Partial(r) => (
+            StatusCode::PARTIAL_CONTENT,
+            *r.start(),
+            r.end() - r.start() + 1,
+        ),
+        Decision::Unsatisfiable => {
+            // A spent link says so rather than blaming the range.
+            refuse_if_spent(app.ledger.state(&claims.nonce).await?)?;
+            return Err(ApiError::RangeNotSatisfiable { size });
+        }
+    };
+    let lease = app.leases.acquire(claims).await?;
+    let burns = start + len == size;
+
+    let settle = Settle {
+        audit: TransferAudit::new(claims, link.client),
+    };
+    let conn = &link.conn;
+    let body = match small {
+        // Already in memory: no second trip to the blocking pool.
+        Some(bytes) => {
+            let region = bytes.slice(start as usize..(start + len) as usize);
+            let reader = std::io::Cursor::new(region);
+            Body::new(delivery::deliver(
+                lease, reader, len, burns, conn, &app.tasks, settle,
+            ))
+        }
+        None => {
+            let mut file = file;
+            if start > 0 {
+                // lseek only moves the file offset, so it is done here rather than on the
+                // blocking pool.
+                std::io::Seek::seek(&mut file, std::io::SeekFrom::Start(start))
+                    .map_err(SandboxError::Io)?;
+            }
+            let file = tokio::fs::File::from_std(file);
+            Body::new(delivery::deliver(
+                lease, file, len, burns, conn, &app.tasks, settle,
+            ))
+        }
+    };
+
+    let mut response = Response::new(body);
+    *response.status_mut() = status;
+    let h = response.headers_mut();
+    file_headers(h, claims, &meta);
+    set_len(h, len);
+    if status == StatusCode::PARTIAL_CONTENT
+        && let Ok(v) = HeaderValue::from_str(&format!("bytes {start}-{}/{size}", start + len - 1))
+    {
+        h.insert(header::CONTENT_RANGE, v);
+    }
+    Ok(response)
+}
+
+pub(super) fn refuse_if_spent(state: LinkState) -> Result<(), ApiError> {
+    match state {
+        LinkState::Used(_) => Err(ApiError::Used),
+        LinkState::Revoked => Err(ApiError::Revoked),
+        LinkState::Unused | LinkState::InProgress => Ok(()),
+    }
+}
+
+fn file_headers(h: &mut HeaderMap, claims: &Claims, meta: &std::fs::Metadata) {
+    let name = sandbox::file_name(&claims.path);
+    let mime = mime_guess::from_path(name).first_or_octet_stream();
+    if let Ok(v) = HeaderValue::from_str(mime.as_ref()) {
+        h.insert(header::CONTENT_TYPE, v);
+    }
+    h.insert(header::CONTENT_DISPOSITION, disposition::attachment(name));
+    h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    crate::http::private_headers(h);
+    if let Ok(modified) = meta.modified() {
+        let date = httpdate(modified);
+        if let Ok(v) = HeaderValue::from_str(&date) {
+            h.insert(header::LAST_MODIFIED, v);
+        }
+    }
+}
+
+fn set_len(h: &mut HeaderMap, len: u64) {
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+}
+
+/// An IMF-fixdate (`Sun, 06 Nov 1994 08:49:37 GMT`).
+fn httpdate(t: std::time::SystemTime) -> String {
+    use time::macros::format_description;
+    let fmt = format_description!(
+        "[weekday repr:short], [day] [month repr:short] [year] [hour]:[minute]:[second] GMT"
+    );
+    time::OffsetDateTime::from(t)
+        .format(&fmt)
+        .unwrap_or_default()
+}

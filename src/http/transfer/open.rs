@@ -1,0 +1,149 @@
+//! Opening a link's path again at transfer time, on the blocking pool, for every transfer
+//! route: the file download, the directory archive, the confirmation page and the upload.
+//!
+//! Whatever happened on disk since minting is judged the same way on all four, because every
+//! failure here is a [`SandboxError`] and becomes HTTP through the one `From` impl in
+//! [`crate::http::error`]: gone, escaped or replaced is "not found", a real I/O failure is 500.
+
+use bytes::Bytes;
+use cap_std::fs::Dir;
+
+use crate::archive::walk::{self, WalkError};
+use crate::http::error::ApiError;
+use crate::sandbox::{self, Kind, Sandbox, SandboxError};
+use crate::token::Claims;
+
+/// Runs `work` on the blocking pool; its error and a lost task become HTTP in one place.
+pub async fn on_pool<T, E>(
+    work: impl FnOnce() -> Result<T, E> + Send + 'static,
+) -> Result<T, ApiError>
+where
+    T: Send + 'static,
+    E: Send + 'static,
+    ApiError: From<E>,
+{
+    Ok(tokio::task::spawn_blocking(work).await??)
+}
+
+/// What a download link names now. Lives on the stack for one call, so the size difference of
+/// its variants costs nothing worth a heap allocation on every download.
+#[allow(clippy::large_enum_variant)]
+pub enum Target {
+    /// A regular file; a small one comes with its bytes, read in the same trip.
+    File {
+        file: std::fs::File,
+        meta: std::fs::Metadata,
+        bytes: Option<Bytes>,
+    },
+    /// A directory, as the session's sandbox to archive it from.
+    Directory { base: Dir },
+}
+
+/// Files up to this size are read whole in the same trip to the blocking pool that opens them.
+/// The profile of 4 KiB one-time downloads at concurrency 32 was dominated by thread wake-ups
+/// (futex waits and `try_to_wake_up`), one per trip: opening and reading in one trip halves them
+/// (figures in docs/benchmarks.md). 64 KiB per request in flight is still small.
+pub const PREFETCH_MAX: u64 = 64 * 1024;
+
+/// Opens a download link's file or directory. With `prefetch`, a small file's bytes come
+/// along; when the kernel can open and read it from its caches without blocking, that happens
+/// right here on the async worker and the blocking pool is not involved at all.
+pub async fn target(
+    sandbox: &Sandbox,
+    claims: &Claims,
+    prefetch: bool,
+) -> Result<Target, ApiError> {
+    if prefetch && let Some(hit) = from_cache(sandbox, claims) {
+        return Ok(hit);
+    }
+    let sandbox = sandbox.clone();
+    let (session, path) = (claims.session.clone(), claims.path.clone());
+    on_pool(move || {
+        let session = session.as_ref();
+        match sandbox.open_file(session, &path) {
+            Ok((file, meta)) => {
+                let bytes = if prefetch {
+                    read_small(&file, &meta)
+                } else {
+                    None
+                };
+                Ok(Target::File { file, meta, bytes })
+            }
+            Err(SandboxError::NotAFileOrDirectory) => {
+                let base = sandbox.session_dir(session)?;
+                if base.metadata(&path)?.is_dir() {
+                    Ok(Target::Directory { base })
+                } else {
+                    Err(SandboxError::NotAFileOrDirectory)
+                }
+            }
+            Err(e) => Err(e),
+        }
+    })
+    .await
+}
+
+/// A small file's whole content, read at explicit offsets so the file offset stays where the
+/// streaming path expects it. A file that shrank since its metadata was read takes the
+/// streaming path, which fails the response when it comes up short.
+fn read_small(file: &std::fs::File, meta: &std::fs::Metadata) -> Option<Bytes> {
+    if meta.len() > PREFETCH_MAX {
+        return None;
+    }
+    let mut buf = vec![0u8; meta.len() as usize];
+    std::os::unix::fs::FileExt::read_exact_at(file, &mut buf, 0).ok()?;
+    Some(Bytes::from(buf))
+}
+
+/// The non-blocking fast path: `RESOLVE_CACHED` for the path, then `RWF_NOWAIT` for a small
+/// file's bytes. `None` sends the request to the blocking pool.
+fn from_cache(sandbox: &Sandbox, claims: &Claims) -> Option<Target> {
+    let (file, meta) = sandbox.open_file_cached(claims.session.as_ref(), &claims.path)?;
+    if meta.len() > PREFETCH_MAX {
+        // Large files stream through the blocking pool anyway; this saved the open's trip.
+        return Some(Target::File {
+            file,
+            meta,
+            bytes: None,
+        });
+    }
+    let mut buf = vec![0u8; meta.len() as usize];
+    let read = rustix::io::preadv2(
+        &file,
+        &mut [std::io::IoSliceMut::new(&mut buf)],
+        0,
+        rustix::io::ReadWriteFlags::NOWAIT,
+    );
+    // Not all in the page cache (EAGAIN), short, or failed: the blocking path decides.
+    match read {
+        Ok(n) if n == buf.len() => Some(Target::File {
+            file,
+            meta,
+            bytes: Some(Bytes::from(buf)),
+        }),
+        _ => None,
+    }
+}
+
+/// What the confirmation page shows of a download link's target, without opening it for
+/// reading: its kind and size (a directory's is the sum of its files, as at mint; none for a
+/// tree past the archive limits, whose download will say why).
+pub async fn describe(sandbox: &Sandbox, claims: &Claims) -> Result<(Kind, Option<u64>), ApiError> {
+    let sandbox = sandbox.clone();
+    let (session, path) = (claims.session.clone(), claims.path.clone());
+    on_pool(move || {
+        let meta = sandbox.stat(session.as_ref(), &path)?;
+        match sandbox::kind_of(&meta)? {
+            Kind::File => Ok((Kind::File, Some(meta.len()))),
+            Kind::Directory => {
+                let base = sandbox.session_dir(session.as_ref())?;
+                match walk::summarize(&base, &path, walk::LIMITS) {
+                    Ok(summary) => Ok((Kind::Directory, Some(summary.bytes))),
+                    Err(WalkError::Sandbox(e)) => Err(e),
+                    Err(_) => Ok((Kind::Directory, None)),
+                }
+            }
+        }
+    })
+    .await
+}

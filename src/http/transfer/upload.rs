@@ -1,0 +1,527 @@
+//! `POST` and `PUT` on an upload link: the raw request body becomes the file the link names.
+//!
+//! Everything that can be refused without reading the body is refused first (the token, the
+//! client address, multipart, a `Content-Length` over the cap, a malformed `Content-Digest`, an
+//! existing file that must not be replaced), so those cost nothing and never hold the link.
+//! Then the link is leased and the body streams through a bounded channel to a blocking writer
+//! that hashes and writes it to a temporary file beside the destination ([`crate::staging`]).
+//! Only once the file is synced, its digests checked, the lease confirmed and the file renamed
+//! into place does the link burn. Any failure before that drops the temporary and the lease:
+//! the link stays usable and the destination is untouched.
+//!
+//! The receiving runs as a tracked task, not in the handler's future: hyper drops a handler
+//! whose client went away, and a rename that happened must still be followed by its commit
+//! (and shutdown must wait for it).
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use futures_util::StreamExt;
+use serde_json::json;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use super::digest::{Expected, Hasher};
+use super::open::on_pool;
+use crate::http::error::ApiError;
+use crate::http::gate::Link;
+use crate::lease::{Lease, LeaseError};
+use crate::ledger::Receipt;
+use crate::sandbox::SandboxError;
+use crate::staging::{PersistError, Staged};
+use crate::state::App;
+use crate::telemetry::TransferAudit;
+use crate::token::{Claims, Direction, hex};
+
+/// Chunks queued between the socket and the writer thread: enough to keep both busy, few
+/// enough that an upload holds well under a megabyte whatever its size.
+const QUEUE: usize = 16;
+
+/// The writer buffers this much before each `write` system call.
+const WRITE_BUFFER: usize = 256 * 1024;
+
+/// `PUT`: an upload, whatever the link (a download link is "not found").
+pub async fn put(
+    State(app): State<Arc<App>>,
+    link: Link,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    receive(&app, link, &headers, body).await
+}
+
+/// An upload on a verified link (`PUT`, or `POST` on an upload link).
+pub async fn receive(
+    app: &Arc<App>,
+    link: Link,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let Link { claims, client, .. } = link.expect(Direction::Upload)?;
+    refuse_multipart(headers)?;
+    let cap = claims
+        .max_bytes
+        .unwrap_or(u64::MAX)
+        .min(app.config.max_upload_bytes);
+    if let Some(len) = content_length(headers)?
+        && len > cap
+    {
+        return Err(too_large(cap));
+    }
+    let expected = Expected {
+        token_sha256: claims.sha256,
+        ..Expected::default()
+    }
+    .with_header(headers.get("content-digest").map(|v| v.as_bytes()))
+    .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+
+    // The lease comes before anything touches the disk: a used or revoked link says so, and
+    // creates no directory or temporary.
+    let mut lease = app.leases.acquire(&claims).await?;
+    let audit = TransferAudit::new(&claims, client);
+    let (staged, name) = match stage(app, &claims).await {
+        Ok(staged) => staged,
+        Err(e) => {
+            lease.release().await;
+            audit.log(outcome(&e), 0);
+            return Err(e);
+        }
+    };
+    let job = Receive {
+        audit,
+        app: app.clone(),
+        claims,
+        lease,
+        cap,
+        expected,
+        name,
+    };
+    app.tasks.spawn(job.run(staged, body)).await?
+}
+
+/// Opens the destination's directory (creating what is missing) and a temporary in it. A
+/// destination that must not be replaced and already exists is refused here, before a byte is
+/// read; the rename checks again atomically.
+async fn stage(app: &App, claims: &Claims) -> Result<(Staged, String), ApiError> {
+    let sandbox = app.sandbox.clone();
+    let session = claims.session.clone();
+    let path = claims.path.clone();
+    let overwrite = claims.overwrite;
+    on_pool(move || {
+        let (dir, name) = match sandbox.upload_parent(session.as_ref(), &path) {
+            Ok(found) => found,
+            // A file where a directory should be: not a fault of the link, a conflict.
+            Err(SandboxError::NotFound | SandboxError::NotAFileOrDirectory) => {
+                return Err(ApiError::Exists(
+                    "a file is in the way of the destination's directory".into(),
+                ));
+            }
+            // Escaped since minting, or an I/O failure: as on every transfer route.
+            Err(e) => return Err(e.into()),
+        };
+        if !overwrite && dir.symlink_metadata(&name).is_ok() {
+            return Err(exists());
+        }
+        let staged = Staged::create(dir).map_err(SandboxError::Io)?;
+        Ok((staged, name))
+    })
+    .await
+}
+
+/// A leased upload, ready to receive its body.
+struct Receive {
+    app: Arc<App>,
+    claims: Claims,
+    lease: Lease,
+    cap: u64,
+    expected: Expected,
+    name: String,
+    audit: TransferAudit,
+}
+
+/// What the socket side tells the writer thread.
+enum Chunk {
+    Data(Bytes),
+    /// The body is complete: sync and hand the file back. A channel that closes without this
+    /// means the upload was abandoned.
+    End,
+}
+
+/// Why streaming the body stopped early.
+enum Stop {
+    /// The writer thread ended (a write failed); its result says why.
+    WriterGone,
+    Refuse(ApiError),
+}
+
+impl From<ApiError> for Stop {
+    fn from(e: ApiError) -> Self {
+        Stop::Refuse(e)
+    }
+}
+
+/// The writer thread's result: the synced temporary, its size and digests.
+struct Written {
+    staged: Staged,
+    sha256: [u8; 32],
+    sha512: Option<[u8; 64]>,
+}
+
+impl Receive {
+    async fn run(mut self, staged: Staged, body: Body) -> Result<Response, ApiError> {
+        let mut received = 0;
+        let result = self.receive(staged, body, &mut received).await;
+        let outcome = match &result {
+            Ok((_, burned)) => burned.outcome(),
+            Err(e) => {
+                // Usable again at once, rather than after the lease lapses.
+                self.lease.release().await;
+                outcome(e)
+            }
+        };
+        self.audit.log(outcome, received);
+        result.map(|(response, _)| response)
+    }
+
+    async fn receive(
+        &mut self,
+        staged: Staged,
+        body: Body,
+        received: &mut u64,
+    ) -> Result<(Response, Burn), ApiError> {
+        let (tx, rx) = mpsc::channel(QUEUE);
+        let hasher = Hasher::new(&self.expected);
+        let writer = tokio::task::spawn_blocking(move || write(staged, rx, hasher));
+        let streamed = match self.stream_body(body, &tx, received).await {
+            Ok(()) => tx.send(Chunk::End).await.map_err(|_| Stop::WriterGone),
+            Err(stop) => Err(stop),
+        };
+        drop(tx);
+        match streamed {
+            Ok(()) => {}
+            // The writer stopped on an error; it says which.
+            Err(Stop::WriterGone) => return Err(writer_failed(writer.await)),
+            Err(Stop::Refuse(e)) => {
+                // The writer sees the queue close without `End` and drops the temporary; wait
+                // for that, so the answer goes out only once nothing is left behind.
+                let _ = writer.await;
+                return Err(e);
+            }
+        }
+        // Syncing a large file can outlast a lease; keep renewing while it runs.
+        let written = self
+            .keep(writer)
+            .await
+            .map_err(|_| ApiError::Internal)?
+            .map_err(|e| internal("writing an upload", e))?;
+
+        if !self
+            .expected
+            .matches(&written.sha256, written.sha512.as_ref())
+        {
+            discard(written.staged).await;
+            return Err(ApiError::DigestMismatch);
+        }
+        // The rename must happen under a lease this transfer still holds, or a second upload
+        // that took the link after this one's lease lapsed could land too.
+        self.hold().await?;
+        let (name, overwrite) = (self.name.clone(), self.claims.overwrite);
+        let deadline = self.lease.deadline();
+        let landing = tokio::task::spawn_blocking(move || {
+            // Checked right before the rename: a lease that lapsed while this thread waited
+            // for the pool may be someone else's by now.
+            written
+                .staged
+                .persist(&name, overwrite, || deadline.holds())
+        });
+        self.keep(landing)
+            .await
+            .map_err(|_| ApiError::Internal)?
+            .map_err(|e| match e {
+                PersistError::Exists => exists(),
+                PersistError::LeaseLost => ApiError::InProgress,
+                PersistError::Io(err) => internal("moving an upload into place", err),
+            })?;
+
+        let receipt = Receipt {
+            bytes: *received,
+            sha256: written.sha256,
+        };
+        let burned = self.burn(receipt).await;
+        let body = json!({
+            "path": self.claims.path,
+            "bytes": receipt.bytes,
+            "sha256": hex(&receipt.sha256),
+        });
+        Ok(((StatusCode::CREATED, Json(body)).into_response(), burned))
+    }
+
+    /// Moves the body into the writer's queue, counting it against the cap, renewing the lease
+    /// while bytes arrive and giving up on a body that stalls.
+    async fn stream_body(
+        &self,
+        body: Body,
+        tx: &mpsc::Sender<Chunk>,
+        received: &mut u64,
+    ) -> Result<(), Stop> {
+        let idle = self.app.config.idle_timeout;
+        let mut tick = self.lease.ticker();
+        let mut stream = body.into_data_stream();
+        let mut last_byte = Instant::now();
+        let mut renewed_at = 0;
+        loop {
+            tokio::select! {
+                next = stream.next() => match next {
+                    None => return Ok(()),
+                    Some(Err(e)) => {
+                        tracing::debug!(error = %e, "upload body ended early");
+                        return Err(ApiError::BadRequest("the upload was interrupted".into()).into());
+                    }
+                    Some(Ok(chunk)) => {
+                        *received += chunk.len() as u64;
+                        if *received > self.cap {
+                            return Err(too_large(self.cap).into());
+                        }
+                        last_byte = Instant::now();
+                        tx.send(Chunk::Data(chunk)).await.map_err(|_| Stop::WriterGone)?;
+                    }
+                },
+                () = tokio::time::sleep_until(last_byte + idle) => {
+                    return Err(ApiError::Timeout(format!(
+                        "no upload data for {} s; the link is still usable",
+                        idle.as_secs()
+                    )).into());
+                }
+                _ = tick.tick() => {
+                    // Renew only while bytes arrive: a stalled client does not hold the link.
+                    if *received != renewed_at {
+                        renewed_at = *received;
+                        self.hold().await?;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Renews (or retakes) the lease; an upload whose lease is gone (revoked, or lapsed and
+    /// taken) stops. The lease's deadline follows every answer, so the rename never happens on
+    /// a lease that may be gone.
+    async fn hold(&self) -> Result<(), ApiError> {
+        self.lease.hold().await.map_err(|e| {
+            if let LeaseError::Ledger(e) = &e {
+                tracing::warn!(error = %e, "could not renew an upload's lease");
+            }
+            e.into()
+        })
+    }
+
+    /// Runs `work` while renewing the lease on every period, whether or not bytes flow: the
+    /// body is complete and the server is the slow one now (syncing, renaming).
+    async fn keep<F: std::future::Future>(&self, work: F) -> F::Output {
+        let mut tick = self.lease.ticker();
+        tokio::pin!(work);
+        loop {
+            tokio::select! {
+                out = &mut work => return out,
+                // A failure moves `valid_until`, which the rename checks.
+                _ = tick.tick() => { let _ = self.hold().await; }
+            }
+        }
+    }
+
+    /// Burns the link now that the file is in place (the lease counts the use). The file
+    /// stays whatever the ledger says: it is durably there, so the client hears 201 either
+    /// way; the audit line and the metric say whether the link burned.
+    async fn burn(&mut self, receipt: Receipt) -> Burn {
+        match self.lease.commit(Some(receipt)).await {
+            Ok(true) => Burn::Burned,
+            // Only a revoke between the last renewal and the rename gets here: the rename
+            // is fenced by the lease's deadline.
+            Ok(false) => {
+                tracing::error!(
+                    link = %self.claims.short_id(),
+                    "an upload landed but the link was revoked or lost just before; not burned"
+                );
+                Burn::LeaseLost
+            }
+            Err(e) => {
+                tracing::error!(
+                    error = %e,
+                    link = %self.claims.short_id(),
+                    "an upload landed but the link could not be burned; it stays usable"
+                );
+                Burn::Failed
+            }
+        }
+    }
+}
+
+/// Whether the link burned after its upload landed.
+#[derive(Clone, Copy, Debug)]
+enum Burn {
+    Burned,
+    /// Revoked (or lost) between the last renewal and the commit: the file is in place, the
+    /// link is not burned by this upload.
+    LeaseLost,
+    /// The ledger did not answer: the file is in place and the link stays usable.
+    Failed,
+}
+
+impl Burn {
+    fn outcome(self) -> &'static str {
+        match self {
+            Burn::Burned => "completed",
+            Burn::LeaseLost => "completed_lease_lost",
+            Burn::Failed => "completed_commit_failed",
+        }
+    }
+}
+
+/// The audit and metric outcome of an upload refused with `e`.
+fn outcome(e: &ApiError) -> &'static str {
+    match e {
+        ApiError::TooLarge(_) => "too_large",
+        ApiError::DigestMismatch => "digest_mismatch",
+        ApiError::Exists(_) => "exists",
+        ApiError::Timeout(_) => "stalled",
+        ApiError::BadRequest(_) => "aborted",
+        _ => "failed",
+    }
+}
+
+/// The writer thread: hashes and writes every chunk, then syncs. Blocking.
+fn write(
+    mut staged: Staged,
+    mut rx: mpsc::Receiver<Chunk>,
+    mut hasher: Hasher,
+) -> std::io::Result<Written> {
+    use std::io::Write;
+    let mut out = std::io::BufWriter::with_capacity(WRITE_BUFFER, staged.file());
+    loop {
+        match rx.blocking_recv() {
+            Some(Chunk::Data(data)) => {
+                hasher.update(&data);
+                out.write_all(&data)?;
+            }
+            Some(Chunk::End) => break,
+            None => {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::Interrupted,
+                    "upload abandoned",
+                ));
+            }
+        }
+    }
+    out.flush()?;
+    drop(out);
+    staged.sync()?;
+    let (sha256, sha512) = hasher.finish();
+    Ok(Written {
+        staged,
+        sha256,
+        sha512,
+    })
+}
+
+/// Removes a temporary that will not be used, off the async workers.
+async fn discard(staged: Staged) {
+    let _ = tokio::task::spawn_blocking(move || drop(staged)).await;
+}
+
+fn writer_failed(joined: Result<std::io::Result<Written>, tokio::task::JoinError>) -> ApiError {
+    match joined {
+        Ok(Err(e)) => internal("writing an upload", e),
+        _ => ApiError::Internal,
+    }
+}
+
+fn internal(doing: &str, e: std::io::Error) -> ApiError {
+    tracing::error!(error = %e, "file system error while {doing}");
+    ApiError::Internal
+}
+
+fn exists() -> ApiError {
+    ApiError::Exists("the destination exists and this link may not replace it".into())
+}
+
+fn too_large(cap: u64) -> ApiError {
+    ApiError::TooLarge(format!(
+        "the upload is over this link's cap of {cap} bytes; the link is still usable"
+    ))
+}
+
+fn content_length(headers: &HeaderMap) -> Result<Option<u64>, ApiError> {
+    headers
+        .get(header::CONTENT_LENGTH)
+        .map(|v| {
+            v.to_str()
+                .ok()
+                .and_then(|s| s.trim().parse::<u64>().ok())
+                .ok_or_else(|| ApiError::BadRequest("invalid Content-Length".into()))
+        })
+        .transpose()
+}
+
+/// Form uploads wrap the file in MIME parts; storing that wrapper would corrupt the file, so
+/// they are refused with the command that works.
+fn refuse_multipart(headers: &HeaderMap) -> Result<(), ApiError> {
+    let is_multipart = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<mime_guess::mime::Mime>().ok())
+        .is_some_and(|m| m.type_() == mime_guess::mime::MULTIPART);
+    if is_multipart {
+        return Err(ApiError::UnsupportedMediaType(
+            "send the file's raw bytes as the request body, not a multipart form: \
+             curl --data-binary @FILE URL (or curl -T FILE URL)"
+                .into(),
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::HeaderValue;
+
+    #[test]
+    fn multipart_is_refused_and_raw_bodies_are_not() {
+        let mut h = HeaderMap::new();
+        assert!(refuse_multipart(&h).is_ok());
+        for ok in [
+            "application/octet-stream",
+            "application/x-www-form-urlencoded",
+            "text/plain; charset=utf-8",
+            "not a mime type",
+        ] {
+            h.insert(header::CONTENT_TYPE, HeaderValue::from_static(ok));
+            assert!(refuse_multipart(&h).is_ok(), "{ok}");
+        }
+        for bad in [
+            "multipart/form-data; boundary=------abc",
+            "Multipart/Form-Data; boundary=x",
+            "multipart/mixed; boundary=x",
+        ] {
+            h.insert(header::CONTENT_TYPE, HeaderValue::from_static(bad));
+            let e = refuse_multipart(&h).unwrap_err();
+            assert_eq!(e.code(), "unsupported_media_type", "{bad}");
+            assert!(e.to_string().contains("--data-binary"));
+        }
+    }
+
+    #[test]
+    fn content_length_is_read_strictly() {
+        let mut h = HeaderMap::new();
+        assert_eq!(content_length(&h).unwrap(), None);
+        h.insert(header::CONTENT_LENGTH, HeaderValue::from_static("1024"));
+        assert_eq!(content_length(&h).unwrap(), Some(1024));
+        h.insert(header::CONTENT_LENGTH, HeaderValue::from_static("-1"));
+        assert!(content_length(&h).is_err());
+    }
+}

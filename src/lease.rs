@@ -1,0 +1,321 @@
+//! The lease keeper: how a transfer holds its link, for downloads and uploads alike.
+//!
+//! A transfer takes the link's lease before it moves a byte, renews it while bytes flow, acts
+//! (hands over the last byte, renames the upload into place) only while the lease is known to
+//! be held, and then commits (burns, and counts the use) or releases it. The ledger makes each
+//! step one atomic, fenced call; this module keeps the clock side of it in one place: the
+//! renewal period and the safety margin below.
+//!
+//! Free of HTTP: the transfer routes turn a [`LeaseError`] into a status, and tie the
+//! [`Lease::valid_until`] deadline to the connection themselves.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::time::{Instant, Interval, MissedTickBehavior};
+
+use crate::ledger::{Acquire, Ledger, LedgerError, LinkState, Owner, Receipt};
+use crate::metrics::ActiveTransfer;
+use crate::stats::StatsStore;
+use crate::token::{Claims, Nonce};
+
+/// Taken off every lease deadline before acting on it. A lease's deadline is computed from a
+/// moment taken *before* the ledger was asked, so it is never later than the ledger's own; the
+/// margin covers what happens after the check: the memory ledger's whole-millisecond clock,
+/// Redis's expiry accuracy, and the act itself (a socket write of the next chunk, a `rename`
+/// on a busy blocking pool). A quarter second is far more than those and far less than any
+/// lease (at least one second).
+pub const MARGIN: Duration = Duration::from_millis(250);
+
+/// Renewals happen every third of the lease's lifetime: one renewal may fail or be late (a slow
+/// ledger call is bounded at 2 s, the shortest lease is 1 s) and the next still lands before
+/// the lease lapses. Never more often than every 100 ms, so a tiny lease does not hammer the
+/// ledger.
+pub fn period(lifetime: Duration) -> Duration {
+    (lifetime / 3).max(Duration::from_millis(100))
+}
+
+/// Why a lease was not had.
+#[derive(Debug, thiserror::Error)]
+pub enum LeaseError {
+    #[error("another transfer holds this link right now")]
+    Busy,
+    #[error("the link has already been used")]
+    Used,
+    #[error("the link was revoked")]
+    Revoked,
+    #[error(transparent)]
+    Ledger(#[from] LedgerError),
+}
+
+/// Takes leases for the transfers of one server: the ledger to ask, the stats to count a
+/// completed use in, and the lifetime of every lease (`BURNLINK_LEASE_S`).
+#[derive(Clone)]
+pub struct LeaseKeeper {
+    ledger: Arc<dyn Ledger>,
+    stats: Arc<dyn StatsStore>,
+    lifetime: Duration,
+}
+
+impl LeaseKeeper {
+    pub fn new(ledger: Arc<dyn Ledger>, stats: Arc<dyn StatsStore>, lifetime: Duration) -> Self {
+        LeaseKeeper {
+            ledger,
+            stats,
+            lifetime,
+        }
+    }
+
+    /// Takes the link's lease for a fresh owner, or says why not.
+    pub async fn acquire(&self, claims: &Claims) -> Result<Lease, LeaseError> {
+        let owner = Owner::random();
+        // Taken before the ledger is asked, so the deadline computed from it is never later
+        // than the ledger's.
+        let asked_at = Instant::now();
+        match self
+            .ledger
+            .lease(&claims.nonce, owner, claims.expires_at, self.lifetime)
+            .await?
+        {
+            Acquire::Granted => Ok(Lease {
+                keeper: self.clone(),
+                nonce: claims.nonce,
+                expires_at: claims.expires_at,
+                session: claims.session.as_ref().map(|s| s.as_str().to_string()),
+                owner,
+                valid_until: Arc::new(Mutex::new(asked_at + self.lifetime - MARGIN)),
+                settled: false,
+                _active: ActiveTransfer::start(),
+            }),
+            Acquire::Busy => Err(LeaseError::Busy),
+            Acquire::Used => Err(LeaseError::Used),
+            Acquire::Revoked => Err(LeaseError::Revoked),
+        }
+    }
+}
+
+/// A held lease on one link. Dropping it unsettled releases it, so every early return is safe.
+pub struct Lease {
+    keeper: LeaseKeeper,
+    nonce: Nonce,
+    expires_at: u64,
+    session: Option<String>,
+    owner: Owner,
+    /// Until when acting is safe: the last known ledger deadline less [`MARGIN`]. Shared with
+    /// [`Deadline`] handles, which blocking code checks right before it acts.
+    valid_until: Arc<Mutex<Instant>>,
+    settled: bool,
+    _active: ActiveTransfer,
+}
+
+/// A read-only view of a lease's deadline, for code that cannot hold the lease itself (a
+/// rename on the blocking pool).
+#[derive(Clone)]
+pub struct Deadline(Arc<Mutex<Instant>>);
+
+impl Deadline {
+    /// Whether the lease is still known to be held right now.
+    pub fn holds(&self) -> bool {
+        Instant::now() < *lock(&self.0)
+    }
+}
+
+impl Lease {
+    /// When acting stops being safe unless the lease is renewed.
+    pub fn valid_until(&self) -> Instant {
+        *lock(&self.valid_until)
+    }
+
+    pub fn deadline(&self) -> Deadline {
+        Deadline(self.valid_until.clone())
+    }
+
+    /// A timer that ticks every renewal [`period`], the first tick one period from now.
+    pub fn ticker(&self) -> Interval {
+        let period = period(self.keeper.lifetime);
+        let mut tick = tokio::time::interval_at(Instant::now() + period, period);
+        tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        tick
+    }
+
+    /// Extends the lease by its lifetime. `Ok(false)`: it was lost (lapsed and taken, or
+    /// revoked), and the deadline is now. On a ledger error the old deadline stands: writes and
+    /// renames stop there unless a later renewal gets through.
+    pub async fn renew(&self) -> Result<bool, LedgerError> {
+        let asked_at = Instant::now();
+        let held = self
+            .keeper
+            .ledger
+            .renew(&self.nonce, self.owner, self.keeper.lifetime)
+            .await?;
+        self.set_deadline(held, asked_at);
+        Ok(held)
+    }
+
+    /// Renews, or, when the lease lapsed while the client paused and nobody else took the
+    /// link, takes it again for the same owner: the link was free, so this transfer may go on.
+    /// Otherwise says who has the link now.
+    pub async fn hold(&self) -> Result<(), LeaseError> {
+        let asked_at = Instant::now();
+        let ledger = &self.keeper.ledger;
+        let lifetime = self.keeper.lifetime;
+        let held = ledger.renew(&self.nonce, self.owner, lifetime).await? || {
+            ledger
+                .lease(&self.nonce, self.owner, self.expires_at, lifetime)
+                .await?
+                == Acquire::Granted
+        };
+        self.set_deadline(held, asked_at);
+        if held {
+            return Ok(());
+        }
+        Err(match ledger.state(&self.nonce).await? {
+            LinkState::Revoked => LeaseError::Revoked,
+            LinkState::Used(_) => LeaseError::Used,
+            LinkState::InProgress | LinkState::Unused => LeaseError::Busy,
+        })
+    }
+
+    fn set_deadline(&self, held: bool, asked_at: Instant) {
+        *lock(&self.valid_until) = if held {
+            asked_at + self.keeper.lifetime - MARGIN
+        } else {
+            asked_at
+        };
+    }
+
+    /// Burns the link (with an upload's receipt) and counts the use. `Ok(false)`: the lease was
+    /// lost (lapsed and taken, or revoked) and nothing burned. Counting is best effort: the
+    /// transfer happened whatever the stats store says.
+    pub async fn commit(&mut self, receipt: Option<Receipt>) -> Result<bool, LedgerError> {
+        self.settled = true;
+        let burned = self
+            .keeper
+            .ledger
+            .commit(&self.nonce, self.owner, receipt)
+            .await?;
+        if burned
+            && let Err(e) = self
+                .keeper
+                .stats
+                .record_use(self.session.as_deref(), self.expires_at)
+                .await
+        {
+            tracing::warn!(error = %e, "could not count a used link");
+        }
+        Ok(burned)
+    }
+
+    /// Gives the link back at once, rather than after the lease lapses.
+    pub async fn release(&mut self) {
+        self.settled = true;
+        release(&self.keeper.ledger, &self.nonce, self.owner).await;
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        if self.settled {
+            return;
+        }
+        let (ledger, nonce, owner) = (self.keeper.ledger.clone(), self.nonce, self.owner);
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(async move { release(&ledger, &nonce, owner).await });
+        }
+    }
+}
+
+async fn release(ledger: &Arc<dyn Ledger>, nonce: &Nonce, owner: Owner) {
+    if let Err(e) = ledger.release(nonce, owner).await {
+        // The lease lapses by itself after its lifetime.
+        tracing::warn!(error = %e, "could not release a lease; it will lapse");
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ledger::MemoryLedger;
+    use crate::session::SessionId;
+    use crate::stats::MemoryStats;
+    use crate::token::{Direction, unix_now};
+
+    fn keeper(lifetime: Duration) -> (LeaseKeeper, Arc<MemoryStats>) {
+        let stats = Arc::new(MemoryStats::default());
+        let keeper = LeaseKeeper::new(Arc::new(MemoryLedger::new()), stats.clone(), lifetime);
+        (keeper, stats)
+    }
+
+    fn claims() -> Claims {
+        Claims::new(
+            Direction::Download,
+            Some(SessionId::parse("s1").unwrap()),
+            "f".into(),
+            unix_now() + 3600,
+        )
+    }
+
+    #[test]
+    fn the_period_is_a_third_of_the_lifetime_but_not_below_100_ms() {
+        assert_eq!(period(Duration::from_secs(30)), Duration::from_secs(10));
+        assert_eq!(
+            period(Duration::from_millis(150)),
+            Duration::from_millis(100)
+        );
+    }
+
+    #[tokio::test]
+    async fn one_holder_at_a_time_and_commit_burns_and_counts() {
+        let (keeper, stats) = keeper(Duration::from_secs(5));
+        let c = claims();
+        let mut lease = keeper.acquire(&c).await.unwrap();
+        assert!(lease.valid_until() <= Instant::now() + Duration::from_secs(5) - MARGIN);
+        assert!(lease.deadline().holds());
+        assert!(matches!(keeper.acquire(&c).await, Err(LeaseError::Busy)));
+        assert!(lease.renew().await.unwrap());
+        assert!(lease.commit(None).await.unwrap());
+        assert!(matches!(keeper.acquire(&c).await, Err(LeaseError::Used)));
+        let s = stats.snapshot(None, unix_now()).await.unwrap();
+        assert_eq!(s.used_tokens, 1, "{s:?}");
+    }
+
+    #[tokio::test]
+    async fn release_and_drop_free_the_link() {
+        let (keeper, _) = keeper(Duration::from_secs(5));
+        let c = claims();
+        let mut lease = keeper.acquire(&c).await.unwrap();
+        lease.release().await;
+        let lease = keeper.acquire(&c).await.unwrap();
+        drop(lease);
+        // The drop releases on a spawned task.
+        for _ in 0..100 {
+            if keeper.acquire(&c).await.is_ok() {
+                return;
+            }
+            tokio::task::yield_now().await;
+        }
+        panic!("a dropped lease was not released");
+    }
+
+    #[tokio::test]
+    async fn a_lapsed_lease_is_retaken_by_hold_unless_someone_else_took_it() {
+        let (keeper, _) = keeper(Duration::from_millis(1_000));
+        let c = claims();
+        let lease = keeper.acquire(&c).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(1_100)).await;
+        assert!(!lease.deadline().holds(), "the deadline passed");
+        lease.hold().await.expect("nobody took it: retaken");
+        assert!(lease.deadline().holds());
+
+        tokio::time::sleep(Duration::from_millis(1_100)).await;
+        let mut other = keeper.acquire(&c).await.expect("lapsed: free for another");
+        assert!(!lease.renew().await.unwrap());
+        assert!(!lease.deadline().holds(), "a lost lease's deadline is now");
+        assert!(matches!(lease.hold().await, Err(LeaseError::Busy)));
+        other.release().await;
+    }
+}

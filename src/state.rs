@@ -1,0 +1,33 @@
+//! The state every request shares: configuration, keys, the ledger, the sandbox and the
+//! services built on them. Built once by `burnlink serve`; the HTTP edge and MCP over HTTP
+//! read it. It holds core types only, so it sits between the core and the edges.
+
+use std::sync::Arc;
+
+use tokio_util::task::TaskTracker;
+
+use crate::access::ApiTokens;
+use crate::config::Config;
+use crate::lease::LeaseKeeper;
+use crate::ledger::Ledger;
+use crate::links::LinkService;
+use crate::ratelimit::RateLimits;
+use crate::sandbox::Sandbox;
+use crate::stats::StatsStore;
+use crate::token::Keyring;
+
+pub struct App {
+    pub config: Config,
+    pub keyring: Arc<Keyring>,
+    pub api_tokens: ApiTokens,
+    pub ledger: Arc<dyn Ledger>,
+    pub stats: Arc<dyn StatsStore>,
+    pub sandbox: Sandbox,
+    /// Mint, status and revoke, with counting, audit, metrics and the mint rate limit.
+    pub links: Arc<LinkService>,
+    /// Takes the leases transfers hold their links by.
+    pub leases: LeaseKeeper,
+    /// Work that outlives a response (settling a transfer's lease), so shutdown can wait for it.
+    pub tasks: TaskTracker,
+    pub rate_limits: Arc<RateLimits>,
+}

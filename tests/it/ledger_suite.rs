@@ -1,0 +1,274 @@
+//! The ledger conformance suite ([`burnlink::ledger::suite`]) against every implementation: the
+//! in-memory ledger and the Redis ledger on a real `redis-server` (started per test on a free
+//! port), plus what only Redis can get wrong: replicas racing over two connections, lease
+//! expiry by `PX`, key lifetimes, Redis down and Redis hung.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use burnlink::ledger::memory::RETAIN_AFTER_EXPIRY_S;
+use burnlink::ledger::redis::{OP_TIMEOUT, connect, key};
+use burnlink::ledger::{
+    Acquire, Ledger, LedgerError, LinkState, MemoryLedger, Owner, Receipt, RedisLedger, suite,
+};
+use burnlink::token::unix_now;
+
+use crate::support::redis_server::RedisServer;
+
+/// The suite against a fresh [`MemoryLedger`] per rule.
+mod memory {
+    use super::*;
+
+    #[tokio::test]
+    async fn lease_commit_burns() {
+        suite::lease_commit_burns(&MemoryLedger::new()).await;
+    }
+
+    #[tokio::test]
+    async fn release_makes_it_usable_again() {
+        suite::release_makes_it_usable_again(&MemoryLedger::new()).await;
+    }
+
+    #[tokio::test]
+    async fn revoke_rules() {
+        suite::revoke_rules(&MemoryLedger::new()).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn race_has_one_winner() {
+        suite::race_has_one_winner(Arc::new(MemoryLedger::new())).await;
+    }
+}
+
+/// The same suite against a [`RedisLedger`] on a fresh `redis-server` per test, then what only
+/// Redis can get wrong.
+mod redis {
+    use super::*;
+
+    #[tokio::test]
+    async fn lease_commit_burns() {
+        let Some(r) = RedisServer::start() else {
+            return;
+        };
+        suite::lease_commit_burns(&ledger(&r)).await;
+    }
+
+    #[tokio::test]
+    async fn release_makes_it_usable_again() {
+        let Some(r) = RedisServer::start() else {
+            return;
+        };
+        suite::release_makes_it_usable_again(&ledger(&r)).await;
+    }
+
+    #[tokio::test]
+    async fn revoke_rules() {
+        let Some(r) = RedisServer::start() else {
+            return;
+        };
+        suite::revoke_rules(&ledger(&r)).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn race_has_one_winner() {
+        let Some(r) = RedisServer::start() else {
+            return;
+        };
+        suite::race_has_one_winner(Arc::new(ledger(&r))).await;
+    }
+
+    fn ledger(server: &RedisServer) -> RedisLedger {
+        RedisLedger::new(connect(&server.url()).unwrap())
+    }
+
+    /// Two handles on one Redis stand for two replicas: 64 tasks split between them race for
+    /// one nonce, exactly one wins.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn race_across_two_connections_has_one_winner() {
+        let Some(r) = RedisServer::start() else {
+            return;
+        };
+        let (a, b): (Arc<dyn Ledger>, Arc<dyn Ledger>) =
+            (Arc::new(ledger(&r)), Arc::new(ledger(&r)));
+        let n = [7u8; 16];
+        let mut tasks = Vec::new();
+        for i in 0..64u128 {
+            let l = if i % 2 == 0 { a.clone() } else { b.clone() };
+            tasks.push(tokio::spawn(async move {
+                l.lease(&n, Owner(i), u64::MAX, Duration::from_secs(30))
+                    .await
+                    .unwrap()
+            }));
+        }
+        let mut granted = 0;
+        for t in tasks {
+            granted += (t.await.unwrap() == Acquire::Granted) as u32;
+        }
+        assert_eq!(granted, 1);
+    }
+
+    #[tokio::test]
+    async fn a_lapsed_lease_frees_the_link_and_fences_its_owner() {
+        let Some(r) = RedisServer::start() else {
+            return;
+        };
+        let l = ledger(&r);
+        let n = [1u8; 16];
+        let short = Duration::from_millis(300);
+        assert_eq!(
+            l.lease(&n, Owner(1), u64::MAX, short).await.unwrap(),
+            Acquire::Granted
+        );
+        assert_eq!(
+            l.lease(&n, Owner(2), u64::MAX, short).await.unwrap(),
+            Acquire::Busy
+        );
+        // The owner's replica "dies": nobody renews; Redis drops the key after its PX.
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        assert_eq!(l.state(&n).await.unwrap(), LinkState::Unused);
+        assert!(!l.renew(&n, Owner(1), short).await.unwrap());
+        assert_eq!(
+            l.lease(&n, Owner(2), u64::MAX, Duration::from_secs(30))
+                .await
+                .unwrap(),
+            Acquire::Granted
+        );
+        assert!(
+            !l.commit(&n, Owner(1), None).await.unwrap(),
+            "the dead owner cannot burn"
+        );
+        assert!(l.commit(&n, Owner(2), None).await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn keys_expire_with_their_token_and_untouched_links_store_nothing() {
+        let Some(r) = RedisServer::start() else {
+            return;
+        };
+        let l = ledger(&r);
+        let expires_at = unix_now() + 600;
+        let lease = Duration::from_secs(30);
+
+        // Asking about a link, or leasing and releasing it, leaves nothing behind.
+        assert_eq!(l.state(&[1; 16]).await.unwrap(), LinkState::Unused);
+        l.lease(&[1; 16], Owner(1), expires_at, lease)
+            .await
+            .unwrap();
+        let pttl: i64 = r.command(&format!("PTTL {}", key(&[1; 16])))[1..]
+            .parse()
+            .unwrap();
+        assert!((1..=30_000).contains(&pttl), "lease PX: {pttl}");
+        l.release(&[1; 16], Owner(1)).await.unwrap();
+        assert_eq!(l.entries().await.unwrap(), 0);
+
+        // A burned link with its receipt, kept until expiry + the retention margin.
+        let receipt = Receipt {
+            bytes: 1234,
+            sha256: std::array::from_fn(|i| i as u8),
+        };
+        l.lease(&[2; 16], Owner(1), expires_at, lease)
+            .await
+            .unwrap();
+        assert!(l.commit(&[2; 16], Owner(1), Some(receipt)).await.unwrap());
+        assert_eq!(
+            l.state(&[2; 16]).await.unwrap(),
+            LinkState::Used(Some(receipt))
+        );
+        let ttl: i64 = r.command(&format!("TTL {}", key(&[2; 16])))[1..]
+            .parse()
+            .unwrap();
+        let want = (600 + RETAIN_AFTER_EXPIRY_S) as i64;
+        assert!((want - 5..=want).contains(&ttl), "burned TTL {ttl}");
+
+        // A revoked link likewise.
+        l.revoke(&[3; 16], expires_at).await.unwrap();
+        let ttl: i64 = r.command(&format!("TTL {}", key(&[3; 16])))[1..]
+            .parse()
+            .unwrap();
+        assert!((want - 5..=want).contains(&ttl), "revoked TTL {ttl}");
+        assert_eq!(l.entries().await.unwrap(), 2);
+    }
+
+    #[tokio::test]
+    async fn redis_down_is_unavailable_fast_and_service_resumes_when_it_returns() {
+        let Some(mut r) = RedisServer::start() else {
+            return;
+        };
+        let l = ledger(&r);
+        l.ping().await.unwrap();
+        r.stop();
+        let started = std::time::Instant::now();
+        assert!(matches!(
+            l.lease(&[1; 16], Owner(1), u64::MAX, Duration::from_secs(30))
+                .await,
+            Err(LedgerError::Unavailable(_))
+        ));
+        assert!(matches!(l.ping().await, Err(LedgerError::Unavailable(_))));
+        assert!(
+            started.elapsed() <= OP_TIMEOUT * 2 + Duration::from_millis(500),
+            "bounded by the call timeout"
+        );
+        r.restart();
+        let mut ok = false;
+        for _ in 0..50 {
+            if l.ping().await.is_ok() {
+                ok = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(ok, "the handle reconnects by itself");
+        assert_eq!(
+            l.lease(&[1; 16], Owner(1), u64::MAX, Duration::from_secs(30))
+                .await
+                .unwrap(),
+            Acquire::Granted
+        );
+    }
+
+    /// A Redis that hangs (SIGSTOP: connections open, no answers) must not hang transfers.
+    #[tokio::test]
+    async fn a_hung_redis_times_out_and_answers_are_not_mixed_up_afterwards() {
+        let Some(r) = RedisServer::start() else {
+            return;
+        };
+        let l = ledger(&r);
+        l.ping().await.unwrap();
+        r.pause();
+        let started = std::time::Instant::now();
+        assert!(matches!(
+            l.lease(&[1; 16], Owner(1), u64::MAX, Duration::from_secs(30))
+                .await,
+            Err(LedgerError::Unavailable(_))
+        ));
+        assert!(matches!(
+            l.state(&[2; 16]).await,
+            Err(LedgerError::Unavailable(_))
+        ));
+        assert!(
+            started.elapsed() <= OP_TIMEOUT * 2 + Duration::from_millis(500),
+            "each call is bounded"
+        );
+        r.resume();
+        let mut ok = false;
+        for _ in 0..50 {
+            if l.ping().await.is_ok() {
+                ok = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(ok);
+        // The timed-out lease may have run late (Redis queued it); either way each answer
+        // belongs to its own question.
+        assert!(l.commit(&[2; 16], Owner(1), None).await.is_ok_and(|c| !c));
+        assert_eq!(
+            l.lease(&[3; 16], Owner(3), u64::MAX, Duration::from_secs(30))
+                .await
+                .unwrap(),
+            Acquire::Granted
+        );
+        assert_eq!(l.state(&[3; 16]).await.unwrap(), LinkState::InProgress);
+        assert_eq!(l.state(&[4; 16]).await.unwrap(), LinkState::Unused);
+    }
+}

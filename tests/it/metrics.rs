@@ -1,0 +1,187 @@
+//! `/metrics`: Prometheus text after real transfers, with the contract's names and no secrets.
+
+use crate::support::*;
+use futures_util::StreamExt;
+use serde_json::json;
+
+/// The value of the sample `name` whose labels include every `labels` pair.
+fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|line| {
+            let (series, value) = line.rsplit_once(' ')?;
+            let (metric, label_text) = match series.split_once('{') {
+                Some((m, rest)) => (m, rest.trim_end_matches('}')),
+                None => (series, ""),
+            };
+            let all = labels
+                .iter()
+                .all(|(k, v)| label_text.split(',').any(|p| p == format!("{k}=\"{v}\"")));
+            (metric == name && all).then(|| value.parse().ok())?
+        })
+}
+
+async fn scrape(s: &Server) -> String {
+    let r = s.get(&format!("{}/metrics", s.base)).await;
+    assert_eq!(r.status(), 200);
+    let ct = r.headers()["content-type"].to_str().unwrap().to_string();
+    assert!(ct.starts_with("text/plain; version=0.0.4"), "{ct}");
+    r.text().await.unwrap()
+}
+
+#[tokio::test]
+async fn metrics_count_mints_transfers_bytes_and_latency_without_leaking_links() {
+    let s = Server::start();
+    let data = pattern(300_000);
+    s.write("reports/q3.pdf", &data);
+    let first = s.mint("reports/q3.pdf").await;
+    let second = s.mint("reports/q3.pdf").await;
+    let upload = s.mint_upload(json!({ "path": "in/up.bin" })).await;
+    let upload_url = upload["url"].as_str().unwrap();
+
+    // One complete download, one that the client drops early.
+    let r = s.get(&first).await;
+    assert_eq!(sha256(&r.bytes().await.unwrap()), sha256(&data));
+    assert_eq!(s.settled_state(&first).await, "used");
+    let r = s
+        .client
+        .get(&second)
+        .header("range", "bytes=0-99")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 206);
+    assert_eq!(r.bytes().await.unwrap().len(), 100);
+    assert_eq!(s.settled_state(&second).await, "unused");
+    // One upload.
+    let body = pattern(5_000);
+    let r = s.client.put(upload_url).body(body).send().await.unwrap();
+    assert_eq!(r.status(), 201);
+    // One refusal: not a transfer, but a request with a status.
+    let r = s.get(&format!("{}/transfer/not-a-token", s.base)).await;
+    assert_eq!(r.status(), 404);
+
+    let text = scrape(&s).await;
+    let get = |name: &str, labels: &[(&str, &str)]| {
+        sample(&text, name, labels).unwrap_or_else(|| panic!("{name} {labels:?} in\n{text}"))
+    };
+    assert_eq!(
+        get("burnlink_links_minted_total", &[("direction", "download")]),
+        2.0
+    );
+    assert_eq!(
+        get("burnlink_links_minted_total", &[("direction", "upload")]),
+        1.0
+    );
+    let transfers = |direction, outcome| {
+        get(
+            "burnlink_transfers_total",
+            &[("direction", direction), ("outcome", outcome)],
+        )
+    };
+    assert_eq!(transfers("download", "completed"), 1.0);
+    assert_eq!(transfers("download", "partial"), 1.0);
+    assert_eq!(transfers("upload", "completed"), 1.0);
+    assert_eq!(
+        get(
+            "burnlink_transfer_bytes_total",
+            &[("direction", "download")]
+        ),
+        (data.len() + 100) as f64
+    );
+    assert_eq!(
+        get("burnlink_transfer_bytes_total", &[("direction", "upload")]),
+        5_000.0
+    );
+    assert_eq!(get("burnlink_active_transfers", &[]), 0.0);
+    // Two burned links are in the (memory) ledger.
+    assert_eq!(get("burnlink_ledger_entries", &[]), 2.0);
+    // Latency by route template and status; a histogram, not a summary.
+    assert!(text.contains("# TYPE burnlink_http_request_duration_seconds histogram"));
+    let route = [
+        ("method", "GET"),
+        ("route", "/transfer/{token}/{name}"),
+        ("status", "200"),
+    ];
+    assert_eq!(
+        get("burnlink_http_request_duration_seconds_count", &route),
+        1.0
+    );
+    let mut inf = route.to_vec();
+    inf.push(("le", "+Inf"));
+    assert_eq!(
+        get("burnlink_http_request_duration_seconds_bucket", &inf),
+        1.0
+    );
+    assert_eq!(
+        get(
+            "burnlink_http_request_duration_seconds_count",
+            &[("route", "/transfer/{token}"), ("status", "404")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        get(
+            "burnlink_http_request_duration_seconds_count",
+            &[
+                ("route", "/api/links"),
+                ("method", "POST"),
+                ("status", "201")
+            ]
+        ),
+        3.0
+    );
+
+    // Labels never carry a token, a path or an address.
+    for secret in [
+        burnlink::token::extract_token(&first),
+        burnlink::token::extract_token(&second),
+        burnlink::token::extract_token(upload_url),
+        "q3.pdf",
+        "up.bin",
+        "not-a-token",
+        "127.0.0.1",
+        API_TOKEN,
+    ] {
+        assert!(!text.contains(secret), "/metrics shows {secret}");
+    }
+}
+
+#[tokio::test]
+async fn a_running_transfer_is_active_until_it_settles() {
+    let s = Server::start();
+    let data = pattern(48 * 1024 * 1024);
+    s.write("big.bin", &data);
+    let url = s.mint("big.bin").await;
+    let r = s.get(&url).await;
+    let mut stream = r.bytes_stream();
+    let first = stream.next().await.unwrap().unwrap();
+    assert!(!first.is_empty());
+    let text = scrape(&s).await;
+    assert_eq!(
+        sample(&text, "burnlink_active_transfers", &[]),
+        Some(1.0),
+        "{text}"
+    );
+    drop(stream);
+    // The drop settles the transfer (released) just after; bounded wait.
+    let mut active = None;
+    for _ in 0..100 {
+        active = sample(&scrape(&s).await, "burnlink_active_transfers", &[]);
+        if active == Some(0.0) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(active, Some(0.0));
+    let text = scrape(&s).await;
+    assert_eq!(
+        sample(
+            &text,
+            "burnlink_transfers_total",
+            &[("direction", "download"), ("outcome", "aborted")]
+        ),
+        Some(1.0),
+        "{text}"
+    );
+}
