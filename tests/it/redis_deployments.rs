@@ -383,6 +383,10 @@ async fn cluster_two_replicas_races_uploads_stats_and_a_primary_failover() {
     let burned_before = on_victim.remove(0);
     assert_eq!(r[1].get(&on(&burned_before, 0, 1)).await.status(), 200);
     *served.entry(key_of(&burned_before)).or_default() += 1;
+    // The client has its 200 (and the bytes) a moment before the server burns the link: the
+    // burn follows the flush. Killing the primary inside that moment kills it before the burn,
+    // which then fails ("could not burn a delivered link") and was never made. Burned first.
+    assert_eq!(r[1].settled_state(&on(&burned_before, 0, 1)).await, "used");
     let mut cluster = cluster;
     cluster.nodes[victim].kill();
     let killed = Instant::now();
