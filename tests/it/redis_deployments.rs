@@ -701,3 +701,36 @@ async fn revoke_and_stdio_link_status_speak_https() {
     let _ = mcp.kill();
     let _ = mcp.wait();
 }
+
+/// `rediss+cluster://`: a TLS-only cluster (TLS between its nodes too), the CA through
+/// `BURNLINK_REDIS_CA`: mint, one download, the second GET is `used`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_cluster_serves_a_link_once() {
+    const TEST: &str = "tls_cluster_serves_a_link_once";
+    let Some(bin) = need_redis(TEST) else { return };
+    let Some(certs) = Certs::make(TEST) else {
+        return;
+    };
+    let cluster = Cluster::start(&bin, Some(&certs));
+    let url = format!("rediss+cluster://{}", cluster.seeds(&[0, 3]));
+    let ca = certs.ca.display().to_string();
+    let s = Server::start_with(&[
+        ("BURNLINK_LEDGER", &url),
+        ("BURNLINK_REDIS_CA", &ca),
+        ("BURNLINK_LEDGER_REPLICAS", "1"),
+    ]);
+    s.write("f.txt", b"tls cluster");
+    assert_eq!(ready(&s.base).await, 200, "{}", s.log());
+    let link = s.mint("f.txt").await;
+    let resp = s.get(&link).await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(&resp.bytes().await.unwrap()[..], b"tls cluster");
+    assert_eq!(s.settled_state(&link).await, "used");
+    assert_eq!(status_of(s.get(&link).await).await, (404, "used".into()));
+    assert_eq!(
+        cluster.count_keys("burnlink:n:*"),
+        1,
+        "the burn is in the cluster"
+    );
+    assert!(!s.log().contains("fewer Redis replicas"), "{}", s.log());
+}
