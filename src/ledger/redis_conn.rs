@@ -499,7 +499,18 @@ impl RedisHandle {
                 let (user, pass) = target.credentials();
                 let mut sentinels = Vec::new();
                 for (host, port) in &target.nodes {
-                    let addr = ConnectionAddr::Tcp(host.clone(), *port);
+                    // A TLS sentinel must be named as a TLS address: the builder refuses a
+                    // TLS mode on a plain `Tcp` one.
+                    let addr = if target.tls {
+                        ConnectionAddr::TcpTls {
+                            host: host.clone(),
+                            port: *port,
+                            insecure: false,
+                            tls_params: None,
+                        }
+                    } else {
+                        ConnectionAddr::Tcp(host.clone(), *port)
+                    };
                     let mut b =
                         SentinelClientBuilder::new([addr], master, SentinelServerType::Master)
                             .map_err(bad_url)?

@@ -734,3 +734,36 @@ async fn tls_cluster_serves_a_link_once() {
     );
     assert!(!s.log().contains("fewer Redis replicas"), "{}", s.log());
 }
+
+/// `rediss+sentinel://`: sentinels and data nodes over TLS (replication too), the CA through
+/// `BURNLINK_REDIS_CA`: mint, one download, the second GET is `used`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_sentinel_serves_a_link_once() {
+    const TEST: &str = "tls_sentinel_serves_a_link_once";
+    let Some(bin) = need_redis(TEST) else { return };
+    let Some(certs) = Certs::make(TEST) else {
+        return;
+    };
+    let stack = Sentinels::start_with(&bin, Some(&certs));
+    let url = format!("rediss+sentinel://{}/{MASTER}/0", stack.tls_addrs(2));
+    let ca = certs.ca.display().to_string();
+    let s = Server::start_with(&[
+        ("BURNLINK_LEDGER", &url),
+        ("BURNLINK_REDIS_CA", &ca),
+        ("BURNLINK_LEDGER_REPLICAS", "1"),
+    ]);
+    s.write("f.txt", b"tls sentinel");
+    assert_eq!(ready(&s.base).await, 200, "{}", s.log());
+    let link = s.mint("f.txt").await;
+    let resp = s.get(&link).await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(&resp.bytes().await.unwrap()[..], b"tls sentinel");
+    assert_eq!(s.settled_state(&link).await, "used");
+    assert_eq!(status_of(s.get(&link).await).await, (404, "used".into()));
+    assert_eq!(
+        command(stack.primary.port, &format!("EXISTS {}", key_of(&link))),
+        ":1",
+        "the burn is in the primary"
+    );
+    assert!(!s.log().contains("fewer Redis replicas"), "{}", s.log());
+}

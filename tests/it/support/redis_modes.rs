@@ -506,18 +506,47 @@ pub struct Sentinels {
     pub primary: Proc,
     pub replica: Proc,
     pub sentinels: Vec<Proc>,
+    /// With TLS: the sentinels' TLS ports (the plain ports stay open for the test's checks;
+    /// the sentinels watch the data nodes' TLS ports, so they name those).
+    pub sentinel_tls_ports: Vec<u16>,
 }
 
 pub const MASTER: &str = "mymaster";
 
 impl Sentinels {
     pub fn start(bin: &Path) -> Sentinels {
+        Self::start_with(bin, None)
+    }
+
+    /// With `certs`: every node and sentinel also listens on a TLS port, and replication and
+    /// the sentinels' own links use TLS.
+    pub fn start_with(bin: &Path, certs: Option<&Certs>) -> Sentinels {
         let dir = tempfile::tempdir().unwrap();
         let (pp, rp) = (free_port(), free_port());
-        let primary = spawn(bin, dir.path(), "primary", pp, &base_args(pp));
+        let (ptls, rtls) = (free_port(), free_port());
+        let tls_args = |tls_port: u16| -> Vec<String> {
+            match certs {
+                None => Vec::new(),
+                Some(c) => {
+                    let mut a = c.server_args(tls_port, false);
+                    a.extend(["--tls-replication".to_string(), "yes".to_string()]);
+                    a
+                }
+            }
+        };
+        // The address the sentinels watch and name: the TLS port when there is one.
+        let watched = if certs.is_some() { ptls } else { pp };
+        let mut args = base_args(pp);
+        args.extend(tls_args(ptls));
+        let primary = spawn(bin, dir.path(), "primary", pp, &args);
         assert!(wait_until(Duration::from_secs(10), || command(pp, "PING") == "+PONG"));
         let mut args = base_args(rp);
-        args.extend(["--replicaof".into(), "127.0.0.1".into(), pp.to_string()]);
+        args.extend(tls_args(rtls));
+        args.extend([
+            "--replicaof".into(),
+            "127.0.0.1".into(),
+            watched.to_string(),
+        ]);
         let replica = spawn(bin, dir.path(), "replica", rp, &args);
         assert!(
             wait_until(Duration::from_secs(15), || {
@@ -526,15 +555,31 @@ impl Sentinels {
             }),
             "the replica did not sync"
         );
+        let replica_watched = if certs.is_some() { rtls } else { rp };
         let mut sentinels = Vec::new();
+        let mut sentinel_tls_ports = Vec::new();
         for i in 0..3 {
             let port = free_port();
             let conf = dir.path().join(format!("sentinel-{i}.conf"));
+            let tls = match certs {
+                None => String::new(),
+                Some(c) => {
+                    let tls_port = free_port();
+                    sentinel_tls_ports.push(tls_port);
+                    format!(
+                        "tls-port {tls_port}\ntls-cert-file {}\ntls-key-file {}\n\
+                         tls-ca-cert-file {}\ntls-auth-clients no\ntls-replication yes\n",
+                        c.server_cert.display(),
+                        c.server_key.display(),
+                        c.ca.display()
+                    )
+                }
+            };
             std::fs::write(
                 &conf,
                 format!(
-                    "port {port}\nbind 127.0.0.1\ndir {}\n\
-                     sentinel monitor {MASTER} 127.0.0.1 {pp} 2\n\
+                    "port {port}\nbind 127.0.0.1\ndir {}\n{tls}\
+                     sentinel monitor {MASTER} 127.0.0.1 {watched} 2\n\
                      sentinel down-after-milliseconds {MASTER} 1000\n\
                      sentinel failover-timeout {MASTER} 3000\n\
                      sentinel parallel-syncs {MASTER} 1\n",
@@ -556,6 +601,7 @@ impl Sentinels {
             primary,
             replica,
             sentinels,
+            sentinel_tls_ports,
         };
         // Each sentinel must know the replica and the two other sentinels before a failover
         // can be agreed on.
@@ -563,7 +609,7 @@ impl Sentinels {
             s.sentinels.iter().all(|x| {
                 command(x.port, &format!("SENTINEL ckquorum {MASTER}")).contains("3 usable")
                     && command(x.port, &format!("SENTINEL replicas {MASTER}"))
-                        .contains(&rp.to_string())
+                        .contains(&replica_watched.to_string())
             })
         });
         assert!(
@@ -574,6 +620,15 @@ impl Sentinels {
     }
 
     /// `host:port,host:port` of the first `n` sentinels.
+    /// `host:port,host:port` of the first `n` sentinels' TLS ports.
+    pub fn tls_addrs(&self, n: usize) -> String {
+        self.sentinel_tls_ports[..n]
+            .iter()
+            .map(|p| format!("127.0.0.1:{p}"))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
     pub fn addrs(&self, n: usize) -> String {
         self.sentinels[..n]
             .iter()
