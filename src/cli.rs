@@ -387,27 +387,18 @@ fn revoke(mut config: Config, input: &str) -> Result<ExitCode, String> {
         "BURNLINK_API_TOKENS is not set: revoking asks the server, with the first API token",
     )?;
     let (base_url, _) = config.resolve_base_url(config.bind);
-    if base_url.starts_with("https://") {
-        return Err(format!(
-            "this build talks plain HTTP only; revoke through an http:// address, or run \
-             curl -X DELETE -H 'Authorization: Bearer …' {base_url}/api/links/TOKEN"
-        ));
-    }
+    let http = crate::http_client::client(std::time::Duration::from_secs(30))?;
     let token = extract_token(input).to_string();
     if !is_token_shaped(&token) {
         return Err("that is not a burnlink link or token".into());
     }
     let url = format!("{base_url}/api/links/{token}");
     runtime()?.block_on(async move {
-        let response = reqwest::Client::new()
-            .delete(&url)
-            .bearer_auth(api_token.first())
-            .send()
+        let (status, body) = http
+            .call(hyper::Method::DELETE, &url, api_token.first())
             .await
             // Without the URL: it carries the live token, and this may land in a CI log.
-            .map_err(|e| format!("cannot reach {base_url}: {}", e.without_url()))?;
-        let status = response.status();
-        let body: serde_json::Value = response.json().await.unwrap_or_default();
+            .map_err(|e| format!("cannot reach {base_url}: {e}"))?;
         if status.is_success() {
             println!("revoked");
             Ok(ExitCode::SUCCESS)

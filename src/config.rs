@@ -11,6 +11,7 @@ use ipnet::IpNet;
 use serde::Deserialize;
 
 use crate::access::ApiTokens;
+use crate::ledger::redis_conn::{RedisOptions, Target};
 use crate::sandbox::Sandbox;
 use crate::token::Keyring;
 use crate::webhooks::{Secret, WebhookConfig};
@@ -48,6 +49,10 @@ pub const KNOWN_VARS: &[&str] = &[
     "WEBHOOK_SECRET",
     "OAUTH_ISSUER",
     "OAUTH_AUDIENCE",
+    "REDIS_CA",
+    "REDIS_CERT",
+    "REDIS_KEY",
+    "LEDGER_REPLICAS",
 ];
 
 #[derive(Debug, Default, Deserialize)]
@@ -82,6 +87,10 @@ struct Raw {
     webhook_secret: Option<String>,
     oauth_issuer: Option<String>,
     oauth_audience: Option<String>,
+    redis_ca: Option<String>,
+    redis_cert: Option<String>,
+    redis_key: Option<String>,
+    ledger_replicas: Option<String>,
 }
 
 /// A variable (or the `.env` file) with a bad value. Displays as the one line start-up prints.
@@ -109,7 +118,8 @@ pub enum LogFormat {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum LedgerKind {
     Memory,
-    Redis(String),
+    /// Any Redis form (one node, cluster, sentinel; TLS) with its TLS files and replica count.
+    Redis(RedisOptions),
 }
 
 #[derive(Debug)]
@@ -263,18 +273,13 @@ impl Config {
                 format!("must not exceed BURNLINK_TTL_MAX_S ({ttl_max}), got {ttl_default}"),
             ));
         }
-        let ledger = match non_empty(raw.ledger).as_deref() {
-            None | Some("memory") => LedgerKind::Memory,
-            Some(s) if s.starts_with("redis://") || s.starts_with("rediss://") => {
-                LedgerKind::Redis(s.to_string())
-            }
-            Some(s) => {
-                return Err(bad(
-                    "LEDGER",
-                    format!("expected `memory` or `redis://host:port/db`, got `{s}`"),
-                ));
-            }
-        };
+        let ledger = ledger(
+            raw.ledger,
+            raw.redis_ca,
+            raw.redis_cert,
+            raw.redis_key,
+            raw.ledger_replicas,
+        )?;
         let log_format = match non_empty(raw.log_format).as_deref() {
             None | Some("text") => LogFormat::Text,
             Some("json") => LogFormat::Json,
@@ -476,6 +481,14 @@ impl Config {
         })
     }
 
+    /// The Redis settings, when the ledger is Redis.
+    fn redis_options(&self) -> Option<&RedisOptions> {
+        match &self.ledger {
+            LedgerKind::Redis(o) => Some(o),
+            LedgerKind::Memory => None,
+        }
+    }
+
     /// `https` when the server terminates TLS itself.
     pub fn scheme(&self) -> &'static str {
         if self.tls.is_some() { "https" } else { "http" }
@@ -529,7 +542,7 @@ impl Config {
                 "LEDGER",
                 match &self.ledger {
                     LedgerKind::Memory => "memory".into(),
-                    LedgerKind::Redis(url) => mask_url_password(url),
+                    LedgerKind::Redis(options) => mask_url_password(&options.url),
                 },
             ),
             ("LOG", self.log.clone()),
@@ -595,6 +608,28 @@ impl Config {
                 },
             ),
             (
+                "REDIS_CA",
+                self.redis_options()
+                    .and_then(|o| o.ca.as_ref())
+                    .map_or("(unset)".into(), |p| p.display().to_string()),
+            ),
+            (
+                "REDIS_CERT",
+                self.redis_options()
+                    .and_then(|o| o.client_cert.as_ref())
+                    .map_or("(unset)".into(), |(c, _)| c.display().to_string()),
+            ),
+            (
+                "REDIS_KEY",
+                self.redis_options()
+                    .and_then(|o| o.client_cert.as_ref())
+                    .map_or("(unset)".into(), |(_, k)| k.display().to_string()),
+            ),
+            (
+                "LEDGER_REPLICAS",
+                self.redis_options().map_or(0, |o| o.replicas).to_string(),
+            ),
+            (
                 "OAUTH_ISSUER",
                 self.oauth_issuer
                     .clone()
@@ -652,6 +687,67 @@ fn url_origin(url: &str) -> String {
 
 fn is_url(s: &str) -> bool {
     (s.starts_with("https://") || s.starts_with("http://")) && !s.contains(char::is_whitespace)
+}
+
+/// `BURNLINK_LEDGER` and the Redis variables that go with it.
+fn ledger(
+    url: Option<String>,
+    ca: Option<String>,
+    cert: Option<String>,
+    key: Option<String>,
+    replicas: Option<String>,
+) -> Result<LedgerKind, ConfigError> {
+    let url = match non_empty(url) {
+        None => return Ok(LedgerKind::Memory),
+        Some(u) if u == "memory" => return Ok(LedgerKind::Memory),
+        Some(u) => u,
+    };
+    let target = Target::parse(&url)
+        .map_err(|e| bad("LEDGER", format!("expected `memory` or a Redis URL ({e})")))?;
+    let client_cert = match (non_empty(cert), non_empty(key)) {
+        (None, None) => None,
+        (Some(c), Some(k)) => Some((PathBuf::from(c), PathBuf::from(k))),
+        (Some(_), None) => {
+            return Err(bad(
+                "REDIS_KEY",
+                "must be set together with BURNLINK_REDIS_CERT (the client's PEM private key)",
+            ));
+        }
+        (None, Some(_)) => {
+            return Err(bad(
+                "REDIS_CERT",
+                "must be set together with BURNLINK_REDIS_KEY (the client's PEM certificate)",
+            ));
+        }
+    };
+    let ca = non_empty(ca).map(PathBuf::from);
+    if !target.tls && (ca.is_some() || client_cert.is_some()) {
+        let var = if ca.is_some() {
+            "REDIS_CA"
+        } else {
+            "REDIS_CERT"
+        };
+        return Err(bad(
+            var,
+            "is set, but BURNLINK_LEDGER is not a TLS URL (`rediss://`, `rediss+cluster://` \
+             or `rediss+sentinel://`): refusing to talk to Redis in plain text",
+        ));
+    }
+    let replicas = match non_empty(replicas) {
+        None => 0,
+        Some(s) => s.parse::<u32>().ok().filter(|n| *n <= 16).ok_or_else(|| {
+            bad(
+                "LEDGER_REPLICAS",
+                format!("expected a whole number of replicas from 0 to 16, got `{s}`"),
+            )
+        })?,
+    };
+    Ok(LedgerKind::Redis(RedisOptions {
+        url,
+        ca,
+        client_cert,
+        replicas,
+    }))
 }
 
 fn non_empty(v: Option<String>) -> Option<String> {
@@ -840,6 +936,37 @@ mod tests {
                     ..Raw::default()
                 },
                 "BURNLINK_LEDGER:",
+            ),
+            (
+                Raw {
+                    ledger: Some("redis+sentinel://127.0.0.1:26379".into()),
+                    ..Raw::default()
+                },
+                "BURNLINK_LEDGER:",
+            ),
+            (
+                Raw {
+                    ledger: Some("rediss://127.0.0.1:6379/0".into()),
+                    redis_cert: Some("c.pem".into()),
+                    ..Raw::default()
+                },
+                "BURNLINK_REDIS_KEY:",
+            ),
+            (
+                Raw {
+                    ledger: Some("redis://127.0.0.1:6379/0".into()),
+                    redis_ca: Some("ca.pem".into()),
+                    ..Raw::default()
+                },
+                "BURNLINK_REDIS_CA:",
+            ),
+            (
+                Raw {
+                    ledger: Some("redis://127.0.0.1:6379/0".into()),
+                    ledger_replicas: Some("many".into()),
+                    ..Raw::default()
+                },
+                "BURNLINK_LEDGER_REPLICAS:",
             ),
             (
                 Raw {

@@ -9,7 +9,8 @@
 //!   [`text`], [`config`], [`tls`];
 //! - the shared state, [`state`];
 //! - the edges: [`http`] (router, link gate, the one error map, handlers, pages, middlewares,
-//!   the connection loop), [`mcp`] (tools over the links service), [`cli`];
+//!   the connection loop), [`mcp`] (tools over the links service), [`cli`], and
+//!   [`http_client`], the one outbound HTTPS client the CLI and MCP on stdio share;
 //! - [`server`], which assembles the parts and runs them.
 #![forbid(unsafe_code)]
 
@@ -18,6 +19,7 @@ pub mod archive;
 pub mod cli;
 pub mod config;
 pub mod http;
+pub mod http_client;
 pub mod lease;
 pub mod ledger;
 pub mod links;

@@ -19,6 +19,7 @@ pub const TRANSFERS: &str = "burnlink_transfers_total";
 pub const TRANSFER_BYTES: &str = "burnlink_transfer_bytes_total";
 pub const ACTIVE_TRANSFERS: &str = "burnlink_active_transfers";
 pub const LEDGER_ENTRIES: &str = "burnlink_ledger_entries";
+pub const LEDGER_UNREPLICATED: &str = "burnlink_ledger_unreplicated_total";
 pub const REQUEST_DURATION: &str = "burnlink_http_request_duration_seconds";
 
 /// Upper bounds of the latency histogram: from a cached-token answer (well under a
@@ -73,11 +74,25 @@ fn describe() {
     );
     metrics::describe_gauge!(ACTIVE_TRANSFERS, "Transfers holding a lease right now");
     metrics::describe_gauge!(LEDGER_ENTRIES, "Entries in the link ledger, read at scrape");
+    metrics::describe_counter!(
+        LEDGER_UNREPLICATED,
+        "Burns that fewer Redis replicas than BURNLINK_LEDGER_REPLICAS acknowledged in time"
+    );
     metrics::describe_histogram!(
         REQUEST_DURATION,
         metrics::Unit::Seconds,
         "Time until the response head is ready (a download's body streams after it)"
     );
+}
+
+/// One burn that fewer replicas than `BURNLINK_LEDGER_REPLICAS` acknowledged in time.
+pub fn ledger_unreplicated() {
+    metrics::counter!(LEDGER_UNREPLICATED).increment(1);
+}
+
+/// Shows `burnlink_ledger_unreplicated_total` at 0 from the start when replicas are asked for.
+pub fn expose_ledger_unreplicated() {
+    metrics::counter!(LEDGER_UNREPLICATED).absolute(0);
 }
 
 /// The Prometheus text of everything recorded so far (empty before [`install`]).

@@ -28,7 +28,8 @@ pub enum StartError {
         addr: std::net::SocketAddr,
         source: std::io::Error,
     },
-    #[error("BURNLINK_LEDGER: {0}")]
+    /// Already names its variable (`BURNLINK_LEDGER`, `BURNLINK_REDIS_CA`, …).
+    #[error("{0}")]
     Redis(String),
     #[error("{0}")]
     Tls(#[from] crate::tls::TlsError),
@@ -42,9 +43,9 @@ pub async fn run(mut config: Config) -> Result<(), StartError> {
     raise_open_files_limit(config.max_connections);
     let sandbox = config.open_sandbox()?;
     let tls = config.tls.as_ref().map(crate::tls::acceptor).transpose()?;
+    crate::metrics::install();
     let (ledger, stats) = open_ledger(&config.ledger).await?;
     sweep_stale_uploads(&sandbox);
-    crate::metrics::install();
     let keyring = Arc::new(match config.keys.take() {
         Some(k) => k,
         None => {
@@ -125,8 +126,8 @@ pub async fn run(mut config: Config) -> Result<(), StartError> {
         (None, _) => None,
         (Some(w), LedgerKind::Memory) => Some(crate::webhooks::Webhooks::start(w, None)),
         (Some(w), LedgerKind::Redis(url)) => {
-            let conn = crate::ledger::redis::connect(url)
-                .map_err(|e| StartError::Redis(format!("expected `redis://host:port/db`: {e}")))?;
+            let conn = crate::ledger::redis::RedisHandle::open(url)
+                .map_err(|e| StartError::Redis(e.message))?;
             Some(crate::webhooks::Webhooks::start(w, Some(conn)))
         }
     };
@@ -191,21 +192,36 @@ async fn open_ledger(
             ledger.spawn_purger(Duration::from_secs(30));
             (ledger, Arc::new(MemoryStats::default()))
         }
-        LedgerKind::Redis(url) => {
-            let conn = crate::ledger::redis::connect(url)
-                .map_err(|e| StartError::Redis(format!("expected `redis://host:port/db`: {e}")))?;
-            let ledger = RedisLedger::new(conn.clone());
-            // The URL may hold a password: log neither it nor the error's echo of it.
+        LedgerKind::Redis(options) => {
+            let handle = crate::ledger::redis::RedisHandle::open(options)
+                .map_err(|e| StartError::Redis(e.to_string()))?;
+            let ledger = RedisLedger::with_replicas(handle.clone(), options.replicas);
+            if options.replicas > 0 {
+                crate::metrics::expose_ledger_unreplicated();
+            }
+            // The URL may hold a password: log neither it nor an echo of it in the error.
             match ledger.ping().await {
                 Ok(()) => tracing::info!("ledger: Redis reachable"),
-                Err(_) => tracing::warn!(
+                Err(e) => tracing::warn!(
+                    error = %redact(&e.to_string(), &options.url),
                     "ledger: Redis is not reachable yet; transfers answer 503 and /readyz fails \
                      until it is (minting keeps working)"
                 ),
             }
-            (Arc::new(ledger), Arc::new(RedisStats::new(conn)))
+            (Arc::new(ledger), Arc::new(RedisStats::new(handle)))
         }
     })
+}
+
+/// `message` without the password of `url`, if it has one.
+fn redact(message: &str, url: &str) -> String {
+    match crate::ledger::redis::Target::parse(url)
+        .ok()
+        .and_then(|t| t.password())
+    {
+        Some(p) => message.replace(&p, "***"),
+        None => message.to_string(),
+    }
 }
 
 /// Removes temporaries that crashed uploads left behind, in the background so a large tree

@@ -25,9 +25,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::ledger::redis::RedisHandle;
 use base64ct::{Base64, Encoding};
 use hmac::{Hmac, KeyInit, Mac};
-use redis::aio::ConnectionManager;
 use redis::{Script, Value};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
@@ -186,7 +186,7 @@ struct Envelope {
 /// Where emitted events wait.
 enum Queue {
     Memory(mpsc::Sender<Envelope>),
-    Redis(ConnectionManager),
+    Redis(RedisHandle),
 }
 
 /// The webhook sender: cheap to clone, shared by the lease keeper and the links service.
@@ -222,7 +222,7 @@ static ENQUEUE: std::sync::LazyLock<Script> = std::sync::LazyLock::new(|| {
 impl Webhooks {
     /// Starts the sender and its delivery tasks: events wait in memory, or in Redis when
     /// `redis` is given (the ledger's connection).
-    pub fn start(config: WebhookConfig, redis: Option<ConnectionManager>) -> Webhooks {
+    pub fn start(config: WebhookConfig, redis: Option<RedisHandle>) -> Webhooks {
         let client = reqwest::Client::builder()
             .timeout(ATTEMPT_TIMEOUT)
             .connect_timeout(Duration::from_secs(2))
@@ -532,7 +532,7 @@ impl Webhooks {
 
 /// Resets the entry's idle time if it is still this consumer's (`XCLAIM … JUSTID`); `false`
 /// when another consumer owns it now. A Redis error keeps trying (the entry stays pending).
-async fn still_ours(conn: &mut ConnectionManager, consumer: &str, id: &str) -> bool {
+async fn still_ours(conn: &mut RedisHandle, consumer: &str, id: &str) -> bool {
     let claimed: redis::RedisResult<Vec<String>> = redis::cmd("XCLAIM")
         .arg(STREAM)
         .arg(GROUP)

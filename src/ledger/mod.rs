@@ -27,6 +27,7 @@
 
 pub mod memory;
 pub mod redis;
+pub mod redis_conn;
 
 use std::time::Duration;
 
@@ -165,7 +166,7 @@ pub trait Ledger: Send + Sync + 'static {
 ///
 /// It is public (and compiled in every build, not only under `cfg(test)`) so that integration
 /// tests and benches can drive it against real servers, such as a Redis started for the test,
-/// which unit tests cannot reach; it is not part of the service's API, hence hidden from docs.
+/// which unit tests cannot reach (every Redis topology: one node, TLS, Cluster, Sentinel); it is not part of the service's API, hence hidden from docs.
 #[doc(hidden)]
 pub mod suite {
     use super::*;

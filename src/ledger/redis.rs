@@ -25,56 +25,46 @@
 //! Redis Cluster may shard nonces freely. The scripts read the key's `TYPE` first and act on
 //! either shape.
 
-use std::future::Future;
 use std::sync::LazyLock;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{Client, Script, Value};
+use redis::{Script, Value};
 
 use super::memory::RETAIN_AFTER_EXPIRY_S;
+pub use super::redis_conn::{OpenError, RedisHandle, RedisOptions, Target, Topology};
 use super::{Acquire, Ledger, LedgerError, LinkState, Owner, Receipt, Revoke, Usage};
 use crate::token::Nonce;
 
-/// How long one ledger call may take in all, connecting included. A Redis that hangs must not
-/// hang transfers: past this they answer 503 and the client retries.
+/// How long one ledger call may take in all, connecting included (and, on a cluster or with
+/// Sentinel, redirections and look-ups). A Redis that hangs must not hang transfers: past
+/// this they answer 503 and the client retries.
 pub const OP_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Opens a lazily connecting, self-reconnecting handle: nothing is sent until the first call,
-/// so a replica starts even when Redis is down at boot (its `/readyz` fails until Redis is up).
-/// Only a malformed URL is an error here.
-pub fn connect(url: &str) -> Result<ConnectionManager, redis::RedisError> {
-    let client = Client::open(url)?;
-    let config = ConnectionManagerConfig::new()
-        .set_connection_timeout(Some(Duration::from_millis(800)))
-        .set_response_timeout(Some(Duration::from_millis(1000)))
-        // One quick retry per reconnect: a request during an outage fails fast with 503, and
-        // the next request tries again, so service resumes as soon as Redis is back.
-        .set_number_of_retries(1)
-        .set_min_delay(Duration::from_millis(50))
-        .set_max_delay(Duration::from_millis(200));
-    ConnectionManager::new_lazy_with_config(client, config)
-}
+/// The longest a burn waits for replicas (`WAIT`, with `BURNLINK_LEDGER_REPLICAS`): under a
+/// node's response timeout, so the wait is never mistaken for a dead node, and well inside
+/// [`OP_TIMEOUT`] together with the burn itself.
+pub const REPLICA_WAIT: Duration = Duration::from_millis(800);
 
-/// Runs one Redis call under [`OP_TIMEOUT`], with every failure as `Unavailable` (fail closed).
+/// Opens a lazily connecting, self-reconnecting handle on one node: nothing is sent until the
+/// first call, so a replica starts even when Redis is down at boot (its `/readyz` fails until
+/// Redis is up). Only a malformed URL is an error here. [`RedisHandle::open`] takes every
+/// URL form and the TLS files.
+/// Runs one call under [`OP_TIMEOUT`], every failure `Unavailable` (fail closed).
 pub(crate) async fn bounded<T>(
     call: impl Future<Output = redis::RedisResult<T>>,
 ) -> Result<T, LedgerError> {
-    bounded_by(OP_TIMEOUT, call).await
-}
-
-pub(crate) async fn bounded_by<T>(
-    limit: Duration,
-    call: impl Future<Output = redis::RedisResult<T>>,
-) -> Result<T, LedgerError> {
-    match tokio::time::timeout(limit, call).await {
+    match tokio::time::timeout(OP_TIMEOUT, call).await {
         Ok(Ok(v)) => Ok(v),
         Ok(Err(e)) => Err(LedgerError::Unavailable(format!("redis: {e}"))),
         Err(_) => Err(LedgerError::Unavailable(format!(
-            "redis: no answer within {limit:?}"
+            "redis: no answer within {OP_TIMEOUT:?}"
         ))),
     }
+}
+
+pub fn connect(url: &str) -> Result<RedisHandle, redis::RedisError> {
+    RedisHandle::single(url)
 }
 
 /// Lua: Redis's clock in milliseconds, for lease deadlines inside a hash (scripts are
@@ -245,17 +235,91 @@ static USAGE: LazyLock<Script> = LazyLock::new(|| {
 });
 
 pub struct RedisLedger {
-    conn: ConnectionManager,
+    redis: RedisHandle,
+    /// `BURNLINK_LEDGER_REPLICAS`: after each burn, `WAIT` for this many replicas.
+    replicas: u32,
 }
 
 impl RedisLedger {
-    pub fn new(conn: ConnectionManager) -> Self {
-        RedisLedger { conn }
+    pub fn new(redis: RedisHandle) -> Self {
+        RedisLedger { redis, replicas: 0 }
     }
 
-    fn conn(&self) -> ConnectionManager {
-        // A cheap clone of a handle to one multiplexed connection.
-        self.conn.clone()
+    /// A ledger whose burns (commit, revoke) each wait until `replicas` replicas hold them, or
+    /// [`REPLICA_WAIT`] passes; a shortfall is logged and counted
+    /// (`burnlink_ledger_unreplicated_total`), and the burn stands.
+    pub fn with_replicas(redis: RedisHandle, replicas: u32) -> Self {
+        RedisLedger { redis, replicas }
+    }
+
+    /// Runs one script under [`OP_TIMEOUT`], on whichever node owns its key.
+    async fn script<T>(&self, call: redis::ScriptInvocation<'static>) -> Result<T, LedgerError>
+    where
+        T: redis::FromRedisValue + Send + 'static,
+    {
+        self.redis
+            .run(OP_TIMEOUT, move |mut conn| async move {
+                call.invoke_async(&mut conn).await
+            })
+            .await
+    }
+
+    /// Runs a burn (`script` returns `burned` when it wrote), then, when replicas are asked
+    /// for, `WAIT`s on the node that took the write, over the same connection, all inside
+    /// [`OP_TIMEOUT`]. The script's answer is returned even if the wait fails: the burn
+    /// happened either way.
+    async fn burn<T>(
+        &self,
+        key: String,
+        call: redis::ScriptInvocation<'static>,
+        burned: impl Fn(&T) -> bool + Send + 'static,
+    ) -> Result<T, LedgerError>
+    where
+        T: redis::FromRedisValue + Send + 'static,
+    {
+        let replicas = self.replicas;
+        let started = Instant::now();
+        let (answer, acked) = self
+            .redis
+            .run(OP_TIMEOUT, move |mut conn| async move {
+                let answer: T = call.invoke_async(&mut conn).await?;
+                if replicas == 0 || !burned(&answer) {
+                    return Ok((answer, None));
+                }
+                // What is left of the bound, less a margin for the answer to come back.
+                let budget = OP_TIMEOUT
+                    .saturating_sub(started.elapsed())
+                    .saturating_sub(Duration::from_millis(300))
+                    .min(REPLICA_WAIT);
+                let mut wait = redis::cmd("WAIT");
+                wait.arg(replicas).arg(budget.as_millis().max(1) as u64);
+                let acked = tokio::time::timeout(
+                    budget + Duration::from_millis(150),
+                    conn.on_key_node::<u64>(&key, wait),
+                )
+                .await;
+                Ok((answer, Some(acked)))
+            })
+            .await?;
+        match acked {
+            None => {}
+            Some(Ok(Ok(n))) if n >= u64::from(replicas) => {}
+            Some(outcome) => {
+                let acked = match &outcome {
+                    Ok(Ok(n)) => n.to_string(),
+                    Ok(Err(e)) => format!("unknown ({e})"),
+                    Err(_) => "unknown (no answer)".to_string(),
+                };
+                tracing::warn!(
+                    wanted = replicas,
+                    acked = %acked,
+                    "ledger: a burn reached fewer Redis replicas than BURNLINK_LEDGER_REPLICAS \
+                     asks within {REPLICA_WAIT:?}; a failover now could forget it"
+                );
+                crate::metrics::ledger_unreplicated();
+            }
+        }
+        Ok(answer)
     }
 }
 
@@ -385,14 +449,13 @@ impl Ledger for RedisLedger {
         max_uses: u16,
     ) -> Result<Acquire, LedgerError> {
         let ms = lifetime.as_millis().max(1) as u64;
-        let mut conn = self.conn();
         if max_uses > 1 {
             let mut call = LEASE_SEVERAL.key(key(nonce));
             call.arg(owner_tag(owner))
                 .arg(ms)
                 .arg(max_uses)
                 .arg(retain_until(expires_at));
-            let answer: String = bounded(call.invoke_async(&mut conn)).await?;
+            let answer: String = self.script(call).await?;
             return Ok(match answer.as_str() {
                 "G" => Acquire::Granted,
                 "B" => Acquire::Busy,
@@ -401,17 +464,19 @@ impl Ledger for RedisLedger {
             });
         }
         let value = format!("{}{}", owner_tag(owner), retain_until(expires_at));
-        let previous: Option<String> = bounded(
-            redis::cmd("SET")
-                .arg(key(nonce))
-                .arg(value)
-                .arg("NX")
-                .arg("GET")
-                .arg("PX")
-                .arg(ms)
-                .query_async(&mut conn),
-        )
-        .await?;
+        let mut cmd = redis::cmd("SET");
+        cmd.arg(key(nonce))
+            .arg(value)
+            .arg("NX")
+            .arg("GET")
+            .arg("PX")
+            .arg(ms);
+        let previous: Option<String> = self
+            .redis
+            .run(OP_TIMEOUT, move |mut c| async move {
+                cmd.query_async(&mut c).await
+            })
+            .await?;
         Ok(match previous.as_deref().map(parse_state) {
             None => Acquire::Granted,
             Some(LinkState::InProgress) => Acquire::Busy,
@@ -426,11 +491,15 @@ impl Ledger for RedisLedger {
         owner: Owner,
         lifetime: Duration,
     ) -> Result<bool, LedgerError> {
-        let mut conn = self.conn();
         let ms = lifetime.as_millis().max(1) as u64;
         let mut call = RENEW.key(key(nonce));
         call.arg(owner_tag(owner)).arg(ms);
-        let renewed: i64 = bounded(call.invoke_async(&mut conn)).await?;
+        let renewed: i64 = self
+            .redis
+            .run(OP_TIMEOUT, move |mut c| async move {
+                call.invoke_async(&mut c).await
+            })
+            .await?;
         Ok(renewed == 1)
     }
 
@@ -440,26 +509,29 @@ impl Ledger for RedisLedger {
         owner: Owner,
         receipt: Option<Receipt>,
     ) -> Result<Option<u16>, LedgerError> {
-        let mut conn = self.conn();
         let mut call = COMMIT.key(key(nonce));
         call.arg(owner_tag(owner)).arg(burned_value(receipt));
-        let uses: i64 = bounded(call.invoke_async(&mut conn)).await?;
+        // The script answers the uses spent after this commit, 0 when the lease was lost.
+        let uses: i64 = self.burn(key(nonce), call, |c: &i64| *c > 0).await?;
         Ok((uses > 0).then(|| uses.min(i64::from(u16::MAX)) as u16))
     }
 
     async fn release(&self, nonce: &Nonce, owner: Owner) -> Result<(), LedgerError> {
-        let mut conn = self.conn();
         let mut call = RELEASE.key(key(nonce));
         call.arg(owner_tag(owner));
-        let _: i64 = bounded(call.invoke_async(&mut conn)).await?;
+        let _: i64 = self
+            .redis
+            .run(OP_TIMEOUT, move |mut c| async move {
+                call.invoke_async(&mut c).await
+            })
+            .await?;
         Ok(())
     }
 
     async fn revoke(&self, nonce: &Nonce, expires_at: u64) -> Result<Revoke, LedgerError> {
-        let mut conn = self.conn();
         let mut call = REVOKE.key(key(nonce));
         call.arg(retain_until(expires_at));
-        let answer: String = bounded(call.invoke_async(&mut conn)).await?;
+        let answer: String = self.burn(key(nonce), call, |a: &String| a == "G").await?;
         Ok(match answer.as_str() {
             "U" => Revoke::AlreadyUsed,
             "R" => Revoke::AlreadyRevoked,
@@ -468,14 +540,17 @@ impl Ledger for RedisLedger {
     }
 
     async fn usage(&self, nonce: &Nonce) -> Result<Usage, LedgerError> {
-        let mut conn = self.conn();
-        let answer: Vec<String> = bounded(USAGE.key(key(nonce)).invoke_async(&mut conn)).await?;
+        let answer: Vec<String> = self.script(USAGE.key(key(nonce))).await?;
         Ok(parse_usage(&answer))
     }
 
     async fn ping(&self) -> Result<(), LedgerError> {
-        let mut conn = self.conn();
-        let pong: Value = bounded(redis::cmd("PING").query_async(&mut conn)).await?;
+        let pong: Value = self
+            .redis
+            .run(OP_TIMEOUT, |mut c| async move {
+                redis::cmd("PING").query_async(&mut c).await
+            })
+            .await?;
         match pong {
             Value::SimpleString(_) | Value::BulkString(_) => Ok(()),
             other => Err(LedgerError::Unavailable(format!(
@@ -484,11 +559,22 @@ impl Ledger for RedisLedger {
         }
     }
 
-    /// Keys in the ledger's database (`DBSIZE`): links in flight, burned or revoked, plus the
-    /// few statistics keys when stats share the database. One command, no scan.
+    /// Link keys only: the keys of the ledger's database (`DBSIZE`, summed over the primaries
+    /// on a cluster) less the statistics keys, which [`crate::stats::RedisStats::key_count`]
+    /// counts in O(1) (`1 + 2 × sessions`: every session has exactly two keys, all in the
+    /// `{burnlink:stats}` slot). Two commands whatever the number of links, no scan; on a
+    /// cluster the two are not one snapshot, so the gauge may be off by the links that came
+    /// or went in between. Keys that are neither (another application sharing the database)
+    /// would be counted: give the ledger a database of its own.
     async fn entries(&self) -> Result<u64, LedgerError> {
-        let mut conn = self.conn();
-        bounded(redis::cmd("DBSIZE").query_async(&mut conn)).await
+        let all: u64 = self
+            .redis
+            .run(OP_TIMEOUT, |mut c| async move {
+                redis::cmd("DBSIZE").query_async(&mut c).await
+            })
+            .await?;
+        let stats = crate::stats::RedisStats::key_count(&self.redis).await?;
+        Ok(all.saturating_sub(stats))
     }
 }
 

@@ -30,7 +30,7 @@ enum Status {
     /// From the links service, which holds the ledger (inside the server).
     Service,
     /// From the server's API (on stdio, with the first configured API token).
-    Remote(StatusClient),
+    Remote(Box<StatusClient>),
     /// Not offered (stdio without an API token).
     Off,
 }
@@ -39,19 +39,18 @@ enum Status {
 pub struct StatusClient {
     pub base_url: String,
     pub api_token: String,
-    pub http: reqwest::Client,
+    pub http: crate::http_client::HttpClient,
 }
 
 impl StatusClient {
-    pub fn new(base_url: String, api_token: String) -> Self {
-        StatusClient {
+    /// Over http or https ([`crate::http_client`]); fails only on an unreadable
+    /// `SSL_CERT_FILE`.
+    pub fn new(base_url: String, api_token: String) -> Result<Self, String> {
+        Ok(StatusClient {
             base_url,
             api_token,
-            http: reqwest::Client::builder()
-                .timeout(Duration::from_secs(15))
-                .build()
-                .expect("a plain HTTP client builds"),
-        }
+            http: crate::http_client::client(Duration::from_secs(15))?,
+        })
     }
 }
 
@@ -88,7 +87,7 @@ impl Backend {
         Backend {
             links,
             via: "mcp-stdio",
-            status: status.map_or(Status::Off, Status::Remote),
+            status: status.map_or(Status::Off, |c| Status::Remote(Box::new(c))),
         }
     }
 
@@ -158,34 +157,21 @@ async fn remote_status(client: &StatusClient, token: &str) -> Result<LinkStatus,
             message,
         })
     };
-    if client.base_url.starts_with("https://") {
-        return Err(remote(
-            "unavailable",
-            format!(
-                "this build asks the server over plain HTTP only, and BURNLINK_BASE_URL is {}",
-                client.base_url
-            ),
-        ));
-    }
-    let response = client
+    let url = format!("{}/api/links/{token}", client.base_url);
+    let (status, body) = client
         .http
-        .get(format!("{}/api/links/{token}", client.base_url))
-        .bearer_auth(&client.api_token)
-        .send()
+        .call(hyper::Method::GET, &url, &client.api_token)
         .await
-        // Without the URL: it carries the live token.
+        // The error leaves out the URL: it carries the live token.
         .map_err(|e| {
             remote(
                 "unavailable",
                 format!(
-                    "cannot reach the burnlink server at {}: {}",
-                    client.base_url,
-                    e.without_url()
+                    "cannot reach the burnlink server at {}: {e}",
+                    client.base_url
                 ),
             )
         })?;
-    let status = response.status();
-    let body: serde_json::Value = response.json().await.unwrap_or_default();
     if status.is_success() {
         return serde_json::from_value(body).map_err(|e| {
             remote(

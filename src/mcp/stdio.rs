@@ -34,19 +34,11 @@ pub async fn run(mut config: Config) -> Result<(), String> {
     }
     let (base_url, _) = config.resolve_base_url(config.bind);
     let sandbox = config.open_sandbox().map_err(|e| e.to_string())?;
-    let status = config.api_tokens.take().and_then(|tokens| {
-        if base_url.starts_with("https://") {
-            tracing::warn!(
-                "get_link_status is not offered: this build asks the server over plain HTTP \
-                 only, and BURNLINK_BASE_URL is https"
-            );
-            return None;
-        }
-        Some(StatusClient::new(
-            base_url.clone(),
-            tokens.first().to_string(),
-        ))
-    });
+    let status = config
+        .api_tokens
+        .take()
+        .map(|tokens| StatusClient::new(base_url.clone(), tokens.first().to_string()))
+        .transpose()?;
     if status.is_none() {
         tracing::info!("get_link_status is not offered (it needs BURNLINK_API_TOKENS)");
     }

@@ -9,17 +9,21 @@
 //! All stats keys carry the hash tag `{burnlink:stats}` because a record script touches the
 //! session registry and the session's keys together: on a Redis Cluster they share one slot.
 //! They are a few small keys per session and never on the transfer path's critical step.
+//!
+//! The keys are always exactly `{burnlink:stats}:sessions` plus two per registered session
+//! (its counters hash and its expiry set, which keeps an `end` member at `+inf` so it never
+//! empties and vanishes), so [`RedisStats::key_count`] knows how many there are without a
+//! scan, and the ledger's entry count can leave them out.
 
 use std::sync::LazyLock;
 use std::time::Duration;
 
 use ::redis::Script;
-use ::redis::aio::ConnectionManager;
 use async_trait::async_trait;
 
 use super::{Statistics, StatsStore};
 use crate::ledger::LedgerError;
-use crate::ledger::redis::{bounded, bounded_by};
+use crate::ledger::redis::{OP_TIMEOUT, RedisHandle};
 
 /// A record waits at most this long: minting never fails for stats, and should not be slowed
 /// much by a Redis that hangs either (a refused connection fails at once).
@@ -31,6 +35,7 @@ const SESSIONS: &str = "{burnlink:stats}:sessions";
 static RECORD: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"redis.call('SADD', KEYS[1], ARGV[1])
+          redis.call('ZADD', KEYS[3], '+inf', 'end')
           redis.call('HINCRBY', KEYS[2], ARGV[2] == 'm' and 'minted' or 'used', 1)
           local folded = tonumber(redis.call('HGET', KEYS[2], 'fu') or '0')
           if tonumber(ARGV[3]) <= folded then
@@ -44,12 +49,13 @@ static RECORD: LazyLock<Script> = LazyLock::new(|| {
 });
 
 /// `KEYS`: counters, expiry set. `ARGV`: now (unix s). Folds passed buckets, returns
-/// minted, used, expired minted, expired used.
+/// minted, used, expired minted, expired used. Writes nothing for a session that never
+/// recorded anything (it would leave an unregistered key behind).
 static FOLD: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"local now = tonumber(ARGV[1])
           local folded = tonumber(redis.call('HGET', KEYS[1], 'fu') or '0')
-          if now > folded then
+          if now > folded and redis.call('EXISTS', KEYS[1]) == 1 then
             for _, s in ipairs(redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now)) do
               local m = tonumber(redis.call('HGET', KEYS[1], 'm:' .. s) or '0')
               local u = tonumber(redis.call('HGET', KEYS[1], 'u:' .. s) or '0')
@@ -64,13 +70,30 @@ static FOLD: LazyLock<Script> = LazyLock::new(|| {
     )
 });
 
+/// `KEYS`: registry. How many statistics keys exist: the registry and two per session.
+static KEY_COUNT: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(r"return redis.call('EXISTS', KEYS[1]) + 2 * redis.call('SCARD', KEYS[1])")
+});
+
 pub struct RedisStats {
-    conn: ConnectionManager,
+    redis: RedisHandle,
 }
 
 impl RedisStats {
-    pub fn new(conn: ConnectionManager) -> Self {
-        RedisStats { conn }
+    pub fn new(redis: RedisHandle) -> Self {
+        RedisStats { redis }
+    }
+
+    /// The number of statistics keys, in O(1) (one script on the stats slot's node). Sessions
+    /// registered by a version before the `end` member lack their expiry set until their next
+    /// record; the count is then high by one per such session.
+    pub async fn key_count(redis: &RedisHandle) -> Result<u64, LedgerError> {
+        let call = KEY_COUNT.key(SESSIONS);
+        redis
+            .run(OP_TIMEOUT, move |mut c| async move {
+                call.invoke_async(&mut c).await
+            })
+            .await
     }
 
     async fn record(
@@ -86,16 +109,24 @@ impl RedisStats {
             .arg(&member)
             .arg(kind)
             .arg(expires_at);
-        let mut conn = self.conn.clone();
-        let _: i64 = bounded_by(RECORD_TIMEOUT, call.invoke_async(&mut conn)).await?;
+        let _: i64 = self
+            .redis
+            .run(RECORD_TIMEOUT, move |mut c| async move {
+                call.invoke_async(&mut c).await
+            })
+            .await?;
         Ok(())
     }
 
     async fn fold(&self, member: &str, now_unix: u64) -> Result<Statistics, LedgerError> {
         let mut call = FOLD.key(counters_key(member));
         call.key(expiries_key(member)).arg(now_unix);
-        let mut conn = self.conn.clone();
-        let counts: Vec<Option<u64>> = bounded(call.invoke_async(&mut conn)).await?;
+        let counts: Vec<Option<u64>> = self
+            .redis
+            .run(OP_TIMEOUT, move |mut c| async move {
+                call.invoke_async(&mut c).await
+            })
+            .await?;
         let get = |i: usize| counts.get(i).copied().flatten().unwrap_or(0);
         Ok(statistics(get(0), get(1), get(2), get(3)))
     }
@@ -146,13 +177,14 @@ impl StatsStore for RedisStats {
         let members = match session {
             Some(s) => vec![member(s)],
             None => {
-                let mut conn = self.conn.clone();
-                bounded(
-                    ::redis::cmd("SMEMBERS")
-                        .arg(SESSIONS)
-                        .query_async::<Vec<String>>(&mut conn),
-                )
-                .await?
+                self.redis
+                    .run(OP_TIMEOUT, |mut c| async move {
+                        ::redis::cmd("SMEMBERS")
+                            .arg(SESSIONS)
+                            .query_async::<Vec<String>>(&mut c)
+                            .await
+                    })
+                    .await?
             }
         };
         let mut total = Statistics::default();

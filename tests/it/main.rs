@@ -29,6 +29,7 @@ mod oauth;
 mod operator_commands;
 mod previewers;
 mod rate_limits;
+mod redis_deployments;
 mod replicas;
 mod request_bounds;
 mod resumable_uploads;

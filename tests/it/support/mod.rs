@@ -8,6 +8,7 @@ pub mod chromium;
 pub mod haproxy;
 pub mod nginx;
 pub mod oidc;
+pub mod redis_modes;
 pub mod redis_server;
 pub mod tools;
 
