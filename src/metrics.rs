@@ -61,7 +61,6 @@ pub fn install() {
 }
 
 fn describe() {
-    crate::webhooks::describe_metrics();
     metrics::describe_counter!(LINKS_MINTED, "Links minted through this server");
     metrics::describe_counter!(
         TRANSFERS,

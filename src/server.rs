@@ -44,6 +44,7 @@ pub async fn run(mut config: Config) -> Result<(), StartError> {
     let sandbox = config.open_sandbox()?;
     let tls = config.tls.as_ref().map(crate::tls::acceptor).transpose()?;
     crate::metrics::install();
+    crate::webhooks::describe_metrics();
     let (ledger, stats) = open_ledger(&config.ledger).await?;
     sweep_stale_uploads(&sandbox);
     let keyring = Arc::new(match config.keys.take() {

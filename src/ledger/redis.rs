@@ -36,10 +36,7 @@ pub use super::redis_conn::{OpenError, RedisHandle, RedisOptions, Target, Topolo
 use super::{Acquire, Ledger, LedgerError, LinkState, Owner, Receipt, Revoke, Usage};
 use crate::token::Nonce;
 
-/// How long one ledger call may take in all, connecting included (and, on a cluster or with
-/// Sentinel, redirections and look-ups). A Redis that hangs must not hang transfers: past
-/// this they answer 503 and the client retries.
-pub const OP_TIMEOUT: Duration = Duration::from_secs(2);
+pub use super::redis_conn::OP_TIMEOUT;
 
 /// The longest a burn waits for replicas (`WAIT`, with `BURNLINK_LEDGER_REPLICAS`): under a
 /// node's response timeout, so the wait is never mistaken for a dead node, and well inside

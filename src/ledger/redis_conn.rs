@@ -403,6 +403,11 @@ impl ConnectionLike for RedisHandle {
     }
 }
 
+/// How long one ledger call may take in all, connecting included (and, on a cluster or with
+/// Sentinel, redirections and look-ups). A Redis that hangs must not hang transfers: past
+/// this they answer 503 and the client retries.
+pub const OP_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// How long one command through a handle may take in all.
 const HANDLE_COMMAND_LIMIT: Duration = Duration::from_secs(30);
 
@@ -526,7 +531,7 @@ impl RedisHandle {
                     .response_timeout(RESPONSE_TIMEOUT)
                     // Redirections and retries share the caller's bound, which cuts them
                     // off; a few quick retries let a `MOVED` or a slot refresh go through.
-                    .overall_response_timeout(Some(super::redis::OP_TIMEOUT))
+                    .overall_response_timeout(Some(OP_TIMEOUT))
                     .retries(3)
                     .min_retry_wait(20)
                     .max_retry_wait(200);
