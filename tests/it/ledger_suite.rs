@@ -1,6 +1,6 @@
-//! The ledger conformance suite ([`burnlink::ledger::suite`]) against every implementation: the
-//! in-memory ledger and the Redis ledger on a real `redis-server` (started per test on a free
-//! port), plus what only Redis can get wrong: replicas racing over two connections, lease
+//! The ledger conformance suite ([`burnlink::ledger::suite`]) against the Redis ledger on a
+//! real `redis-server` (started per test on a free port; the in-memory ledger runs the same
+//! rules as unit tests in `src/ledger/memory.rs`), plus what only Redis can get wrong: replicas racing over two connections, lease
 //! expiry by `PX`, key lifetimes, Redis down and Redis hung.
 
 use std::sync::Arc;
@@ -9,53 +9,13 @@ use std::time::Duration;
 use burnlink::ledger::memory::RETAIN_AFTER_EXPIRY_S;
 use burnlink::ledger::redis::{OP_TIMEOUT, connect, key};
 use burnlink::ledger::{
-    Acquire, Ledger, LedgerError, LinkState, MemoryLedger, Owner, Receipt, RedisLedger, suite,
+    Acquire, Ledger, LedgerError, LinkState, Owner, Receipt, RedisLedger, suite,
 };
 use burnlink::token::unix_now;
 
 use crate::support::redis_server::RedisServer;
 
-/// The suite against a fresh [`MemoryLedger`] per rule.
-mod memory {
-    use super::*;
-
-    #[tokio::test]
-    async fn lease_commit_burns() {
-        suite::lease_commit_burns(&MemoryLedger::new()).await;
-    }
-
-    #[tokio::test]
-    async fn release_makes_it_usable_again() {
-        suite::release_makes_it_usable_again(&MemoryLedger::new()).await;
-    }
-
-    #[tokio::test]
-    async fn revoke_rules() {
-        suite::revoke_rules(&MemoryLedger::new()).await;
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-    async fn race_has_one_winner() {
-        suite::race_has_one_winner(Arc::new(MemoryLedger::new())).await;
-    }
-
-    #[tokio::test]
-    async fn several_uses_are_counted() {
-        suite::several_uses_are_counted(&MemoryLedger::new()).await;
-    }
-
-    #[tokio::test]
-    async fn revoke_stops_remaining_uses() {
-        suite::revoke_stops_remaining_uses(&MemoryLedger::new()).await;
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-    async fn race_several_uses() {
-        suite::race_several_uses(Arc::new(MemoryLedger::new())).await;
-    }
-}
-
-/// The same suite against a [`RedisLedger`] on a fresh `redis-server` per test, then what only
+/// The suite against a [`RedisLedger`] on a fresh `redis-server` per test, then what only
 /// Redis can get wrong.
 mod redis {
     use super::*;

@@ -170,27 +170,29 @@ fn install_hint(tool: &str) -> String {
     format!("apt-get install {package}, or run scripts/test (as root it installs every tool)")
 }
 
+/// `py`, if it runs `statement` (an import of the package a test drives) without error.
+fn python_that_runs(py: PathBuf, statement: &str) -> Result<PathBuf, String> {
+    let ok = Command::new(&py)
+        .args(["-c", statement])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if ok {
+        Ok(py)
+    } else {
+        Err(format!("{} cannot run `{statement}`", py.display()))
+    }
+}
+
 fn locate(tool: &str) -> Result<PathBuf, String> {
     match tool {
         "chromium" => existing(env_or("BURNLINK_CHROMIUM", "/usr/bin/chromium")),
         "chromedriver" => existing(env_or("BURNLINK_CHROMEDRIVER", "/usr/bin/chromedriver")),
-        MCP2_PYTHON => {
-            let py = env_or("BURNLINK_MCP2_PYTHON", "/var/tmp/burnlink-venv2/bin/python");
-            let ok = Command::new(&py)
-                .args(["-c", "from mcp import Client"])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status()
-                .is_ok_and(|s| s.success());
-            if ok {
-                Ok(py)
-            } else {
-                Err(format!(
-                    "{} cannot import the Python `mcp` 2.x SDK's Client",
-                    py.display()
-                ))
-            }
-        }
+        MCP2_PYTHON => python_that_runs(
+            env_or("BURNLINK_MCP2_PYTHON", "/var/tmp/burnlink-venv2/bin/python"),
+            "from mcp import Client",
+        ),
         OIDC_PROVIDER => {
             find_program("node").ok_or("`node` is not installed")?;
             existing(npm_prefix().join("node_modules/oidc-provider/lib/index.js"))
@@ -199,47 +201,23 @@ fn locate(tool: &str) -> Result<PathBuf, String> {
             find_program("node").ok_or("`node` is not installed")?;
             existing(npm_prefix().join("node_modules/.bin/conformance"))
         }
-        MCP_PYTHON | WEBHOOKS_PYTHON => {
-            let py = env_or("BURNLINK_MCP_PYTHON", DEFAULT_MCP_PYTHON);
-            let module = if tool == MCP_PYTHON {
-                "mcp"
-            } else {
-                "standardwebhooks"
-            };
-            let ok = Command::new(&py)
-                .args(["-c", &format!("import {module}")])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status()
-                .is_ok_and(|s| s.success());
-            if ok {
-                Ok(py)
-            } else {
-                Err(format!("{} cannot import `{module}`", py.display()))
-            }
-        }
+        MCP_PYTHON => python_that_runs(
+            env_or("BURNLINK_MCP_PYTHON", DEFAULT_MCP_PYTHON),
+            "import mcp",
+        ),
+        WEBHOOKS_PYTHON => python_that_runs(
+            env_or("BURNLINK_MCP_PYTHON", DEFAULT_MCP_PYTHON),
+            "import standardwebhooks",
+        ),
         TUS_JS => {
             find_program("node").ok_or("`node` is not installed")?;
             let modules = env_or("BURNLINK_NPM", DEFAULT_NPM).join("node_modules");
             existing(modules.join("tus-js-client")).map(|_| modules)
         }
-        TUSPY => {
-            let py = env_or("BURNLINK_MCP_PYTHON", DEFAULT_MCP_PYTHON);
-            let ok = Command::new(&py)
-                .args(["-c", "import tusclient"])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status()
-                .is_ok_and(|s| s.success());
-            if ok {
-                Ok(py)
-            } else {
-                Err(format!(
-                    "{} cannot import `tusclient` (tuspy)",
-                    py.display()
-                ))
-            }
-        }
+        TUSPY => python_that_runs(
+            env_or("BURNLINK_MCP_PYTHON", DEFAULT_MCP_PYTHON),
+            "import tusclient",
+        ),
         program => find_program(program).ok_or_else(|| format!("`{program}` is not installed")),
     }
 }
