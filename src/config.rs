@@ -45,6 +45,7 @@ pub const KNOWN_VARS: &[&str] = &[
     "RATE_MINT_BURST",
     "RATE_FAILED_PER_MIN",
     "MAX_CONNECTIONS",
+    "WORKERS",
     "WEBHOOK_URL",
     "WEBHOOK_SECRET",
     "OAUTH_ISSUER",
@@ -83,6 +84,7 @@ struct Raw {
     rate_mint_burst: Option<String>,
     rate_failed_per_min: Option<String>,
     max_connections: Option<String>,
+    workers: Option<String>,
     webhook_url: Option<String>,
     webhook_secret: Option<String>,
     oauth_issuer: Option<String>,
@@ -155,6 +157,9 @@ pub struct Config {
     /// Client connections served at once (`BURNLINK_MAX_CONNECTIONS`); a few more are let in
     /// only for `/healthz` and `/metrics` ([`crate::http::net`]).
     pub max_connections: usize,
+    /// Event loops (`BURNLINK_WORKERS`): one thread each with its own listening socket;
+    /// 0: one work-stealing runtime for all connections.
+    pub workers: usize,
     /// Where link events are POSTed, and the signing secret; `None` = no webhooks.
     pub webhook: Option<WebhookConfig>,
     /// `BURNLINK_OAUTH_ISSUER`: OAuth access tokens from this issuer are accepted beside the
@@ -366,6 +371,18 @@ impl Config {
             }
             n => n as usize,
         };
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let workers = match non_empty(raw.workers) {
+            None => cores,
+            Some(s) => s.parse::<u16>().map(usize::from).map_err(|_| {
+                bad(
+                    "WORKERS",
+                    format!(
+                        "expected a whole number of event loops (0 = one shared runtime), got `{s}`"
+                    ),
+                )
+            })?,
+        };
         if rate.mint_per_s > 0 && rate.mint_burst == 0 {
             return Err(bad(
                 "RATE_MINT_BURST",
@@ -429,6 +446,7 @@ impl Config {
             tls,
             rate,
             max_connections,
+            workers,
             webhook,
             oauth_issuer,
             oauth_audience,
@@ -598,6 +616,7 @@ impl Config {
             ("RATE_MINT_BURST", self.rate.mint_burst.to_string()),
             ("RATE_FAILED_PER_MIN", self.rate.failed_per_min.to_string()),
             ("MAX_CONNECTIONS", self.max_connections.to_string()),
+            ("WORKERS", self.workers.to_string()),
             ("MAX_USES", self.max_uses.to_string()),
             (
                 "WEBHOOK_URL",

@@ -74,16 +74,12 @@ pub async fn run(mut config: Config) -> Result<(), StartError> {
         }
     };
 
-    let listener = tokio::net::TcpListener::bind(config.bind)
+    let (listeners, bound) = net::bind(config.bind, config.workers)
         .await
         .map_err(|source| StartError::Bind {
             addr: config.bind,
             source,
         })?;
-    let bound = listener.local_addr().map_err(|source| StartError::Bind {
-        addr: config.bind,
-        source,
-    })?;
     let (base_url, guessed) = config.resolve_base_url(bound);
     if guessed {
         tracing::warn!(
@@ -166,7 +162,7 @@ pub async fn run(mut config: Config) -> Result<(), StartError> {
     tracing::info!(%bound, %base_url, "listening");
     let tasks = app.tasks.clone();
     net::serve(
-        listener,
+        listeners,
         crate::http::router(app),
         conn_limits,
         tls,

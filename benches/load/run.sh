@@ -4,6 +4,9 @@
 #
 #   benches/load/run.sh [DURATION_S=5]
 #
+# BURNLINK_BIN=path/to/burnlink measures that binary instead of building one (to compare builds
+# side by side); BURNLINK_WORKERS is passed on to the server (0: one shared runtime).
+#
 # Needs: cargo, curl, wrk, nginx (with the secure_link module, as Debian's is), python3.
 # MCP calls are raw JSON-RPC tools/call requests sent by wrk (the server runs MCP stateless),
 # each answer checked for "isError":false.
@@ -15,8 +18,12 @@ here="$top/benches/load"
 for tool in curl wrk nginx python3; do
   command -v "$tool" >/dev/null || { echo "missing: $tool (apt-get install $tool)" >&2; exit 1; }
 done
-cargo build --quiet --release --manifest-path "$top/Cargo.toml"
-bin="${CARGO_TARGET_DIR:-$top/target}/release/burnlink"
+if [ -n "${BURNLINK_BIN:-}" ]; then
+  bin="$BURNLINK_BIN"
+else
+  cargo build --quiet --release --manifest-path "$top/Cargo.toml"
+  bin="${CARGO_TARGET_DIR:-$top/target}/release/burnlink"
+fi
 
 work="$(mktemp -d)"
 # nginx started as root serves through workers running as `nobody`: they must read the files.
@@ -30,7 +37,9 @@ cleanup() {
 }
 trap cleanup EXIT
 data="$work/data"
-mkdir -p "$data" "$work/nginx/logs"
+mkdir -p "$data" "$work/nginx/logs" "$work/dav/dav"
+# nginx's workers (nobody) write WebDAV uploads here.
+chmod 777 "$work/dav/dav"
 
 echo "== preparing files in $work"
 head -c 4096 /dev/urandom > "$data/small.bin"
@@ -93,6 +102,13 @@ http {
   server {
     listen 127.0.0.1:$ng_port;
     root $data;
+    # The upload row's counterpart: a WebDAV PUT, written to a temporary and renamed into place
+    # (nginx neither fsyncs nor hashes it).
+    location /dav/ {
+      root $work/dav;
+      dav_methods PUT;
+      client_max_body_size 1g;
+    }
     location / {
       secure_link \$arg_md5,\$arg_expires;
       secure_link_md5 "\$secure_link_expires\$uri $secret";
@@ -177,12 +193,21 @@ else
   row "2,000-file directory as zip (MB/s of file data)" "n/a (directory links not built)" "-" "-"
 fi
 
-echo "== 256 MiB upload with curl -T"
+echo "== 256 MiB upload with curl -T, 3 runs each (median; nginx: WebDAV PUT)"
 reset_peak
-url=$("$bin" mint --upload incoming/upload.bin)
-r=$(curl -s --max-time 120 -o /dev/null -T "$work/upload.bin" -w '%{http_code} %{speed_upload}' "$url")
-[ "${r%% *}" = 201 ] || echo "   WARNING: upload answered ${r%% *}"
-row "256 MiB upload (MB/s)" "$(echo "$r" | awk '{ printf "%.0f", $2 / 1e6 }')" "-" "$(peak_mib)"
+b=$(for i in 1 2 3; do
+  url=$("$bin" mint --upload "incoming/upload$i.bin")
+  r=$(curl -s --max-time 120 -o /dev/null -T "$work/upload.bin" -w '%{http_code} %{speed_upload}' "$url")
+  [ "${r%% *}" = 201 ] || echo "   WARNING: burnlink upload answered ${r%% *}" >&2
+  echo "${r#* }"
+done | median)
+bpeak=$(peak_mib)
+n=$(for i in 1 2 3; do
+  r=$(curl -s --max-time 120 -o /dev/null -T "$work/upload.bin" -w '%{http_code} %{speed_upload}' "http://127.0.0.1:$ng_port/dav/upload$i.bin")
+  [ "${r%% *}" = 201 ] || echo "   WARNING: nginx PUT answered ${r%% *}" >&2
+  echo "${r#* }"
+done | median)
+row "256 MiB upload (MB/s)" "$(awk -v v="$b" 'BEGIN { printf "%.0f", v / 1e6 }')" "$(awk -v v="$n" 'BEGIN { printf "%.0f", v / 1e6 }')" "$bpeak"
 
 echo "== minting through POST /api/links, concurrency 32, ${dur}s"
 reset_peak

@@ -10,7 +10,7 @@
 use std::future::Future;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
-use std::pin::{Pin, pin};
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
@@ -24,7 +24,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use ipnet::IpNet;
 use pin_project_lite::pin_project;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::time::{Instant, Sleep};
 use tokio_rustls::TlsAcceptor;
@@ -33,6 +33,7 @@ use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
 
 use crate::http::error::ApiError;
+use crate::http::transfer::zerocopy::{self, Outbox};
 
 /// What a handler may know about the connection its request came on.
 #[derive(Clone, Debug)]
@@ -53,6 +54,9 @@ pub struct ConnState {
     /// Each transfer moves and lifts only its own, so one's cleanup or renewal can never
     /// replace or remove another's.
     fences: Mutex<Vec<Fence>>,
+    /// On a plain TCP connection, the file regions that downloads' zero-copy stand-ins stand
+    /// for ([`zerocopy`]); `None` under TLS, which must see every byte.
+    outbox: Option<Arc<Outbox>>,
 }
 
 /// "No byte may leave after `until`", set by the transfer `owner` whose lease ends then.
@@ -63,6 +67,12 @@ struct Fence {
 }
 
 impl ConnState {
+    /// Where a download on this connection queues the file regions it sends with zero copy;
+    /// `None` when it must stream the bytes (TLS).
+    pub fn zero_copy(&self) -> Option<Arc<Outbox>> {
+        self.outbox.clone()
+    }
+
     /// Bytes the kernel has accepted on this connection so far: what a lease renews on.
     pub fn written(&self) -> u64 {
         self.written.load(Ordering::Relaxed)
@@ -156,9 +166,18 @@ pin_project! {
 }
 
 impl<T> FlushTracked<T> {
-    pub fn new(inner: T, write_idle: Duration) -> (Self, watch::Receiver<u64>, Arc<ConnState>) {
+    /// Wraps a connection's socket; `zero_copy` when nothing (no TLS) stands between this
+    /// wrapper and hyper, so that downloads may send files with `sendfile`.
+    pub fn new(
+        inner: T,
+        write_idle: Duration,
+        zero_copy: bool,
+    ) -> (Self, watch::Receiver<u64>, Arc<ConnState>) {
         let (flushes, rx) = watch::channel(0);
-        let state = Arc::new(ConnState::default());
+        let state = Arc::new(ConnState {
+            outbox: zero_copy.then(Arc::default),
+            ..ConnState::default()
+        });
         (
             FlushTracked {
                 inner,
@@ -180,12 +199,12 @@ fn fenced_off() -> io::Error {
     )
 }
 
-impl<T: AsyncWrite> FlushTracked<T> {
+impl FlushTracked<TcpStream> {
     /// What every write goes through: the fence, the byte count and the stall timer.
     fn guarded_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-        write: impl FnOnce(Pin<&mut T>, &mut Context<'_>) -> Poll<io::Result<usize>>,
+        write: impl FnOnce(Pin<&mut TcpStream>, &mut Context<'_>) -> Poll<io::Result<usize>>,
     ) -> Poll<io::Result<usize>> {
         let this = self.project();
         if this.state.fenced() {
@@ -224,7 +243,7 @@ fn watch_stall<R>(
     }
 }
 
-impl<T: AsyncRead> AsyncRead for FlushTracked<T> {
+impl AsyncRead for FlushTracked<TcpStream> {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -234,21 +253,39 @@ impl<T: AsyncRead> AsyncRead for FlushTracked<T> {
     }
 }
 
-impl<T: AsyncWrite> AsyncWrite for FlushTracked<T> {
+impl AsyncWrite for FlushTracked<TcpStream> {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        self.guarded_write(cx, |io, cx| io.poll_write(cx, buf))
+        match self.state.outbox.clone() {
+            Some(outbox) if zerocopy::is_stand_in(buf) => {
+                self.guarded_write(cx, |io, cx| zerocopy::poll_send(&io, &outbox, buf, cx))
+            }
+            _ => self.guarded_write(cx, |io, cx| io.poll_write(cx, buf)),
+        }
     }
 
+    /// Real bytes go out with `writev` up to the first zero-copy stand-in; a stand-in at the
+    /// front goes out with `sendfile` (a short write either way, which hyper continues).
     fn poll_write_vectored(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        self.guarded_write(cx, |io, cx| io.poll_write_vectored(cx, bufs))
+        let Some(outbox) = self.state.outbox.clone() else {
+            return self.guarded_write(cx, |io, cx| io.poll_write_vectored(cx, bufs));
+        };
+        match bufs.iter().position(|b| zerocopy::is_stand_in(b)) {
+            None => self.guarded_write(cx, |io, cx| io.poll_write_vectored(cx, bufs)),
+            Some(0) => {
+                self.guarded_write(cx, |io, cx| zerocopy::poll_send(&io, &outbox, &bufs[0], cx))
+            }
+            Some(real) => {
+                self.guarded_write(cx, |io, cx| io.poll_write_vectored(cx, &bufs[..real]))
+            }
+        }
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -299,12 +336,77 @@ const PROBES: &[&str] = &["/healthz", "/metrics"];
 /// How long cut-off transfers get to release their leases once the grace period is over.
 const CUT_SETTLE: Duration = Duration::from_secs(5);
 
-/// Serves `router` on `listener` (over TLS when `tls` is given) until `shutdown` resolves, then
-/// waits up to `grace` for open connections to finish and for `tasks` (the work that settles
-/// their transfers) to end. Connections still open after that are cut: dropping them aborts
-/// their transfers, which release their leases (and log it) before this returns.
+/// The server's listening sockets, already listening (so a client may connect as soon as the
+/// server says it listens).
+pub enum Listeners {
+    /// One socket, served by the work-stealing runtime the server runs on.
+    Shared(TcpListener),
+    /// One socket per event loop, all bound to one address with `SO_REUSEPORT`: the kernel
+    /// spreads new connections over them, and each loop serves its connections on its own
+    /// thread. A request then never wakes another thread: no hand-over between workers, no
+    /// cross-thread wake-up per response (the largest cost in the profile of small downloads,
+    /// docs/benchmarks.md).
+    PerLoop(Vec<std::net::TcpListener>),
+}
+
+/// Backlog of each listening socket (what tokio's own `bind` uses).
+const BACKLOG: u32 = 1024;
+
+/// Binds `addr` for `loops` event loops (0: one socket for the shared runtime). Returns the
+/// sockets and the address they listen on (its port chosen by the kernel if `addr`'s is 0).
+pub async fn bind(addr: SocketAddr, loops: usize) -> io::Result<(Listeners, SocketAddr)> {
+    if loops == 0 {
+        let listener = TcpListener::bind(addr).await?;
+        let bound = listener.local_addr()?;
+        return Ok((Listeners::Shared(listener), bound));
+    }
+    let first = reuse_port(addr)?;
+    let bound = first.local_addr()?;
+    let mut sockets = vec![first];
+    for _ in 1..loops {
+        sockets.push(reuse_port(bound)?);
+    }
+    let listeners = sockets
+        .into_iter()
+        .map(|s| s.listen(BACKLOG)?.into_std())
+        .collect::<io::Result<Vec<_>>>()?;
+    Ok((Listeners::PerLoop(listeners), bound))
+}
+
+fn reuse_port(addr: SocketAddr) -> io::Result<TcpSocket> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.set_reuseport(true)?;
+    socket.bind(addr)?;
+    Ok(socket)
+}
+
+/// What every accept loop shares: the connection limits count across all of them, and one
+/// shutdown drains them all.
+struct Shared {
+    router: Router,
+    limits: ConnLimits,
+    tls: Option<TlsAcceptor>,
+    /// Asked to stop: accept no more, and close each connection once its current request is
+    /// answered.
+    stop: CancellationToken,
+    /// Grace is over: cut the connections still open.
+    cut: CancellationToken,
+    conns: TaskTracker,
+    slots: Arc<Semaphore>,
+    spare: Arc<Semaphore>,
+}
+
+/// Serves `router` on `listeners` (over TLS when `tls` is given) until `shutdown` resolves,
+/// then waits up to `grace` for open connections to finish and for `tasks` (the work that
+/// settles their transfers) to end. Connections still open after that are cut: dropping them
+/// aborts their transfers, which release their leases (and log it) before this returns.
 pub async fn serve(
-    listener: TcpListener,
+    listeners: Listeners,
     router: Router,
     limits: ConnLimits,
     tls: Option<TlsAcceptor>,
@@ -312,20 +414,110 @@ pub async fn serve(
     grace: Duration,
     tasks: TaskTracker,
 ) {
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    let cut = CancellationToken::new();
-    let conns = TaskTracker::new();
-    let slots = Arc::new(Semaphore::new(limits.max_connections));
-    let spare = Arc::new(Semaphore::new(HEADROOM));
+    let shared = Arc::new(Shared {
+        router,
+        limits,
+        tls,
+        stop: CancellationToken::new(),
+        cut: CancellationToken::new(),
+        conns: TaskTracker::new(),
+        slots: Arc::new(Semaphore::new(limits.max_connections)),
+        spare: Arc::new(Semaphore::new(HEADROOM)),
+    });
+    // Event loops keep running (serving their connections and settling their transfers) until
+    // the drain below is over.
+    let finished = CancellationToken::new();
+    let mut loops = Vec::new();
+    match listeners {
+        Listeners::Shared(listener) => {
+            tokio::spawn(accept_loop(listener, shared.clone()));
+        }
+        Listeners::PerLoop(listeners) => {
+            for (i, listener) in listeners.into_iter().enumerate() {
+                let (shared, finished) = (shared.clone(), finished.clone());
+                let spawned = std::thread::Builder::new()
+                    .name(format!("burnlink-loop-{i}"))
+                    .spawn(move || event_loop(listener, shared, finished));
+                match spawned {
+                    Ok(handle) => loops.push(handle),
+                    Err(e) => tracing::error!(error = %e, "could not start an event loop"),
+                }
+            }
+        }
+    }
+    shutdown.await;
+    shared.stop.cancel();
+    let drained = async {
+        shared.conns.close();
+        shared.conns.wait().await;
+        tasks.close();
+        tasks.wait().await;
+    };
+    tokio::select! {
+        () = drained => tracing::info!("all connections closed and transfers settled"),
+        () = tokio::time::sleep(grace) => {
+            tracing::warn!(grace_s = grace.as_secs(), "shutdown grace period over; cutting remaining transfers");
+            shared.cut.cancel();
+            shared.conns.close();
+            tasks.close();
+            let settled = async {
+                shared.conns.wait().await;
+                tasks.wait().await;
+            };
+            if tokio::time::timeout(CUT_SETTLE, settled).await.is_err() {
+                tracing::warn!("some transfers did not settle; their leases lapse by themselves");
+            }
+        }
+    }
+    finished.cancel();
+    for handle in loops {
+        let _ = tokio::task::spawn_blocking(move || handle.join()).await;
+    }
+}
+
+/// One event loop: a single-threaded runtime that accepts on its own socket and serves those
+/// connections until `finished`.
+fn event_loop(listener: std::net::TcpListener, shared: Arc<Shared>, finished: CancellationToken) {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            tracing::error!(error = %e, "could not start an event loop's runtime");
+            return;
+        }
+    };
+    runtime.block_on(async move {
+        match TcpListener::from_std(listener) {
+            Ok(listener) => accept_loop(listener, shared).await,
+            Err(e) => tracing::error!(error = %e, "an event loop could not take its socket"),
+        }
+        finished.cancelled().await;
+    });
+}
+
+/// Accepts connections on `listener` and serves each on this runtime, until asked to stop.
+async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
+    let Shared {
+        router,
+        limits,
+        tls,
+        stop,
+        cut,
+        conns,
+        slots,
+        spare,
+    } = &*shared;
+    let limits = *limits;
     let mut accept_warned: Option<std::time::Instant> = None;
-    let mut shutdown = pin!(shutdown);
     loop {
         // Every slot and all the headroom taken: wait for a connection to close before
         // accepting another, rather than accepting and dropping in a spin.
         if slots.available_permits() == 0 && spare.available_permits() == 0 {
             tokio::select! {
                 biased;
-                () = &mut shutdown => break,
+                () = stop.cancelled() => break,
                 _ = slots.acquire() => {}
                 _ = spare.acquire() => {}
             }
@@ -333,7 +525,7 @@ pub async fn serve(
         let (stream, peer) = tokio::select! {
             // Shutdown first: once it is asked for, no further connection is taken.
             biased;
-            () = &mut shutdown => break,
+            () = stop.cancelled() => break,
             accepted = listener.accept() => match accepted {
                 Ok(pair) => pair,
                 Err(e) => {
@@ -360,14 +552,13 @@ pub async fn serve(
         let _ = stream.set_nodelay(true);
         // Under TLS too, the tracker wraps the TCP stream itself: a completed flush still
         // means "every byte is in the kernel's socket buffer".
-        let (io, flushed, state) = FlushTracked::new(stream, limits.write_idle);
+        let (io, flushed, state) = FlushTracked::new(stream, limits.write_idle, tls.is_none());
         let info = ConnInfo {
             peer,
             flushed,
             state,
         };
-        let (router, watcher, cut, tls) =
-            (router.clone(), graceful.watcher(), cut.clone(), tls.clone());
+        let (router, stop, cut, tls) = (router.clone(), stop.clone(), cut.clone(), tls.clone());
         conns.spawn(async move {
             let probe_only = matches!(slot, Slot::Probe(_));
             let limits = if probe_only {
@@ -382,8 +573,7 @@ pub async fn serve(
             let served = async {
                 match tls {
                     None => {
-                        serve_conn(TokioIo::new(io), router, info, limits, watcher, probe_only)
-                            .await
+                        serve_conn(TokioIo::new(io), router, info, limits, stop, probe_only).await
                     }
                     Some(acceptor) => {
                         // The handshake is bounded like a request head.
@@ -391,15 +581,8 @@ pub async fn serve(
                             .await
                         {
                             Ok(Ok(io)) => {
-                                serve_conn(
-                                    TokioIo::new(io),
-                                    router,
-                                    info,
-                                    limits,
-                                    watcher,
-                                    probe_only,
-                                )
-                                .await
+                                serve_conn(TokioIo::new(io), router, info, limits, stop, probe_only)
+                                    .await
                             }
                             Ok(Err(e)) => {
                                 tracing::debug!(error = %e, %peer, "TLS handshake failed")
@@ -414,28 +597,6 @@ pub async fn serve(
                 () = cut.cancelled() => {}
             }
         });
-    }
-    drop(listener);
-    let drained = async {
-        graceful.shutdown().await;
-        tasks.close();
-        tasks.wait().await;
-    };
-    tokio::select! {
-        () = drained => tracing::info!("all connections closed and transfers settled"),
-        () = tokio::time::sleep(grace) => {
-            tracing::warn!(grace_s = grace.as_secs(), "shutdown grace period over; cutting remaining transfers");
-            cut.cancel();
-            conns.close();
-            tasks.close();
-            let settled = async {
-                conns.wait().await;
-                tasks.wait().await;
-            };
-            if tokio::time::timeout(CUT_SETTLE, settled).await.is_err() {
-                tracing::warn!("some transfers did not settle; their leases lapse by themselves");
-            }
-        }
     }
 }
 
@@ -453,12 +614,13 @@ async fn serve_conn<I>(
     router: Router,
     info: ConnInfo,
     limits: ConnLimits,
-    watcher: hyper_util::server::graceful::Watcher,
+    stop: CancellationToken,
     probe_only: bool,
 ) where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
     let peer = info.peer;
+    let zero_copy = info.state.outbox.is_some();
     let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
         req.extensions_mut().insert(info.clone());
         let refuse = probe_only && !PROBES.contains(&req.uri().path());
@@ -482,8 +644,23 @@ async fn serve_conn<I>(
         .max_header_size(limits.max_header_bytes)
         .max_buf_size(limits.max_header_bytes.max(8192))
         .keep_alive(!probe_only);
+    if zero_copy {
+        // Body chunks must reach the socket wrapper as given (queued and written with
+        // `writev`), never copied into one buffer: zero-copy stand-ins are recognised by where
+        // they point.
+        builder.writev(true);
+    }
     let conn = builder.serve_connection(io, service);
-    if let Err(e) = watcher.watch(conn).await {
+    tokio::pin!(conn);
+    let served = tokio::select! {
+        served = conn.as_mut() => served,
+        // Shutting down: finish the request in hand (if any), then close.
+        () = stop.cancelled() => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
+    if let Err(e) = served {
         tracing::debug!(error = %e, %peer, "connection ended with an error");
     }
 }

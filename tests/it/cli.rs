@@ -241,6 +241,7 @@ fn a_bad_variable_stops_start_up_with_one_line_naming_it() {
         ("BURNLINK_BIND", "not-an-address"),
         ("BURNLINK_KEYS", "k1:tooshort"),
         ("BURNLINK_TTL_DEFAULT_S", "soon"),
+        ("BURNLINK_WORKERS", "many"),
     ] {
         let out = Command::new(bin())
             .arg("serve")

@@ -15,6 +15,7 @@ mod directory_archive_large;
 mod download_status;
 mod dropped_connection;
 mod error_map;
+mod event_loops;
 mod file_names;
 mod haproxy;
 mod hostile_names;

@@ -30,6 +30,7 @@ use tokio::sync::{oneshot, watch};
 use tokio_util::io::ReaderStream;
 use tokio_util::task::TaskTracker;
 
+use super::zerocopy::{FileChunks, Outbox};
 use crate::http::net::{ConnInfo, ConnState};
 use crate::lease::Lease;
 use crate::telemetry::TransferAudit;
@@ -71,6 +72,25 @@ where
     // A small file needs no 256 KiB buffer.
     let capacity = usize::try_from(len).unwrap_or(CHUNK).clamp(1, CHUNK);
     let stream = ReaderStream::with_capacity(tokio::io::AsyncReadExt::take(reader, len), capacity);
+    start(lease, stream, Some(len), burns, conn, tasks, settle)
+}
+
+/// Like [`deliver`], for `len` bytes of `file` from `offset` on a plain connection whose
+/// socket sends files itself ([`super::zerocopy`]): the bytes go from the page cache to the socket
+/// without being copied through this process, under the same lease, fence and burn rule.
+#[allow(clippy::too_many_arguments)]
+pub fn deliver_zero_copy(
+    lease: Lease,
+    file: std::fs::File,
+    offset: u64,
+    len: u64,
+    burns: bool,
+    conn: &ConnInfo,
+    outbox: Arc<Outbox>,
+    tasks: &TaskTracker,
+    settle: Settle,
+) -> DeliveryBody<FileChunks> {
+    let stream = FileChunks::new(file, offset, len, outbox);
     start(lease, stream, Some(len), burns, conn, tasks, settle)
 }
 

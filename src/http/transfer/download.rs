@@ -67,16 +67,20 @@ pub async fn get(app: &Arc<App>, link: Link, headers: &HeaderMap) -> Result<Resp
         audit: TransferAudit::new(claims, link.client),
     };
     let conn = &link.conn;
-    let body = match small {
+    let body = match (small, conn.state.zero_copy()) {
         // Already in memory: no second trip to the blocking pool.
-        Some(bytes) => {
+        (Some(bytes), _) => {
             let region = bytes.slice(start as usize..(start + len) as usize);
             let reader = std::io::Cursor::new(region);
             Body::new(delivery::deliver(
                 lease, reader, len, burns, conn, &app.tasks, settle,
             ))
         }
-        None => {
+        // Plain HTTP: the kernel sends the file (`sendfile`), nothing is copied through here.
+        (None, Some(outbox)) => Body::new(delivery::deliver_zero_copy(
+            lease, file, start, len, burns, conn, outbox, &app.tasks, settle,
+        )),
+        (None, None) => {
             let mut file = file;
             if start > 0 {
                 // lseek only moves the file offset, so it is done here rather than on the

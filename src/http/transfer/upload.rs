@@ -38,12 +38,17 @@ use crate::state::App;
 use crate::telemetry::TransferAudit;
 use crate::token::{Claims, Direction, hex};
 
-/// Chunks queued between the socket and the writer thread: enough to keep both busy, few
-/// enough that an upload holds well under a megabyte whatever its size.
-const QUEUE: usize = 16;
+/// Chunks queued between the socket and the writer (hyper's reads, at most 64 KiB each):
+/// enough to keep the socket side receiving while a batch is written, few enough that an
+/// upload holds a few megabytes at most whatever its size.
+const QUEUE: usize = 32;
 
-/// The writer buffers this much before each `write` system call.
-const WRITE_BUFFER: usize = 256 * 1024;
+/// The writer gathers this much before each `writev`: large writes, fewer trips to the
+/// blocking pool (256 MiB upload figures in docs/benchmarks.md).
+const WRITE_BUFFER: usize = 1024 * 1024;
+
+/// At most this many chunks per batch (well under the kernel's `IOV_MAX` of 1024).
+const BATCH_CHUNKS: usize = 256;
 
 /// `PUT`: an upload, whatever the link (a download link is "not found").
 pub async fn put(
@@ -430,8 +435,9 @@ pub(super) fn outcome(e: &ApiError) -> &'static str {
     }
 }
 
-/// The writer: gathers the body into batches and hashes and writes each batch on the blocking
-/// pool, then syncs. An upload holds a blocking thread only while a batch is written, never
+/// The writer: gathers the body into batches (the chunks as they came, never copied) and
+/// writes each batch with one `writev` on the blocking pool while another blocking thread
+/// hashes the same bytes, then syncs. An upload holds a blocking thread only while a batch is written, never
 /// while it waits for a slow client's next bytes, so trickling uploads cannot take the threads
 /// every file open needs. The queue in front keeps receiving while a batch is written.
 async fn write(
@@ -440,19 +446,19 @@ async fn write(
     hasher: Option<Hasher>,
 ) -> std::io::Result<Written> {
     let mut disk = (staged, hasher);
-    let mut batch = bytes::BytesMut::with_capacity(WRITE_BUFFER);
+    let mut batch = Batch::default();
     loop {
         match rx.recv().await {
             Some(Chunk::Data(data)) => {
-                batch.extend_from_slice(&data);
-                if batch.len() >= WRITE_BUFFER {
-                    disk = write_batch(disk, batch.split().freeze()).await?;
+                batch.push(data);
+                if batch.full() {
+                    disk = write_batch(disk, std::mem::take(&mut batch)).await?;
                 }
             }
             Some(Chunk::End) => break,
             None if disk.0.is_partial() => {
                 // A resumable upload keeps what arrived, durably: that is its offset now.
-                let (staged, _) = write_batch(disk, batch.freeze()).await?;
+                let (staged, _) = write_batch(disk, batch).await?;
                 on_blocking(move || staged.sync()).await?;
                 return Err(std::io::Error::new(
                     std::io::ErrorKind::Interrupted,
@@ -468,7 +474,7 @@ async fn write(
             }
         }
     }
-    let (staged, hasher) = write_batch(disk, batch.freeze()).await?;
+    let (staged, hasher) = write_batch(disk, batch).await?;
     let staged = on_blocking(move || staged.sync().map(|()| staged)).await?;
     Ok(Written {
         staged,
@@ -476,24 +482,71 @@ async fn write(
     })
 }
 
-/// Hashes and appends one batch, on the blocking pool. On failure the temporary is dropped
-/// (removed) there too.
+/// Body chunks gathered for one write.
+#[derive(Default)]
+struct Batch {
+    chunks: Vec<Bytes>,
+    len: usize,
+}
+
+impl Batch {
+    fn push(&mut self, chunk: Bytes) {
+        self.len += chunk.len();
+        self.chunks.push(chunk);
+    }
+
+    fn full(&self) -> bool {
+        self.len >= WRITE_BUFFER || self.chunks.len() >= BATCH_CHUNKS
+    }
+}
+
+/// Appends one batch with `writev` on the blocking pool while the hasher reads the same bytes
+/// on another blocking thread, so hashing adds no time to a write. On failure the temporary is
+/// dropped (removed) on the pool too.
 async fn write_batch(
-    (mut staged, mut hasher): (Staged, Option<Hasher>),
-    batch: Bytes,
+    (staged, hasher): (Staged, Option<Hasher>),
+    batch: Batch,
 ) -> std::io::Result<(Staged, Option<Hasher>)> {
-    if batch.is_empty() {
+    if batch.len == 0 {
         return Ok((staged, hasher));
     }
-    on_blocking(move || {
-        use std::io::Write;
-        if let Some(hasher) = &mut hasher {
-            hasher.update(&batch);
-        }
-        staged.file().write_all(&batch)?;
-        Ok((staged, hasher))
+    let chunks = Arc::new(batch.chunks);
+    let hashing = hasher.map(|mut hasher| {
+        let chunks = chunks.clone();
+        tokio::task::spawn_blocking(move || {
+            for chunk in chunks.iter() {
+                hasher.update(chunk);
+            }
+            hasher
+        })
+    });
+    let written = on_blocking(move || {
+        let mut staged = staged;
+        write_all_vectored(staged.file(), &chunks)?;
+        Ok(staged)
     })
-    .await
+    .await;
+    let hasher = match hashing {
+        Some(hashing) => Some(hashing.await.map_err(std::io::Error::other)?),
+        None => None,
+    };
+    Ok((written?, hasher))
+}
+
+/// `write_all` for several buffers: `writev` until every byte is written.
+fn write_all_vectored(file: &mut std::fs::File, chunks: &[Bytes]) -> std::io::Result<()> {
+    use std::io::{IoSlice, Write};
+    let mut slices: Vec<IoSlice<'_>> = chunks.iter().map(|c| IoSlice::new(c)).collect();
+    let mut bufs = &mut slices[..];
+    while !bufs.is_empty() {
+        match file.write_vectored(bufs) {
+            Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+            Ok(n) => IoSlice::advance_slices(&mut bufs, n),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 pub(super) async fn on_blocking<T: Send + 'static>(
