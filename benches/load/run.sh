@@ -167,8 +167,10 @@ for c in 1 32; do
   bpeak=$(peak_mib)
   n=$(wrk -t"$t" -c"$c" -d"${dur}s" --latency -s "$here/walk.lua" "http://127.0.0.1:$ng_port" -- "$work/ng_urls" "$t" | grep -E "RESULT|statuses")
   echo "   burnlink: $b"; echo "   nginx:    $n"
-  # Remove the links this run used, so the next run starts on fresh ones.
-  used=$(echo "$b" | field requests); tail -n +"$((used + 1))" "$work/bl_urls" > "$work/bl_next"; mv "$work/bl_next" "$work/bl_urls"
+  # Remove the links this run used, so the next run starts on fresh ones. wrk does not count
+  # a request still in flight when its time is up, though the server may have served (and
+  # burned) it: skip one more link per connection.
+  used=$(echo "$b" | field requests); tail -n +"$((used + c + 1))" "$work/bl_urls" > "$work/bl_next"; mv "$work/bl_next" "$work/bl_urls"
   used=$(echo "$n" | field requests); tail -n +"$((used + 1))" "$work/ng_urls" > "$work/ng_next"; mv "$work/ng_next" "$work/ng_urls"
   row "4 KiB downloads c=$c (req/s)" "$(echo "$b" | field rps)" "$(echo "$n" | field rps)" "$bpeak"
   row "4 KiB downloads c=$c p99 (ms, lower is better)" "$(echo "$b" | field p99_ms)" "$(echo "$n" | field p99_ms)" "$bpeak"

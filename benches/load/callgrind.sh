@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# Instructions and heap allocations per 4 KiB one-time download, counted by valgrind's
+# callgrind: repeatable on a shared machine, where wall-clock figures are not. The server runs
+# under callgrind twice, serving N and 3N downloads (each a fresh link, one keep-alive
+# connection, Python's http.client); the difference of the two runs, divided by 2N, is the
+# cost of one download without start-up and shutdown.
+#
+#   benches/load/callgrind.sh [N=500]
+#
+# BURNLINK_BIN=path/to/burnlink measures that binary instead of building one.
+# Needs: valgrind, curl, python3. Bounded: 4N requests; the servers are stopped by PID.
+set -euo pipefail
+n="${1:-500}"
+top="$(cd "$(dirname "$0")/../.." && pwd)"
+here="$top/benches/load"
+if [ -n "${BURNLINK_BIN:-}" ]; then
+  bin="$BURNLINK_BIN"
+else
+  cargo build --quiet --release --manifest-path "$top/Cargo.toml"
+  bin="${CARGO_TARGET_DIR:-$top/target}/release/burnlink"
+fi
+work="$(mktemp -d)"
+pid=""
+trap '[ -n "$pid" ] && kill "$pid" 2>/dev/null; rm -rf "$work"' EXIT
+mkdir -p "$work/data"
+head -c 4096 /dev/urandom > "$work/data/small.bin"
+
+one_run() { # COUNT OUT
+  local port
+  port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+  export BURNLINK_KEYS="$("$bin" keygen)" BURNLINK_ROOT="$work/data" BURNLINK_BIND="127.0.0.1:$port" \
+         BURNLINK_API_TOKENS=bench BURNLINK_LOG=warn BURNLINK_BROWSER_CONFIRM=false
+  "$bin" mint small.bin --count "$1" --ttl 1h | sed "s#^http://127.0.0.1:$port##" > "$work/urls"
+  (cd "$work" && exec valgrind --tool=callgrind --callgrind-out-file="$2" "$bin" serve \
+     >"$work/out" 2>"$work/log") &
+  pid=$!
+  for _ in $(seq 1 600); do curl -sf "http://127.0.0.1:$port/healthz" >/dev/null && break; sleep 0.1; done
+  python3 - "$port" "$work/urls" <<'PY'
+import http.client, sys
+port, urls = int(sys.argv[1]), sys.argv[2]
+c = http.client.HTTPConnection("127.0.0.1", port)
+for u in open(urls).read().split():
+    c.request("GET", u)
+    r = c.getresponse()
+    body = r.read()
+    assert r.status == 200 and len(body) == 4096, r.status
+PY
+  sleep 1
+  kill -TERM "$pid"; wait "$pid" 2>/dev/null || true; pid=""
+}
+one_run "$n" "$work/small.out"
+one_run "$((3 * n))" "$work/large.out"
+python3 "$here/callgrind_sum.py" "$work/small.out" "$work/large.out" "$((2 * n))"

@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# A CPU profile (perf record -e cpu-clock -g) of the server while wrk spends fresh one-time
+# links on a 4 KiB file, and the server's CPU time per request (from /proc, so it holds up
+# better than requests/s when other work shares the cores).
+#
+#   benches/load/profile.sh OUT.data [CONCURRENCY=32] [DURATION_S=5]
+#   perf report -i OUT.data --no-children --sort sym
+#
+# BURNLINK_BIN=path/to/burnlink profiles that binary; BURNLINK_WORKERS is passed on.
+# Needs: perf, wrk, curl, python3. Bounded: one wrk run; the server is stopped by PID.
+set -euo pipefail
+out="$1"; c="${2:-32}"; dur="${3:-5}"
+top="$(cd "$(dirname "$0")/../.." && pwd)"
+here="$top/benches/load"
+if [ -n "${BURNLINK_BIN:-}" ]; then
+  bin="$BURNLINK_BIN"
+else
+  cargo build --quiet --release --manifest-path "$top/Cargo.toml"
+  bin="${CARGO_TARGET_DIR:-$top/target}/release/burnlink"
+fi
+work="$(mktemp -d)"
+pid=""
+trap '[ -n "$pid" ] && kill "$pid" 2>/dev/null; rm -rf "$work"' EXIT
+mkdir -p "$work/data"
+head -c 4096 /dev/urandom > "$work/data/small.bin"
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+export BURNLINK_KEYS="$("$bin" keygen)" BURNLINK_ROOT="$work/data" BURNLINK_BIND="127.0.0.1:$port" \
+       BURNLINK_API_TOKENS=bench BURNLINK_LOG=warn BURNLINK_BROWSER_CONFIRM=false
+(cd "$work" && exec "$bin" serve >"$work/out" 2>"$work/log") &
+pid=$!
+for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$port/healthz" >/dev/null && break; sleep 0.1; done
+"$bin" mint small.bin --count $((40000 * dur)) --ttl 1h | sed "s#^http://127.0.0.1:$port##" > "$work/urls"
+t=$(( c == 1 ? 1 : 2 ))
+ticks() { awk '{ print $14 + $15 }' "/proc/$pid/stat"; }
+before=$(ticks)
+perf record -e cpu-clock -g -o "$out" -p "$pid" -- sleep "$((dur + 1))" 2>/dev/null &
+rec=$!
+r=$(wrk -t"$t" -c"$c" -d"${dur}s" --latency -s "$here/walk.lua" "http://127.0.0.1:$port" -- "$work/urls" "$t" | grep RESULT)
+after=$(ticks)
+wait "$rec" || true
+echo "$r"
+reqs=$(echo "$r" | sed -n 's/.*requests=\([0-9]*\).*/\1/p')
+hz=$(getconf CLK_TCK)
+awk -v t=$((after - before)) -v hz="$hz" -v n="$reqs" \
+  'BEGIN { printf "server CPU per request: %.1f us (user + system, %d requests)\n", t / hz * 1e6 / n, n }'
