@@ -50,6 +50,13 @@ const WRITE_BUFFER: usize = 1024 * 1024;
 /// At most this many chunks per batch (well under the kernel's `IOV_MAX` of 1024).
 const BATCH_CHUNKS: usize = 256;
 
+/// Every this many bytes written, the file's data is synced in the background while the
+/// upload goes on. The kernel starts writing dirty pages back on its own only past a share of
+/// memory (gigabytes), so without this the whole file would go to disk in the final fsync,
+/// after the last byte arrived; with it, the disk works while the network does, and the final
+/// fsync has only the tail left.
+const SYNC_EVERY: usize = 16 * 1024 * 1024;
+
 /// `PUT`: an upload, whatever the link (a download link is "not found").
 pub async fn put(
     State(app): State<Arc<App>>,
@@ -447,12 +454,15 @@ async fn write(
 ) -> std::io::Result<Written> {
     let mut disk = (staged, hasher);
     let mut batch = Batch::default();
+    let mut early_sync = EarlySync::default();
     loop {
         match rx.recv().await {
             Some(Chunk::Data(data)) => {
                 batch.push(data);
                 if batch.full() {
+                    let len = batch.len;
                     disk = write_batch(disk, std::mem::take(&mut batch)).await?;
+                    early_sync.wrote(len, disk.0.file()).await?;
                 }
             }
             Some(Chunk::End) => break,
@@ -475,11 +485,44 @@ async fn write(
         }
     }
     let (staged, hasher) = write_batch(disk, batch).await?;
+    // An early sync's failure must fail the upload: a later fsync may not report it again.
+    early_sync.finish().await?;
     let staged = on_blocking(move || staged.sync().map(|()| staged)).await?;
     Ok(Written {
         staged,
         digests: hasher.map(Hasher::finish),
     })
+}
+
+/// The background data syncs of one upload ([`SYNC_EVERY`]): at most one runs at a time.
+#[derive(Default)]
+struct EarlySync {
+    unsynced: usize,
+    running: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+}
+
+impl EarlySync {
+    /// Counts `len` more bytes written to `file`; past [`SYNC_EVERY`], waits for the previous
+    /// sync (if it still runs) and starts the next on a duplicate of the descriptor.
+    async fn wrote(&mut self, len: usize, file: &std::fs::File) -> std::io::Result<()> {
+        self.unsynced += len;
+        if self.unsynced < SYNC_EVERY {
+            return Ok(());
+        }
+        self.unsynced = 0;
+        self.finish().await?;
+        let file = file.try_clone()?;
+        self.running = Some(tokio::task::spawn_blocking(move || file.sync_data()));
+        Ok(())
+    }
+
+    /// Waits for the sync still running, and says whether it failed.
+    async fn finish(&mut self) -> std::io::Result<()> {
+        match self.running.take() {
+            Some(sync) => sync.await.map_err(std::io::Error::other)?,
+            None => Ok(()),
+        }
+    }
 }
 
 /// Body chunks gathered for one write.
