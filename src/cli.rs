@@ -267,11 +267,11 @@ fn mint(mut config: Config, args: MintArgs) -> Result<ExitCode, String> {
         "BURNLINK_KEYS is not set: links minted with a random key would be refused by the server \
          (run `burnlink keygen` and give the same BURNLINK_KEYS to the server and to this command)",
     )?;
-    let sandbox = config.open_sandbox().map_err(|e| e.to_string())?;
+    let storage = config.open_storage().map_err(|e| e.to_string())?;
     let (base_url, _) = config.resolve_base_url(config.bind);
     let links = LinkService::local(
         Arc::new(keyring),
-        sandbox,
+        storage,
         config.limits(),
         base_url,
         Arc::new(MemoryStats::default()),

@@ -12,7 +12,7 @@ use serde::Deserialize;
 
 use crate::access::ApiTokens;
 use crate::ledger::redis_conn::{RedisOptions, Target};
-use crate::sandbox::Sandbox;
+use crate::storage::Storage;
 use crate::token::Keyring;
 use crate::webhooks::{Secret, WebhookConfig};
 
@@ -473,11 +473,11 @@ impl Config {
         }
     }
 
-    /// Opens (creating if missing) the sandbox at `BURNLINK_ROOT`.
-    pub fn open_sandbox(&self) -> Result<Sandbox, ConfigError> {
-        Sandbox::open(&self.root).map_err(|e| ConfigError {
+    /// Opens the sandbox at `BURNLINK_ROOT`: a directory (created if missing) or a bucket.
+    pub fn open_storage(&self) -> Result<Storage, ConfigError> {
+        Storage::open(&self.root).map_err(|expected| ConfigError {
             var: "BURNLINK_ROOT".into(),
-            expected: format!("cannot create or open `{}`: {e}", self.root.display()),
+            expected,
         })
     }
 

@@ -33,6 +33,7 @@ pub mod session;
 pub mod staging;
 pub mod state;
 pub mod stats;
+pub mod storage;
 pub mod telemetry;
 pub mod text;
 pub mod tls;

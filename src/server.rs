@@ -41,12 +41,14 @@ pub async fn run(mut config: Config) -> Result<(), StartError> {
         tracing::warn!(variable = %var, "unknown BURNLINK_* variable ignored (a typo?)");
     }
     raise_open_files_limit(config.max_connections);
-    let sandbox = config.open_sandbox()?;
+    let storage = config.open_storage()?;
     let tls = config.tls.as_ref().map(crate::tls::acceptor).transpose()?;
     crate::metrics::install();
     crate::webhooks::describe_metrics();
     let (ledger, stats) = open_ledger(&config.ledger).await?;
-    sweep_stale_uploads(&sandbox);
+    if let Some(sandbox) = storage.disk() {
+        sweep_stale_uploads(sandbox);
+    }
     let keyring = Arc::new(match config.keys.take() {
         Some(k) => k,
         None => {
@@ -107,7 +109,7 @@ pub async fn run(mut config: Config) -> Result<(), StartError> {
     });
     let minter = Arc::new(Minter::new(
         keyring.clone(),
-        sandbox.clone(),
+        storage.clone(),
         config.limits(),
         base_url.clone(),
     ));
@@ -151,7 +153,7 @@ pub async fn run(mut config: Config) -> Result<(), StartError> {
         oauth,
         ledger,
         stats,
-        sandbox,
+        storage,
         links,
         leases,
         rate_limits,

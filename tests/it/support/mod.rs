@@ -6,6 +6,7 @@
 pub mod archive;
 pub mod chromium;
 pub mod haproxy;
+pub mod moto;
 pub mod nginx;
 pub mod oidc;
 pub mod redis_modes;
@@ -13,7 +14,7 @@ pub mod redis_server;
 pub mod tools;
 
 pub use tools::{
-    MCP_CONFORMANCE, MCP_PYTHON, MCP2_PYTHON, OIDC_PROVIDER, TUS_JS, TUSPY, WEBHOOKS_PYTHON,
+    MCP_CONFORMANCE, MCP_PYTHON, MCP2_PYTHON, MOTO, OIDC_PROVIDER, TUS_JS, TUSPY, WEBHOOKS_PYTHON,
     require_root, require_tool, require_tools,
 };
 

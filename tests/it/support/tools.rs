@@ -80,6 +80,10 @@ pub const OIDC_PROVIDER: &str = "oidc-provider";
 /// `BURNLINK_NPM` like [`OIDC_PROVIDER`].
 pub const MCP_CONFORMANCE: &str = "mcp-conformance";
 
+/// The name [`require_tool`] knows PyPI's `moto[server]` (an S3-compatible server) and `boto3`
+/// by: the test venv's python that can `import moto, boto3`; `moto_server` is beside it.
+pub const MOTO: &str = "moto";
+
 /// Where scripts/test installs the npm packages the tests drive.
 pub fn npm_prefix() -> PathBuf {
     env_or("BURNLINK_NPM", "/var/tmp/burnlink-npm")
@@ -156,6 +160,11 @@ fn install_hint(tool: &str) -> String {
             return "/var/tmp/burnlink-venv/bin/pip install tuspy==1.1.0; scripts/test does this"
                 .to_string();
         }
+        MOTO => {
+            return "/var/tmp/burnlink-venv/bin/pip install 'moto[server]==5.2.6' boto3==1.44.18; \
+                    scripts/test does this"
+                .to_string();
+        }
         "bsdtar" => "libarchive-tools",
         "systemd-analyze" => "systemd",
         "cargo-deb" | "hadolint" | "kubernetes-validate" | "yamllint" => {
@@ -218,6 +227,13 @@ fn locate(tool: &str) -> Result<PathBuf, String> {
             env_or("BURNLINK_MCP_PYTHON", DEFAULT_MCP_PYTHON),
             "import tusclient",
         ),
+        MOTO => {
+            let py = python_that_runs(
+                env_or("BURNLINK_MCP_PYTHON", DEFAULT_MCP_PYTHON),
+                "import moto, boto3",
+            )?;
+            existing(py.with_file_name("moto_server")).map(|_| py)
+        }
         program => find_program(program).ok_or_else(|| format!("`{program}` is not installed")),
     }
 }
