@@ -26,6 +26,7 @@ mod mcp_conformance;
 mod metrics;
 mod minting_api;
 mod oauth;
+mod object_storage;
 mod operator_commands;
 mod previewers;
 mod rate_limits;

@@ -24,27 +24,40 @@ impl Moto {
     pub fn start() -> Option<Moto> {
         let python = require_tool(MOTO)?;
         let port = free_port();
-        let child = Command::new(python.with_file_name("moto_server"))
-            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start moto_server");
+        let child = spawn(&python, port);
         let moto = Moto {
             child,
             python,
             port,
         };
+        moto.ready();
+        Some(moto)
+    }
+
+    /// Waits (at most 20 s) until moto answers, and creates the bucket.
+    fn ready(&self) {
         let deadline = Instant::now() + Duration::from_secs(20);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
             assert!(
                 Instant::now() < deadline,
                 "moto_server did not listen within 20 s"
             );
             std::thread::sleep(Duration::from_millis(50));
         }
-        moto.py(&format!("s3.create_bucket(Bucket={BUCKET:?})"), b"");
-        Some(moto)
+        self.py(&format!("s3.create_bucket(Bucket={BUCKET:?})"), b"");
+    }
+
+    /// Stops the server (by its PID): the bucket is down.
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts it again on the same port, empty but for the bucket.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.child = spawn(&self.python, self.port);
+        self.ready();
     }
 
     pub fn endpoint(&self) -> String {
@@ -134,6 +147,15 @@ impl Moto {
         .parse()
         .unwrap()
     }
+}
+
+fn spawn(python: &std::path::Path, port: u16) -> Child {
+    Command::new(python.with_file_name("moto_server"))
+        .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start moto_server")
 }
 
 impl Drop for Moto {
