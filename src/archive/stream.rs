@@ -253,18 +253,9 @@ pub fn write_bucket_archive<W: Write>(
         let entry = entry.map_err(io::Error::other)?;
         seen += 1;
         names += entry.name.len();
-        let over = if seen > limits.max_entries {
-            Some(walk::WalkError::TooManyEntries(limits.max_entries))
-        } else if names > limits.max_name_bytes {
-            Some(walk::WalkError::NamesTooLong(limits.max_name_bytes))
-        } else if entry.name.split('/').count() > limits.max_depth + 1 {
-            Some(walk::WalkError::TooDeep(limits.max_depth))
-        } else {
-            None
-        };
-        if let Some(over) = over {
-            return Err(io::Error::other(over));
-        }
+        limits
+            .check_listed(seen, names, &entry.name)
+            .map_err(io::Error::other)?;
         let modified = Some(entry.object.modified);
         if entry.is_dir {
             let opts = options(modified, 0o755, Method::Stored, 0, false);

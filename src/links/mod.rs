@@ -261,7 +261,7 @@ impl Minter {
                 if let bucket::Entry::File(object) = entry {
                     return Ok((Kind::File, object.size));
                 }
-                block_on(b.summarize(session, rel, walk::LIMITS))
+                block_on(walk::summarize_bucket(b, session, rel, walk::LIMITS))
             }
         };
         match summary {

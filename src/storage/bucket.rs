@@ -27,7 +27,6 @@ use object_store::{
 };
 
 use super::s3_http::{Connector, CreateOnly};
-use crate::archive::walk::{Limits, Summary, WalkError};
 use crate::sandbox::{self, SandboxError, SessionId};
 
 /// The longest any one metadata call (HEAD, LIST page, create, complete, abort) may take,
@@ -316,40 +315,6 @@ impl Bucket {
         Ok(entries
             .filter_map(|entry| async move { entry.transpose() })
             .boxed())
-    }
-
-    /// The sum of the directory's object sizes, within the archive limits.
-    pub async fn summarize(
-        &self,
-        session: Option<&SessionId>,
-        rel: &str,
-        limits: Limits,
-    ) -> Result<Summary, WalkError> {
-        let mut summary = Summary::default();
-        let mut names = 0usize;
-        let mut listing = self.list(session, rel)?;
-        let mut seen = 0usize;
-        while let Some(entry) = listing.next().await {
-            let entry = entry?;
-            seen += 1;
-            if seen > limits.max_entries {
-                return Err(WalkError::TooManyEntries(limits.max_entries));
-            }
-            names += entry.name.len();
-            if names > limits.max_name_bytes {
-                return Err(WalkError::NamesTooLong(limits.max_name_bytes));
-            }
-            if entry.name.split('/').count() > limits.max_depth + 1 {
-                return Err(WalkError::TooDeep(limits.max_depth));
-            }
-            if entry.is_dir {
-                summary.directories += 1;
-            } else {
-                summary.files += 1;
-                summary.bytes = summary.bytes.saturating_add(entry.object.size);
-            }
-        }
-        Ok(summary)
     }
 
     /// Starts a multipart upload to `rel`. With `create_only`, its completion carries

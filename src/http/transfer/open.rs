@@ -168,7 +168,8 @@ pub async fn describe(storage: &Storage, claims: &Claims) -> Result<(Kind, Optio
             return match bucket.stat(session, &claims.path).await? {
                 bucket::Entry::File(object) => Ok((Kind::File, Some(object.size))),
                 bucket::Entry::Directory => {
-                    match bucket.summarize(session, &claims.path, walk::LIMITS).await {
+                    match walk::summarize_bucket(bucket, session, &claims.path, walk::LIMITS).await
+                    {
                         Ok(summary) => Ok((Kind::Directory, Some(summary.bytes))),
                         Err(WalkError::Sandbox(e)) => Err(e.into()),
                         Err(_) => Ok((Kind::Directory, None)),
