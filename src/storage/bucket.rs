@@ -563,3 +563,52 @@ where
         )))))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_become_keys_under_the_prefix_and_never_leave_it() {
+        let b = Bucket::open("s3://bkt/some/prefix/").unwrap();
+        let s1 = SessionId::parse("s1").unwrap();
+        assert_eq!(b.url(Some(&s1)), "s3://bkt/some/prefix/s1");
+        assert_eq!(b.normalize(None, "a//./b.txt").unwrap(), "a/b.txt");
+        assert_eq!(b.key(Some(&s1), "a/b.txt"), "some/prefix/s1/a/b.txt");
+        assert_eq!(b.key(None, "."), "some/prefix");
+        assert_eq!(
+            b.normalize(Some(&s1), "s3://bkt/some/prefix/s1/x").unwrap(),
+            "x"
+        );
+        assert_eq!(b.normalize(None, "s3://bkt/some/prefix").unwrap(), ".");
+        for outside in [
+            "../x",
+            "a/../../x",
+            "/etc/passwd",
+            "s3://bkt/some/prefix2/x",
+            "s3://bkt/some/x",
+            "s3://other/some/prefix/x",
+        ] {
+            assert!(
+                matches!(b.normalize(None, outside), Err(SandboxError::Outside)),
+                "{outside}"
+            );
+        }
+        // A session's absolute paths are its own.
+        assert!(b.normalize(Some(&s1), "s3://bkt/some/prefix/s2/x").is_err());
+        for odd in ["a\u{7}b", "tab\there", &"k".repeat(1100)] {
+            assert!(
+                matches!(b.normalize(None, odd), Err(SandboxError::BadPath(_))),
+                "{odd:?}"
+            );
+        }
+        assert!(Bucket::open("s3://").is_err());
+        assert!(Bucket::open("s3://bkt/../x").is_err());
+    }
+
+    #[test]
+    fn listed_keys_are_named_relative_to_the_directory() {
+        assert_eq!(strip_dir("p/dir", "p/dir/a/b.txt"), "a/b.txt");
+        assert_eq!(strip_dir("", "a.txt"), "a.txt");
+    }
+}
