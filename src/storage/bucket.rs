@@ -29,11 +29,12 @@ use object_store::{
 use super::s3_http::{Connector, CreateOnly};
 use crate::sandbox::{self, SandboxError, SessionId};
 
-/// The longest any one metadata call (HEAD, LIST page, create, complete, abort) may take,
-/// retries included.
+/// The longest any one metadata call (HEAD, LIST page, create, abort) may take, retries
+/// included.
 pub const CALL_BOUND: Duration = Duration::from_secs(5);
 
-/// A part upload may take longer: it carries [`PART_SIZE`] bytes.
+/// A part upload may take longer (it carries [`PART_SIZE`] bytes), and so may completing an
+/// upload: S3 assembles the parts before it answers, which takes seconds for large objects.
 const PART_BOUND: Duration = Duration::from_secs(60);
 
 /// The longest a streamed object body may pause before the read fails.
@@ -117,7 +118,9 @@ impl Bucket {
             .with_http_connector(Connector {
                 create_only: create_only.clone(),
                 connect_within: Duration::from_secs(2),
-                headers_within: CALL_BOUND,
+                // The calls bound themselves (CALL_BOUND, PART_BOUND); this only caps a
+                // response that never starts.
+                headers_within: PART_BOUND,
             })
             .with_retry(RetryConfig {
                 backoff: BackoffConfig {
@@ -126,7 +129,7 @@ impl Bucket {
                     base: 2.0,
                 },
                 max_retries: 2,
-                retry_timeout: CALL_BOUND,
+                retry_timeout: PART_BOUND,
             });
         // An endpoint of one's own (MinIO, Garage, Ceph, moto) is addressed path-style.
         if std::env::var_os("AWS_ENDPOINT_URL").is_some_and(|v| !v.is_empty()) {
@@ -380,17 +383,14 @@ pub enum CompleteError {
 impl Upload {
     /// Sends `data` as the next part. The previous part must have arrived first, so at most
     /// one part is in flight while the next is gathered: memory stays at two parts.
-    pub async fn put(&mut self, data: Bytes) -> Result<(), SandboxError> {
+    pub async fn put(&mut self, data: PutPayload) -> Result<(), SandboxError> {
         self.settle().await?;
         let (store, path, id) = (self.store.clone(), self.path.clone(), self.id.clone());
         let idx = self.parts.len();
         self.inflight = Some(tokio::spawn(async move {
-            bounded(
-                PART_BOUND,
-                store.put_part(&path, &id, idx, PutPayload::from_bytes(data)),
-            )
-            .await?
-            .map_err(classify)
+            bounded(PART_BOUND, store.put_part(&path, &id, idx, data))
+                .await?
+                .map_err(classify)
         }));
         Ok(())
     }
@@ -415,7 +415,7 @@ impl Upload {
         }
         let parts = std::mem::take(&mut self.parts);
         let done = bounded(
-            CALL_BOUND,
+            PART_BOUND,
             self.store.complete_multipart(&self.path, &self.id, parts),
         )
         .await;

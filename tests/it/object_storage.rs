@@ -490,3 +490,48 @@ async fn three_replicas_on_one_bucket_and_one_redis_behind_nginx_act_as_one() {
     }
     assert_eq!(ok, 1);
 }
+
+#[tokio::test]
+async fn a_256_mib_upload_and_download_through_a_bucket_keep_peak_memory_under_64_mib() {
+    if require_tool("curl").is_none() {
+        return;
+    }
+    let size: u64 = 256 * 1024 * 1024;
+    let limit = (2 * size).to_string();
+    let env = [
+        ("BURNLINK_MAX_UPLOAD_BYTES", limit.as_str()),
+        ("BURNLINK_MAX_DOWNLOAD_BYTES", limit.as_str()),
+    ];
+    let Some(b) = Sandbox::start(Backend::Bucket, &env) else {
+        return;
+    };
+    let s = &b.server;
+    // Sparse source outside the sandbox; `-T` streams it.
+    let src = s.dir.path().join("huge.bin");
+    std::fs::File::create(&src).unwrap().set_len(size).unwrap();
+    let minted = s.mint_upload(json!({ "path": "huge.bin" })).await;
+    let url = minted["url"].as_str().unwrap();
+    let (status, body) = curl_status(&["-T", src.to_str().unwrap(), url]);
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(b.leftovers(), 0);
+    println!(
+        "server peak RSS after the upload: {} KiB",
+        vm_hwm_kib(s.pid())
+    );
+
+    let url = s.mint("huge.bin").await;
+    let out = s.dir.path().join("back.bin");
+    let status = curl()
+        .args(["--fail", "-o"])
+        .arg(&out)
+        .arg(&url)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert_eq!(std::fs::metadata(&out).unwrap().len(), size);
+    assert_eq!(s.settled_state(&url).await, "used");
+
+    let peak = vm_hwm_kib(s.pid());
+    println!("server peak RSS after 256 MiB up and down through a bucket: {peak} KiB");
+    assert!(peak < 64 * 1024, "peak RSS {peak} KiB");
+}

@@ -12,7 +12,8 @@ use axum::Json;
 use axum::body::Body;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use bytes::BytesMut;
+use bytes::Bytes;
+use object_store::PutPayload;
 use serde_json::json;
 use tokio::sync::mpsc;
 
@@ -122,26 +123,32 @@ impl Receive {
     }
 }
 
-/// Gathers the body into parts of [`PART_SIZE`] and sends each, hashing as it goes. A queue
-/// that closes without `End` (the upload was refused or abandoned) or a part that fails aborts
-/// the upload.
+/// Gathers the body into parts of exactly [`PART_SIZE`] (the last one shorter) and sends
+/// each, hashing as it goes. A part is the received chunks themselves, split at the boundary,
+/// not a copy into one large buffer. A queue that closes without `End` (the upload was refused
+/// or abandoned) or a part that fails aborts the upload.
 async fn write_parts(
     mut upload: Upload,
     mut rx: mpsc::Receiver<Chunk>,
     mut hasher: Hasher,
 ) -> Result<Written, SandboxError> {
-    let mut part = BytesMut::with_capacity(PART_SIZE);
+    let mut part: Vec<Bytes> = Vec::new();
+    let mut len = 0usize;
     loop {
         match rx.recv().await {
-            Some(Chunk::Data(data)) => {
+            Some(Chunk::Data(mut data)) => {
                 hasher.update(&data);
-                part.extend_from_slice(&data);
-                if part.len() >= PART_SIZE {
-                    let full = part.split_to(PART_SIZE).freeze();
-                    part.reserve(PART_SIZE);
-                    if let Err(e) = upload.put(full).await {
-                        upload.abort().await;
-                        return Err(e);
+                while !data.is_empty() {
+                    let take = (PART_SIZE - len).min(data.len());
+                    part.push(data.split_to(take));
+                    len += take;
+                    if len == PART_SIZE {
+                        let full: PutPayload = std::mem::take(&mut part).into_iter().collect();
+                        len = 0;
+                        if let Err(e) = upload.put(full).await {
+                            upload.abort().await;
+                            return Err(e);
+                        }
                     }
                 }
             }
@@ -152,8 +159,8 @@ async fn write_parts(
             }
         }
     }
-    if !part.is_empty()
-        && let Err(e) = upload.put(part.freeze()).await
+    if len > 0
+        && let Err(e) = upload.put(part.into_iter().collect()).await
     {
         upload.abort().await;
         return Err(e);
