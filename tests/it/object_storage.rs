@@ -236,6 +236,12 @@ async fn mid_upload_race(backend: Backend) {
     });
     tx.send(Ok(pattern(6 * 1024 * 1024))).await.unwrap();
     tokio::time::sleep(Duration::from_millis(500)).await;
+    // Nothing of an upload in progress is visible at its destination.
+    assert_eq!(
+        s.state(minted["url"].as_str().unwrap()).await,
+        "in_progress"
+    );
+    assert!(b.read("race.bin").is_none(), "{}", b.name());
     b.put("race.bin", b"someone else's");
     tx.send(Ok(pattern(1024))).await.unwrap();
     drop(tx);
@@ -372,7 +378,7 @@ async fn a_bucket_down_or_slow_is_503_unavailable_and_readyz_recovers_without_a_
 }
 
 #[tokio::test]
-async fn a_download_cut_by_the_bucket_never_burns_the_link() {
+async fn a_transfer_cut_by_the_bucket_never_burns_the_link() {
     let Some(mut moto) = Moto::start() else {
         return;
     };
@@ -404,6 +410,34 @@ async fn a_download_cut_by_the_bucket_never_burns_the_link() {
         failed && got < data.len(),
         "the response must be cut: {got} bytes"
     );
+    assert_eq!(s.settled_state(&url).await, "unused");
+
+    // An upload whose bucket goes away after its first part: refused, the link stays usable.
+    moto.restart();
+    let minted = s.mint_upload(json!({ "path": "up.bin" })).await;
+    let url = minted["url"].as_str().unwrap().to_string();
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(4);
+    let body = reqwest::Body::wrap_stream(futures_util::stream::unfold(rx, |mut rx| async {
+        rx.recv().await.map(|chunk| (chunk, rx))
+    }));
+    let upload = tokio::spawn({
+        let (client, url) = (s.client.clone(), url.clone());
+        async move { client.put(url).body(body).send().await }
+    });
+    tx.send(Ok(pattern(9 * 1024 * 1024))).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    moto.stop();
+    for _ in 0..4 {
+        if tx.send(Ok(pattern(4 * 1024 * 1024))).await.is_err() {
+            break;
+        }
+    }
+    drop(tx);
+    match upload.await.unwrap() {
+        Ok(r) => assert_eq!(error_code(r).await, (503, "unavailable".into())),
+        // The server may answer and close before the body is all sent.
+        Err(e) => assert!(e.is_request() || e.is_body(), "{e}"),
+    }
     assert_eq!(s.settled_state(&url).await, "unused");
 }
 
