@@ -19,6 +19,7 @@ use bytes::Bytes;
 use futures_util::stream::BoxStream;
 use futures_util::{Stream, StreamExt};
 use object_store::aws::{AmazonS3, AmazonS3Builder, S3ConditionalPut};
+use object_store::list::{PaginatedListOptions, PaginatedListStore};
 use object_store::multipart::{MultipartStore, PartId};
 use object_store::path::Path;
 use object_store::{
@@ -222,13 +223,28 @@ impl Bucket {
         if let Some(object) = self.head(session, rel).await? {
             return Ok(Entry::File(object));
         }
-        let dir = self.path(session, rel)?;
-        let mut listing = self.store.list(Some(&dir));
-        match bounded(CALL_BOUND, listing.next()).await? {
-            Some(Ok(_)) => Ok(Entry::Directory),
-            Some(Err(e)) => Err(classify(e)),
-            None => Err(SandboxError::NotFound),
+        if self.any_under(&self.key(session, rel)).await? {
+            Ok(Entry::Directory)
+        } else {
+            Err(SandboxError::NotFound)
         }
+    }
+
+    /// Whether any key starts with `dir_key/` (any key at all for the whole bucket): one
+    /// listing request for one key.
+    async fn any_under(&self, dir_key: &str) -> Result<bool, SandboxError> {
+        let prefix = (!dir_key.is_empty()).then(|| format!("{dir_key}/"));
+        let options = PaginatedListOptions {
+            max_keys: Some(1),
+            ..PaginatedListOptions::default()
+        };
+        let page = bounded(
+            CALL_BOUND,
+            self.store.list_paginated(prefix.as_deref(), options),
+        )
+        .await?
+        .map_err(classify)?;
+        Ok(!page.result.objects.is_empty() || !page.result.common_prefixes.is_empty())
     }
 
     /// The object at `rel`, if there is one.
@@ -348,12 +364,7 @@ impl Bucket {
 
     /// A cheap request that proves the bucket answers and the credentials work, for `/readyz`.
     pub async fn ping(&self) -> Result<(), SandboxError> {
-        let prefix = Path::parse(&self.prefix).unwrap_or_default();
-        let mut listing = self.store.list(Some(&prefix));
-        match bounded(CALL_BOUND, listing.next()).await? {
-            Some(Err(e)) => Err(classify(e)),
-            _ => Ok(()),
-        }
+        self.any_under(&self.prefix).await.map(|_| ())
     }
 }
 
