@@ -10,6 +10,7 @@
 //! `rustls-no-provider`, under which every reqwest client built elsewhere in the process
 //! panics unless a provider was installed first.
 
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,7 +20,9 @@ use hyper::{Method, Request, StatusCode, header};
 use hyper_util::client::legacy::Client as HyperClient;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
-use tokio_rustls::rustls;
+use rustls_pki_types::CertificateDer;
+use rustls_pki_types::pem::PemObject;
+use tokio_rustls::rustls::{self, RootCertStore};
 
 /// Answers larger than this are cut off (API answers are small JSON documents).
 const MAX_BODY: usize = 1 << 20;
@@ -91,7 +94,7 @@ pub fn client(timeout: Duration) -> Result<HttpClient, String> {
     ))
     .with_safe_default_protocol_versions()
     .map_err(|e| format!("TLS set-up failed: {e}"))?
-    .with_root_certificates(crate::tls::client_roots()?)
+    .with_root_certificates(roots()?)
     .with_no_client_auth();
     let connector = hyper_rustls::HttpsConnectorBuilder::new()
         .with_tls_config(tls)
@@ -102,4 +105,48 @@ pub fn client(timeout: Duration) -> Result<HttpClient, String> {
         inner: HyperClient::builder(TokioExecutor::new()).build(connector),
         timeout,
     })
+}
+
+/// Where distributions keep the system's CA bundle (read when `SSL_CERT_FILE` hides it from
+/// the platform loader).
+const SYSTEM_BUNDLES: &[&str] = &[
+    "/etc/ssl/certs/ca-certificates.crt",
+    "/etc/pki/tls/certs/ca-bundle.crt",
+    "/etc/pki/ca-trust/extracted/pem/tls-ca-bundle.pem",
+    "/etc/ssl/ca-bundle.pem",
+    "/etc/ssl/cert.pem",
+];
+
+/// The roots outbound TLS clients trust (the bucket's too, `crate::storage`).
+pub fn roots() -> Result<RootCertStore, String> {
+    let mut roots = RootCertStore::empty();
+    match std::env::var_os("SSL_CERT_FILE").filter(|f| !f.is_empty()) {
+        None => {
+            // Errors here (an unreadable directory) leave whatever did load.
+            roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
+        }
+        Some(file) => {
+            let file = Path::new(&file);
+            let extra = pem_certificates(file)
+                .map_err(|e| format!("SSL_CERT_FILE: cannot read `{}`: {e}", file.display()))?;
+            if extra.is_empty() {
+                return Err(format!(
+                    "SSL_CERT_FILE: `{}` holds no PEM certificate",
+                    file.display()
+                ));
+            }
+            roots.add_parsable_certificates(extra);
+            if let Some(bundle) = SYSTEM_BUNDLES.iter().map(Path::new).find(|p| p.is_file()) {
+                roots.add_parsable_certificates(pem_certificates(bundle).unwrap_or_default());
+            }
+        }
+    }
+    Ok(roots)
+}
+
+fn pem_certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
+    CertificateDer::pem_file_iter(path)
+        .map_err(|e| e.to_string())?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| e.to_string())
 }

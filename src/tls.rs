@@ -10,8 +10,8 @@ use std::sync::Arc;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use tokio_rustls::TlsAcceptor;
+use tokio_rustls::rustls::ServerConfig;
 use tokio_rustls::rustls::crypto::ring;
-use tokio_rustls::rustls::{RootCertStore, ServerConfig};
 
 use crate::config::TlsFiles;
 
@@ -56,52 +56,6 @@ fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
         return Err(bad("no CERTIFICATE block found".into()));
     }
     Ok(certs)
-}
-
-/// Where distributions keep the system's CA bundle (read when `SSL_CERT_FILE` hides it from
-/// the platform loader).
-const SYSTEM_BUNDLES: &[&str] = &[
-    "/etc/ssl/certs/ca-certificates.crt",
-    "/etc/pki/tls/certs/ca-bundle.crt",
-    "/etc/pki/ca-trust/extracted/pem/tls-ca-bundle.pem",
-    "/etc/ssl/ca-bundle.pem",
-    "/etc/ssl/cert.pem",
-];
-
-/// The roots outbound TLS clients trust: the system's, plus the PEM file `SSL_CERT_FILE` names
-/// (added to the system's rather than replacing them, so a test CA does not break public
-/// servers).
-pub fn client_roots() -> Result<RootCertStore, String> {
-    let mut roots = RootCertStore::empty();
-    match std::env::var_os("SSL_CERT_FILE").filter(|f| !f.is_empty()) {
-        None => {
-            // Errors here (an unreadable directory) leave whatever did load.
-            roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
-        }
-        Some(file) => {
-            let file = Path::new(&file);
-            let extra = pem_certificates(file)
-                .map_err(|e| format!("SSL_CERT_FILE: cannot read `{}`: {e}", file.display()))?;
-            if extra.is_empty() {
-                return Err(format!(
-                    "SSL_CERT_FILE: `{}` holds no PEM certificate",
-                    file.display()
-                ));
-            }
-            roots.add_parsable_certificates(extra);
-            if let Some(bundle) = SYSTEM_BUNDLES.iter().map(Path::new).find(|p| p.is_file()) {
-                roots.add_parsable_certificates(pem_certificates(bundle).unwrap_or_default());
-            }
-        }
-    }
-    Ok(roots)
-}
-
-fn pem_certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
-    CertificateDer::pem_file_iter(path)
-        .map_err(|e| e.to_string())?
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| e.to_string())
 }
 
 #[cfg(test)]
