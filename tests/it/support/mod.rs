@@ -10,6 +10,7 @@ pub mod nginx;
 pub mod oidc;
 pub mod redis_modes;
 pub mod redis_server;
+pub mod relay;
 pub mod tools;
 
 pub use tools::{

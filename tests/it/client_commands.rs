@@ -1,0 +1,347 @@
+//! `burnlink get` and `burnlink put` against the real server: downloads and uploads that
+//! survive a connection cut three times (through a loopback relay that counts the bytes),
+//! exit statuses per contract code, progress lines in a log, directory links saved as zips
+//! that Info-ZIP accepts, and proxies from the environment.
+
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Output};
+
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+use crate::support::relay::{Flow, Relay};
+use crate::support::{self, Server, bin, claims, hex, now, require_tool, sign};
+use burnlink::token::Direction;
+
+const BIG: u64 = 256 << 20;
+
+/// Servers that take the big transfer both ways.
+fn big_server() -> Server {
+    let limit = (BIG + (1 << 20)).to_string();
+    Server::start_with(&[
+        ("BURNLINK_MAX_DOWNLOAD_BYTES", &limit),
+        ("BURNLINK_MAX_UPLOAD_BYTES", &limit),
+    ])
+}
+
+/// The client, with no proxy settings from the machine running the tests.
+fn burnlink(cwd: &Path, args: &[&str]) -> Output {
+    let mut cmd = Command::new(bin());
+    cmd.args(args).current_dir(cwd);
+    for var in [
+        "HTTP_PROXY",
+        "HTTPS_PROXY",
+        "ALL_PROXY",
+        "NO_PROXY",
+        "http_proxy",
+        "https_proxy",
+        "all_proxy",
+        "no_proxy",
+    ] {
+        cmd.env_remove(var);
+    }
+    cmd.output().expect("run burnlink")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// Writes `len` pattern bytes to `path` a MiB at a time; returns their SHA-256.
+fn write_big(path: &Path, len: u64) -> [u8; 32] {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let mut file = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
+    let mut hasher = Sha256::new();
+    let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+    let mut chunk = vec![0u8; 1 << 20];
+    let mut left = len;
+    while left > 0 {
+        for word in chunk.chunks_exact_mut(8) {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            word.copy_from_slice(&x.to_le_bytes());
+        }
+        let n = left.min(chunk.len() as u64) as usize;
+        file.write_all(&chunk[..n]).unwrap();
+        hasher.update(&chunk[..n]);
+        left -= n as u64;
+    }
+    file.flush().unwrap();
+    hasher.finalize().into()
+}
+
+fn sha256_of(path: &Path) -> [u8; 32] {
+    use std::io::Read;
+    let mut hasher = Sha256::new();
+    let mut file = std::fs::File::open(path).unwrap();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = file.read(&mut buf).unwrap();
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    hasher.finalize().into()
+}
+
+/// The link's URL with the relay in place of the server.
+fn via(relay: &Relay, url: &str) -> String {
+    let path = &url[url.find("/transfer/").unwrap()..];
+    format!("{}{path}", relay.base())
+}
+
+#[tokio::test]
+async fn get_resumes_a_256_mib_download_cut_three_times() {
+    let server = big_server();
+    let digest = write_big(&server.root.join("big/disk.img"), BIG);
+    let url = server.mint("big/disk.img").await;
+    let addr = server.base.trim_start_matches("http://").parse().unwrap();
+    let relay = Relay::start(addr, Flow::Down, 64 << 20, 3);
+    let out_dir = tempfile::tempdir().unwrap();
+    let run = burnlink(out_dir.path(), &["get", &via(&relay, &url)]);
+    let stderr = text(&run.stderr);
+    assert!(run.status.success(), "get failed: {stderr}");
+    let saved = out_dir.path().join("disk.img");
+    assert_eq!(
+        text(&run.stdout).trim(),
+        "disk.img",
+        "stdout is the saved path only"
+    );
+    assert_eq!(sha256_of(&saved), digest, "byte-identical");
+    assert!(!out_dir.path().join("disk.img.part").exists());
+    assert_eq!(relay.cuts_left(), 0, "the relay cut three times");
+    assert!(
+        relay.connections() >= 4,
+        "{} connections",
+        relay.connections()
+    );
+    let moved = relay.bytes(Flow::Down);
+    assert!(
+        (moved as f64) < 1.3 * BIG as f64,
+        "{moved} bytes sent for a {BIG}-byte file"
+    );
+    assert!(
+        stderr.contains("retrying"),
+        "the drops are reported: {stderr}"
+    );
+    assert_eq!(server.settled_state(&url).await, "used");
+    eprintln!(
+        "get: {BIG} bytes through 3 cuts, {moved} bytes sent ({:.3}x), {} connections",
+        moved as f64 / BIG as f64,
+        relay.connections()
+    );
+}
+
+#[tokio::test]
+async fn put_resumes_a_256_mib_upload_cut_three_times() {
+    let server = big_server();
+    let local = tempfile::tempdir().unwrap();
+    let source = local.path().join("build.tgz");
+    let digest = write_big(&source, BIG);
+    let minted = server
+        .mint_upload(json!({ "path": "incoming/build.tgz", "max_bytes": BIG }))
+        .await;
+    let url = minted["url"].as_str().unwrap();
+    let addr = server.base.trim_start_matches("http://").parse().unwrap();
+    let relay = Relay::start(addr, Flow::Up, 64 << 20, 3);
+    let run = burnlink(
+        local.path(),
+        &["put", &via(&relay, url), "build.tgz", "--json"],
+    );
+    let stderr = text(&run.stderr);
+    assert!(run.status.success(), "put failed: {stderr}");
+    let receipt: Value = serde_json::from_slice(&run.stdout).expect("one JSON receipt");
+    assert_eq!(
+        receipt,
+        json!({ "path": "incoming/build.tgz", "bytes": BIG, "sha256": hex(&digest) })
+    );
+    assert_eq!(
+        sha256_of(&server.root.join("incoming/build.tgz")),
+        digest,
+        "byte-identical"
+    );
+    assert!(
+        server.temporaries().is_empty(),
+        "{:?}",
+        server.temporaries()
+    );
+    assert_eq!(relay.cuts_left(), 0, "the relay cut three times");
+    let moved = relay.bytes(Flow::Up);
+    assert!(
+        (moved as f64) < 1.3 * BIG as f64,
+        "{moved} bytes sent for a {BIG}-byte file"
+    );
+    assert_eq!(server.settled_state(url).await, "used");
+    eprintln!(
+        "put: {BIG} bytes through 3 cuts, {moved} bytes sent ({:.3}x), {} connections",
+        moved as f64 / BIG as f64,
+        relay.connections()
+    );
+}
+
+/// A CI step fails with the contract's code as its status, and says why, without the token.
+#[tokio::test]
+async fn a_used_or_expired_link_exits_with_its_code() {
+    let server = Server::start();
+    server.write("r.txt", b"hello");
+    let url = server.mint("r.txt").await;
+    assert_eq!(server.get(&url).await.status(), 200);
+    assert_eq!(server.settled_state(&url).await, "used");
+    let dir = tempfile::tempdir().unwrap();
+    let run = burnlink(dir.path(), &["get", &url]);
+    assert_eq!(run.status.code(), Some(4), "used → 4");
+    let stderr = text(&run.stderr);
+    assert!(stderr.contains("used"), "{stderr}");
+    let token = burnlink::token::extract_token(&url);
+    assert!(
+        !stderr.contains(token),
+        "the token is not printed: {stderr}"
+    );
+    assert!(run.stdout.is_empty());
+    assert!(!dir.path().join("r.txt").exists());
+
+    let expired = sign(&claims(Direction::Download, "r.txt", now() - 5));
+    let run = burnlink(
+        dir.path(),
+        &["get", &format!("{}/transfer/{expired}/r.txt", server.base)],
+    );
+    assert_eq!(
+        run.status.code(),
+        Some(6),
+        "expired → 6: {}",
+        text(&run.stderr)
+    );
+
+    let up = server.mint_upload(json!({ "path": "in/x.bin" })).await;
+    let up = up["url"].as_str().unwrap();
+    std::fs::write(dir.path().join("x.bin"), b"once").unwrap();
+    let first = burnlink(dir.path(), &["put", up, "x.bin", "-q"]);
+    assert!(first.status.success(), "{}", text(&first.stderr));
+    assert!(first.stderr.is_empty(), "--quiet: {}", text(&first.stderr));
+    let again = burnlink(dir.path(), &["put", up, "x.bin"]);
+    assert_eq!(again.status.code(), Some(4), "{}", text(&again.stderr));
+}
+
+/// Without a terminal, progress comes as plain lines on stderr; stdout holds only the result;
+/// an existing file is not replaced without --force.
+#[tokio::test]
+async fn progress_is_plain_lines_when_stderr_is_not_a_terminal() {
+    let server = Server::start();
+    server.write("logs/app.log", &support::pattern(3 << 20));
+    let dir = tempfile::tempdir().unwrap();
+    let url = server.mint("logs/app.log").await;
+    let run = burnlink(dir.path(), &["get", &url]);
+    let stderr = text(&run.stderr);
+    assert!(run.status.success(), "{stderr}");
+    assert_eq!(text(&run.stdout), "app.log\n");
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert!(
+        lines
+            .iter()
+            .all(|l| l.starts_with("burnlink: get app.log: ")),
+        "{stderr}"
+    );
+    assert!(lines.iter().any(|l| l.contains("of 3.0 MiB")), "{stderr}");
+    assert!(
+        lines.last().unwrap().contains("3.0 MiB in "),
+        "a closing line with the total: {stderr}"
+    );
+    assert!(!stderr.contains('\r'), "no bar redraws in a log");
+
+    let again = server.mint("logs/app.log").await;
+    let refused = burnlink(dir.path(), &["get", &again, "--quiet"]);
+    assert_eq!(refused.status.code(), Some(10), "exists → 10");
+    assert_eq!(server.state(&again).await, "unused", "nothing was fetched");
+    let forced = burnlink(dir.path(), &["get", &again, "--force", "--quiet"]);
+    assert!(forced.status.success(), "{}", text(&forced.stderr));
+    assert!(forced.stderr.is_empty(), "--quiet prints nothing");
+
+    let up = server.mint_upload(json!({ "path": "in/notes.txt" })).await;
+    let mut put = Command::new(bin())
+        .args(["put", up["url"].as_str().unwrap(), "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    put.stdin
+        .take()
+        .unwrap()
+        .write_all(b"from stdin\n")
+        .unwrap();
+    let put = put.wait_with_output().unwrap();
+    assert!(put.status.success(), "{}", text(&put.stderr));
+    let expected = hex(&support::sha256(b"from stdin\n"));
+    assert_eq!(
+        text(&put.stdout),
+        format!("path: in/notes.txt\nbytes: 11\nsha256: {expected}\n")
+    );
+    assert!(text(&put.stderr).starts_with("burnlink: put stdin: "));
+    assert_eq!(
+        std::fs::read(server.root.join("in/notes.txt")).unwrap(),
+        b"from stdin\n"
+    );
+}
+
+#[tokio::test]
+async fn a_directory_link_saves_a_zip_unzip_accepts() {
+    let Some(_) = require_tool("unzip") else {
+        return;
+    };
+    let server = Server::start();
+    server.write("site/index.html", b"<h1>hi</h1>");
+    server.write("site/img/logo.bin", &support::pattern(300_000));
+    server.write("site/empty.txt", b"");
+    let url = server.mint("site").await;
+    let dir = tempfile::tempdir().unwrap();
+    let run = burnlink(dir.path(), &["get", &url, "-O"]);
+    assert!(run.status.success(), "{}", text(&run.stderr));
+    assert_eq!(text(&run.stdout), "site.zip\n");
+    let zip = dir.path().join("site.zip");
+    support::archive::unzip_test(&zip);
+    let out = dir.path().join("x");
+    support::archive::unzip_into(&zip, &out);
+    assert_eq!(
+        std::fs::read(out.join("img/logo.bin")).unwrap(),
+        support::pattern(300_000)
+    );
+    assert_eq!(
+        std::fs::read(out.join("index.html")).unwrap(),
+        b"<h1>hi</h1>"
+    );
+    assert_eq!(server.settled_state(&url).await, "used");
+}
+
+/// `HTTP_PROXY` from the environment: the request goes to the proxy (here the relay, which
+/// passes it on to the server) in absolute form, for a host that does not even resolve.
+#[tokio::test]
+async fn get_goes_through_the_proxy_from_the_environment() {
+    let server = Server::start();
+    server.write("p.txt", b"proxied");
+    let url = server.mint("p.txt").await;
+    let addr = server.base.trim_start_matches("http://").parse().unwrap();
+    let proxy = Relay::start(addr, Flow::Down, u64::MAX, 0);
+    let path = &url[url.find("/transfer/").unwrap()..];
+    let unresolvable = format!("http://burnlink.invalid{path}");
+    let dir = tempfile::tempdir().unwrap();
+    let run = Command::new(bin())
+        .args(["get", &unresolvable, "-o", "out.txt", "-q"])
+        .current_dir(dir.path())
+        .env("HTTP_PROXY", proxy.base())
+        .env_remove("NO_PROXY")
+        .env_remove("no_proxy")
+        .output()
+        .unwrap();
+    assert!(run.status.success(), "{}", text(&run.stderr));
+    assert_eq!(
+        std::fs::read(dir.path().join("out.txt")).unwrap(),
+        b"proxied"
+    );
+    assert!(
+        proxy.bytes(Flow::Up) > 0,
+        "the request went through the proxy"
+    );
+}
