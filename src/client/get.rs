@@ -107,7 +107,7 @@ async fn head(
                 return Ok(Some(Meta::of(&response)));
             }
             Ok(Ok(_)) => return Ok(None),
-            Ok(Err(e)) => wait(retry, ClientError::Network(link.redact(&e)), None).await?,
+            Ok(Err(e)) => wait(retry, link.transport_error(&e), None).await?,
             Err(_) => wait(retry, ClientError::Network("no answer".into()), None).await?,
         }
     }
@@ -194,12 +194,7 @@ async fn fetch(
         let response = match tokio::time::timeout(IDLE, http.send(request)).await {
             Ok(Ok(r)) => r,
             Ok(Err(e)) => {
-                wait(
-                    retry,
-                    ClientError::Network(link.redact(&e)),
-                    Some(&*progress),
-                )
-                .await?;
+                wait(retry, link.transport_error(&e), Some(&*progress)).await?;
                 continue;
             }
             Err(_) => {

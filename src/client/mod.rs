@@ -42,6 +42,8 @@ pub enum ClientError {
     Network(String),
     /// What arrived failed a check: its size, a directory's zip, the upload's digest.
     Verify(String),
+    /// The server's certificate is not trusted: retrying cannot help.
+    Tls(String),
     /// The destination file exists and `--force` was not given.
     Exists(String),
     /// Anything else: a local file that cannot be read or written, a bad URL.
@@ -62,6 +64,10 @@ impl std::fmt::Display for ClientError {
                 message,
             } => write!(f, "{code} (HTTP {status}): {message}"),
             ClientError::Network(m) => write!(f, "network: {m}"),
+            ClientError::Tls(m) => write!(
+                f,
+                "TLS: {m} (trust the server's CA with --cacert FILE or SSL_CERT_FILE)"
+            ),
             ClientError::Verify(m) => write!(f, "check failed: {m}"),
             ClientError::Exists(m) => write!(f, "exists: {m} (use --force to replace it)"),
             ClientError::Local(m) => f.write_str(m),
@@ -87,7 +93,7 @@ impl ClientError {
                 _ => 1,
             },
             ClientError::Exists(_) => 10,
-            ClientError::Network(_) => 12,
+            ClientError::Network(_) | ClientError::Tls(_) => 12,
             ClientError::Verify(_) => 13,
             ClientError::Local(_) => 1,
         }
@@ -151,6 +157,17 @@ impl Link {
             shown,
             name_hint,
         })
+    }
+
+    /// A failed exchange: a certificate problem is final, anything else (refused, reset,
+    /// timed out) is worth another attempt.
+    pub fn transport_error(&self, text: &str) -> ClientError {
+        let text = self.redact(text);
+        if text.contains("certificate") {
+            ClientError::Tls(text)
+        } else {
+            ClientError::Network(text)
+        }
     }
 
     /// Removes the token from a message that might quote the URL (errors from below).

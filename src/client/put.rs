@@ -308,7 +308,7 @@ impl Upload {
     ) -> Result<Response<Incoming>, ClientError> {
         match tokio::time::timeout(limit, self.http.send(request)).await {
             Ok(Ok(r)) => Ok(r),
-            Ok(Err(e)) => Err(ClientError::Network(self.link.redact(&e))),
+            Ok(Err(e)) => Err(self.link.transport_error(&e)),
             Err(_) => Err(ClientError::Network(format!(
                 "no answer within {}s",
                 limit.as_secs()

@@ -10,6 +10,7 @@ use std::process::{Command, Output};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
+use crate::support::redis_modes::Certs;
 use crate::support::relay::{Flow, Relay};
 use crate::support::{self, Server, bin, claims, hex, now, require_tool, sign};
 use burnlink::token::Direction;
@@ -25,7 +26,7 @@ fn big_server() -> Server {
     ])
 }
 
-/// The client, with no proxy settings from the machine running the tests.
+/// The client, with no proxy or CA settings from the machine running the tests.
 fn burnlink(cwd: &Path, args: &[&str]) -> Output {
     let mut cmd = Command::new(bin());
     cmd.args(args).current_dir(cwd);
@@ -38,6 +39,7 @@ fn burnlink(cwd: &Path, args: &[&str]) -> Output {
         "https_proxy",
         "all_proxy",
         "no_proxy",
+        "SSL_CERT_FILE",
     ] {
         cmd.env_remove(var);
     }
@@ -344,4 +346,138 @@ async fn get_goes_through_the_proxy_from_the_environment() {
         proxy.bytes(Flow::Up) > 0,
         "the request went through the proxy"
     );
+}
+
+/// HTTPS: a server whose CA is not trusted is refused at once (exit 12, no retry loop), and trusted with
+/// `--cacert` for `get` and `SSL_CERT_FILE` for `put`.
+#[tokio::test]
+async fn https_trusts_the_ca_file_it_is_given() {
+    let Some(certs) = Certs::make("https_trusts_the_ca_file_it_is_given") else {
+        return;
+    };
+    let (cert, key, ca) = (
+        certs.server_cert.display().to_string(),
+        certs.server_key.display().to_string(),
+        certs.ca.display().to_string(),
+    );
+    let server = Server::start_with(&[("BURNLINK_TLS_CERT", &cert), ("BURNLINK_TLS_KEY", &key)]);
+    server.write("secure/r.bin", &support::pattern(100_000));
+    let token = sign(&claims(Direction::Download, "secure/r.bin", now() + 600));
+    let url = format!("{}/transfer/{token}/r.bin", server.base);
+    let dir = tempfile::tempdir().unwrap();
+    let started = std::time::Instant::now();
+    let untrusted = burnlink(dir.path(), &["get", &url, "-q"]);
+    assert_eq!(
+        untrusted.status.code(),
+        Some(12),
+        "{}",
+        text(&untrusted.stderr)
+    );
+    assert!(text(&untrusted.stderr).contains("--cacert"));
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(5),
+        "an untrusted certificate is not retried"
+    );
+    let run = burnlink(dir.path(), &["get", &url, "-q", "--cacert", &ca]);
+    assert!(run.status.success(), "{}", text(&run.stderr));
+    assert_eq!(
+        std::fs::read(dir.path().join("r.bin")).unwrap(),
+        support::pattern(100_000)
+    );
+
+    let up = sign(&claims(Direction::Upload, "in/u.bin", now() + 600));
+    std::fs::write(dir.path().join("u.bin"), b"over tls").unwrap();
+    let run = Command::new(bin())
+        .args([
+            "put",
+            &format!("{}/transfer/{up}/u.bin", server.base),
+            "u.bin",
+        ])
+        .current_dir(dir.path())
+        .env("SSL_CERT_FILE", &ca)
+        .output()
+        .unwrap();
+    assert!(run.status.success(), "{}", text(&run.stderr));
+    assert_eq!(
+        std::fs::read(server.root.join("in/u.bin")).unwrap(),
+        b"over tls"
+    );
+}
+
+/// A `.part` left by an earlier run is continued, not fetched again.
+#[tokio::test]
+async fn get_continues_the_part_file_an_earlier_run_left() {
+    let server = Server::start();
+    let data = support::pattern(4 << 20);
+    server.write("a.bin", &data);
+    let url = server.mint("a.bin").await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("a.bin.part"), &data[..3 << 20]).unwrap();
+    let addr = server.base.trim_start_matches("http://").parse().unwrap();
+    let relay = Relay::start(addr, Flow::Down, u64::MAX, 0);
+    let run = burnlink(dir.path(), &["get", &via(&relay, &url)]);
+    assert!(run.status.success(), "{}", text(&run.stderr));
+    assert_eq!(std::fs::read(dir.path().join("a.bin")).unwrap(), data);
+    assert!(!dir.path().join("a.bin.part").exists());
+    let moved = relay.bytes(Flow::Down);
+    assert!(
+        moved < (1 << 20) + 4096,
+        "only the missing MiB was fetched: {moved}"
+    );
+    assert!(text(&run.stderr).contains("resuming at byte 3145728"));
+}
+
+/// A link that promises another digest: the server refuses the upload (exit 9) and nothing
+/// lands.
+#[tokio::test]
+async fn put_of_other_bytes_than_the_link_promises_exits_9() {
+    let server = Server::start();
+    let minted = server
+        .mint_upload(json!({ "path": "in/p.bin", "sha256": hex(&support::sha256(b"promised")) }))
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("p.bin"), b"something else").unwrap();
+    let run = burnlink(
+        dir.path(),
+        &["put", minted["url"].as_str().unwrap(), "p.bin", "-q"],
+    );
+    assert_eq!(run.status.code(), Some(9), "{}", text(&run.stderr));
+    assert!(text(&run.stderr).contains("digest_mismatch"));
+    assert!(!server.root.join("in/p.bin").exists());
+    assert!(run.stdout.is_empty());
+}
+
+/// On a terminal (util-linux `script` gives it one) the progress is a bar redrawn in place,
+/// cleared at the end for the closing line; no plain progress lines.
+#[tokio::test]
+async fn progress_is_a_bar_on_a_terminal() {
+    let Some(script) = require_tool("script") else {
+        return;
+    };
+    let server = Server::start();
+    server.write("t.bin", &support::pattern(8 << 20));
+    let url = server.mint("t.bin").await;
+    let dir = tempfile::tempdir().unwrap();
+    let command = format!("{} get '{url}' -o t.bin", bin());
+    let run = Command::new(script)
+        .args(["-qefc", &command, "/dev/null"])
+        .current_dir(dir.path())
+        .env("TERM", "xterm")
+        .env_remove("HTTP_PROXY")
+        .env_remove("http_proxy")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let seen = text(&run.stdout);
+    assert!(run.status.success(), "{seen}");
+    assert_eq!(
+        std::fs::read(dir.path().join("t.bin")).unwrap(),
+        support::pattern(8 << 20)
+    );
+    assert!(
+        seen.contains('\u{1b}'),
+        "the bar is drawn and cleared with terminal escapes: {seen:?}"
+    );
+    assert!(seen.contains("8.0 MiB in "), "the closing line: {seen:?}");
+    assert!(!seen.contains("of 8.0 MiB ("), "no plain lines: {seen:?}");
 }

@@ -157,6 +157,7 @@ fn install_hint(tool: &str) -> String {
                 .to_string();
         }
         "bsdtar" => "libarchive-tools",
+        "script" => "bsdutils",
         "systemd-analyze" => "systemd",
         "cargo-deb" | "hadolint" | "kubernetes-validate" | "yamllint" => {
             return format!(
