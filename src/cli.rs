@@ -134,7 +134,8 @@ struct TransferArgs {
 struct GetArgs {
     /// The download link.
     url: String,
-    /// Save as FILE (default: the link's file name, in the current directory).
+    /// Save as FILE, or in FILE under the link's name if it is a directory (default: the
+    /// link's file name, in the current directory).
     #[arg(long, short = 'o', value_name = "FILE", conflicts_with = "remote_name")]
     output: Option<std::path::PathBuf>,
     /// Save under the link's file name (the default; for those used to `curl -O`).

@@ -14,7 +14,8 @@ use crate::http_client::{self, HttpClient};
 
 pub struct GetOptions {
     pub url: String,
-    /// `-o FILE`: where to save; otherwise under the link's file name in the current directory.
+    /// `-o FILE`: where to save (a directory: under the link's file name in it); otherwise
+    /// under the link's file name in the current directory.
     pub output: Option<PathBuf>,
     pub force: bool,
     pub quiet: bool,
@@ -57,10 +58,12 @@ pub async fn get(options: GetOptions) -> Result<PathBuf, ClientError> {
         .and_then(|m| m.name.clone())
         .or_else(|| link.name_hint.as_deref().and_then(safe_name))
         .unwrap_or_else(|| "download".to_string());
-    let dest = options
-        .output
-        .clone()
-        .unwrap_or_else(|| PathBuf::from(&name));
+    let dest = match options.output.clone() {
+        // `-o DIR`: under the link's name in that directory.
+        Some(dir) if dir.is_dir() => dir.join(&name),
+        Some(file) => file,
+        None => PathBuf::from(&name),
+    };
     if !options.force && dest.exists() {
         return Err(ClientError::Exists(dest.display().to_string()));
     }
@@ -456,6 +459,32 @@ mod tests {
             Some("atxt.exe")
         );
         assert_eq!(disposition_name("attachment"), None);
+    }
+
+    /// A zip cut anywhere, even at an entry boundary, is not taken for a whole one.
+    #[test]
+    fn a_zip_cut_short_fails_the_check() {
+        let dir = tempfile::tempdir().unwrap();
+        let whole = dir.path().join("whole.zip");
+        let mut writer = zip::ZipWriter::new(std::fs::File::create(&whole).unwrap());
+        for name in ["a.txt", "b/c.bin"] {
+            writer
+                .start_file(name, zip::write::SimpleFileOptions::default())
+                .unwrap();
+            writer.write_all(&[7u8; 10_000]).unwrap();
+        }
+        writer.finish().unwrap();
+        check_zip(&whole).unwrap();
+        let bytes = std::fs::read(&whole).unwrap();
+        let cut = dir.path().join("cut.zip");
+        for len in [bytes.len() - 1, bytes.len() - 22, bytes.len() / 2, 30] {
+            std::fs::write(&cut, &bytes[..len]).unwrap();
+            assert!(
+                matches!(check_zip(&cut), Err(ClientError::Verify(_))),
+                "cut at {len} of {}",
+                bytes.len()
+            );
+        }
     }
 
     #[test]

@@ -295,20 +295,27 @@ async fn a_directory_link_saves_a_zip_unzip_accepts() {
     };
     let server = Server::start();
     server.write("site/index.html", b"<h1>hi</h1>");
-    server.write("site/img/logo.bin", &support::pattern(300_000));
+    // Large enough that the cut below comes long before the server has handed the whole
+    // archive to the kernel (which would count as delivered, and burn the link).
+    server.write("site/img/logo.bin", &support::pattern(24 << 20));
     server.write("site/empty.txt", b"");
     let url = server.mint("site").await;
     let dir = tempfile::tempdir().unwrap();
-    let run = burnlink(dir.path(), &["get", &url, "-O"]);
+    std::fs::create_dir(dir.path().join("downloads")).unwrap();
+    // Cut once mid-archive: a zip built while it streams cannot resume, so it starts over.
+    let addr = server.base.trim_start_matches("http://").parse().unwrap();
+    let relay = Relay::start(addr, Flow::Down, 1 << 20, 1);
+    let run = burnlink(dir.path(), &["get", &via(&relay, &url), "-o", "downloads"]);
+    assert_eq!(relay.cuts_left(), 0, "the archive was cut once");
     assert!(run.status.success(), "{}", text(&run.stderr));
-    assert_eq!(text(&run.stdout), "site.zip\n");
-    let zip = dir.path().join("site.zip");
+    assert_eq!(text(&run.stdout), "downloads/site.zip\n");
+    let zip = dir.path().join("downloads/site.zip");
     support::archive::unzip_test(&zip);
     let out = dir.path().join("x");
     support::archive::unzip_into(&zip, &out);
     assert_eq!(
         std::fs::read(out.join("img/logo.bin")).unwrap(),
-        support::pattern(300_000)
+        support::pattern(24 << 20)
     );
     assert_eq!(
         std::fs::read(out.join("index.html")).unwrap(),
