@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
 use crate::support::redis_modes::Certs;
-use crate::support::relay::{Flow, Relay};
+use crate::support::relay::{ConnectProxy, Flow, Relay};
 use crate::support::{self, Server, bin, claims, hex, now, require_tool, sign};
 use burnlink::token::Direction;
 
@@ -352,6 +352,62 @@ async fn get_goes_through_the_proxy_from_the_environment() {
     assert!(
         proxy.bytes(Flow::Up) > 0,
         "the request went through the proxy"
+    );
+
+    // NO_PROXY: the server is asked directly; the proxy named (a dead port) is not used.
+    let direct = server.mint("p.txt").await;
+    let run = Command::new(bin())
+        .args(["get", &direct, "-o", "direct.txt", "-q"])
+        .current_dir(dir.path())
+        .env(
+            "HTTP_PROXY",
+            format!("http://127.0.0.1:{}", support::free_port()),
+        )
+        .env("NO_PROXY", "127.0.0.1")
+        .output()
+        .unwrap();
+    assert!(run.status.success(), "{}", text(&run.stderr));
+    assert_eq!(
+        std::fs::read(dir.path().join("direct.txt")).unwrap(),
+        b"proxied"
+    );
+}
+
+/// `HTTPS_PROXY`: HTTPS goes through a `CONNECT` tunnel, TLS end to end with the server.
+#[tokio::test]
+async fn https_goes_through_a_connect_tunnel() {
+    let Some(certs) = Certs::make("https_goes_through_a_connect_tunnel") else {
+        return;
+    };
+    let server = Server::start_with(&[
+        (
+            "BURNLINK_TLS_CERT",
+            &certs.server_cert.display().to_string(),
+        ),
+        ("BURNLINK_TLS_KEY", &certs.server_key.display().to_string()),
+    ]);
+    server.write("t.txt", b"tunnelled");
+    let token = sign(&claims(Direction::Download, "t.txt", now() + 600));
+    let url = format!("{}/transfer/{token}/t.txt", server.base);
+    let proxy = ConnectProxy::start();
+    let dir = tempfile::tempdir().unwrap();
+    let run = Command::new(bin())
+        .args(["get", &url, "-q", "--cacert"])
+        .arg(&certs.ca)
+        .current_dir(dir.path())
+        .env("HTTPS_PROXY", proxy.url())
+        .env_remove("NO_PROXY")
+        .env_remove("no_proxy")
+        .output()
+        .unwrap();
+    assert!(run.status.success(), "{}", text(&run.stderr));
+    assert_eq!(
+        std::fs::read(dir.path().join("t.txt")).unwrap(),
+        b"tunnelled"
+    );
+    assert!(
+        proxy.tunnels() >= 1,
+        "the connection was a tunnel through the proxy"
     );
 }
 

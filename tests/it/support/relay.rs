@@ -175,3 +175,94 @@ fn pump(
         let _ = to.shutdown(Shutdown::Write);
     }
 }
+
+/// A minimal HTTPS proxy: answers one `CONNECT host:port` per connection (loopback targets
+/// only), then relays bytes both ways. Counts the tunnels it opened.
+pub struct ConnectProxy {
+    pub addr: SocketAddr,
+    tunnels: Arc<AtomicU32>,
+    stop: Arc<AtomicBool>,
+}
+
+impl ConnectProxy {
+    pub fn start() -> ConnectProxy {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let tunnels = Arc::new(AtomicU32::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (count, halt) = (tunnels.clone(), stop.clone());
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                if halt.load(Ordering::SeqCst) {
+                    break;
+                }
+                let Ok(client) = client else { continue };
+                let count = count.clone();
+                std::thread::spawn(move || tunnel(client, &count));
+            }
+        });
+        ConnectProxy {
+            addr,
+            tunnels,
+            stop,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn tunnels(&self) -> u32 {
+        self.tunnels.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for ConnectProxy {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        let _ = TcpStream::connect_timeout(&self.addr, Duration::from_secs(1));
+    }
+}
+
+fn tunnel(mut client: TcpStream, count: &AtomicU32) {
+    let _ = client.set_read_timeout(Some(Duration::from_secs(10)));
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") && head.len() < 8192 {
+        match client.read(&mut byte) {
+            Ok(1) => head.push(byte[0]),
+            _ => return,
+        }
+    }
+    let head = String::from_utf8_lossy(&head).into_owned();
+    let target = head
+        .strip_prefix("CONNECT ")
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|t| t.parse::<SocketAddr>().ok())
+        .filter(|a| a.ip().is_loopback());
+    let Some(target) = target else {
+        let _ = client.write_all(b"HTTP/1.1 403 Forbidden\r\ncontent-length: 0\r\n\r\n");
+        return;
+    };
+    let Ok(server) = TcpStream::connect(target) else {
+        let _ = client.write_all(b"HTTP/1.1 502 Bad Gateway\r\ncontent-length: 0\r\n\r\n");
+        return;
+    };
+    if client
+        .write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")
+        .is_err()
+    {
+        return;
+    }
+    let _ = client.set_read_timeout(None);
+    count.fetch_add(1, Ordering::SeqCst);
+    let (mut c2, mut s2) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+    let (mut c1, mut s1) = (client, server);
+    let up = std::thread::spawn(move || {
+        let _ = std::io::copy(&mut c1, &mut s1);
+        let _ = s1.shutdown(Shutdown::Write);
+    });
+    let _ = std::io::copy(&mut s2, &mut c2);
+    let _ = c2.shutdown(Shutdown::Write);
+    let _ = up.join();
+}
