@@ -80,18 +80,32 @@ pub async fn get(options: GetOptions) -> Result<PathBuf, ClientError> {
         Ok(archive) => archive,
         Err(e) => {
             progress.abandon();
+            discard_unless_useful(&part, &e);
             return Err(e);
         }
     };
     progress.finish();
     let checked = part.clone();
     if archive {
-        tokio::task::spawn_blocking(move || check_zip(&checked))
+        let verdict = tokio::task::spawn_blocking(move || check_zip(&checked))
             .await
-            .map_err(|e| ClientError::Local(e.to_string()))??;
+            .map_err(|e| ClientError::Local(e.to_string()))?;
+        if let Err(e) = verdict {
+            discard_unless_useful(&part, &e);
+            return Err(e);
+        }
     }
     place(&part, &dest, options.force)?;
     Ok(dest)
+}
+
+/// After a failure the `.part` stays only when a later run can continue it: not when it is
+/// empty (the link was refused at once) or failed a check (its bytes are wrong).
+fn discard_unless_useful(part: &Path, error: &ClientError) {
+    let empty = std::fs::metadata(part).is_ok_and(|m| m.len() == 0);
+    if empty || matches!(error, ClientError::Verify(_)) {
+        let _ = std::fs::remove_file(part);
+    }
 }
 
 /// `HEAD` for the name, size and whether ranges work. `None` when the server refuses: the

@@ -204,6 +204,10 @@ async fn a_used_or_expired_link_exits_with_its_code() {
     );
     assert!(run.stdout.is_empty());
     assert!(!dir.path().join("r.txt").exists());
+    assert!(
+        !dir.path().join("r.txt.part").exists(),
+        "no empty .part is left"
+    );
 
     let expired = sign(&claims(Direction::Download, "r.txt", now() - 5));
     let run = burnlink(
