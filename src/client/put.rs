@@ -5,8 +5,12 @@
 //! `digest_mismatch` instead of landing wrong. Standard input is read once into an unnamed
 //! temporary file (it cannot be read again after a drop, and its length is needed up front).
 //!
-//! After a dropped connection the client asks the server (`HEAD`) how much it has durably
-//! stored and sends the rest from there (`PATCH`).
+//! It first asks the server (`HEAD`) what the link holds, so a re-run continues an unfinished
+//! upload of the same length (a different file is caught by the digest announced at its
+//! creation, and then started over) and recognises its own bytes already landed (the last
+//! answer lost). Otherwise it creates the upload with no bytes (`POST`: a refusal, such as over
+//! the cap, comes before anything is sent) and appends (`PATCH`); after a dropped connection
+//! it asks again how much is durably stored and sends the rest from there.
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -178,15 +182,41 @@ impl Upload {
     /// of the whole file, when it gave one.
     async fn run(&self, retries: u32) -> Result<Option<[u8; 32]>, ClientError> {
         let mut retry = Retry::new(retries);
-        let mut known = Known::Nothing;
+        // First ask: an earlier run may have left an unfinished upload to continue, or even
+        // landed the file (its last answer lost).
+        let mut known = Known::Ask;
+        // The upload continued is one this run did not create: its announced digest may be
+        // another file's.
+        let mut adopted = true;
+        // Whether this run created or appended anything (else a landed file is an earlier one).
+        let mut sent = false;
         let mut best = 0;
         loop {
             retry.attempt()?;
             let step = match known {
-                Known::Done(digest) => return Ok(digest),
-                Known::Nothing => self.send(Method::POST, 0).await,
+                Known::Done(Some(digest)) if !sent && digest != self.sha256 => {
+                    return Err(ClientError::Refused {
+                        status: 404,
+                        code: "used".into(),
+                        message: "the link was used already, for other bytes".into(),
+                    });
+                }
+                Known::Done(digest) => {
+                    if !sent {
+                        self.note("already in place: these bytes landed through this link before");
+                    }
+                    return Ok(digest);
+                }
+                Known::Nothing => {
+                    adopted = false;
+                    sent = true;
+                    self.create().await
+                }
                 Known::At(offset) if offset >= self.size => self.ask().await,
-                Known::At(offset) => self.send(Method::PATCH, offset).await,
+                Known::At(offset) => {
+                    sent = true;
+                    self.append(offset).await
+                }
                 Known::Ask => self.ask().await,
             };
             match step {
@@ -199,6 +229,13 @@ impl Upload {
                         self.set_progress(offset);
                     }
                     known = next;
+                }
+                Err(ClientError::Refused { code, .. }) if adopted && code == "digest_mismatch" => {
+                    // The unfinished upload found was of other bytes; the server removed it.
+                    self.note(
+                        "the unfinished upload on the server held other bytes: starting over",
+                    );
+                    known = Known::Nothing;
                 }
                 Err(e) => {
                     let pause = retry.failed(e.clone())?;
@@ -260,24 +297,40 @@ impl Upload {
         }
     }
 
-    /// `POST` (creation with the first bytes) or `PATCH` (append) of the file from `offset`.
-    async fn send(&self, method: Method, offset: u64) -> Result<Known, ClientError> {
-        let creating = method == Method::POST;
-        let mut builder = self
-            .base(method)
-            .header(header::CONTENT_TYPE, "application/offset+octet-stream")
-            .header(header::CONTENT_LENGTH, self.size - offset);
-        if creating {
-            builder = builder.header("upload-length", self.size).header(
+    /// `POST`: creates the upload with its length and the whole file's digest, and no bytes
+    /// yet, so a refusal (over the cap, used, expired) comes before any byte is sent.
+    async fn create(&self) -> Result<Known, ClientError> {
+        let request = self
+            .base(Method::POST)
+            .header("upload-length", self.size)
+            .header(
                 "content-digest",
                 format!("sha-256=:{}:", Base64::encode_string(&self.sha256)),
-            );
-        } else {
-            builder = builder.header("upload-offset", offset);
-        }
-        let request = builder
+            )
+            .header(header::CONTENT_LENGTH, 0)
+            .body(http_client::full(Bytes::new()))
+            .map_err(|e| ClientError::Local(e.to_string()))?;
+        self.answer(request, 0).await
+    }
+
+    /// `PATCH`: the file from `offset` to its end.
+    async fn append(&self, offset: u64) -> Result<Known, ClientError> {
+        let request = self
+            .base(Method::PATCH)
+            .header(header::CONTENT_TYPE, "application/offset+octet-stream")
+            .header(header::CONTENT_LENGTH, self.size - offset)
+            .header("upload-offset", offset)
             .body(self.body_from(offset))
             .map_err(|e| ClientError::Local(e.to_string()))?;
+        self.answer(request, offset).await
+    }
+
+    /// Sends a creation or an append and reads where the upload stands after it.
+    async fn answer(
+        &self,
+        request: Request<http_client::Body>,
+        offset: u64,
+    ) -> Result<Known, ClientError> {
         let response = self.exchange(request, LAST_ANSWER).await?;
         let status = response.status();
         if status == StatusCode::CREATED || status == StatusCode::NO_CONTENT {

@@ -227,8 +227,18 @@ async fn a_used_or_expired_link_exits_with_its_code() {
     let first = burnlink(dir.path(), &["put", up, "x.bin", "-q"]);
     assert!(first.status.success(), "{}", text(&first.stderr));
     assert!(first.stderr.is_empty(), "--quiet: {}", text(&first.stderr));
+    // The same bytes again (a CI step re-run after the answer was lost): already in place.
     let again = burnlink(dir.path(), &["put", up, "x.bin"]);
-    assert_eq!(again.status.code(), Some(4), "{}", text(&again.stderr));
+    assert!(again.status.success(), "{}", text(&again.stderr));
+    assert!(text(&again.stderr).contains("already in place"));
+    // Other bytes: the link is used.
+    std::fs::write(dir.path().join("x.bin"), b"twice").unwrap();
+    let other = burnlink(dir.path(), &["put", up, "x.bin"]);
+    assert_eq!(other.status.code(), Some(4), "{}", text(&other.stderr));
+    assert_eq!(
+        std::fs::read(server.root.join("in/x.bin")).unwrap(),
+        b"once"
+    );
 }
 
 /// Without a terminal, progress comes as plain lines on stderr; stdout holds only the result;
@@ -547,4 +557,109 @@ async fn progress_is_a_bar_on_a_terminal() {
     );
     assert!(seen.contains("8.0 MiB in "), "the closing line: {seen:?}");
     assert!(!seen.contains("of 8.0 MiB ("), "no plain lines: {seen:?}");
+}
+
+/// An unfinished upload an earlier run left (here begun with curl, as tus by hand) is
+/// continued from the server's offset; over the cap is refused before any byte is sent.
+#[tokio::test]
+async fn put_continues_the_upload_an_earlier_run_left() {
+    let server = Server::start();
+    let data = support::pattern(4 << 20);
+    let minted = server
+        .mint_upload(json!({ "path": "in/resumed.bin" }))
+        .await;
+    let url = minted["url"].as_str().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("first.bin"), &data[..3 << 20]).unwrap();
+    std::fs::write(dir.path().join("resumed.bin"), &data).unwrap();
+    let digest = format!(
+        "content-digest: sha-256=:{}:",
+        <base64ct::Base64 as base64ct::Encoding>::encode_string(&support::sha256(&data))
+    );
+    let (status, _) = support::curl_status(&[
+        "-X",
+        "POST",
+        "-H",
+        "tus-resumable: 1.0.0",
+        "-H",
+        &format!("upload-length: {}", data.len()),
+        "-H",
+        &digest,
+        "-H",
+        "content-type: application/offset+octet-stream",
+        "--data-binary",
+        &format!("@{}", dir.path().join("first.bin").display()),
+        url,
+    ]);
+    assert_eq!(status, 201, "the earlier run's creation");
+    let addr = server.base.trim_start_matches("http://").parse().unwrap();
+    let relay = Relay::start(addr, Flow::Up, u64::MAX, 0);
+    let run = burnlink(dir.path(), &["put", &via(&relay, url), "resumed.bin"]);
+    assert!(run.status.success(), "{}", text(&run.stderr));
+    assert_eq!(
+        std::fs::read(server.root.join("in/resumed.bin")).unwrap(),
+        data
+    );
+    let moved = relay.bytes(Flow::Up);
+    assert!(
+        moved < (1 << 20) + 4096,
+        "only the missing MiB was sent: {moved}"
+    );
+
+    // Begun by an earlier run for other bytes of the same length: the digest announced then
+    // does not match, the server removes it, and put starts over.
+    let other = server.mint_upload(json!({ "path": "in/other.bin" })).await;
+    let other = other["url"].as_str().unwrap();
+    let mut stale = data.clone();
+    *stale.last_mut().unwrap() ^= 1;
+    let stale_digest = format!(
+        "content-digest: sha-256=:{}:",
+        <base64ct::Base64 as base64ct::Encoding>::encode_string(&support::sha256(&stale))
+    );
+    std::fs::write(dir.path().join("stale.bin"), &stale[..1 << 20]).unwrap();
+    let (status, _) = support::curl_status(&[
+        "-X",
+        "POST",
+        "-H",
+        "tus-resumable: 1.0.0",
+        "-H",
+        &format!("upload-length: {}", data.len()),
+        "-H",
+        &stale_digest,
+        "-H",
+        "content-type: application/offset+octet-stream",
+        "--data-binary",
+        &format!("@{}", dir.path().join("stale.bin").display()),
+        other,
+    ]);
+    assert_eq!(status, 201);
+    let run = burnlink(dir.path(), &["put", other, "resumed.bin"]);
+    assert!(run.status.success(), "{}", text(&run.stderr));
+    assert!(
+        text(&run.stderr).contains("starting over"),
+        "{}",
+        text(&run.stderr)
+    );
+    assert_eq!(
+        std::fs::read(server.root.join("in/other.bin")).unwrap(),
+        data
+    );
+
+    let capped = server
+        .mint_upload(json!({ "path": "in/capped.bin", "max_bytes": 1000 }))
+        .await;
+    let capped = capped["url"].as_str().unwrap();
+    let relay = Relay::start(addr, Flow::Up, u64::MAX, 0);
+    let run = burnlink(
+        dir.path(),
+        &["put", &via(&relay, capped), "resumed.bin", "-q"],
+    );
+    assert_eq!(
+        run.status.code(),
+        Some(8),
+        "too_large → 8: {}",
+        text(&run.stderr)
+    );
+    assert!(relay.bytes(Flow::Up) < 4096, "no byte of the file was sent");
+    assert_eq!(server.state(capped).await, "unused");
 }
