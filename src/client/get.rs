@@ -11,6 +11,7 @@ use hyper::{Method, Request, StatusCode, header};
 use super::progress::{Mode, Progress};
 use super::{ClientError, IDLE, Link, Retry, header_str, next_chunk, refusal};
 use crate::http_client::{self, HttpClient};
+use crate::token::{Direction, read_unverified};
 
 pub struct GetOptions {
     pub url: String,
@@ -49,6 +50,13 @@ impl Meta {
 /// Downloads the link; returns where the file now is.
 pub async fn get(options: GetOptions) -> Result<PathBuf, ClientError> {
     let link = Link::parse(&options.url)?;
+    // The server would answer `not_found` (a wrong direction looks like no link at all);
+    // the holder of the link can be told plainly.
+    if read_unverified(&link.token).is_ok_and(|c| c.direction == Direction::Upload) {
+        return Err(ClientError::Local(
+            "that is an upload link: `burnlink put URL FILE` sends a file to it".into(),
+        ));
+    }
     let http =
         http_client::client_with(IDLE, options.cacert.as_deref()).map_err(ClientError::Local)?;
     let mut retry = Retry::new(options.retries);

@@ -663,3 +663,32 @@ async fn put_continues_the_upload_an_earlier_run_left() {
     assert!(relay.bytes(Flow::Up) < 4096, "no byte of the file was sent");
     assert_eq!(server.state(capped).await, "unused");
 }
+
+/// A link of the wrong direction is named as such, before any request (the port here has no
+/// server at all).
+#[test]
+fn the_wrong_direction_is_named_before_any_request() {
+    let base = format!("http://127.0.0.1:{}", support::free_port());
+    let up = sign(&claims(Direction::Upload, "in/a.bin", now() + 600));
+    let down = sign(&claims(Direction::Download, "a.bin", now() + 600));
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("a.bin"), b"x").unwrap();
+    let get = burnlink(dir.path(), &["get", &format!("{base}/transfer/{up}/a.bin")]);
+    assert_eq!(get.status.code(), Some(1));
+    assert!(
+        text(&get.stderr).contains("that is an upload link"),
+        "{}",
+        text(&get.stderr)
+    );
+    let put = burnlink(
+        dir.path(),
+        &["put", &format!("{base}/transfer/{down}/a.bin"), "a.bin"],
+    );
+    assert_eq!(put.status.code(), Some(1));
+    assert!(
+        text(&put.stderr).contains("that is a download link"),
+        "{}",
+        text(&put.stderr)
+    );
+    assert!(!text(&put.stderr).contains(&down), "no token in messages");
+}
