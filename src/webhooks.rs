@@ -58,7 +58,7 @@ const CLAIM_IDLE: Duration = Duration::from_secs(15);
 const POLL: Duration = Duration::from_millis(250);
 const RECLAIM_EVERY: Duration = Duration::from_secs(3);
 
-const STREAM: &str = "burnlink:{webhooks}:events";
+const STREAM: &str = crate::ledger::redis::WEBHOOK_STREAM;
 const GROUP: &str = "burnlink";
 
 pub const SENT: &str = "burnlink_webhook_events_sent_total";
