@@ -329,9 +329,13 @@ fn side_by_side(rt: &tokio::runtime::Runtime, bin: &Path, cli: &Path) {
             println!("| (TLS skipped: openssl is not installed) | | |");
             continue;
         };
-        let ledger = Arc::new(RedisLedger::new(
-            RedisHandle::open(&deployment.options).expect("open the handle"),
-        ));
+        // The handle spawns its connection tasks on the runtime it is opened in.
+        let ledger = {
+            let _runtime = rt.enter();
+            Arc::new(RedisLedger::new(
+                RedisHandle::open(&deployment.options).expect("open the handle"),
+            ))
+        };
         let reachable = wait_until(Duration::from_secs(10), || {
             rt.block_on(ledger.ping()).is_ok()
         });
@@ -359,9 +363,12 @@ fn bench(c: &mut Criterion) {
     side_by_side(&rt, &bin, &cli);
 
     let server = single(&bin, &cli);
-    let ledger = Arc::new(RedisLedger::new(
-        RedisHandle::open(&server.options).expect("open the handle"),
-    ));
+    let ledger = {
+        let _runtime = rt.enter();
+        Arc::new(RedisLedger::new(
+            RedisHandle::open(&server.options).expect("open the handle"),
+        ))
+    };
     rt.block_on(ledger.ping()).unwrap();
     let expires_at = unix_now() + 3600;
     let mut group = c.benchmark_group("ledger/redis");
