@@ -340,18 +340,17 @@ fn probe_health(config: &Config, timeout: Duration) -> Result<(), String> {
     }
     let url = format!("http://{addr}/healthz");
     runtime()?.block_on(async {
-        let response = reqwest::Client::builder()
-            .timeout(timeout)
-            .build()
-            .map_err(|e| e.to_string())?
-            .get(&url)
-            .send()
+        let request = hyper::Request::get(&url)
+            .body(crate::http_client::full(bytes::Bytes::new()))
+            .map_err(|e| e.to_string())?;
+        let (status, _) = crate::http_client::client(timeout)?
+            .exchange(request, 4096)
             .await
-            .map_err(|e| format!("{url}: {}", e.without_url()))?;
-        if response.status().is_success() {
+            .map_err(|e| format!("{url}: {e}"))?;
+        if status.is_success() {
             Ok(())
         } else {
-            Err(format!("{url} answered {}", response.status()))
+            Err(format!("{url} answered {status}"))
         }
     })
 }

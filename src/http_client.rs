@@ -1,8 +1,10 @@
-//! The one HTTP client for burnlink's own calls to a burnlink server (`burnlink revoke`, the
-//! stdio MCP server's `get_link_status`, `burnlink get` and `burnlink put`): plain HTTP, or
-//! HTTPS with rustls on the `ring` provider (no C build), trusting the system's roots plus the
-//! PEM file named by `SSL_CERT_FILE`, the usual variable (a private CA, or a self-signed server
-//! certificate), or by `--cacert` on `get`/`put`.
+//! The one outbound HTTP client: burnlink's calls to a burnlink server (`burnlink revoke`, the
+//! stdio MCP server's `get_link_status`, `burnlink get` and `burnlink put`), to the OAuth
+//! issuer (its metadata and keys) and to the webhook receiver. Plain HTTP, or HTTPS with
+//! rustls on the `ring` provider (no C build), trusting the system's roots plus the PEM file
+//! named by `SSL_CERT_FILE`, the usual variable (a private CA, or a self-signed server
+//! certificate), or by `--cacert` on `get`/`put`. Redirects are not followed: every caller
+//! talks to one URL it was given.
 //!
 //! Unlike most clients, `SSL_CERT_FILE` adds to the system's roots here instead of replacing
 //! them, so pointing it at a test CA does not break public servers.
@@ -89,15 +91,27 @@ impl HttpClient {
             .header(header::ACCEPT, "application/json")
             .body(full(Bytes::new()))
             .map_err(|_| "not a valid URL".to_string())?;
+        let (status, body) = self.exchange(request, MAX_BODY).await?;
+        Ok((status, serde_json::from_slice(&body).unwrap_or_default()))
+    }
+
+    /// Sends `request` and reads an answer of at most `max_body` bytes, the whole exchange
+    /// within the client's timeout. The error names what failed (connecting, TLS, the
+    /// timeout, a body too large), never the URL.
+    pub async fn exchange(
+        &self,
+        request: Request<Body>,
+        max_body: usize,
+    ) -> Result<(StatusCode, Bytes), String> {
         let exchange = async {
             let response = self.send(request).await?;
             let status = response.status();
-            let body = http_body_util::Limited::new(response.into_body(), MAX_BODY)
+            let body = http_body_util::Limited::new(response.into_body(), max_body)
                 .collect()
                 .await
                 .map_err(|e| format!("reading the answer failed: {e}"))?
                 .to_bytes();
-            Ok((status, serde_json::from_slice(&body).unwrap_or_default()))
+            Ok((status, body))
         };
         tokio::time::timeout(self.timeout, exchange)
             .await

@@ -15,7 +15,7 @@ pub mod tools;
 
 pub use tools::{
     MCP_CONFORMANCE, MCP_PYTHON, MCP2_PYTHON, OIDC_PROVIDER, TUS_JS, TUSPY, WEBHOOKS_PYTHON,
-    require_root, require_tool, require_tools,
+    conformance_script, require_root, require_tool, require_tools,
 };
 
 use std::io::{BufRead, BufReader};

