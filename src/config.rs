@@ -439,11 +439,19 @@ impl Config {
     /// default the MCP endpoint, `{base_url}/mcp`). `None` when OAuth is off.
     pub fn oauth(&self, base_url: &str) -> Option<crate::oauth::OAuthSettings> {
         let issuer = self.oauth_issuer.clone()?;
-        let audience = self
-            .oauth_audience
-            .clone()
-            .unwrap_or_else(|| format!("{}/mcp", base_url.trim_end_matches('/')));
-        Some(crate::oauth::OAuthSettings { issuer, audience })
+        let base = base_url.trim_end_matches('/');
+        Some(match self.oauth_audience.clone() {
+            Some(audience) => crate::oauth::OAuthSettings {
+                issuer,
+                audience,
+                root_resource: None,
+            },
+            None => crate::oauth::OAuthSettings {
+                issuer,
+                audience: format!("{base}/mcp"),
+                root_resource: Some(base.to_string()),
+            },
+        })
     }
 
     /// The base URL links are minted with once the server knows its bound address. With a
@@ -789,8 +797,8 @@ fn positive(var: &'static str, v: Option<String>, default: u64) -> Result<u64, C
     }
 }
 
-/// `BURNLINK_WEBHOOK_URL` and `BURNLINK_WEBHOOK_SECRET`: both or neither. Plain `http://`
-/// only in this build (its outbound client has no TLS); the URL is never logged.
+/// `BURNLINK_WEBHOOK_URL` and `BURNLINK_WEBHOOK_SECRET`: both or neither. `http://` or
+/// `https://`; the URL is never logged.
 fn webhook(
     url: Option<String>,
     secret: Option<String>,
@@ -811,14 +819,10 @@ fn webhook(
         }
         (Some(u), Some(s)) => (u, s),
     };
-    let parsed = reqwest::Url::parse(url.trim())
-        .map_err(|_| bad("WEBHOOK_URL", "expected an http:// URL"))?;
-    if parsed.scheme() != "http" || parsed.host_str().is_none() {
-        return Err(bad(
-            "WEBHOOK_URL",
-            "expected an http:// URL (this build sends webhooks over plain HTTP; put a TLS \
-             proxy in front of an https receiver)",
-        ));
+    let parsed = url::Url::parse(url.trim())
+        .map_err(|_| bad("WEBHOOK_URL", "expected an http:// or https:// URL"))?;
+    if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() {
+        return Err(bad("WEBHOOK_URL", "expected an http:// or https:// URL"));
     }
     let secret = Secret::parse(&secret).map_err(|e| bad("WEBHOOK_SECRET", e))?;
     Ok(Some(WebhookConfig {
@@ -1019,7 +1023,7 @@ mod tests {
             ),
             (
                 Raw {
-                    webhook_url: Some("https://hooks.example/h".into()),
+                    webhook_url: Some("ftp://hooks.example/h".into()),
                     webhook_secret: Some("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".into()),
                     ..Raw::default()
                 },
@@ -1163,13 +1167,16 @@ mod tests {
         let o = c.oauth("https://files.example.com/").unwrap();
         assert_eq!(o.issuer, "https://as.example.com");
         assert_eq!(o.audience, "https://files.example.com/mcp");
+        assert_eq!(o.root_resource(), "https://files.example.com");
         let c = Config::from_raw(Raw {
             oauth_issuer: Some("https://as.example.com".into()),
             oauth_audience: Some("urn:burnlink".into()),
             ..Raw::default()
         })
         .unwrap();
-        assert_eq!(c.oauth("http://h").unwrap().audience, "urn:burnlink");
+        let o = c.oauth("http://h").unwrap();
+        assert_eq!(o.audience, "urn:burnlink");
+        assert_eq!(o.root_resource(), "urn:burnlink");
         for (raw, var) in [
             (
                 Raw {

@@ -33,6 +33,12 @@ pub enum StartError {
     Redis(String),
     #[error("{0}")]
     Tls(#[from] crate::tls::TlsError),
+    /// The outbound client for the issuer could not be built (its roots are unreadable).
+    #[error("BURNLINK_OAUTH_ISSUER: {0}")]
+    OAuth(String),
+    /// The webhook sender could not start; never holds the URL.
+    #[error("BURNLINK_WEBHOOK_URL: {0}")]
+    Webhook(String),
 }
 
 /// Runs the server until SIGTERM or SIGINT.
@@ -95,18 +101,16 @@ pub async fn run(mut config: Config) -> Result<(), StartError> {
         );
     }
 
-    let oauth = config.oauth(&base_url).map(|settings| {
-        tracing::info!(issuer = %settings.issuer, audience = %settings.audience,
-            "OAuth access tokens accepted beside the API tokens");
-        if settings.issuer.starts_with("https://") {
-            tracing::warn!(
-                "BURNLINK_OAUTH_ISSUER is https://, but this build fetches the issuer's keys over \
-                 plain HTTP only: access tokens will be refused with 503 until it can (static \
-                 API tokens are unaffected)"
-            );
+    let oauth = match config.oauth(&base_url) {
+        None => None,
+        Some(settings) => {
+            tracing::info!(issuer = %settings.issuer, audience = %settings.audience,
+                "OAuth access tokens accepted beside the API tokens");
+            Some(Arc::new(
+                crate::oauth::Verifier::new(settings).map_err(StartError::OAuth)?,
+            ))
         }
-        Arc::new(crate::oauth::Verifier::new(settings))
-    });
+    };
     let minter = Arc::new(Minter::new(
         keyring.clone(),
         storage.clone(),
@@ -127,11 +131,13 @@ pub async fn run(mut config: Config) -> Result<(), StartError> {
     // their own, so webhook traffic never queues behind (or ahead of) ledger calls.
     let webhooks = match (config.webhook.clone(), &config.ledger) {
         (None, _) => None,
-        (Some(w), LedgerKind::Memory) => Some(crate::webhooks::Webhooks::start(w, None)),
+        (Some(w), LedgerKind::Memory) => {
+            Some(crate::webhooks::Webhooks::start(w, None).map_err(StartError::Webhook)?)
+        }
         (Some(w), LedgerKind::Redis(url)) => {
             let conn = crate::ledger::redis::RedisHandle::open(url)
                 .map_err(|e| StartError::Redis(e.message))?;
-            Some(crate::webhooks::Webhooks::start(w, Some(conn)))
+            Some(crate::webhooks::Webhooks::start(w, Some(conn)).map_err(StartError::Webhook)?)
         }
     };
     let links = Arc::new(

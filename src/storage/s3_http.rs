@@ -69,7 +69,7 @@ impl HttpConnector for Connector {
         ))
         .with_safe_default_protocol_versions()
         .map_err(|e| generic(e.to_string()))?
-        .with_root_certificates(crate::http_client::roots().map_err(generic)?)
+        .with_root_certificates(crate::http_client::roots(None).map_err(generic)?)
         .with_no_client_auth();
         let mut tcp = TcpConnector::new();
         tcp.enforce_http(false);

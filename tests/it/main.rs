@@ -7,6 +7,7 @@ mod support;
 mod browser;
 mod cli;
 mod client_address;
+mod client_commands;
 mod constant_memory;
 mod debian_package;
 mod deploy_examples;

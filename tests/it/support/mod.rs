@@ -11,11 +11,12 @@ pub mod nginx;
 pub mod oidc;
 pub mod redis_modes;
 pub mod redis_server;
+pub mod relay;
 pub mod tools;
 
 pub use tools::{
     MCP_CONFORMANCE, MCP_PYTHON, MCP2_PYTHON, MOTO, OIDC_PROVIDER, TUS_JS, TUSPY, WEBHOOKS_PYTHON,
-    require_root, require_tool, require_tools,
+    conformance_script, require_root, require_tool, require_tools,
 };
 
 use std::io::{BufRead, BufReader};

