@@ -45,7 +45,7 @@ fn bench(c: &mut Criterion) {
     let sandbox = Sandbox::open(dir.path()).unwrap();
     let minter = Minter::new(
         Arc::new(Keyring::parse("k1:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8").unwrap()),
-        sandbox.clone(),
+        burnlink::storage::Storage::Disk(sandbox.clone()),
         Limits {
             ttl_default: 3600,
             ttl_max: 86400,

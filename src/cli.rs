@@ -1,5 +1,5 @@
-//! The command line: `serve`, `mint`, `keygen`, `inspect`, `revoke`, `mcp`, and for operators
-//! `check-config` and `healthcheck`.
+//! The command line: `serve`, `mint`, `keygen`, `inspect`, `revoke`, `mcp`, the client's `get`
+//! and `put` (in [`crate::client`]), and for operators `check-config` and `healthcheck`.
 //!
 //! `mint`, `keygen` and `inspect` work with no server running: anything holding the key can
 //! mint links every replica accepts. Results go to stdout, so `URL=$(burnlink mint f)` works;
@@ -64,6 +64,10 @@ enum Command {
     },
     /// MCP server on stdio: mints for the server at BURNLINK_BASE_URL with BURNLINK_KEYS.
     Mcp,
+    /// Download a link: resumes after drops, checks what arrived, saves under the link's name.
+    Get(GetArgs),
+    /// Upload a file (or `-`, standard input) to an upload link, resumably; print the receipt.
+    Put(PutArgs),
     /// Read the configuration as `serve` would and print it, secrets masked; exit 1 with the
     /// error if it is invalid.
     CheckConfig,
@@ -112,6 +116,51 @@ struct MintArgs {
     count: u32,
 }
 
+/// What `get` and `put` share.
+#[derive(clap::Args)]
+struct TransferArgs {
+    /// No progress on stderr (errors are still printed).
+    #[arg(long, short = 'q')]
+    quiet: bool,
+    /// Failed attempts in a row (no byte moved) before giving up.
+    #[arg(long, value_name = "N", default_value_t = 10)]
+    retries: u32,
+    /// A PEM file of CA certificates to trust besides the system's (and SSL_CERT_FILE's).
+    #[arg(long, value_name = "FILE")]
+    cacert: Option<std::path::PathBuf>,
+}
+
+#[derive(clap::Args)]
+struct GetArgs {
+    /// The download link.
+    url: String,
+    /// Save as FILE, or in FILE under the link's name if it is a directory (default: the
+    /// link's file name, in the current directory).
+    #[arg(long, short = 'o', value_name = "FILE", conflicts_with = "remote_name")]
+    output: Option<std::path::PathBuf>,
+    /// Save under the link's file name (the default; for those used to `curl -O`).
+    #[arg(long = "remote-name", short = 'O')]
+    remote_name: bool,
+    /// Replace the destination if it exists.
+    #[arg(long)]
+    force: bool,
+    #[command(flatten)]
+    common: TransferArgs,
+}
+
+#[derive(clap::Args)]
+struct PutArgs {
+    /// The upload link.
+    url: String,
+    /// The file to send, or `-` for standard input.
+    file: String,
+    /// Print the receipt as one JSON object.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    common: TransferArgs,
+}
+
 /// `90s`, `10m`, `2h`, `1d` or bare seconds.
 pub fn parse_ttl(s: &str) -> Result<i64, String> {
     let s = s.trim();
@@ -148,6 +197,9 @@ pub fn main() -> ExitCode {
         // health checks).
         Command::CheckConfig => return check_config(),
         Command::Healthcheck { timeout } => return healthcheck(timeout),
+        // Clients of a server: no BURNLINK_* configuration needed.
+        Command::Get(args) => return get(args),
+        Command::Put(args) => return put(args),
         _ => {}
     }
     let config = match Config::from_env() {
@@ -163,7 +215,11 @@ pub fn main() -> ExitCode {
         Command::Inspect { token_or_url } => inspect(config, &token_or_url),
         Command::Revoke { token_or_url } => revoke(config, &token_or_url),
         Command::Mcp => mcp(config),
-        Command::Keygen { .. } | Command::CheckConfig | Command::Healthcheck { .. } => {
+        Command::Keygen { .. }
+        | Command::CheckConfig
+        | Command::Healthcheck { .. }
+        | Command::Get(_)
+        | Command::Put(_) => {
             unreachable!("handled above")
         }
     };
@@ -172,6 +228,66 @@ pub fn main() -> ExitCode {
         Err(message) => {
             eprintln!("burnlink: {message}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+fn get(args: GetArgs) -> ExitCode {
+    let options = crate::client::get::GetOptions {
+        url: args.url,
+        output: args.output,
+        force: args.force,
+        quiet: args.common.quiet,
+        retries: args.common.retries,
+        cacert: args.common.cacert,
+    };
+    let _ = args.remote_name;
+    client_outcome(
+        runtime()
+            .map_err(crate::client::ClientError::Local)
+            .and_then(|rt| {
+                rt.block_on(crate::client::get::get(options))
+                    .map(|path| println!("{}", path.display()))
+            }),
+    )
+}
+
+fn put(args: PutArgs) -> ExitCode {
+    let options = crate::client::put::PutOptions {
+        url: args.url,
+        source: args.file,
+        quiet: args.common.quiet,
+        retries: args.common.retries,
+        cacert: args.common.cacert,
+    };
+    let json = args.json;
+    client_outcome(
+        runtime()
+            .map_err(crate::client::ClientError::Local)
+            .and_then(|rt| {
+                let receipt = rt.block_on(crate::client::put::put(options))?;
+                if json {
+                    println!(
+                        "{}",
+                        serde_json::to_string(&receipt).unwrap_or_else(|_| "{}".into())
+                    );
+                } else {
+                    println!("path: {}", receipt.path);
+                    println!("bytes: {}", receipt.bytes);
+                    println!("sha256: {}", receipt.sha256);
+                }
+                Ok(())
+            }),
+    )
+}
+
+/// Exit 0, or the error on stderr and its status (docs/cli.md lists them per code).
+fn client_outcome(result: Result<(), crate::client::ClientError>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("burnlink: {e}");
+            ExitCode::from(e.exit_code())
         }
     }
 }
@@ -224,18 +340,17 @@ fn probe_health(config: &Config, timeout: Duration) -> Result<(), String> {
     }
     let url = format!("http://{addr}/healthz");
     runtime()?.block_on(async {
-        let response = reqwest::Client::builder()
-            .timeout(timeout)
-            .build()
-            .map_err(|e| e.to_string())?
-            .get(&url)
-            .send()
+        let request = hyper::Request::get(&url)
+            .body(crate::http_client::full(bytes::Bytes::new()))
+            .map_err(|e| e.to_string())?;
+        let (status, _) = crate::http_client::client(timeout)?
+            .exchange(request, 4096)
             .await
-            .map_err(|e| format!("{url}: {}", e.without_url()))?;
-        if response.status().is_success() {
+            .map_err(|e| format!("{url}: {e}"))?;
+        if status.is_success() {
             Ok(())
         } else {
-            Err(format!("{url} answered {}", response.status()))
+            Err(format!("{url} answered {status}"))
         }
     })
 }
@@ -267,11 +382,11 @@ fn mint(mut config: Config, args: MintArgs) -> Result<ExitCode, String> {
         "BURNLINK_KEYS is not set: links minted with a random key would be refused by the server \
          (run `burnlink keygen` and give the same BURNLINK_KEYS to the server and to this command)",
     )?;
-    let sandbox = config.open_sandbox().map_err(|e| e.to_string())?;
+    let storage = config.open_storage().map_err(|e| e.to_string())?;
     let (base_url, _) = config.resolve_base_url(config.bind);
     let links = LinkService::local(
         Arc::new(keyring),
-        sandbox,
+        storage,
         config.limits(),
         base_url,
         Arc::new(MemoryStats::default()),

@@ -12,7 +12,7 @@ use serde::Deserialize;
 
 use crate::access::ApiTokens;
 use crate::ledger::redis_conn::{RedisOptions, Target};
-use crate::sandbox::Sandbox;
+use crate::storage::Storage;
 use crate::token::Keyring;
 use crate::webhooks::{Secret, WebhookConfig};
 
@@ -371,9 +371,10 @@ impl Config {
             }
             n => n as usize,
         };
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        // The shared runtime by default: per-core loops measured no faster here and had a worse
+        // tail at c=32 on a machine shared with other work (docs/benchmarks.md).
         let workers = match non_empty(raw.workers) {
-            None => cores,
+            None => 0,
             Some(s) => s.parse::<u16>().map(usize::from).map_err(|_| {
                 bad(
                     "WORKERS",
@@ -457,11 +458,19 @@ impl Config {
     /// default the MCP endpoint, `{base_url}/mcp`). `None` when OAuth is off.
     pub fn oauth(&self, base_url: &str) -> Option<crate::oauth::OAuthSettings> {
         let issuer = self.oauth_issuer.clone()?;
-        let audience = self
-            .oauth_audience
-            .clone()
-            .unwrap_or_else(|| format!("{}/mcp", base_url.trim_end_matches('/')));
-        Some(crate::oauth::OAuthSettings { issuer, audience })
+        let base = base_url.trim_end_matches('/');
+        Some(match self.oauth_audience.clone() {
+            Some(audience) => crate::oauth::OAuthSettings {
+                issuer,
+                audience,
+                root_resource: None,
+            },
+            None => crate::oauth::OAuthSettings {
+                issuer,
+                audience: format!("{base}/mcp"),
+                root_resource: Some(base.to_string()),
+            },
+        })
     }
 
     /// The base URL links are minted with once the server knows its bound address. With a
@@ -491,11 +500,11 @@ impl Config {
         }
     }
 
-    /// Opens (creating if missing) the sandbox at `BURNLINK_ROOT`.
-    pub fn open_sandbox(&self) -> Result<Sandbox, ConfigError> {
-        Sandbox::open(&self.root).map_err(|e| ConfigError {
+    /// Opens the sandbox at `BURNLINK_ROOT`: a directory (created if missing) or a bucket.
+    pub fn open_storage(&self) -> Result<Storage, ConfigError> {
+        Storage::open(&self.root).map_err(|expected| ConfigError {
             var: "BURNLINK_ROOT".into(),
-            expected: format!("cannot create or open `{}`: {e}", self.root.display()),
+            expected,
         })
     }
 
@@ -808,8 +817,8 @@ fn positive(var: &'static str, v: Option<String>, default: u64) -> Result<u64, C
     }
 }
 
-/// `BURNLINK_WEBHOOK_URL` and `BURNLINK_WEBHOOK_SECRET`: both or neither. Plain `http://`
-/// only in this build (its outbound client has no TLS); the URL is never logged.
+/// `BURNLINK_WEBHOOK_URL` and `BURNLINK_WEBHOOK_SECRET`: both or neither. `http://` or
+/// `https://`; the URL is never logged.
 fn webhook(
     url: Option<String>,
     secret: Option<String>,
@@ -830,14 +839,10 @@ fn webhook(
         }
         (Some(u), Some(s)) => (u, s),
     };
-    let parsed = reqwest::Url::parse(url.trim())
-        .map_err(|_| bad("WEBHOOK_URL", "expected an http:// URL"))?;
-    if parsed.scheme() != "http" || parsed.host_str().is_none() {
-        return Err(bad(
-            "WEBHOOK_URL",
-            "expected an http:// URL (this build sends webhooks over plain HTTP; put a TLS \
-             proxy in front of an https receiver)",
-        ));
+    let parsed = url::Url::parse(url.trim())
+        .map_err(|_| bad("WEBHOOK_URL", "expected an http:// or https:// URL"))?;
+    if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() {
+        return Err(bad("WEBHOOK_URL", "expected an http:// or https:// URL"));
     }
     let secret = Secret::parse(&secret).map_err(|e| bad("WEBHOOK_SECRET", e))?;
     Ok(Some(WebhookConfig {
@@ -1038,7 +1043,7 @@ mod tests {
             ),
             (
                 Raw {
-                    webhook_url: Some("https://hooks.example/h".into()),
+                    webhook_url: Some("ftp://hooks.example/h".into()),
                     webhook_secret: Some("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".into()),
                     ..Raw::default()
                 },
@@ -1182,13 +1187,16 @@ mod tests {
         let o = c.oauth("https://files.example.com/").unwrap();
         assert_eq!(o.issuer, "https://as.example.com");
         assert_eq!(o.audience, "https://files.example.com/mcp");
+        assert_eq!(o.root_resource(), "https://files.example.com");
         let c = Config::from_raw(Raw {
             oauth_issuer: Some("https://as.example.com".into()),
             oauth_audience: Some("urn:burnlink".into()),
             ..Raw::default()
         })
         .unwrap();
-        assert_eq!(c.oauth("http://h").unwrap().audience, "urn:burnlink");
+        let o = c.oauth("http://h").unwrap();
+        assert_eq!(o.audience, "urn:burnlink");
+        assert_eq!(o.root_resource(), "urn:burnlink");
         for (raw, var) in [
             (
                 Raw {

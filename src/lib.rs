@@ -9,14 +9,16 @@
 //!   [`text`], [`config`], [`tls`];
 //! - the shared state, [`state`];
 //! - the edges: [`http`] (router, link gate, the one error map, handlers, pages, middlewares,
-//!   the connection loop), [`mcp`] (tools over the links service), [`cli`], and
-//!   [`http_client`], the one outbound HTTPS client the CLI and MCP on stdio share;
+//!   the connection loop), [`mcp`] (tools over the links service), [`cli`], [`client`]
+//!   (`burnlink get` and `put`), and [`http_client`], the one outbound HTTPS client the CLI,
+//!   the client and MCP on stdio share;
 //! - [`server`], which assembles the parts and runs them.
 #![forbid(unsafe_code)]
 
 pub mod access;
 pub mod archive;
 pub mod cli;
+pub mod client;
 pub mod config;
 pub mod http;
 pub mod http_client;
@@ -33,6 +35,7 @@ pub mod session;
 pub mod staging;
 pub mod state;
 pub mod stats;
+pub mod storage;
 pub mod telemetry;
 pub mod text;
 pub mod tls;

@@ -2,8 +2,9 @@
 //! authorization server in `BURNLINK_OAUTH_ISSUER`, for the audience `BURNLINK_OAUTH_AUDIENCE`,
 //! turned into a typed [`Caller`] with the scopes they were granted.
 //!
-//! Core logic, free of HTTP types except the outbound fetch of the issuer's metadata and keys:
-//! the discovery document (RFC 8414 `oauth-authorization-server`, else OpenID
+//! Core logic, free of HTTP server types; the issuer's metadata and keys are fetched through
+//! the one outbound client ([`crate::http_client`], so an `https://` issuer works, trusting
+//! the system's roots plus `SSL_CERT_FILE`): the discovery document (RFC 8414 `oauth-authorization-server`, else OpenID
 //! `openid-configuration`) names the JWKS, whose keys are cached; a token signed with a key id
 //! not in the cache refetches them, at most once per [`REFETCH_INTERVAL`], so a flood of made-up
 //! key ids costs the issuer one request per interval. Every fetch is bounded in time
@@ -73,14 +74,28 @@ pub enum OAuthError {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct OAuthSettings {
     pub issuer: String,
-    /// The resource's identifier, which tokens must carry in `aud`.
+    /// The resource's identifier, which tokens must carry in `aud`: `BURNLINK_OAUTH_AUDIENCE`,
+    /// else the MCP endpoint's URL.
     pub audience: String,
+    /// With the default audience, the server's base URL: the resource that the root metadata
+    /// document describes (RFC 9728 §3.3 ties a document to the URL it is found under, so a
+    /// client that discovered the server from its root asks for a token for the root), also
+    /// accepted in `aud`. `None` when the operator set the audience: then both documents
+    /// name that one.
+    pub root_resource: Option<String>,
+}
+
+impl OAuthSettings {
+    /// What the metadata document at the root names as the resource.
+    pub fn root_resource(&self) -> &str {
+        self.root_resource.as_deref().unwrap_or(&self.audience)
+    }
 }
 
 /// Checks access tokens against the issuer's published keys.
 pub struct Verifier {
     settings: OAuthSettings,
-    http: reqwest::Client,
+    http: crate::http_client::HttpClient,
     refetch_interval: Duration,
     cache: Mutex<KeyCache>,
 }
@@ -121,23 +136,21 @@ impl std::fmt::Debug for Verifier {
 }
 
 impl Verifier {
-    pub fn new(settings: OAuthSettings) -> Self {
+    /// Fails only when the trusted roots cannot be read (an unreadable `SSL_CERT_FILE`).
+    pub fn new(settings: OAuthSettings) -> Result<Self, String> {
         Self::with_refetch_interval(settings, REFETCH_INTERVAL)
     }
 
-    pub fn with_refetch_interval(settings: OAuthSettings, refetch_interval: Duration) -> Self {
-        let http = reqwest::Client::builder()
-            .timeout(FETCH_TIMEOUT)
-            .connect_timeout(FETCH_TIMEOUT)
-            .redirect(reqwest::redirect::Policy::limited(3))
-            .build()
-            .expect("an HTTP client builds");
-        Verifier {
+    pub fn with_refetch_interval(
+        settings: OAuthSettings,
+        refetch_interval: Duration,
+    ) -> Result<Self, String> {
+        Ok(Verifier {
             settings,
-            http,
+            http: crate::http_client::client(FETCH_TIMEOUT)?,
             refetch_interval,
             cache: Mutex::new(KeyCache::default()),
-        }
+        })
     }
 
     pub fn settings(&self) -> &OAuthSettings {
@@ -172,7 +185,10 @@ impl Verifier {
         validation.validate_nbf = true;
         validation.validate_aud = true;
         validation.set_issuer(&[&self.settings.issuer]);
-        validation.set_audience(&[&self.settings.audience]);
+        match &self.settings.root_resource {
+            Some(root) => validation.set_audience(&[&self.settings.audience, root]),
+            None => validation.set_audience(&[&self.settings.audience]),
+        }
         validation.set_required_spec_claims(&["exp", "iss", "aud"]);
         let data = decode::<AccessClaims>(token, &key, &validation)
             .map_err(|e| OAuthError::Invalid(e.to_string()))?;
@@ -246,28 +262,17 @@ impl Verifier {
 
     /// GETs a JSON document, bounded in time and size.
     async fn get_json<T: DeserializeOwned>(&self, url: &str) -> Result<T, String> {
-        let mut response = self
+        let request = hyper::Request::get(url)
+            .header(hyper::header::ACCEPT, "application/json")
+            .body(crate::http_client::full(bytes::Bytes::new()))
+            .map_err(|_| format!("{url}: not a valid URL"))?;
+        let (status, body) = self
             .http
-            .get(url)
-            .header(reqwest::header::ACCEPT, "application/json")
-            .send()
+            .exchange(request, MAX_DOCUMENT_BYTES)
             .await
             .map_err(|e| format!("{url}: {e}"))?;
-        if !response.status().is_success() {
-            return Err(format!("{url}: {}", response.status()));
-        }
-        if response
-            .content_length()
-            .is_some_and(|n| n > MAX_DOCUMENT_BYTES as u64)
-        {
-            return Err(format!("{url}: over {MAX_DOCUMENT_BYTES} bytes"));
-        }
-        let mut body = Vec::new();
-        while let Some(chunk) = response.chunk().await.map_err(|e| format!("{url}: {e}"))? {
-            body.extend_from_slice(&chunk);
-            if body.len() > MAX_DOCUMENT_BYTES {
-                return Err(format!("{url}: over {MAX_DOCUMENT_BYTES} bytes"));
-            }
+        if !status.is_success() {
+            return Err(format!("{url}: {status}"));
         }
         serde_json::from_slice(&body).map_err(|e| format!("{url}: {e}"))
     }
@@ -468,9 +473,11 @@ mod tests {
             OAuthSettings {
                 issuer: base,
                 audience: "http://r/mcp".into(),
+                root_resource: None,
             },
             Duration::from_millis(300),
-        );
+        )
+        .unwrap();
         // The first token fetches the keys; a known kid is then served from the cache.
         assert!(matches!(
             v.verify(&token_with_kid("known")).await,
@@ -505,7 +512,9 @@ mod tests {
         let v = Verifier::new(OAuthSettings {
             issuer: format!("http://127.0.0.1:{port}"),
             audience: "http://r/mcp".into(),
-        });
+            root_resource: None,
+        })
+        .unwrap();
         assert!(matches!(
             v.verify(&token_with_kid("k")).await,
             Err(OAuthError::Unavailable(_))

@@ -32,6 +32,9 @@ pub enum SandboxError {
     NotAFileOrDirectory,
     #[error("file system error: {0}")]
     Io(io::Error),
+    /// The storage (an object store) did not answer, or not in time: try again shortly.
+    #[error("storage unavailable: {0}")]
+    Unavailable(String),
 }
 
 impl From<io::Error> for SandboxError {

@@ -33,6 +33,12 @@ pub enum StartError {
     Redis(String),
     #[error("{0}")]
     Tls(#[from] crate::tls::TlsError),
+    /// The outbound client for the issuer could not be built (its roots are unreadable).
+    #[error("BURNLINK_OAUTH_ISSUER: {0}")]
+    OAuth(String),
+    /// The webhook sender could not start; never holds the URL.
+    #[error("BURNLINK_WEBHOOK_URL: {0}")]
+    Webhook(String),
 }
 
 /// Runs the server until SIGTERM or SIGINT.
@@ -41,12 +47,14 @@ pub async fn run(mut config: Config) -> Result<(), StartError> {
         tracing::warn!(variable = %var, "unknown BURNLINK_* variable ignored (a typo?)");
     }
     raise_open_files_limit(config.max_connections);
-    let sandbox = config.open_sandbox()?;
+    let storage = config.open_storage()?;
     let tls = config.tls.as_ref().map(crate::tls::acceptor).transpose()?;
     crate::metrics::install();
     crate::webhooks::describe_metrics();
     let (ledger, stats) = open_ledger(&config.ledger).await?;
-    sweep_stale_uploads(&sandbox);
+    if let Some(sandbox) = storage.disk() {
+        sweep_stale_uploads(sandbox);
+    }
     let keyring = Arc::new(match config.keys.take() {
         Some(k) => k,
         None => {
@@ -89,21 +97,19 @@ pub async fn run(mut config: Config) -> Result<(), StartError> {
         );
     }
 
-    let oauth = config.oauth(&base_url).map(|settings| {
-        tracing::info!(issuer = %settings.issuer, audience = %settings.audience,
-            "OAuth access tokens accepted beside the API tokens");
-        if settings.issuer.starts_with("https://") {
-            tracing::warn!(
-                "BURNLINK_OAUTH_ISSUER is https://, but this build fetches the issuer's keys over \
-                 plain HTTP only: access tokens will be refused with 503 until it can (static \
-                 API tokens are unaffected)"
-            );
+    let oauth = match config.oauth(&base_url) {
+        None => None,
+        Some(settings) => {
+            tracing::info!(issuer = %settings.issuer, audience = %settings.audience,
+                "OAuth access tokens accepted beside the API tokens");
+            Some(Arc::new(
+                crate::oauth::Verifier::new(settings).map_err(StartError::OAuth)?,
+            ))
         }
-        Arc::new(crate::oauth::Verifier::new(settings))
-    });
+    };
     let minter = Arc::new(Minter::new(
         keyring.clone(),
-        sandbox.clone(),
+        storage.clone(),
         config.limits(),
         base_url.clone(),
     ));
@@ -121,11 +127,13 @@ pub async fn run(mut config: Config) -> Result<(), StartError> {
     // their own, so webhook traffic never queues behind (or ahead of) ledger calls.
     let webhooks = match (config.webhook.clone(), &config.ledger) {
         (None, _) => None,
-        (Some(w), LedgerKind::Memory) => Some(crate::webhooks::Webhooks::start(w, None)),
+        (Some(w), LedgerKind::Memory) => {
+            Some(crate::webhooks::Webhooks::start(w, None).map_err(StartError::Webhook)?)
+        }
         (Some(w), LedgerKind::Redis(url)) => {
             let conn = crate::ledger::redis::RedisHandle::open(url)
                 .map_err(|e| StartError::Redis(e.message))?;
-            Some(crate::webhooks::Webhooks::start(w, Some(conn)))
+            Some(crate::webhooks::Webhooks::start(w, Some(conn)).map_err(StartError::Webhook)?)
         }
     };
     let links = Arc::new(
@@ -147,7 +155,7 @@ pub async fn run(mut config: Config) -> Result<(), StartError> {
         oauth,
         ledger,
         stats,
-        sandbox,
+        storage,
         links,
         leases,
         rate_limits,

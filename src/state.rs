@@ -14,8 +14,8 @@ use crate::ledger::Ledger;
 use crate::links::LinkService;
 use crate::oauth::Verifier;
 use crate::ratelimit::RateLimits;
-use crate::sandbox::Sandbox;
 use crate::stats::StatsStore;
+use crate::storage::Storage;
 use crate::token::Keyring;
 
 pub struct App {
@@ -27,7 +27,8 @@ pub struct App {
     pub oauth: Option<Arc<Verifier>>,
     pub ledger: Arc<dyn Ledger>,
     pub stats: Arc<dyn StatsStore>,
-    pub sandbox: Sandbox,
+    /// Where files live: a directory or a bucket.
+    pub storage: Storage,
     /// Mint, status and revoke, with counting, audit, metrics and the mint rate limit.
     pub links: Arc<LinkService>,
     /// Takes the leases transfers hold their links by.

@@ -277,6 +277,27 @@ impl Keyring {
     }
 }
 
+/// The claims a token states, without checking its MAC: for a client that holds a link but not
+/// the key and wants to describe it (`burnlink put` names the destination in its receipt, and
+/// refuses a download link before sending anything). Nothing read this way may decide access:
+/// anyone can write a token that says anything.
+pub fn read_unverified(token: &str) -> Result<Claims, TokenError> {
+    if !is_token_shaped(token) {
+        return Err(TokenError::Malformed);
+    }
+    let raw = Base64UrlUnpadded::decode_vec(token).map_err(|_| TokenError::Malformed)?;
+    if raw.len() < 2 + MAC_LEN {
+        return Err(TokenError::Malformed);
+    }
+    let payload = &raw[..raw.len() - MAC_LEN];
+    if payload[0] != VERSION {
+        return Err(TokenError::UnsupportedVersion);
+    }
+    let kid_len = payload[1] as usize;
+    let body = payload.get(2 + kid_len..).ok_or(TokenError::Malformed)?;
+    decode_claims(body)
+}
+
 impl Key {
     fn new(id: &str, secret: &[u8]) -> Self {
         Key {
@@ -548,6 +569,21 @@ mod tests {
             !token.contains(['+', '/', '=']),
             "URL-safe, unpadded: {token}"
         );
+    }
+
+    /// A client without the key reads what the link states, tampered or not: the reading
+    /// never stands in for `verify`.
+    #[test]
+    fn read_unverified_states_the_claims_whatever_the_mac() {
+        let ring = Keyring::parse(K1).unwrap();
+        let claims = sample();
+        let token = ring.sign(&claims);
+        assert_eq!(read_unverified(&token).unwrap(), claims);
+        let other = Keyring::parse(K2).unwrap().sign(&claims);
+        assert_eq!(read_unverified(&other).unwrap(), claims);
+        assert_eq!(ring.verify(&other), Err(TokenError::UnknownKey));
+        assert_eq!(read_unverified("a/b"), Err(TokenError::Malformed));
+        assert_eq!(read_unverified("AAAA"), Err(TokenError::Malformed));
     }
 
     #[test]

@@ -17,7 +17,10 @@
 //!   stream is bounded too ([`REDIS_MAX_LEN`]; beyond it, events are dropped and counted).
 //!
 //! The event carries the link's short id, never its token; neither the secret nor the URL is
-//! ever logged. Free of HTTP server types: the outbound client is reqwest.
+//! ever logged. Free of HTTP server types: events go out through the one outbound client
+//! ([`crate::http_client`]), so an `https://` receiver works, trusting the system's roots plus
+//! `SSL_CERT_FILE`. Credentials in the URL (`https://user:pw@host/…`) are sent as HTTP Basic
+//! authentication.
 
 use std::collections::HashSet;
 use std::net::IpAddr;
@@ -55,7 +58,7 @@ const CLAIM_IDLE: Duration = Duration::from_secs(15);
 const POLL: Duration = Duration::from_millis(250);
 const RECLAIM_EVERY: Duration = Duration::from_secs(3);
 
-const STREAM: &str = "burnlink:{webhooks}:events";
+const STREAM: &str = crate::ledger::redis::WEBHOOK_STREAM;
 const GROUP: &str = "burnlink";
 
 pub const SENT: &str = "burnlink_webhook_events_sent_total";
@@ -196,9 +199,11 @@ pub struct Webhooks {
 }
 
 struct Inner {
-    url: String,
+    /// The receiver's URL without its credentials (they are in `authorization`).
+    url: hyper::Uri,
+    authorization: Option<String>,
     secret: Secret,
-    client: reqwest::Client,
+    client: crate::http_client::HttpClient,
     queue: Queue,
     /// This replica's consumer name in the Redis group (`{pid}-{random}`).
     consumer: String,
@@ -221,14 +226,11 @@ static ENQUEUE: std::sync::LazyLock<Script> = std::sync::LazyLock::new(|| {
 
 impl Webhooks {
     /// Starts the sender and its delivery tasks: events wait in memory, or in Redis when
-    /// `redis` is given (the ledger's connection).
-    pub fn start(config: WebhookConfig, redis: Option<RedisHandle>) -> Webhooks {
-        let client = reqwest::Client::builder()
-            .timeout(ATTEMPT_TIMEOUT)
-            .connect_timeout(Duration::from_secs(2))
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .expect("a plain HTTP client builds");
+    /// `redis` is given (the ledger's connection). Fails when the URL is unusable or the
+    /// trusted roots cannot be read; the message never holds the URL.
+    pub fn start(config: WebhookConfig, redis: Option<RedisHandle>) -> Result<Webhooks, String> {
+        let client = crate::http_client::client(ATTEMPT_TIMEOUT)?;
+        let (url, authorization) = split_credentials(&config.url)?;
         let consumer = format!("{}-{}", std::process::id(), hex(&rand::random::<[u8; 4]>()));
         let (queue, receiver) = match redis {
             Some(conn) => (Queue::Redis(conn), None),
@@ -239,7 +241,8 @@ impl Webhooks {
         };
         let webhooks = Webhooks {
             inner: Arc::new(Inner {
-                url: config.url,
+                url,
+                authorization,
                 secret: config.secret,
                 client,
                 queue,
@@ -257,7 +260,7 @@ impl Webhooks {
                 tokio::spawn(webhooks.clone().run_redis());
             }
         }
-        webhooks
+        Ok(webhooks)
     }
 
     /// Queues an event for delivery. Never waits on the receiver and never fails the caller.
@@ -501,33 +504,53 @@ impl Webhooks {
             .inner
             .secret
             .sign(&envelope.id, timestamp, &envelope.body);
-        let resp = self
-            .inner
-            .client
-            .post(&self.inner.url)
+        let mut request = hyper::Request::post(self.inner.url.clone())
             .header("content-type", "application/json")
             .header("webhook-id", &envelope.id)
             .header("webhook-timestamp", timestamp.to_string())
-            .header("webhook-signature", signature)
-            .body(envelope.body.clone())
-            .send()
-            .await
-            // Without the URL: it is operator configuration and may carry credentials.
-            .map_err(|e| {
-                if e.is_timeout() {
-                    "timed out".to_string()
-                } else if e.is_connect() {
-                    "could not connect".to_string()
-                } else {
-                    "request failed".to_string()
-                }
-            })?;
-        if resp.status().is_success() {
+            .header("webhook-signature", signature);
+        if let Some(auth) = &self.inner.authorization {
+            request = request.header("authorization", auth);
+        }
+        let request = request
+            .body(crate::http_client::full(envelope.body.clone()))
+            .map_err(|_| "the request could not be built".to_string())?;
+        // The receiver's answer is not read past a few KiB; the error names no URL (it is
+        // operator configuration and may carry credentials).
+        let (status, _) = self.inner.client.exchange(request, 4096).await?;
+        if status.is_success() {
             Ok(())
         } else {
-            Err(format!("answered {}", resp.status().as_u16()))
+            Err(format!("answered {}", status.as_u16()))
         }
     }
+}
+
+/// The URL without its user information, and that as an HTTP Basic `Authorization` value.
+fn split_credentials(url: &str) -> Result<(hyper::Uri, Option<String>), String> {
+    let mut parsed = url::Url::parse(url).map_err(|_| "not a valid URL".to_string())?;
+    let authorization = if parsed.username().is_empty() && parsed.password().is_none() {
+        None
+    } else {
+        let decode = |s: &str| {
+            percent_encoding::percent_decode_str(s)
+                .decode_utf8_lossy()
+                .into_owned()
+        };
+        let pair = format!(
+            "{}:{}",
+            decode(parsed.username()),
+            decode(parsed.password().unwrap_or(""))
+        );
+        let _ = parsed.set_username("");
+        let _ = parsed.set_password(None);
+        Some(format!("Basic {}", Base64::encode_string(pair.as_bytes())))
+    };
+    let uri = parsed
+        .as_str()
+        .parse::<hyper::Uri>()
+        .map_err(|_| "not a valid URL".to_string())?;
+    Ok((uri, authorization))
 }
 
 /// Resets the entry's idle time if it is still this consumer's (`XCLAIM … JUSTID`); `false`
@@ -657,7 +680,8 @@ mod tests {
                 secret: Secret::parse("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").unwrap(),
             },
             None,
-        );
+        )
+        .unwrap();
         let claims = Claims::new(crate::token::Direction::Download, None, "f".into(), 1);
         let extra = 500;
         for _ in 0..MEMORY_QUEUE + IN_FLIGHT + extra {

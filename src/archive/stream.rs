@@ -16,9 +16,11 @@ use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 use std::time::SystemTime;
 
+use std::sync::Arc;
+
 use bytes::{Bytes, BytesMut};
 use cap_std::fs::Dir;
-use futures_util::Stream;
+use futures_util::{Stream, StreamExt};
 use tokio::sync::mpsc;
 use zip::write::{ExtendedFileOptions, FileOptions, FullFileOptions};
 use zip::{CompressionMethod, DateTime, ZipWriter};
@@ -26,8 +28,20 @@ use zip::{CompressionMethod, DateTime, ZipWriter};
 use super::Slot;
 use super::method::{self, Method};
 use super::walk::{self, EntryKind, Limits, Walk};
-use crate::sandbox::{self, SandboxError};
+use crate::sandbox::{self, SandboxError, SessionId};
+use crate::storage::Bucket;
 use crate::text::LogSafe;
+
+/// Where a directory's entries come from.
+pub enum Tree {
+    /// The session's sandbox directory, which the walk stays beneath.
+    Disk(Dir),
+    /// The session's prefix of a bucket.
+    Bucket {
+        bucket: Arc<Bucket>,
+        session: Option<SessionId>,
+    },
+}
 
 /// Size of the pieces handed to the response, and of file reads.
 const PIECE: usize = 256 * 1024;
@@ -76,8 +90,10 @@ pub enum Piece {
 
 /// Starts writing the directory `root` (relative to the sandbox `base`) on a thread of its own,
 /// which holds `slot` until it ends, and returns the stream of its bytes.
-pub fn start(base: Dir, root: String, settings: Settings, slot: Slot) -> ArchiveStream {
+pub fn start(tree: Tree, root: String, settings: Settings, slot: Slot) -> ArchiveStream {
     let (tx, rx) = mpsc::channel(QUEUE);
+    // The bucket's calls are async: the writer thread waits on them through the runtime.
+    let runtime = tokio::runtime::Handle::try_current();
     let failed = tx.clone();
     let spawned = std::thread::Builder::new()
         .name("burnlink-zip".into())
@@ -87,7 +103,15 @@ pub fn start(base: Dir, root: String, settings: Settings, slot: Slot) -> Archive
                 tx: tx.clone(),
                 buf: BytesMut::with_capacity(PIECE),
             };
-            let result = write_archive(&base, &root, &settings, out).and_then(|out| out.end());
+            let written = match (&tree, runtime) {
+                (Tree::Disk(base), _) => write_archive(base, &root, &settings, out),
+                (Tree::Bucket { bucket, session }, Ok(rt)) => {
+                    let session = session.as_ref();
+                    write_bucket_archive(&rt, bucket, session, &root, &settings, out)
+                }
+                (Tree::Bucket { .. }, Err(e)) => Err(io::Error::other(e)),
+            };
+            let result = written.and_then(|out| out.end());
             if let Err(e) = result {
                 if e.kind() != io::ErrorKind::BrokenPipe {
                     tracing::warn!(error = %e, root = %LogSafe(&root), "directory archive cut off");
@@ -195,7 +219,7 @@ fn add_file<W: Write + io::Seek>(
     Ok(())
 }
 
-fn read_exact_or_shrank<'b>(file: &mut std::fs::File, buf: &'b mut [u8]) -> io::Result<&'b [u8]> {
+fn read_exact_or_shrank<'b>(file: &mut impl Read, buf: &'b mut [u8]) -> io::Result<&'b [u8]> {
     file.read_exact(buf).map_err(|e| {
         if e.kind() == io::ErrorKind::UnexpectedEof {
             io::Error::new(e.kind(), "a file shrank while being archived")
@@ -204,6 +228,70 @@ fn read_exact_or_shrank<'b>(file: &mut std::fs::File, buf: &'b mut [u8]) -> io::
         }
     })?;
     Ok(buf)
+}
+
+/// [`write_archive`] for a bucket prefix: entries in key order, `/`-terminated markers as
+/// empty directories, each object read in one streamed `GET` (conditional on the version
+/// listed; one replaced or deleted meanwhile is left out). The same limits as a walk apply.
+/// Blocking: waits on the runtime `rt` for the bucket.
+pub fn write_bucket_archive<W: Write>(
+    rt: &tokio::runtime::Handle,
+    bucket: &Bucket,
+    session: Option<&SessionId>,
+    root: &str,
+    settings: &Settings,
+    out: W,
+) -> io::Result<W> {
+    // The bucket's streams set timers, which need the runtime's context on this thread.
+    let _context = rt.enter();
+    let mut zip = ZipWriter::new_stream(out);
+    let mut buf = vec![0u8; PIECE];
+    let limits = settings.limits;
+    let mut listing = bucket.list(session, root).map_err(io::Error::other)?;
+    let (mut seen, mut names) = (0usize, 0usize);
+    while let Some(entry) = rt.block_on(listing.next()) {
+        let entry = entry.map_err(io::Error::other)?;
+        seen += 1;
+        names += entry.name.len();
+        limits
+            .check_listed(seen, names, &entry.name)
+            .map_err(io::Error::other)?;
+        let modified = Some(entry.object.modified);
+        if entry.is_dir {
+            let opts = options(modified, 0o755, Method::Stored, 0, false);
+            zip.add_directory(entry_name(&entry.name), opts)?;
+            continue;
+        }
+        let size = entry.object.size;
+        let stream = match rt.block_on(bucket.read(session, &entry.rel, &entry.object, 0, size)) {
+            Ok(stream) => stream,
+            Err(SandboxError::NotFound) => {
+                tracing::debug!(
+                    name = %LogSafe(&entry.name),
+                    "changed since listed; left out of the archive"
+                );
+                continue;
+            }
+            Err(e) => return Err(io::Error::other(e)),
+        };
+        let mut reader = tokio_util::io::SyncIoBridge::new_with_handle(
+            tokio_util::io::StreamReader::new(stream),
+            rt.clone(),
+        );
+        let head = read_exact_or_shrank(&mut reader, &mut buf[..(size as usize).min(PROBE)])?;
+        let method = method::choose(&entry.name, head);
+        let opts = options(modified, 0o644, method, settings.level, size >= ZIP64_FROM);
+        zip.start_file(entry_name(&entry.name), opts)?;
+        zip.write_all(head)?;
+        let mut left = size - head.len() as u64;
+        while left > 0 {
+            let want = (left as usize).min(buf.len());
+            let got = read_exact_or_shrank(&mut reader, &mut buf[..want])?;
+            zip.write_all(got)?;
+            left -= got.len() as u64;
+        }
+    }
+    Ok(zip.finish()?.into_inner())
 }
 
 fn options(

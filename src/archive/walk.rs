@@ -278,6 +278,54 @@ pub struct Summary {
     pub bytes: u64,
 }
 
+impl Limits {
+    /// Whether a listing that has seen `entries` names taking `name_bytes`, the last being
+    /// `name` (relative, `/`-separated), is still within bounds. For a bucket's flat listing.
+    pub fn check_listed(
+        &self,
+        entries: usize,
+        name_bytes: usize,
+        name: &str,
+    ) -> Result<(), WalkError> {
+        if entries > self.max_entries {
+            Err(WalkError::TooManyEntries(self.max_entries))
+        } else if name_bytes > self.max_name_bytes {
+            Err(WalkError::NamesTooLong(self.max_name_bytes))
+        } else if name.split('/').count() > self.max_depth + 1 {
+            Err(WalkError::TooDeep(self.max_depth))
+        } else {
+            Ok(())
+        }
+    }
+}
+
+/// A bucket prefix's [`summarize`]: its objects' sizes added up from a listing, within the
+/// same limits.
+pub async fn summarize_bucket(
+    bucket: &crate::storage::Bucket,
+    session: Option<&crate::session::SessionId>,
+    root: &str,
+    limits: Limits,
+) -> Result<Summary, WalkError> {
+    use futures_util::StreamExt;
+    let mut summary = Summary::default();
+    let (mut entries, mut names) = (0usize, 0usize);
+    let mut listing = bucket.list(session, root)?;
+    while let Some(entry) = listing.next().await {
+        let entry = entry?;
+        entries += 1;
+        names += entry.name.len();
+        limits.check_listed(entries, names, &entry.name)?;
+        if entry.is_dir {
+            summary.directories += 1;
+        } else {
+            summary.files += 1;
+            summary.bytes = summary.bytes.saturating_add(entry.object.size);
+        }
+    }
+    Ok(summary)
+}
+
 /// Walks `root` and adds up its files. Blocking.
 pub fn summarize(base: &Dir, root: &str, limits: Limits) -> Result<Summary, WalkError> {
     let mut summary = Summary::default();

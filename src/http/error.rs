@@ -71,6 +71,9 @@ pub enum ApiError {
     InvalidTtl,
     #[error("the link ledger is unreachable; try again shortly")]
     Unavailable,
+    /// The bucket the files live in did not answer (in time).
+    #[error("the file storage is unreachable; try again shortly")]
+    StorageUnavailable,
     /// The server is at one of its bounds (connections, archive threads): try again shortly.
     #[error("{0}")]
     Overloaded(String),
@@ -103,7 +106,9 @@ impl ApiError {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::InvalidTtl => StatusCode::UNPROCESSABLE_ENTITY,
-            ApiError::Unavailable | ApiError::Overloaded(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Unavailable | ApiError::StorageUnavailable | ApiError::Overloaded(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -130,7 +135,9 @@ impl ApiError {
             ApiError::Forbidden(_) | ApiError::InsufficientScope(_) => "forbidden",
             ApiError::BadRequest(_) | ApiError::MethodNotAllowed => "bad_request",
             ApiError::InvalidTtl => "invalid_ttl",
-            ApiError::Unavailable | ApiError::Overloaded(_) => "unavailable",
+            ApiError::Unavailable | ApiError::StorageUnavailable | ApiError::Overloaded(_) => {
+                "unavailable"
+            }
             ApiError::RateLimited { .. } => "rate_limited",
             ApiError::Internal => "internal",
         }
@@ -170,7 +177,10 @@ impl IntoResponse for ApiError {
                     headers.insert(header::WWW_AUTHENTICATE, v);
                 }
             }
-            ApiError::InProgress | ApiError::Unavailable | ApiError::Overloaded(_) => {
+            ApiError::InProgress
+            | ApiError::Unavailable
+            | ApiError::StorageUnavailable
+            | ApiError::Overloaded(_) => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             }
             ApiError::OffsetMismatch { stored, .. } => {
@@ -222,6 +232,10 @@ impl From<&MintError> for ApiError {
             MintError::Sandbox(SandboxError::NotAFileOrDirectory) => {
                 ApiError::BadRequest("path is neither a regular file nor a directory".into())
             }
+            MintError::Sandbox(SandboxError::Unavailable(err)) => {
+                tracing::error!(error = %err, "storage unavailable while minting");
+                ApiError::StorageUnavailable
+            }
             MintError::Sandbox(SandboxError::Io(err)) => {
                 tracing::error!(error = %err, "file system error while minting");
                 ApiError::Internal
@@ -246,6 +260,10 @@ impl From<SandboxError> for ApiError {
             SandboxError::Io(err) => {
                 tracing::error!(error = %err, "file system error during a transfer");
                 ApiError::Internal
+            }
+            SandboxError::Unavailable(err) => {
+                tracing::error!(error = %err, "storage unavailable during a transfer");
+                ApiError::StorageUnavailable
             }
             SandboxError::BadPath(_)
             | SandboxError::Outside

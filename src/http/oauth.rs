@@ -23,22 +23,33 @@ pub const METADATA_PATH: &str = "/.well-known/oauth-protected-resource";
 
 pub fn routes() -> Router<Arc<App>> {
     Router::new()
-        .route(METADATA_PATH, get(metadata))
-        .route(&format!("{METADATA_PATH}/mcp"), get(metadata))
+        .route(METADATA_PATH, get(root_metadata))
+        .route(&format!("{METADATA_PATH}/mcp"), get(mcp_metadata))
+}
+
+/// The document for the MCP endpoint, the resource its tokens are for.
+async fn mcp_metadata(State(app): State<Arc<App>>) -> Result<Json<Value>, ApiError> {
+    let settings = app.oauth.as_ref().ok_or(ApiError::NotFound)?.settings();
+    Ok(metadata(settings, &settings.audience))
+}
+
+/// The document for the server as a whole (RFC 9728 §3.3: the resource a document names is
+/// the URL it is found under, so by default the base URL; tokens for it are accepted too).
+async fn root_metadata(State(app): State<Arc<App>>) -> Result<Json<Value>, ApiError> {
+    let settings = app.oauth.as_ref().ok_or(ApiError::NotFound)?.settings();
+    Ok(metadata(settings, settings.root_resource()))
 }
 
 /// RFC 9728 §2: the resource, its authorization server, scopes and bearer methods. Without
 /// OAuth there is no such document (404).
-async fn metadata(State(app): State<Arc<App>>) -> Result<Json<Value>, ApiError> {
-    let verifier = app.oauth.as_ref().ok_or(ApiError::NotFound)?;
-    let settings = verifier.settings();
-    Ok(Json(json!({
-        "resource": settings.audience,
+fn metadata(settings: &crate::oauth::OAuthSettings, resource: &str) -> Json<Value> {
+    Json(json!({
+        "resource": resource,
         "authorization_servers": [settings.issuer],
         "scopes_supported": crate::oauth::scopes_supported(),
         "bearer_methods_supported": ["header"],
         "resource_name": "burnlink",
-    })))
+    }))
 }
 
 /// Where a client finds the metadata: the MCP endpoint's form, under the base URL.

@@ -231,6 +231,11 @@ static USAGE: LazyLock<Script> = LazyLock::new(|| {
     ))
 });
 
+/// The webhook queue's stream, kept in the ledger's database when the ledger is Redis; named
+/// here so that [`RedisLedger::entries`] can leave it out of the link count (the webhook
+/// sender uses this name).
+pub const WEBHOOK_STREAM: &str = "burnlink:{webhooks}:events";
+
 pub struct RedisLedger {
     redis: RedisHandle,
     /// `BURNLINK_LEDGER_REPLICAS`: after each burn, `WAIT` for this many replicas.
@@ -559,10 +564,11 @@ impl Ledger for RedisLedger {
     /// Link keys only: the keys of the ledger's database (`DBSIZE`, summed over the primaries
     /// on a cluster) less the statistics keys, which [`crate::stats::RedisStats::key_count`]
     /// counts in O(1) (`1 + 2 × sessions`: every session has exactly two keys, all in the
-    /// `{burnlink:stats}` slot). Two commands whatever the number of links, no scan; on a
-    /// cluster the two are not one snapshot, so the gauge may be off by the links that came
-    /// or went in between. Keys that are neither (another application sharing the database)
-    /// would be counted: give the ledger a database of its own.
+    /// `{burnlink:stats}` slot), and less the webhook stream ([`WEBHOOK_STREAM`]) when it
+    /// exists. Three commands whatever the number of links, no scan; on a cluster they are
+    /// not one snapshot, so the gauge may be off by the links that came or went in between.
+    /// Keys that are none of these (another application sharing the database) would be
+    /// counted: give the ledger a database of its own.
     async fn entries(&self) -> Result<u64, LedgerError> {
         let all: u64 = self
             .redis
@@ -571,7 +577,16 @@ impl Ledger for RedisLedger {
             })
             .await?;
         let stats = crate::stats::RedisStats::key_count(&self.redis).await?;
-        Ok(all.saturating_sub(stats))
+        let stream: u64 = self
+            .redis
+            .run(OP_TIMEOUT, |mut c| async move {
+                redis::cmd("EXISTS")
+                    .arg(WEBHOOK_STREAM)
+                    .query_async(&mut c)
+                    .await
+            })
+            .await?;
+        Ok(all.saturating_sub(stats).saturating_sub(stream))
     }
 }
 

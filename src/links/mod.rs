@@ -21,8 +21,9 @@ use crate::archive::{
     self,
     walk::{self, WalkError},
 };
-use crate::sandbox::{self, Kind, Sandbox, SandboxError};
+use crate::sandbox::{self, Kind, SandboxError};
 use crate::session::SessionId;
+use crate::storage::{Storage, bucket};
 pub use crate::token::unix_now;
 use crate::token::{Claims, Direction, Keyring};
 
@@ -89,7 +90,7 @@ pub enum MintError {
 
 pub struct Minter {
     keyring: Arc<Keyring>,
-    sandbox: Sandbox,
+    storage: Storage,
     limits: Limits,
     base_url: String,
 }
@@ -100,10 +101,10 @@ impl Minter {
         &self.base_url
     }
 
-    pub fn new(keyring: Arc<Keyring>, sandbox: Sandbox, limits: Limits, base_url: String) -> Self {
+    pub fn new(keyring: Arc<Keyring>, storage: Storage, limits: Limits, base_url: String) -> Self {
         Minter {
             keyring,
-            sandbox,
+            storage,
             limits,
             base_url: base_url.trim_end_matches('/').to_string(),
         }
@@ -113,12 +114,12 @@ impl Minter {
         &self.limits
     }
 
-    pub fn sandbox(&self) -> &Sandbox {
-        &self.sandbox
+    pub fn storage(&self) -> &Storage {
+        &self.storage
     }
 
     /// Checks the request against the sandbox and limits and signs a token. Blocking: it
-    /// stats the file system.
+    /// stats the file system, or waits for the bucket (on a runtime's blocking thread).
     pub fn mint(&self, req: MintRequest, now_unix: u64) -> Result<Minted, MintError> {
         let direction = req.direction.unwrap_or(Direction::Download);
         let ttl = match req.ttl_seconds {
@@ -128,7 +129,7 @@ impl Minter {
         };
         let max_uses = self.max_uses(req.max_uses)?;
         let session = req.session.as_ref();
-        let rel = self.sandbox.normalize(session, &req.path)?;
+        let rel = self.storage.normalize(session, &req.path)?;
         // burnlink's own upload temporaries: never handed out, and never a destination (the
         // start-up sweep would delete the file later).
         if rel.split('/').any(crate::staging::is_temporary) {
@@ -145,12 +146,7 @@ impl Minter {
                 "max_bytes, sha256 and overwrite apply to upload links only".into(),
             ));
         }
-        let meta = self.sandbox.stat(session, &rel)?;
-        let kind = sandbox::kind_of(&meta)?;
-        let size = match kind {
-            Kind::File => meta.len(),
-            Kind::Directory => self.directory_size(session, &rel)?,
-        };
+        let (kind, size) = self.stat(session, &rel)?;
         if size > self.limits.max_download_bytes {
             return Err(MintError::TooLarge {
                 size,
@@ -211,11 +207,8 @@ impl Minter {
             }
         }
         let overwrite = req.overwrite.unwrap_or(true);
-        match self
-            .sandbox
-            .upload_destination(req.session.as_ref(), &rel)?
-        {
-            Some(meta) if meta.is_dir() => {
+        match self.upload_destination(req.session.as_ref(), &rel)? {
+            Some(Kind::Directory) => {
                 return Err(MintError::BadRequest(
                     "the destination is a directory; name a file inside it".into(),
                 ));
@@ -251,13 +244,63 @@ impl Minter {
         })
     }
 
-    /// The sum of the directory's files' sizes (as documented), walked through the sandbox.
-    fn directory_size(&self, session: Option<&SessionId>, rel: &str) -> Result<u64, MintError> {
-        let base = self.sandbox.session_dir(session)?;
-        match walk::summarize(&base, rel, walk::LIMITS) {
-            Ok(summary) => Ok(summary.bytes),
+    /// What `rel` names and its size: a file's, or the sum of a directory's files' sizes (as
+    /// documented). Blocking.
+    fn stat(&self, session: Option<&SessionId>, rel: &str) -> Result<(Kind, u64), MintError> {
+        let summary = match &self.storage {
+            Storage::Disk(sandbox) => {
+                let meta = sandbox.stat(session, rel)?;
+                if sandbox::kind_of(&meta)? == Kind::File {
+                    return Ok((Kind::File, meta.len()));
+                }
+                let base = sandbox.session_dir(session)?;
+                walk::summarize(&base, rel, walk::LIMITS)
+            }
+            Storage::Bucket(b) => {
+                let entry = block_on(b.stat(session, rel))?;
+                if let bucket::Entry::File(object) = entry {
+                    return Ok((Kind::File, object.size));
+                }
+                block_on(walk::summarize_bucket(b, session, rel, walk::LIMITS))
+            }
+        };
+        match summary {
+            Ok(summary) => Ok((Kind::Directory, summary.bytes)),
             Err(WalkError::Sandbox(e)) => Err(e.into()),
             Err(limit) => Err(MintError::TreeTooLarge(limit.to_string())),
+        }
+    }
+
+    /// What is at an upload's destination now, if anything; creates nothing. On disk a
+    /// missing parent is fine (uploads create it) and a parent that is a file is not; a bucket
+    /// has no parents. Blocking.
+    fn upload_destination(
+        &self,
+        session: Option<&SessionId>,
+        rel: &str,
+    ) -> Result<Option<Kind>, MintError> {
+        match &self.storage {
+            Storage::Disk(sandbox) => Ok(sandbox.upload_destination(session, rel)?.map(|meta| {
+                if meta.is_dir() {
+                    Kind::Directory
+                } else {
+                    Kind::File
+                }
+            })),
+            Storage::Bucket(b) => {
+                if rel == "." {
+                    return Err(SandboxError::BadPath(
+                        "an upload needs a file name, not a directory",
+                    )
+                    .into());
+                }
+                match block_on(b.stat(session, rel)) {
+                    Ok(bucket::Entry::File(_)) => Ok(Some(Kind::File)),
+                    Ok(bucket::Entry::Directory) => Ok(Some(Kind::Directory)),
+                    Err(SandboxError::NotFound) => Ok(None),
+                    Err(e) => Err(e.into()),
+                }
+            }
         }
     }
 
@@ -271,6 +314,11 @@ impl Minter {
             utf8_percent_encode(name, SEGMENT)
         )
     }
+}
+
+/// Waits for a bucket call from the minter, which runs on a blocking thread of the runtime.
+fn block_on<F: std::future::Future>(fut: F) -> F::Output {
+    tokio::runtime::Handle::current().block_on(fut)
 }
 
 /// The lower-case extension of a destination (`report.PDF` → `pdf`); `None` for names without
@@ -325,7 +373,7 @@ mod tests {
         let keyring = Arc::new(Keyring::parse(&crate::token::generate_key_entry()).unwrap());
         Minter::new(
             keyring,
-            Sandbox::open(root).unwrap(),
+            Storage::Disk(crate::sandbox::Sandbox::open(root).unwrap()),
             Limits {
                 ttl_default: 3600,
                 ttl_max: 86400,

@@ -18,9 +18,9 @@ use super::{Limits, MintError, MintRequest, Minted, Minter, rfc3339};
 use crate::access::{AccessError, Caller, Scope};
 use crate::ledger::{Ledger, LedgerError, LinkState, Revoke, Usage};
 use crate::ratelimit::{RateLimited, RateLimits};
-use crate::sandbox::Sandbox;
 use crate::session::SessionId;
 use crate::stats::{Statistics, StatsStore};
+use crate::storage::Storage;
 use crate::text::LogSafe;
 use crate::token::{Claims, Direction, Keyring, hex, unix_now};
 use crate::webhooks::{Completed, Event, Webhooks};
@@ -175,12 +175,12 @@ impl LinkService {
     /// it), stats of what it minted itself.
     pub fn local(
         keyring: Arc<Keyring>,
-        sandbox: Sandbox,
+        storage: Storage,
         limits: Limits,
         base_url: String,
         stats: Arc<dyn StatsStore>,
     ) -> Self {
-        let minter = Arc::new(Minter::new(keyring.clone(), sandbox, limits, base_url));
+        let minter = Arc::new(Minter::new(keyring.clone(), storage, limits, base_url));
         LinkService::new(minter, keyring, None, stats, None)
     }
 
@@ -352,7 +352,7 @@ mod tests {
         };
         let minter = Arc::new(Minter::new(
             keyring.clone(),
-            Sandbox::open(root).unwrap(),
+            Storage::Disk(crate::sandbox::Sandbox::open(root).unwrap()),
             limits,
             "http://h".into(),
         ));

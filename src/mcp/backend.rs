@@ -12,7 +12,6 @@ use std::time::Duration;
 
 use crate::access::Caller;
 use crate::links::{LinkService, LinkStatus, MintRequest, Minted, Origin, ServiceError};
-use crate::sandbox::Sandbox;
 use crate::session::SessionId;
 use crate::state::App;
 use crate::stats::Statistics;
@@ -93,10 +92,6 @@ impl Backend {
 
     pub fn links(&self) -> &LinkService {
         &self.links
-    }
-
-    pub fn sandbox(&self) -> &Sandbox {
-        self.links.minter().sandbox()
     }
 
     /// Whether `get_link_status` can be answered here.

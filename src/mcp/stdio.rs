@@ -33,7 +33,7 @@ pub async fn run(mut config: Config) -> Result<(), String> {
         );
     }
     let (base_url, _) = config.resolve_base_url(config.bind);
-    let sandbox = config.open_sandbox().map_err(|e| e.to_string())?;
+    let storage = config.open_storage().map_err(|e| e.to_string())?;
     let status = config
         .api_tokens
         .take()
@@ -46,7 +46,7 @@ pub async fn run(mut config: Config) -> Result<(), String> {
     // no rate limit: the one caller is whoever started this process.
     let links = LinkService::local(
         Arc::new(keyring),
-        sandbox,
+        storage,
         config.limits(),
         base_url.clone(),
         Arc::new(MemoryStats::default()),

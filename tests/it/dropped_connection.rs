@@ -1,13 +1,24 @@
-//! A download cut off half-way leaves the link usable, and it then delivers the whole file.
+//! A download cut off half-way leaves the link usable, and it then delivers the whole file,
+//! on disk and in a bucket.
 
+use crate::support::moto::{BOTH, Backend, Sandbox};
 use crate::support::*;
 use futures_util::StreamExt;
 
 #[tokio::test]
 async fn aborted_after_one_mib_of_64_the_link_still_delivers_the_identical_file() {
-    let s = Server::start();
+    for backend in BOTH {
+        aborted_then_whole(backend).await;
+    }
+}
+
+async fn aborted_then_whole(backend: Backend) {
+    let Some(b) = Sandbox::start(backend, &[]) else {
+        return;
+    };
+    let s = &b.server;
     let data = pattern(64 * 1024 * 1024);
-    s.write("big.bin", &data);
+    b.put("big.bin", &data);
     let url = s.mint("big.bin").await;
 
     let resp = s.get(&url).await;

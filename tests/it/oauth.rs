@@ -66,14 +66,15 @@ async fn mcp_initialize(s: &Server, token: &str) -> reqwest::Response {
 #[tokio::test]
 async fn the_resource_publishes_its_metadata_and_points_at_it_from_every_challenge() {
     let Some((provider, s)) = start() else { return };
-    for path in [
-        "/.well-known/oauth-protected-resource",
-        "/.well-known/oauth-protected-resource/mcp",
+    // RFC 9728 §3.3: each document names the resource whose URL it is found under.
+    for (path, named) in [
+        ("/.well-known/oauth-protected-resource", s.base.clone()),
+        ("/.well-known/oauth-protected-resource/mcp", resource(&s)),
     ] {
         let r = s.get(&format!("{}{path}", s.base)).await;
         assert_eq!(r.status(), 200, "{path}");
         let v: Value = r.json().await.unwrap();
-        assert_eq!(v["resource"], resource(&s), "{v}");
+        assert_eq!(v["resource"], named, "{v}");
         assert_eq!(v["authorization_servers"], json!([provider.issuer]));
         assert_eq!(
             v["scopes_supported"],
@@ -250,7 +251,7 @@ async fn forged_expired_and_foreign_tokens_are_refused_with_401() {
         }
         c
     };
-    let kid = provider.kid();
+    let kid = &provider.kid();
 
     // The control: a token forged with the provider's own key and every claim right passes,
     // so each refusal below is down to the one thing changed.
@@ -367,6 +368,90 @@ async fn forged_expired_and_foreign_tokens_are_refused_with_401() {
     // The real token itself is fine.
     assert_eq!(mcp_initialize(&s, &real).await.status(), 200);
     assert!(!s.log().contains(&real), "tokens are never logged");
+}
+
+/// A token for the resource the root document names (the base URL) is accepted too; one for
+/// another server is not.
+#[tokio::test]
+async fn tokens_for_the_root_resource_are_accepted() {
+    let Some((provider, s)) = start() else { return };
+    s.write("doc.txt", b"root");
+    let root = provider.token("agent", Some(ALL_SCOPES), &s.base).await;
+    let r = mint_with(&s, &root, json!({"path": "doc.txt"})).await;
+    assert_eq!(r.status(), 201);
+    let elsewhere = provider
+        .token("agent", Some(ALL_SCOPES), "https://files.example.com")
+        .await;
+    let r = mint_with(&s, &elsewhere, json!({"path": "doc.txt"})).await;
+    assert_eq!(r.status(), 401);
+}
+
+/// A real issuer is served over HTTPS and rotates its keys: burnlink fetches its metadata and
+/// keys over TLS (trusting the test CA through `SSL_CERT_FILE`, beside the system's roots),
+/// and a token signed with a key it has not seen yet refetches the keys, at most once per
+/// refetch interval; tokens signed with the earlier key keep working.
+#[tokio::test]
+async fn an_https_issuer_is_trusted_through_its_ca_and_its_key_rotation_is_followed() {
+    let Some(certs) = crate::support::redis_modes::Certs::make("oauth-https") else {
+        return;
+    };
+    let Some(mut provider) = OidcProvider::start_tls(Some(&certs)) else {
+        return;
+    };
+    assert!(
+        provider.issuer.starts_with("https://"),
+        "{}",
+        provider.issuer
+    );
+    let ca = certs.ca.display().to_string();
+    let s = Server::start_with(&[
+        ("BURNLINK_OAUTH_ISSUER", &provider.issuer),
+        ("SSL_CERT_FILE", &ca),
+    ]);
+    s.write("doc.txt", b"root");
+    let res = resource(&s);
+    let first = provider.token("agent", Some(ALL_SCOPES), &res).await;
+    let r = mint_with(&s, &first, json!({"path": "doc.txt"})).await;
+    assert_eq!(r.status(), 201, "{}", s.log());
+    let fetched_at = std::time::Instant::now();
+
+    provider.rotate();
+    assert_eq!(provider.kid(), "test-key-2");
+    let second = provider.token("agent", Some(ALL_SCOPES), &res).await;
+    // The new key id is unknown to the cache; the keys were fetched moments ago, so it is
+    // refused until the refetch interval (10 s) has passed, then fetched and accepted.
+    let r = mint_with(&s, &second, json!({"path": "doc.txt"})).await;
+    assert_eq!(r.status(), 401);
+    let wait = burnlink::oauth::REFETCH_INTERVAL.saturating_sub(fetched_at.elapsed());
+    tokio::time::sleep(wait + std::time::Duration::from_millis(200)).await;
+    let r = mint_with(&s, &second, json!({"path": "doc.txt"})).await;
+    assert_eq!(r.status(), 201, "{}", s.log());
+    // The earlier key is still published: its token still works.
+    let r = mint_with(&s, &first, json!({"path": "doc.txt"})).await;
+    assert_eq!(r.status(), 201);
+    assert_eq!(
+        s.log()
+            .matches("fetched the authorization server's keys")
+            .count(),
+        2,
+        "{}",
+        s.log()
+    );
+
+    // The same issuer without its CA trusted: no keys, so no token can be checked (503,
+    // fail closed), while the static API tokens keep working.
+    let untrusted = Server::start_with(&[("BURNLINK_OAUTH_ISSUER", &provider.issuer)]);
+    untrusted.write("doc.txt", b"root");
+    let r = mint_with(&untrusted, &second, json!({"path": "doc.txt"})).await;
+    assert_eq!(r.status(), 503);
+    assert!(
+        untrusted
+            .log()
+            .contains("cannot fetch the authorization server's keys"),
+        "{}",
+        untrusted.log()
+    );
+    untrusted.mint("doc.txt").await;
 }
 
 #[tokio::test]

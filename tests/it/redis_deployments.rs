@@ -195,7 +195,7 @@ async fn tls_trusts_the_ca_takes_a_client_certificate_and_otherwise_fails_closed
 }
 
 /// Loose end: on one node `burnlink_ledger_entries` (the ledger's `entries`) counts link
-/// keys, not the statistics keys sharing the database.
+/// keys, not the statistics keys or the webhook stream sharing the database.
 #[tokio::test]
 async fn entries_count_link_keys_not_stats_keys() {
     const TEST: &str = "entries_count_link_keys_not_stats_keys";
@@ -205,7 +205,15 @@ async fn entries_count_link_keys_not_stats_keys() {
     };
     let handle = RedisHandle::single(&r.url()).unwrap();
     let ledger = RedisLedger::new(handle.clone());
-    let stats = RedisStats::new(handle);
+    let stats = RedisStats::new(handle.clone());
+    let _: String = redis::cmd("XADD")
+        .arg(burnlink::ledger::redis::WEBHOOK_STREAM)
+        .arg("*")
+        .arg("id")
+        .arg("msg_1")
+        .query_async(&mut handle.clone())
+        .await
+        .unwrap();
     for session in [None, Some("a"), Some("b"), Some("c")] {
         stats.record_mint(session, 4_000_000_000).await.unwrap();
         stats.record_use(session, 4_000_000_000).await.unwrap();
@@ -229,8 +237,8 @@ async fn entries_count_link_keys_not_stats_keys() {
     ledger.revoke(&[9; 16], 4_000_000_000).await.unwrap();
     assert_eq!(
         r.command("DBSIZE"),
-        ":15",
-        "6 links + 1 registry + 4×2 stats"
+        ":16",
+        "6 links + 1 registry + 4×2 stats + the webhook stream"
     );
     assert_eq!(ledger.entries().await.unwrap(), 6);
 }

@@ -1,14 +1,24 @@
-//! One link, one transfer: concurrent uses get exactly one winner.
+//! One link, one transfer: concurrent uses get exactly one winner, on disk and in a bucket.
 
 use std::sync::Arc;
 
+use crate::support::moto::{BOTH, Backend, Sandbox};
 use crate::support::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn thirty_two_concurrent_gets_give_exactly_one_200() {
-    let s = Arc::new(Server::start());
+    for backend in BOTH {
+        thirty_two_concurrent_gets(backend).await;
+    }
+}
+
+async fn thirty_two_concurrent_gets(backend: Backend) {
+    let Some(b) = Sandbox::start(backend, &[]) else {
+        return;
+    };
     let data = pattern(256 * 1024);
-    s.write("one.bin", &data);
+    b.put("one.bin", &data);
+    let s = Arc::new(b.server);
     let url = s.mint("one.bin").await;
 
     let barrier = Arc::new(tokio::sync::Barrier::new(32));
@@ -47,10 +57,19 @@ async fn thirty_two_concurrent_gets_give_exactly_one_200() {
 
 #[tokio::test]
 async fn a_link_busy_in_one_transfer_answers_409_to_another() {
-    let s = Server::start();
+    for backend in BOTH {
+        busy_link(backend).await;
+    }
+}
+
+async fn busy_link(backend: Backend) {
+    let Some(b) = Sandbox::start(backend, &[]) else {
+        return;
+    };
+    let s = &b.server;
     // Big enough that the first response cannot finish while we do not read it.
     let data = pattern(32 * 1024 * 1024);
-    s.write("big.bin", &data);
+    b.put("big.bin", &data);
     let url = s.mint("big.bin").await;
 
     let first = s.get(&url).await;

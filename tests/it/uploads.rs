@@ -1,7 +1,9 @@
-//! Uploads through one-time links, driven with the `curl` binary as a CI job would.
+//! Uploads through one-time links, driven with the `curl` binary as a CI job would. The cap,
+//! the digests, `overwrite=false` and dropped uploads are proven on disk and in a bucket.
 
 use std::time::Duration;
 
+use crate::support::moto::{BOTH, Backend, Sandbox};
 use crate::support::*;
 use base64ct::{Base64, Encoding};
 use serde_json::{Value, json};
@@ -11,7 +13,7 @@ fn parse(body: &str) -> Value {
 }
 
 /// A file in the test's scratch directory (outside the sandbox), for curl to send.
-fn source(s: &Server, name: &str, bytes: &[u8]) -> String {
+pub(crate) fn source(s: &Server, name: &str, bytes: &[u8]) -> String {
     let p = s.dir.path().join(name);
     std::fs::write(&p, bytes).unwrap();
     p.to_str().unwrap().to_string()
@@ -99,13 +101,22 @@ async fn over_the_cap_is_413_and_the_link_stays_usable() {
     if require_tool("curl").is_none() {
         return;
     }
-    let s = Server::start();
-    s.write("keep.bin", b"precious");
+    for backend in BOTH {
+        over_the_cap(backend).await;
+    }
+}
+
+async fn over_the_cap(backend: Backend) {
+    let Some(b) = Sandbox::start(backend, &[]) else {
+        return;
+    };
+    let s = &b.server;
+    b.put("keep.bin", b"precious");
     let minted = s
         .mint_upload(json!({ "path": "keep.bin", "max_bytes": 1000 }))
         .await;
     let url = minted["url"].as_str().unwrap();
-    let big = source(&s, "big.bin", &pattern(4 * 1024 * 1024));
+    let big = source(s, "big.bin", &pattern(4 * 1024 * 1024));
 
     // A Content-Length over the cap is refused before the body is read.
     let (status, body) = curl_status(&["--data-binary", &format!("@{big}"), url]);
@@ -123,13 +134,14 @@ async fn over_the_cap_is_413_and_the_link_stays_usable() {
     assert_eq!(status, 413, "{body}");
 
     assert_eq!(s.settled_state(url).await, "unused");
-    assert_eq!(std::fs::read(s.root.join("keep.bin")).unwrap(), b"precious");
-    assert!(s.temporaries().is_empty(), "{:?}", s.temporaries());
+    assert_eq!(b.read("keep.bin").unwrap(), b"precious");
+    assert_eq!(b.leftovers(), 0, "{}", b.name());
 
     // Exactly at the cap is fine.
-    let fits = source(&s, "fits.bin", &pattern(1000));
+    let fits = source(s, "fits.bin", &pattern(1000));
     let (status, body) = curl_status(&["--data-binary", &format!("@{fits}"), url]);
     assert_eq!(status, 201, "{body}");
+    assert_eq!(b.read("keep.bin").unwrap(), pattern(1000));
 }
 
 #[tokio::test]
@@ -137,11 +149,20 @@ async fn a_digest_mismatch_is_422_writes_nothing_and_the_link_stays_usable() {
     if require_tool("curl").is_none() {
         return;
     }
-    let s = Server::start();
-    s.write("doc.pdf", b"the old document");
+    for backend in BOTH {
+        digest_mismatch(backend).await;
+    }
+}
+
+async fn digest_mismatch(backend: Backend) {
+    let Some(b) = Sandbox::start(backend, &[]) else {
+        return;
+    };
+    let s = &b.server;
+    b.put("doc.pdf", b"the old document");
     let good = b"the new document".to_vec();
     let bad = b"a tampered document".to_vec();
-    let (good_src, bad_src) = (source(&s, "good", &good), source(&s, "bad", &bad));
+    let (good_src, bad_src) = (source(s, "good", &good), source(s, "bad", &bad));
 
     // The token's sha256.
     let minted = s
@@ -154,14 +175,11 @@ async fn a_digest_mismatch_is_422_writes_nothing_and_the_link_stays_usable() {
         (422, Some("digest_mismatch"))
     );
     assert_eq!(s.settled_state(url).await, "unused");
-    assert_eq!(
-        std::fs::read(s.root.join("doc.pdf")).unwrap(),
-        b"the old document"
-    );
-    assert!(s.temporaries().is_empty());
+    assert_eq!(b.read("doc.pdf").unwrap(), b"the old document");
+    assert_eq!(b.leftovers(), 0, "{}", b.name());
     let (status, body) = curl_status(&["--data-binary", &format!("@{good_src}"), url]);
     assert_eq!(status, 201, "{body}");
-    assert_eq!(std::fs::read(s.root.join("doc.pdf")).unwrap(), good);
+    assert_eq!(b.read("doc.pdf").unwrap(), good);
 
     // The client's Content-Digest, on a link without a digest of its own.
     let minted = s.mint_upload(json!({ "path": "other.pdf" })).await;
@@ -180,7 +198,8 @@ async fn a_digest_mismatch_is_422_writes_nothing_and_the_link_stays_usable() {
         url,
     ]);
     assert_eq!(status, 422);
-    assert!(!s.root.join("other.pdf").exists());
+    assert!(b.read("other.pdf").is_none());
+    assert_eq!(b.leftovers(), 0, "{}", b.name());
     let (status, body) = curl_status(&[
         "-H",
         &header(&good),
@@ -223,8 +242,17 @@ async fn overwrite_false_never_replaces_a_file_even_one_that_appears_later() {
     if require_tool("curl").is_none() {
         return;
     }
-    let s = Server::start();
-    s.write("there.txt", b"mine");
+    for backend in BOTH {
+        overwrite_false(backend).await;
+    }
+}
+
+async fn overwrite_false(backend: Backend) {
+    let Some(b) = Sandbox::start(backend, &[]) else {
+        return;
+    };
+    let s = &b.server;
+    b.put("there.txt", b"mine");
     let (status, body) = s
         .mint_raw(
             Some(API_TOKEN),
@@ -237,22 +265,19 @@ async fn overwrite_false_never_replaces_a_file_even_one_that_appears_later() {
         .mint_upload(json!({ "path": "later.txt", "overwrite": false }))
         .await;
     let url = minted["url"].as_str().unwrap();
-    s.write("later.txt", b"someone else's");
+    b.put("later.txt", b"someone else's");
     let (status, body) = curl_status(&["--data-binary", "upload", url]);
     assert_eq!(
         (status, parse(&body)["error"].as_str()),
         (409, Some("exists"))
     );
-    assert_eq!(
-        std::fs::read(s.root.join("later.txt")).unwrap(),
-        b"someone else's"
-    );
+    assert_eq!(b.read("later.txt").unwrap(), b"someone else's");
     assert_eq!(s.settled_state(url).await, "unused");
-    assert!(s.temporaries().is_empty());
-    std::fs::remove_file(s.root.join("later.txt")).unwrap();
+    assert_eq!(b.leftovers(), 0, "{}", b.name());
+    b.remove("later.txt");
     let (status, _) = curl_status(&["--data-binary", "upload", url]);
     assert_eq!(status, 201);
-    assert_eq!(std::fs::read(s.root.join("later.txt")).unwrap(), b"upload");
+    assert_eq!(b.read("later.txt").unwrap(), b"upload");
 }
 
 #[tokio::test]
@@ -356,32 +381,39 @@ async fn an_upload_dropped_midway_leaves_nothing_and_the_link_usable() {
     if require_tool("curl").is_none() {
         return;
     }
-    let s = Server::start();
-    s.write("target.bin", b"untouched");
+    for backend in BOTH {
+        dropped_midway(backend).await;
+    }
+}
+
+async fn dropped_midway(backend: Backend) {
+    let Some(b) = Sandbox::start(backend, &[]) else {
+        return;
+    };
+    let s = &b.server;
+    b.put("target.bin", b"untouched");
     let data = pattern(16 * 1024 * 1024);
-    let src = source(&s, "big.bin", &data);
+    let src = source(s, "big.bin", &data);
     let minted = s.mint_upload(json!({ "path": "target.bin" })).await;
     let url = minted["url"].as_str().unwrap();
 
     let mut child = slow_curl(&src, url);
     wait_for("the upload to start", async || {
-        s.state(url).await == "in_progress" && !s.temporaries().is_empty()
+        s.state(url).await == "in_progress" && b.leftovers() > 0
     })
     .await;
     child.kill().unwrap();
     child.wait().unwrap();
 
-    wait_for("the temporary to go", async || s.temporaries().is_empty()).await;
+    // On disk the temporary goes; in a bucket the multipart upload is aborted.
+    wait_for("the leftovers to go", async || b.leftovers() == 0).await;
     assert_eq!(s.settled_state(url).await, "unused");
-    assert_eq!(
-        std::fs::read(s.root.join("target.bin")).unwrap(),
-        b"untouched"
-    );
+    assert_eq!(b.read("target.bin").unwrap(), b"untouched");
     assert!(s.log().contains("outcome=\"aborted\""), "{}", s.log());
 
     let (status, body) = curl_status(&["--data-binary", &format!("@{src}"), url]);
     assert_eq!(status, 201, "{body}");
-    assert_eq!(sha256_file(&s.root.join("target.bin")), sha256(&data));
+    assert_eq!(sha256(&b.read("target.bin").unwrap()), sha256(&data));
 }
 
 #[tokio::test]

@@ -1,12 +1,14 @@
 """A webhook receiver for the tests: verifies every request with the official Standard
 Webhooks library (PyPI `standardwebhooks`) and appends one JSON line per request to a log.
 
-Usage: webhook_receiver.py PORT SECRET LOG FAIL_FIRST
+Usage: webhook_receiver.py PORT SECRET LOG FAIL_FIRST [TLS_CERT TLS_KEY]
 Answers 500 to the first FAIL_FIRST requests, then 200 (204 for a bad signature is never
-sent: a request that fails verification gets 400). Prints `ready` once listening.
+sent: a request that fails verification gets 400). With TLS_CERT and TLS_KEY (PEM files) it
+serves HTTPS. Prints `ready` once listening.
 """
 
 import json
+import ssl
 import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -40,6 +42,7 @@ class Handler(BaseHTTPRequestHandler):
                     "verified": verified,
                     "status": status,
                     "body": body.decode("utf-8", "replace"),
+                    "authorization": headers.get("authorization"),
                 }) + "\n")
         self.send_response(status)
         self.send_header("content-length", "0")
@@ -50,5 +53,9 @@ class Handler(BaseHTTPRequestHandler):
 
 
 server = ThreadingHTTPServer(("127.0.0.1", int(port)), Handler)
+if len(sys.argv) > 6:
+    tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    tls.load_cert_chain(sys.argv[5], sys.argv[6])
+    server.socket = tls.wrap_socket(server.socket, server_side=True)
 print("ready", flush=True)
 server.serve_forever()

@@ -23,13 +23,28 @@ struct Receiver {
 
 impl Receiver {
     fn start(py: &Path, port: u16, log: &Path, fail_first: u32) -> Receiver {
+        Self::start_tls(py, port, log, fail_first, None)
+    }
+
+    /// Serving HTTPS with `tls` (certificate, key) when given.
+    fn start_tls(
+        py: &Path,
+        port: u16,
+        log: &Path,
+        fail_first: u32,
+        tls: Option<(&Path, &Path)>,
+    ) -> Receiver {
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/it/webhook_receiver.py");
-        let mut child = Command::new(py)
-            .arg(script)
+        let mut cmd = Command::new(py);
+        cmd.arg(script)
             .arg(port.to_string())
             .arg(SECRET)
             .arg(log)
-            .arg(fail_first.to_string())
+            .arg(fail_first.to_string());
+        if let Some((cert, key)) = tls {
+            cmd.arg(cert).arg(key);
+        }
+        let mut child = cmd
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -228,6 +243,63 @@ async fn a_receiver_that_is_down_for_a_while_gets_every_event_once_it_is_back() 
         metrics.contains("burnlink_webhook_retries_total"),
         "{metrics}"
     );
+}
+
+/// An `https://` receiver with credentials in its URL: the event arrives over TLS (the test CA
+/// trusted through `SSL_CERT_FILE`), verified, with the credentials as HTTP Basic
+/// authentication; neither they nor the URL appear in the log. Untrusted, it is retried, not
+/// sent in the clear.
+#[tokio::test]
+async fn an_https_receiver_gets_signed_events_with_the_urls_credentials() {
+    let Some((py, dir, port)) = setup() else {
+        return;
+    };
+    let Some(certs) = crate::support::redis_modes::Certs::make("webhooks-https") else {
+        return;
+    };
+    let log = dir.path().join("hooks.jsonl");
+    let _receiver = Receiver::start_tls(
+        &py,
+        port,
+        &log,
+        0,
+        Some((&certs.server_cert, &certs.server_key)),
+    );
+    let url = format!("https://hook:s3cr%3At@127.0.0.1:{port}/hooks");
+    let ca = certs.ca.display().to_string();
+    let s = Server::start_with(&[
+        ("BURNLINK_WEBHOOK_URL", &url),
+        ("BURNLINK_WEBHOOK_SECRET", SECRET),
+        ("SSL_CERT_FILE", &ca),
+    ]);
+    s.write("f.txt", b"f");
+    let link = s.mint("f.txt").await;
+    assert_eq!(s.get(&link).await.status(), 200);
+    let all = wait_delivered(&log, 1, Duration::from_secs(20)).await;
+    assert_eq!(all.len(), 1, "{all:#?}");
+    assert_eq!(all[0]["verified"], true);
+    use base64ct::Encoding;
+    let basic = format!("Basic {}", base64ct::Base64::encode_string(b"hook:s3cr:t"));
+    assert_eq!(all[0]["authorization"], basic.as_str());
+    assert_eq!(body(&all[0])["type"], "link.transferred");
+    for secret in ["s3cr", "hook:", "/hooks"] {
+        assert!(!s.log().contains(secret), "{secret} in the log");
+    }
+
+    // The same receiver with its CA not trusted: never delivered, retried and logged.
+    let untrusted = Server::start_with(&[
+        ("BURNLINK_WEBHOOK_URL", &url),
+        ("BURNLINK_WEBHOOK_SECRET", SECRET),
+    ]);
+    untrusted.write("f.txt", b"f");
+    let link = untrusted.mint("f.txt").await;
+    assert_eq!(untrusted.get(&link).await.status(), 200);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !untrusted.log().contains("webhook not delivered; retrying") {
+        assert!(std::time::Instant::now() < deadline, "{}", untrusted.log());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(received(&log).len(), 1, "nothing reached the receiver");
 }
 
 /// Two replicas on one Redis, the receiver down: the replica that completed the transfer (and

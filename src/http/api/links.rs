@@ -78,5 +78,6 @@ pub async fn healthz() -> Json<Value> {
 
 pub async fn readyz(State(app): State<Arc<App>>) -> Result<Json<Value>, ApiError> {
     app.ledger.ping().await?;
+    app.storage.ping().await?;
     Ok(Json(json!({ "status": "ready" })))
 }

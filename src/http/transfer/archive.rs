@@ -10,10 +10,10 @@ use std::sync::Arc;
 use axum::body::Body;
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::Response;
-use cap_std::fs::Dir;
 
 use super::delivery::{self, Settle};
 use super::disposition;
+use crate::archive::stream::Tree;
 use crate::archive::{self, stream};
 use crate::http::error::ApiError;
 use crate::http::gate::Link;
@@ -31,8 +31,8 @@ pub fn head(claims: &Claims) -> Response {
     response
 }
 
-/// Streams the directory's archive, from the session's sandbox `base`, under the link's lease.
-pub async fn get(app: &Arc<App>, link: &Link, base: Dir) -> Result<Response, ApiError> {
+/// Streams the directory's archive, from `tree`, under the link's lease.
+pub async fn get(app: &Arc<App>, link: &Link, tree: Tree) -> Result<Response, ApiError> {
     let claims = &link.claims;
     // A thread of its own first: when none is free the link is not even leased.
     let slot = app.archives.try_take().ok_or_else(|| {
@@ -42,7 +42,7 @@ pub async fn get(app: &Arc<App>, link: &Link, base: Dir) -> Result<Response, Api
         ))
     })?;
     let lease = app.leases.acquire(claims, link.client).await?;
-    let archive = stream::start(base, claims.path.clone(), stream::Settings::default(), slot);
+    let archive = stream::start(tree, claims.path.clone(), stream::Settings::default(), slot);
     let settle = Settle {
         audit: TransferAudit::new(claims, link.client),
     };

@@ -155,7 +155,7 @@ async fn is_confirmation(
 /// that is still there. Reads the ledger and the file system; changes nothing.
 async fn download_page(app: &App, claims: &Claims) -> Result<Response, ApiError> {
     refuse_if_spent(app.ledger.state(&claims.nonce).await?)?;
-    let (kind, size) = open::describe(&app.sandbox, claims).await?;
+    let (kind, size) = open::describe(&app.storage, claims).await?;
     let name = match kind {
         Kind::File => sandbox::file_name(&claims.path).to_string(),
         // The same name the archive is served under (the sandbox's own name for `.`).

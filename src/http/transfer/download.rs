@@ -16,6 +16,7 @@ use crate::http::gate::Link;
 use crate::ledger::LinkState;
 use crate::sandbox::{self, SandboxError};
 use crate::state::App;
+use crate::storage::bucket::{self, Bucket};
 use crate::telemetry::TransferAudit;
 use crate::token::{Claims, Direction};
 
@@ -23,15 +24,15 @@ use crate::token::{Claims, Direction};
 pub async fn head(State(app): State<Arc<App>>, link: Link) -> Result<Response, ApiError> {
     let claims = link.expect(Direction::Download)?.claims;
     refuse_if_spent(app.ledger.state(&claims.nonce).await?)?;
-    match open::target(&app.sandbox, &claims, false).await? {
-        Target::File { meta, .. } => {
-            let mut response = StatusCode::OK.into_response();
-            file_headers(response.headers_mut(), &claims, &meta);
-            set_len(response.headers_mut(), meta.len());
-            Ok(response)
-        }
-        Target::Directory { .. } => Ok(archive::head(&claims)),
-    }
+    let (size, modified) = match open::target(&app.storage, &claims, false).await? {
+        Target::File { meta, .. } => (meta.len(), meta.modified().ok()),
+        Target::Object { object, .. } => (object.size, Some(object.modified)),
+        Target::Directory { .. } => return Ok(archive::head(&claims)),
+    };
+    let mut response = StatusCode::OK.into_response();
+    file_headers(response.headers_mut(), &claims, modified);
+    set_len(response.headers_mut(), size);
+    Ok(response)
 }
 
 /// `GET` for everyone who is not shown a page: the bytes, under the lease, burning the link
@@ -41,25 +42,15 @@ pub async fn get(app: &Arc<App>, link: Link, headers: &HeaderMap) -> Result<Resp
     let claims = &link.claims;
     // Everything that can fail without touching the link comes first, so a 404 or 416 never
     // holds the lease (a retry right after would otherwise see 409).
-    let (file, meta, small) = match open::target(&app.sandbox, claims, true).await? {
+    let (file, meta, small) = match open::target(&app.storage, claims, true).await? {
         Target::File { file, meta, bytes } => (file, meta, bytes),
-        Target::Directory { base } => return archive::get(app, &link, base).await,
-    };
-    let size = meta.len();
-    let range_header = headers.get(header::RANGE).and_then(|v| v.to_str().ok());
-    let (status, start, len) = match range::decide(range_header, size) {
-        Decision::Full => (StatusCode::OK, 0, size),
-        Decision::Partial(r) => (
-            StatusCode::PARTIAL_CONTENT,
-            *r.start(),
-            r.end() - r.start() + 1,
-        ),
-        Decision::Unsatisfiable => {
-            // A spent link says so rather than blaming the range.
-            refuse_if_spent(app.ledger.state(&claims.nonce).await?)?;
-            return Err(ApiError::RangeNotSatisfiable { size });
+        Target::Directory { tree } => return archive::get(app, &link, tree).await,
+        Target::Object { bucket, object } => {
+            return get_object(app, &link, headers, &bucket, object).await;
         }
     };
+    let size = meta.len();
+    let (status, start, len) = plan(app, claims, headers, size).await?;
     let lease = app.leases.acquire(claims, link.client).await?;
     let burns = start + len == size;
 
@@ -95,17 +86,98 @@ pub async fn get(app: &Arc<App>, link: Link, headers: &HeaderMap) -> Result<Resp
         }
     };
 
+    Ok(respond(
+        body,
+        claims,
+        meta.modified().ok(),
+        (status, start, len),
+        size,
+    ))
+}
+
+/// What part of a file of `size` bytes the request gets: everything (200) or one range
+/// (206). Decided before the lease is taken, so a 416 never holds the link.
+async fn plan(
+    app: &App,
+    claims: &Claims,
+    headers: &HeaderMap,
+    size: u64,
+) -> Result<(StatusCode, u64, u64), ApiError> {
+    let range_header = headers.get(header::RANGE).and_then(|v| v.to_str().ok());
+    match range::decide(range_header, size) {
+        Decision::Full => Ok((StatusCode::OK, 0, size)),
+        Decision::Partial(r) => Ok((
+            StatusCode::PARTIAL_CONTENT,
+            *r.start(),
+            r.end() - r.start() + 1,
+        )),
+        Decision::Unsatisfiable => {
+            // A spent link says so rather than blaming the range.
+            refuse_if_spent(app.ledger.state(&claims.nonce).await?)?;
+            Err(ApiError::RangeNotSatisfiable { size })
+        }
+    }
+}
+
+/// The response around a file's body: status, the file's headers, the length and the range.
+fn respond(
+    body: Body,
+    claims: &Claims,
+    modified: Option<std::time::SystemTime>,
+    (status, start, len): (StatusCode, u64, u64),
+    size: u64,
+) -> Response {
     let mut response = Response::new(body);
     *response.status_mut() = status;
     let h = response.headers_mut();
-    file_headers(h, claims, &meta);
+    file_headers(h, claims, modified);
     set_len(h, len);
     if status == StatusCode::PARTIAL_CONTENT
         && let Ok(v) = HeaderValue::from_str(&format!("bytes {start}-{}/{size}", start + len - 1))
     {
         h.insert(header::CONTENT_RANGE, v);
     }
-    Ok(response)
+    response
+}
+
+/// `GET` of an object in a bucket: the same plan, lease and delivery as a file, with the
+/// bytes from a ranged `GET` on the object. The read is opened under the lease; a bucket that
+/// fails then answers 503 and the lease is released, and one that fails mid-stream cuts the
+/// response, which never burns the link.
+async fn get_object(
+    app: &Arc<App>,
+    link: &Link,
+    headers: &HeaderMap,
+    bucket: &Bucket,
+    object: bucket::Object,
+) -> Result<Response, ApiError> {
+    let claims = &link.claims;
+    let size = object.size;
+    let (status, start, len) = plan(app, claims, headers, size).await?;
+    let lease = app.leases.acquire(claims, link.client).await?;
+    let stream = bucket
+        .read(claims.session.as_ref(), &claims.path, &object, start, len)
+        .await?;
+    let reader = tokio_util::io::StreamReader::new(stream);
+    let settle = Settle {
+        audit: TransferAudit::new(claims, link.client),
+    };
+    let body = Body::new(delivery::deliver(
+        lease,
+        reader,
+        len,
+        start + len == size,
+        &link.conn,
+        &app.tasks,
+        settle,
+    ));
+    Ok(respond(
+        body,
+        claims,
+        Some(object.modified),
+        (status, start, len),
+        size,
+    ))
 }
 
 pub(super) fn refuse_if_spent(state: LinkState) -> Result<(), ApiError> {
@@ -116,7 +188,7 @@ pub(super) fn refuse_if_spent(state: LinkState) -> Result<(), ApiError> {
     }
 }
 
-fn file_headers(h: &mut HeaderMap, claims: &Claims, meta: &std::fs::Metadata) {
+fn file_headers(h: &mut HeaderMap, claims: &Claims, modified: Option<std::time::SystemTime>) {
     let name = sandbox::file_name(&claims.path);
     let mime = mime_guess::from_path(name).first_or_octet_stream();
     if let Ok(v) = HeaderValue::from_str(mime.as_ref()) {
@@ -125,7 +197,7 @@ fn file_headers(h: &mut HeaderMap, claims: &Claims, meta: &std::fs::Metadata) {
     h.insert(header::CONTENT_DISPOSITION, disposition::attachment(name));
     h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
     crate::http::private_headers(h);
-    if let Ok(modified) = meta.modified() {
+    if let Some(modified) = modified {
         let date = httpdate(modified);
         if let Ok(v) = HeaderValue::from_str(&date) {
             h.insert(header::LAST_MODIFIED, v);

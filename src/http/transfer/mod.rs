@@ -15,6 +15,7 @@ pub mod open;
 pub mod range;
 pub mod resumable;
 pub mod upload;
+pub mod upload_bucket;
 pub mod zerocopy;
 
 use std::sync::Arc;

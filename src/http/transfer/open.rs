@@ -5,12 +5,16 @@
 //! failure here is a [`SandboxError`] and becomes HTTP through the one `From` impl in
 //! [`crate::http::error`]: gone, escaped or replaced is "not found", a real I/O failure is 500.
 
-use bytes::Bytes;
-use cap_std::fs::Dir;
+use std::sync::Arc;
 
+use bytes::Bytes;
+
+use crate::archive::stream::Tree;
 use crate::archive::walk::{self, WalkError};
 use crate::http::error::ApiError;
 use crate::sandbox::{self, Kind, Sandbox, SandboxError};
+use crate::storage::Storage;
+use crate::storage::bucket::{self, Bucket};
 use crate::token::Claims;
 
 /// Runs `work` on the blocking pool; its error and a lost task become HTTP in one place.
@@ -35,8 +39,13 @@ pub enum Target {
         meta: std::fs::Metadata,
         bytes: Option<Bytes>,
     },
-    /// A directory, as the session's sandbox to archive it from.
-    Directory { base: Dir },
+    /// A directory, as the tree to archive it from.
+    Directory { tree: Tree },
+    /// An object in a bucket, read later in the ranges the request asks for.
+    Object {
+        bucket: Arc<Bucket>,
+        object: bucket::Object,
+    },
 }
 
 /// Files up to this size are read whole in the same trip to the blocking pool that opens them.
@@ -49,10 +58,14 @@ pub const PREFETCH_MAX: u64 = 64 * 1024;
 /// along; when the kernel can open and read it from its caches without blocking, that happens
 /// right here on the async worker and the blocking pool is not involved at all.
 pub async fn target(
-    sandbox: &Sandbox,
+    storage: &Storage,
     claims: &Claims,
     prefetch: bool,
 ) -> Result<Target, ApiError> {
+    let sandbox = match storage {
+        Storage::Disk(sandbox) => sandbox,
+        Storage::Bucket(bucket) => return object_target(bucket, claims).await,
+    };
     if prefetch && let Some(hit) = from_cache(sandbox, claims) {
         return Ok(hit);
     }
@@ -72,7 +85,9 @@ pub async fn target(
             Err(SandboxError::NotAFileOrDirectory) => {
                 let base = sandbox.session_dir(session)?;
                 if base.metadata(&path)?.is_dir() {
-                    Ok(Target::Directory { base })
+                    Ok(Target::Directory {
+                        tree: Tree::Disk(base),
+                    })
                 } else {
                     Err(SandboxError::NotAFileOrDirectory)
                 }
@@ -81,6 +96,23 @@ pub async fn target(
         }
     })
     .await
+}
+
+/// What a download link names in a bucket: an object, or a prefix to archive.
+async fn object_target(bucket: &Arc<Bucket>, claims: &Claims) -> Result<Target, ApiError> {
+    let session = claims.session.as_ref();
+    match bucket.stat(session, &claims.path).await? {
+        bucket::Entry::File(object) => Ok(Target::Object {
+            bucket: bucket.clone(),
+            object,
+        }),
+        bucket::Entry::Directory => Ok(Target::Directory {
+            tree: Tree::Bucket {
+                bucket: bucket.clone(),
+                session: claims.session.clone(),
+            },
+        }),
+    }
 }
 
 /// A small file's whole content, read at explicit offsets so the file offset stays where the
@@ -128,8 +160,24 @@ fn from_cache(sandbox: &Sandbox, claims: &Claims) -> Option<Target> {
 /// What the confirmation page shows of a download link's target, without opening it for
 /// reading: its kind and size (a directory's is the sum of its files, as at mint; none for a
 /// tree past the archive limits, whose download will say why).
-pub async fn describe(sandbox: &Sandbox, claims: &Claims) -> Result<(Kind, Option<u64>), ApiError> {
-    let sandbox = sandbox.clone();
+pub async fn describe(storage: &Storage, claims: &Claims) -> Result<(Kind, Option<u64>), ApiError> {
+    let sandbox: Sandbox = match storage {
+        Storage::Disk(sandbox) => sandbox.clone(),
+        Storage::Bucket(bucket) => {
+            let session = claims.session.as_ref();
+            return match bucket.stat(session, &claims.path).await? {
+                bucket::Entry::File(object) => Ok((Kind::File, Some(object.size))),
+                bucket::Entry::Directory => {
+                    match walk::summarize_bucket(bucket, session, &claims.path, walk::LIMITS).await
+                    {
+                        Ok(summary) => Ok((Kind::Directory, Some(summary.bytes))),
+                        Err(WalkError::Sandbox(e)) => Err(e.into()),
+                        Err(_) => Ok((Kind::Directory, None)),
+                    }
+                }
+            };
+        }
+    };
     let (session, path) = (claims.session.clone(), claims.path.clone());
     on_pool(move || {
         let meta = sandbox.stat(session.as_ref(), &path)?;

@@ -35,6 +35,7 @@ use crate::ledger::Receipt;
 use crate::sandbox::SandboxError;
 use crate::staging::{PersistError, Staged};
 use crate::state::App;
+use crate::storage::Storage;
 use crate::telemetry::TransferAudit;
 use crate::token::{Claims, Direction, hex};
 
@@ -96,6 +97,18 @@ pub async fn receive(
     // creates no directory or temporary.
     let mut lease = app.leases.acquire(&claims, client).await?;
     let audit = TransferAudit::new(&claims, client);
+    if let Storage::Bucket(bucket) = &app.storage {
+        let job = Receive {
+            audit,
+            app: app.clone(),
+            name: crate::sandbox::file_name(&claims.path).to_string(),
+            claims,
+            lease,
+            cap,
+            expected,
+        };
+        return app.tasks.spawn(job.run_in(bucket.clone(), body)).await?;
+    }
     let (staged, name) = match stage(app, &claims).await {
         Ok(staged) => staged,
         Err(e) => {
@@ -135,7 +148,13 @@ pub(super) async fn stage_with<T: Send + 'static>(
     refuse_existing: bool,
     make: impl FnOnce(cap_std::fs::Dir, &str) -> Result<T, ApiError> + Send + 'static,
 ) -> Result<(T, String), ApiError> {
-    let sandbox = app.sandbox.clone();
+    let Some(sandbox) = app.storage.disk().cloned() else {
+        return Err(ApiError::BadRequest(
+            "resumable uploads are not offered when files live in a bucket; send the whole \
+             file in one request (curl -T FILE URL)"
+                .into(),
+        ));
+    };
     let session = claims.session.clone();
     let path = claims.path.clone();
     let overwrite = claims.overwrite;
@@ -175,7 +194,7 @@ pub(super) struct Receive {
 }
 
 /// What the socket side tells the writer thread.
-enum Chunk {
+pub(super) enum Chunk {
     Data(Bytes),
     /// The body is complete: sync and hand the file back. A channel that closes without this
     /// means the upload was abandoned.
@@ -183,7 +202,7 @@ enum Chunk {
 }
 
 /// Why streaming the body stopped early.
-enum Stop {
+pub(super) enum Stop {
     /// The writer thread ended (a write failed); its result says why.
     WriterGone,
     Refuse(ApiError),
@@ -311,7 +330,7 @@ impl Receive {
 
     /// Moves the body into the writer's queue, counting it against the cap, renewing the lease
     /// while bytes arrive and giving up on a body that stalls.
-    async fn stream_body(
+    pub(super) async fn stream_body(
         &self,
         body: Body,
         tx: &mpsc::Sender<Chunk>,
@@ -385,7 +404,7 @@ impl Receive {
     /// Burns the link now that the file is in place (the lease counts the use). The file
     /// stays whatever the ledger says: it is durably there, so the client hears 201 either
     /// way; the audit line and the metric say whether the link burned.
-    async fn burn(&mut self, receipt: Receipt) -> Burn {
+    pub(super) async fn burn(&mut self, receipt: Receipt) -> Burn {
         match self.lease.commit(Some(receipt)).await {
             Ok(true) => Burn::Burned,
             // Only a revoke between the last renewal and the rename gets here: the rename

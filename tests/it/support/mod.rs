@@ -6,15 +6,17 @@
 pub mod archive;
 pub mod chromium;
 pub mod haproxy;
+pub mod moto;
 pub mod nginx;
 pub mod oidc;
 pub mod redis_modes;
 pub mod redis_server;
+pub mod relay;
 pub mod tools;
 
 pub use tools::{
-    MCP_CONFORMANCE, MCP_PYTHON, MCP2_PYTHON, OIDC_PROVIDER, TUS_JS, TUSPY, WEBHOOKS_PYTHON,
-    require_root, require_tool, require_tools,
+    MCP_CONFORMANCE, MCP_PYTHON, MCP2_PYTHON, MOTO, OIDC_PROVIDER, TUS_JS, TUSPY, WEBHOOKS_PYTHON,
+    conformance_script, require_root, require_tool, require_tools,
 };
 
 use std::io::{BufRead, BufReader};

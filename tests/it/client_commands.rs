@@ -1,0 +1,694 @@
+//! `burnlink get` and `burnlink put` against the real server: downloads and uploads that
+//! survive a connection cut three times (through a loopback relay that counts the bytes),
+//! exit statuses per contract code, progress lines in a log, directory links saved as zips
+//! that Info-ZIP accepts, and proxies from the environment.
+
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Output};
+
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+use crate::support::redis_modes::Certs;
+use crate::support::relay::{ConnectProxy, Flow, Relay};
+use crate::support::{self, Server, bin, claims, hex, now, require_tool, sign};
+use burnlink::token::Direction;
+
+const BIG: u64 = 256 << 20;
+
+/// Servers that take the big transfer both ways.
+fn big_server() -> Server {
+    let limit = (BIG + (1 << 20)).to_string();
+    Server::start_with(&[
+        ("BURNLINK_MAX_DOWNLOAD_BYTES", &limit),
+        ("BURNLINK_MAX_UPLOAD_BYTES", &limit),
+    ])
+}
+
+/// The client, with no proxy or CA settings from the machine running the tests.
+fn burnlink(cwd: &Path, args: &[&str]) -> Output {
+    let mut cmd = Command::new(bin());
+    cmd.args(args).current_dir(cwd);
+    for var in [
+        "HTTP_PROXY",
+        "HTTPS_PROXY",
+        "ALL_PROXY",
+        "NO_PROXY",
+        "http_proxy",
+        "https_proxy",
+        "all_proxy",
+        "no_proxy",
+        "SSL_CERT_FILE",
+    ] {
+        cmd.env_remove(var);
+    }
+    cmd.output().expect("run burnlink")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// Writes `len` pattern bytes to `path` a MiB at a time; returns their SHA-256.
+fn write_big(path: &Path, len: u64) -> [u8; 32] {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let mut file = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
+    let mut hasher = Sha256::new();
+    let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+    let mut chunk = vec![0u8; 1 << 20];
+    let mut left = len;
+    while left > 0 {
+        for word in chunk.chunks_exact_mut(8) {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            word.copy_from_slice(&x.to_le_bytes());
+        }
+        let n = left.min(chunk.len() as u64) as usize;
+        file.write_all(&chunk[..n]).unwrap();
+        hasher.update(&chunk[..n]);
+        left -= n as u64;
+    }
+    file.flush().unwrap();
+    hasher.finalize().into()
+}
+
+fn sha256_of(path: &Path) -> [u8; 32] {
+    use std::io::Read;
+    let mut hasher = Sha256::new();
+    let mut file = std::fs::File::open(path).unwrap();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = file.read(&mut buf).unwrap();
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    hasher.finalize().into()
+}
+
+/// The link's URL with the relay in place of the server.
+fn via(relay: &Relay, url: &str) -> String {
+    let path = &url[url.find("/transfer/").unwrap()..];
+    format!("{}{path}", relay.base())
+}
+
+#[tokio::test]
+async fn get_resumes_a_256_mib_download_cut_three_times() {
+    let server = big_server();
+    let digest = write_big(&server.root.join("big/disk.img"), BIG);
+    let url = server.mint("big/disk.img").await;
+    let addr = server.base.trim_start_matches("http://").parse().unwrap();
+    let relay = Relay::start(addr, Flow::Down, 64 << 20, 3);
+    let out_dir = tempfile::tempdir().unwrap();
+    let run = burnlink(out_dir.path(), &["get", &via(&relay, &url)]);
+    let stderr = text(&run.stderr);
+    assert!(run.status.success(), "get failed: {stderr}");
+    let saved = out_dir.path().join("disk.img");
+    assert_eq!(
+        text(&run.stdout).trim(),
+        "disk.img",
+        "stdout is the saved path only"
+    );
+    assert_eq!(sha256_of(&saved), digest, "byte-identical");
+    assert!(!out_dir.path().join("disk.img.part").exists());
+    assert_eq!(relay.cuts_left(), 0, "the relay cut three times");
+    assert!(
+        relay.connections() >= 4,
+        "{} connections",
+        relay.connections()
+    );
+    let moved = relay.bytes(Flow::Down);
+    assert!(
+        (moved as f64) < 1.3 * BIG as f64,
+        "{moved} bytes sent for a {BIG}-byte file"
+    );
+    assert!(
+        stderr.contains("retrying"),
+        "the drops are reported: {stderr}"
+    );
+    assert_eq!(server.settled_state(&url).await, "used");
+    eprintln!(
+        "get: {BIG} bytes through 3 cuts, {moved} bytes sent ({:.3}x), {} connections",
+        moved as f64 / BIG as f64,
+        relay.connections()
+    );
+}
+
+#[tokio::test]
+async fn put_resumes_a_256_mib_upload_cut_three_times() {
+    let server = big_server();
+    let local = tempfile::tempdir().unwrap();
+    let source = local.path().join("build.tgz");
+    let digest = write_big(&source, BIG);
+    let minted = server
+        .mint_upload(json!({ "path": "incoming/build.tgz", "max_bytes": BIG }))
+        .await;
+    let url = minted["url"].as_str().unwrap();
+    let addr = server.base.trim_start_matches("http://").parse().unwrap();
+    let relay = Relay::start(addr, Flow::Up, 64 << 20, 3);
+    let run = burnlink(
+        local.path(),
+        &["put", &via(&relay, url), "build.tgz", "--json"],
+    );
+    let stderr = text(&run.stderr);
+    assert!(run.status.success(), "put failed: {stderr}");
+    let receipt: Value = serde_json::from_slice(&run.stdout).expect("one JSON receipt");
+    assert_eq!(
+        receipt,
+        json!({ "path": "incoming/build.tgz", "bytes": BIG, "sha256": hex(&digest) })
+    );
+    assert_eq!(
+        sha256_of(&server.root.join("incoming/build.tgz")),
+        digest,
+        "byte-identical"
+    );
+    assert!(
+        server.temporaries().is_empty(),
+        "{:?}",
+        server.temporaries()
+    );
+    assert_eq!(relay.cuts_left(), 0, "the relay cut three times");
+    let moved = relay.bytes(Flow::Up);
+    assert!(
+        (moved as f64) < 1.3 * BIG as f64,
+        "{moved} bytes sent for a {BIG}-byte file"
+    );
+    assert_eq!(server.settled_state(url).await, "used");
+    eprintln!(
+        "put: {BIG} bytes through 3 cuts, {moved} bytes sent ({:.3}x), {} connections",
+        moved as f64 / BIG as f64,
+        relay.connections()
+    );
+}
+
+/// A CI step fails with the contract's code as its status, and says why, without the token.
+#[tokio::test]
+async fn a_used_or_expired_link_exits_with_its_code() {
+    let server = Server::start();
+    server.write("r.txt", b"hello");
+    let url = server.mint("r.txt").await;
+    assert_eq!(server.get(&url).await.status(), 200);
+    assert_eq!(server.settled_state(&url).await, "used");
+    let dir = tempfile::tempdir().unwrap();
+    let run = burnlink(dir.path(), &["get", &url]);
+    assert_eq!(run.status.code(), Some(4), "used → 4");
+    let stderr = text(&run.stderr);
+    assert!(stderr.contains("used"), "{stderr}");
+    let token = burnlink::token::extract_token(&url);
+    assert!(
+        !stderr.contains(token),
+        "the token is not printed: {stderr}"
+    );
+    assert!(run.stdout.is_empty());
+    assert!(!dir.path().join("r.txt").exists());
+    assert!(
+        !dir.path().join("r.txt.part").exists(),
+        "no empty .part is left"
+    );
+
+    let expired = sign(&claims(Direction::Download, "r.txt", now() - 5));
+    let run = burnlink(
+        dir.path(),
+        &["get", &format!("{}/transfer/{expired}/r.txt", server.base)],
+    );
+    assert_eq!(
+        run.status.code(),
+        Some(6),
+        "expired → 6: {}",
+        text(&run.stderr)
+    );
+
+    let up = server.mint_upload(json!({ "path": "in/x.bin" })).await;
+    let up = up["url"].as_str().unwrap();
+    std::fs::write(dir.path().join("x.bin"), b"once").unwrap();
+    let first = burnlink(dir.path(), &["put", up, "x.bin", "-q"]);
+    assert!(first.status.success(), "{}", text(&first.stderr));
+    assert!(first.stderr.is_empty(), "--quiet: {}", text(&first.stderr));
+    // The same bytes again (a CI step re-run after the answer was lost): already in place.
+    let again = burnlink(dir.path(), &["put", up, "x.bin"]);
+    assert!(again.status.success(), "{}", text(&again.stderr));
+    assert!(text(&again.stderr).contains("already in place"));
+    // Other bytes: the link is used.
+    std::fs::write(dir.path().join("x.bin"), b"twice").unwrap();
+    let other = burnlink(dir.path(), &["put", up, "x.bin"]);
+    assert_eq!(other.status.code(), Some(4), "{}", text(&other.stderr));
+    assert_eq!(
+        std::fs::read(server.root.join("in/x.bin")).unwrap(),
+        b"once"
+    );
+}
+
+/// Without a terminal, progress comes as plain lines on stderr; stdout holds only the result;
+/// an existing file is not replaced without --force.
+#[tokio::test]
+async fn progress_is_plain_lines_when_stderr_is_not_a_terminal() {
+    let server = Server::start();
+    server.write("logs/app.log", &support::pattern(3 << 20));
+    let dir = tempfile::tempdir().unwrap();
+    let url = server.mint("logs/app.log").await;
+    let run = burnlink(dir.path(), &["get", &url]);
+    let stderr = text(&run.stderr);
+    assert!(run.status.success(), "{stderr}");
+    assert_eq!(text(&run.stdout), "app.log\n");
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert!(
+        lines
+            .iter()
+            .all(|l| l.starts_with("burnlink: get app.log: ")),
+        "{stderr}"
+    );
+    assert!(lines.iter().any(|l| l.contains("of 3.0 MiB")), "{stderr}");
+    assert!(
+        lines.last().unwrap().contains("3.0 MiB in "),
+        "a closing line with the total: {stderr}"
+    );
+    assert!(!stderr.contains('\r'), "no bar redraws in a log");
+
+    let again = server.mint("logs/app.log").await;
+    let refused = burnlink(dir.path(), &["get", &again, "--quiet"]);
+    assert_eq!(refused.status.code(), Some(10), "exists → 10");
+    assert_eq!(server.state(&again).await, "unused", "nothing was fetched");
+    let forced = burnlink(dir.path(), &["get", &again, "--force", "--quiet"]);
+    assert!(forced.status.success(), "{}", text(&forced.stderr));
+    assert!(forced.stderr.is_empty(), "--quiet prints nothing");
+
+    let up = server.mint_upload(json!({ "path": "in/notes.txt" })).await;
+    let mut put = Command::new(bin())
+        .args(["put", up["url"].as_str().unwrap(), "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    put.stdin
+        .take()
+        .unwrap()
+        .write_all(b"from stdin\n")
+        .unwrap();
+    let put = put.wait_with_output().unwrap();
+    assert!(put.status.success(), "{}", text(&put.stderr));
+    let expected = hex(&support::sha256(b"from stdin\n"));
+    assert_eq!(
+        text(&put.stdout),
+        format!("path: in/notes.txt\nbytes: 11\nsha256: {expected}\n")
+    );
+    assert!(text(&put.stderr).starts_with("burnlink: put stdin: "));
+    assert_eq!(
+        std::fs::read(server.root.join("in/notes.txt")).unwrap(),
+        b"from stdin\n"
+    );
+}
+
+#[tokio::test]
+async fn a_directory_link_saves_a_zip_unzip_accepts() {
+    let Some(_) = require_tool("unzip") else {
+        return;
+    };
+    let server = Server::start();
+    server.write("site/index.html", b"<h1>hi</h1>");
+    // Large enough that the cut below comes long before the server has handed the whole
+    // archive to the kernel (which would count as delivered, and burn the link).
+    server.write("site/img/logo.bin", &support::pattern(24 << 20));
+    server.write("site/empty.txt", b"");
+    let url = server.mint("site").await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("downloads")).unwrap();
+    // Cut once mid-archive: a zip built while it streams cannot resume, so it starts over.
+    let addr = server.base.trim_start_matches("http://").parse().unwrap();
+    let relay = Relay::start(addr, Flow::Down, 1 << 20, 1);
+    let run = burnlink(dir.path(), &["get", &via(&relay, &url), "-o", "downloads"]);
+    assert_eq!(relay.cuts_left(), 0, "the archive was cut once");
+    assert!(run.status.success(), "{}", text(&run.stderr));
+    assert_eq!(text(&run.stdout), "downloads/site.zip\n");
+    let zip = dir.path().join("downloads/site.zip");
+    support::archive::unzip_test(&zip);
+    let out = dir.path().join("x");
+    support::archive::unzip_into(&zip, &out);
+    assert_eq!(
+        std::fs::read(out.join("img/logo.bin")).unwrap(),
+        support::pattern(24 << 20)
+    );
+    assert_eq!(
+        std::fs::read(out.join("index.html")).unwrap(),
+        b"<h1>hi</h1>"
+    );
+    assert_eq!(server.settled_state(&url).await, "used");
+}
+
+/// `HTTP_PROXY` from the environment: the request goes to the proxy (here the relay, which
+/// passes it on to the server) in absolute form, for a host that does not even resolve.
+#[tokio::test]
+async fn get_goes_through_the_proxy_from_the_environment() {
+    let server = Server::start();
+    server.write("p.txt", b"proxied");
+    let url = server.mint("p.txt").await;
+    let addr = server.base.trim_start_matches("http://").parse().unwrap();
+    let proxy = Relay::start(addr, Flow::Down, u64::MAX, 0);
+    let path = &url[url.find("/transfer/").unwrap()..];
+    let unresolvable = format!("http://burnlink.invalid{path}");
+    let dir = tempfile::tempdir().unwrap();
+    let run = Command::new(bin())
+        .args(["get", &unresolvable, "-o", "out.txt", "-q"])
+        .current_dir(dir.path())
+        .env("HTTP_PROXY", proxy.base())
+        .env_remove("NO_PROXY")
+        .env_remove("no_proxy")
+        .output()
+        .unwrap();
+    assert!(run.status.success(), "{}", text(&run.stderr));
+    assert_eq!(
+        std::fs::read(dir.path().join("out.txt")).unwrap(),
+        b"proxied"
+    );
+    assert!(
+        proxy.bytes(Flow::Up) > 0,
+        "the request went through the proxy"
+    );
+
+    // NO_PROXY: the server is asked directly; the proxy named (a dead port) is not used.
+    let direct = server.mint("p.txt").await;
+    let run = Command::new(bin())
+        .args(["get", &direct, "-o", "direct.txt", "-q"])
+        .current_dir(dir.path())
+        .env(
+            "HTTP_PROXY",
+            format!("http://127.0.0.1:{}", support::free_port()),
+        )
+        .env("NO_PROXY", "127.0.0.1")
+        .output()
+        .unwrap();
+    assert!(run.status.success(), "{}", text(&run.stderr));
+    assert_eq!(
+        std::fs::read(dir.path().join("direct.txt")).unwrap(),
+        b"proxied"
+    );
+}
+
+/// `HTTPS_PROXY`: HTTPS goes through a `CONNECT` tunnel, TLS end to end with the server.
+#[tokio::test]
+async fn https_goes_through_a_connect_tunnel() {
+    let Some(certs) = Certs::make("https_goes_through_a_connect_tunnel") else {
+        return;
+    };
+    let server = Server::start_with(&[
+        (
+            "BURNLINK_TLS_CERT",
+            &certs.server_cert.display().to_string(),
+        ),
+        ("BURNLINK_TLS_KEY", &certs.server_key.display().to_string()),
+    ]);
+    server.write("t.txt", b"tunnelled");
+    let token = sign(&claims(Direction::Download, "t.txt", now() + 600));
+    let url = format!("{}/transfer/{token}/t.txt", server.base);
+    let proxy = ConnectProxy::start();
+    let dir = tempfile::tempdir().unwrap();
+    let run = Command::new(bin())
+        .args(["get", &url, "-q", "--cacert"])
+        .arg(&certs.ca)
+        .current_dir(dir.path())
+        .env("HTTPS_PROXY", proxy.url())
+        .env_remove("NO_PROXY")
+        .env_remove("no_proxy")
+        .output()
+        .unwrap();
+    assert!(run.status.success(), "{}", text(&run.stderr));
+    assert_eq!(
+        std::fs::read(dir.path().join("t.txt")).unwrap(),
+        b"tunnelled"
+    );
+    assert!(
+        proxy.tunnels() >= 1,
+        "the connection was a tunnel through the proxy"
+    );
+}
+
+/// HTTPS: a server whose CA is not trusted is refused at once (exit 12, no retry loop), and trusted with
+/// `--cacert` for `get` and `SSL_CERT_FILE` for `put`.
+#[tokio::test]
+async fn https_trusts_the_ca_file_it_is_given() {
+    let Some(certs) = Certs::make("https_trusts_the_ca_file_it_is_given") else {
+        return;
+    };
+    let (cert, key, ca) = (
+        certs.server_cert.display().to_string(),
+        certs.server_key.display().to_string(),
+        certs.ca.display().to_string(),
+    );
+    let server = Server::start_with(&[("BURNLINK_TLS_CERT", &cert), ("BURNLINK_TLS_KEY", &key)]);
+    server.write("secure/r.bin", &support::pattern(100_000));
+    let token = sign(&claims(Direction::Download, "secure/r.bin", now() + 600));
+    let url = format!("{}/transfer/{token}/r.bin", server.base);
+    let dir = tempfile::tempdir().unwrap();
+    let started = std::time::Instant::now();
+    let untrusted = burnlink(dir.path(), &["get", &url, "-q"]);
+    assert_eq!(
+        untrusted.status.code(),
+        Some(12),
+        "{}",
+        text(&untrusted.stderr)
+    );
+    assert!(text(&untrusted.stderr).contains("--cacert"));
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(5),
+        "an untrusted certificate is not retried"
+    );
+    let run = burnlink(dir.path(), &["get", &url, "-q", "--cacert", &ca]);
+    assert!(run.status.success(), "{}", text(&run.stderr));
+    assert_eq!(
+        std::fs::read(dir.path().join("r.bin")).unwrap(),
+        support::pattern(100_000)
+    );
+
+    let up = sign(&claims(Direction::Upload, "in/u.bin", now() + 600));
+    std::fs::write(dir.path().join("u.bin"), b"over tls").unwrap();
+    let run = Command::new(bin())
+        .args([
+            "put",
+            &format!("{}/transfer/{up}/u.bin", server.base),
+            "u.bin",
+        ])
+        .current_dir(dir.path())
+        .env("SSL_CERT_FILE", &ca)
+        .output()
+        .unwrap();
+    assert!(run.status.success(), "{}", text(&run.stderr));
+    assert_eq!(
+        std::fs::read(server.root.join("in/u.bin")).unwrap(),
+        b"over tls"
+    );
+}
+
+/// A `.part` left by an earlier run is continued, not fetched again.
+#[tokio::test]
+async fn get_continues_the_part_file_an_earlier_run_left() {
+    let server = Server::start();
+    let data = support::pattern(4 << 20);
+    server.write("a.bin", &data);
+    let url = server.mint("a.bin").await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("a.bin.part"), &data[..3 << 20]).unwrap();
+    let addr = server.base.trim_start_matches("http://").parse().unwrap();
+    let relay = Relay::start(addr, Flow::Down, u64::MAX, 0);
+    let run = burnlink(dir.path(), &["get", &via(&relay, &url)]);
+    assert!(run.status.success(), "{}", text(&run.stderr));
+    assert_eq!(std::fs::read(dir.path().join("a.bin")).unwrap(), data);
+    assert!(!dir.path().join("a.bin.part").exists());
+    let moved = relay.bytes(Flow::Down);
+    assert!(
+        moved < (1 << 20) + 4096,
+        "only the missing MiB was fetched: {moved}"
+    );
+    assert!(text(&run.stderr).contains("resuming at byte 3145728"));
+}
+
+/// A link that promises another digest: the server refuses the upload (exit 9) and nothing
+/// lands.
+#[tokio::test]
+async fn put_of_other_bytes_than_the_link_promises_exits_9() {
+    let server = Server::start();
+    let minted = server
+        .mint_upload(json!({ "path": "in/p.bin", "sha256": hex(&support::sha256(b"promised")) }))
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("p.bin"), b"something else").unwrap();
+    let run = burnlink(
+        dir.path(),
+        &["put", minted["url"].as_str().unwrap(), "p.bin", "-q"],
+    );
+    assert_eq!(run.status.code(), Some(9), "{}", text(&run.stderr));
+    assert!(text(&run.stderr).contains("digest_mismatch"));
+    assert!(!server.root.join("in/p.bin").exists());
+    assert!(run.stdout.is_empty());
+}
+
+/// On a terminal (util-linux `script` gives it one) the progress is a bar redrawn in place,
+/// cleared at the end for the closing line; no plain progress lines.
+#[tokio::test]
+async fn progress_is_a_bar_on_a_terminal() {
+    let Some(script) = require_tool("script") else {
+        return;
+    };
+    let server = Server::start();
+    server.write("t.bin", &support::pattern(8 << 20));
+    let url = server.mint("t.bin").await;
+    let dir = tempfile::tempdir().unwrap();
+    let command = format!("{} get '{url}' -o t.bin", bin());
+    let run = Command::new(script)
+        .args(["-qefc", &command, "/dev/null"])
+        .current_dir(dir.path())
+        .env("TERM", "xterm")
+        .env_remove("HTTP_PROXY")
+        .env_remove("http_proxy")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let seen = text(&run.stdout);
+    assert!(run.status.success(), "{seen}");
+    assert_eq!(
+        std::fs::read(dir.path().join("t.bin")).unwrap(),
+        support::pattern(8 << 20)
+    );
+    assert!(
+        seen.contains('\u{1b}'),
+        "the bar is drawn and cleared with terminal escapes: {seen:?}"
+    );
+    assert!(seen.contains("8.0 MiB in "), "the closing line: {seen:?}");
+    assert!(!seen.contains("of 8.0 MiB ("), "no plain lines: {seen:?}");
+}
+
+/// An unfinished upload an earlier run left (here begun with curl, as tus by hand) is
+/// continued from the server's offset; over the cap is refused before any byte is sent.
+#[tokio::test]
+async fn put_continues_the_upload_an_earlier_run_left() {
+    let server = Server::start();
+    let data = support::pattern(4 << 20);
+    let minted = server
+        .mint_upload(json!({ "path": "in/resumed.bin" }))
+        .await;
+    let url = minted["url"].as_str().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("first.bin"), &data[..3 << 20]).unwrap();
+    std::fs::write(dir.path().join("resumed.bin"), &data).unwrap();
+    let digest = format!(
+        "content-digest: sha-256=:{}:",
+        <base64ct::Base64 as base64ct::Encoding>::encode_string(&support::sha256(&data))
+    );
+    let (status, _) = support::curl_status(&[
+        "-X",
+        "POST",
+        "-H",
+        "tus-resumable: 1.0.0",
+        "-H",
+        &format!("upload-length: {}", data.len()),
+        "-H",
+        &digest,
+        "-H",
+        "content-type: application/offset+octet-stream",
+        "--data-binary",
+        &format!("@{}", dir.path().join("first.bin").display()),
+        url,
+    ]);
+    assert_eq!(status, 201, "the earlier run's creation");
+    let addr = server.base.trim_start_matches("http://").parse().unwrap();
+    let relay = Relay::start(addr, Flow::Up, u64::MAX, 0);
+    let run = burnlink(dir.path(), &["put", &via(&relay, url), "resumed.bin"]);
+    assert!(run.status.success(), "{}", text(&run.stderr));
+    assert_eq!(
+        std::fs::read(server.root.join("in/resumed.bin")).unwrap(),
+        data
+    );
+    let moved = relay.bytes(Flow::Up);
+    assert!(
+        moved < (1 << 20) + 4096,
+        "only the missing MiB was sent: {moved}"
+    );
+
+    // Begun by an earlier run for other bytes of the same length: the digest announced then
+    // does not match, the server removes it, and put starts over.
+    let other = server.mint_upload(json!({ "path": "in/other.bin" })).await;
+    let other = other["url"].as_str().unwrap();
+    let mut stale = data.clone();
+    *stale.last_mut().unwrap() ^= 1;
+    let stale_digest = format!(
+        "content-digest: sha-256=:{}:",
+        <base64ct::Base64 as base64ct::Encoding>::encode_string(&support::sha256(&stale))
+    );
+    std::fs::write(dir.path().join("stale.bin"), &stale[..1 << 20]).unwrap();
+    let (status, _) = support::curl_status(&[
+        "-X",
+        "POST",
+        "-H",
+        "tus-resumable: 1.0.0",
+        "-H",
+        &format!("upload-length: {}", data.len()),
+        "-H",
+        &stale_digest,
+        "-H",
+        "content-type: application/offset+octet-stream",
+        "--data-binary",
+        &format!("@{}", dir.path().join("stale.bin").display()),
+        other,
+    ]);
+    assert_eq!(status, 201);
+    let run = burnlink(dir.path(), &["put", other, "resumed.bin"]);
+    assert!(run.status.success(), "{}", text(&run.stderr));
+    assert!(
+        text(&run.stderr).contains("starting over"),
+        "{}",
+        text(&run.stderr)
+    );
+    assert_eq!(
+        std::fs::read(server.root.join("in/other.bin")).unwrap(),
+        data
+    );
+
+    let capped = server
+        .mint_upload(json!({ "path": "in/capped.bin", "max_bytes": 1000 }))
+        .await;
+    let capped = capped["url"].as_str().unwrap();
+    let relay = Relay::start(addr, Flow::Up, u64::MAX, 0);
+    let run = burnlink(
+        dir.path(),
+        &["put", &via(&relay, capped), "resumed.bin", "-q"],
+    );
+    assert_eq!(
+        run.status.code(),
+        Some(8),
+        "too_large → 8: {}",
+        text(&run.stderr)
+    );
+    assert!(relay.bytes(Flow::Up) < 4096, "no byte of the file was sent");
+    assert_eq!(server.state(capped).await, "unused");
+}
+
+/// A link of the wrong direction is named as such, before any request (the port here has no
+/// server at all).
+#[test]
+fn the_wrong_direction_is_named_before_any_request() {
+    let base = format!("http://127.0.0.1:{}", support::free_port());
+    let up = sign(&claims(Direction::Upload, "in/a.bin", now() + 600));
+    let down = sign(&claims(Direction::Download, "a.bin", now() + 600));
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("a.bin"), b"x").unwrap();
+    let get = burnlink(dir.path(), &["get", &format!("{base}/transfer/{up}/a.bin")]);
+    assert_eq!(get.status.code(), Some(1));
+    assert!(
+        text(&get.stderr).contains("that is an upload link"),
+        "{}",
+        text(&get.stderr)
+    );
+    let put = burnlink(
+        dir.path(),
+        &["put", &format!("{base}/transfer/{down}/a.bin"), "a.bin"],
+    );
+    assert_eq!(put.status.code(), Some(1));
+    assert!(
+        text(&put.stderr).contains("that is a download link"),
+        "{}",
+        text(&put.stderr)
+    );
+    assert!(!text(&put.stderr).contains(&down), "no token in messages");
+}
