@@ -503,15 +503,16 @@ async fn fetch(
         };
         let archive = header_str(&response, "content-type") == Some("application/zip")
             && header_str(&response, "accept-ranges") != Some("bytes");
-        // From here the `.part` holds this link's bytes of this file.
+        // From here the `.part` holds this link's bytes of this file (cut first: a record
+        // must never vouch for bytes another link left).
+        let mut file = &part.file;
+        file.set_len(start).map_err(local)?;
         part.write_record(&Record {
             link: identity.to_string(),
             size: if archive { None } else { size },
             last_modified: modified.clone(),
         })?;
         trusted = true;
-        let mut file = &part.file;
-        file.set_len(start).map_err(local)?;
         file.seek(SeekFrom::Start(start)).map_err(local)?;
         let mut out = std::io::BufWriter::with_capacity(256 << 10, file);
         let mut body = response.into_body();
