@@ -101,7 +101,10 @@ pub async fn get(options: GetOptions) -> Result<PathBuf, ClientError> {
     let http =
         http_client::client_with(IDLE, options.cacert.as_deref()).map_err(ClientError::Local)?;
     let mut retry = Retry::new(options.retries);
-    let meta = head(&http, &link, &mut retry).await?;
+    let meta = match head(&http, &link, &mut retry).await {
+        Ok(meta) => meta,
+        Err(e) => return Err(kept_for_later(e, &hinted, &identity)),
+    };
     let name = meta
         .as_ref()
         .and_then(|m| m.name.clone())
@@ -165,6 +168,18 @@ pub async fn get(options: GetOptions) -> Result<PathBuf, ClientError> {
         }
         Err(ClientError::Exists(_)) => Err(ClientError::exists(&dest, Some((&part.path, len)))),
         Err(e) => Err(e),
+    }
+}
+
+/// A failure before the `.part` was touched: the error names the bytes it keeps for this
+/// link, if any, as after a failed transfer.
+fn kept_for_later(error: ClientError, dest: &Path, identity: &str) -> ClientError {
+    match Part::open(&part_path(dest), false) {
+        Ok(Some(part)) if part.record().is_some_and(|r| r.link == identity) => match part.len() {
+            Ok(len) if len > 0 => error.keeping(&part.path, len),
+            _ => error,
+        },
+        _ => error,
     }
 }
 

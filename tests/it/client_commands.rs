@@ -11,6 +11,7 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
 use crate::support::redis_modes::Certs;
+use crate::support::redis_server::RedisServer;
 use crate::support::relay::{ConnectProxy, Flow, Relay};
 use crate::support::{self, Server, bin, claims, hex, now, require_tool, sign};
 use burnlink::token::Direction;
@@ -562,6 +563,38 @@ async fn get_continues_the_part_file_an_earlier_run_left() {
         text(&refused.stderr)
     );
     assert!(std::fs::read(dir.path().join("a.bin.part")).unwrap() == data[..kept as usize]);
+}
+
+/// The server overloaded (its ledger down: 503 `unavailable`, to `HEAD` as to `GET`): the
+/// `.part` an earlier run left is neither emptied nor removed, and the error names it.
+#[tokio::test]
+async fn a_part_survives_a_server_that_answers_503() {
+    let Some(mut redis) = RedisServer::start() else {
+        return;
+    };
+    let server = Server::start_with(&[("BURNLINK_LEDGER", &redis.url())]);
+    let data = support::pattern(2 << 20);
+    server.write("s.bin", &data);
+    let url = server.mint("s.bin").await;
+    let dir = tempfile::tempdir().unwrap();
+    let addr = server.base.trim_start_matches("http://").parse().unwrap();
+    let cutting = Relay::start(addr, Flow::Down, 1 << 20, 1);
+    let first = burnlink(
+        dir.path(),
+        &["get", &via(&cutting, &url), "--retries", "0", "-q"],
+    );
+    assert_eq!(first.status.code(), Some(12), "{}", text(&first.stderr));
+    let kept = std::fs::read(dir.path().join("s.bin.part")).unwrap();
+    assert!(!kept.is_empty());
+    redis.stop();
+    let run = burnlink(dir.path(), &["get", &url, "--retries", "1", "-q"]);
+    assert_eq!(run.status.code(), Some(11), "{}", text(&run.stderr));
+    assert!(
+        text(&run.stderr).contains(&format!("s.bin.part holds {} bytes", kept.len())),
+        "{}",
+        text(&run.stderr)
+    );
+    assert!(std::fs::read(dir.path().join("s.bin.part")).unwrap() == kept);
 }
 
 /// Runs `get URL` (into `dir`) through a relay that pauses the download mid-way, and makes
