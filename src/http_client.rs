@@ -52,6 +52,9 @@ pub fn full(bytes: impl Into<Bytes>) -> Body {
         .boxed_unsync()
 }
 
+/// What burnlink's own requests call themselves (`burnlink get`/`put`).
+pub const USER_AGENT: &str = concat!("burnlink/", env!("CARGO_PKG_VERSION"));
+
 /// How long opening a connection (TCP and proxy handshake) may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 
@@ -134,14 +137,15 @@ impl HttpClient {
                 .headers_mut()
                 .insert(header::PROXY_AUTHORIZATION, auth);
         }
-        self.inner.request(request).await.map_err(describe)
+        self.inner.request(request).await.map_err(|e| describe(&e))
     }
 }
 
-/// The error and its causes (a TLS failure sits a few levels down), without the URL.
-fn describe(e: hyper_util::client::legacy::Error) -> String {
+/// An error and its causes on one line (a TLS failure sits a few levels down). The hyper
+/// client's errors never carry the URL.
+pub fn describe(e: &dyn std::error::Error) -> String {
     let mut text = e.to_string();
-    let mut source = std::error::Error::source(&e);
+    let mut source = e.source();
     while let Some(s) = source {
         text.push_str(": ");
         text.push_str(&s.to_string());

@@ -9,9 +9,14 @@
 use std::borrow::Cow;
 use std::fmt;
 
-/// The bidirectional embedding, override and isolate controls (U+202A–U+202E, U+2066–U+2069).
+/// The bidirectional controls: the marks (LRM U+200E, RLM U+200F, ALM U+061C) and the
+/// embedding, override and isolate controls (U+202A–U+202E, U+2066–U+2069). One predicate for
+/// the server's names and `burnlink get`'s, so both strip the same set.
 pub fn is_bidi_control(c: char) -> bool {
-    matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
+    matches!(
+        c,
+        '\u{200E}' | '\u{200F}' | '\u{061C}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}'
+    )
 }
 
 /// A character that must not reach a person's screen or a log as it is.
@@ -75,6 +80,7 @@ mod tests {
         assert_eq!(displayable("report.pdf"), "report.pdf");
         assert_eq!(displayable("a\u{202E}fdp.exe"), "a_fdp.exe");
         assert_eq!(displayable("x\u{2066}y\u{2069}\n"), "x_y__");
+        assert_eq!(displayable("a\u{200E}b\u{200F}c\u{061C}d"), "a_b_c_d");
     }
 
     #[test]

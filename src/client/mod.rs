@@ -24,9 +24,9 @@ use crate::token::{extract_token, is_token_shaped};
 /// How long a transfer may go without a byte moving before the connection counts as dead.
 pub const IDLE: Duration = Duration::from_secs(60);
 
-/// Attempts of one transfer in all, whatever progress they make: a bound on the loop even
-/// when every attempt moves a few bytes and drops.
-const MAX_ATTEMPTS: u32 = 200;
+/// Attempts of one transfer in all (requests, `HEAD` included), whatever progress they make:
+/// a bound on the loop even when every attempt moves a few bytes and drops (docs/cli.md).
+pub const MAX_ATTEMPTS: u32 = 200;
 
 /// Why a `get` or a `put` failed. Each kind has its exit status ([`ClientError::exit_code`],
 /// the table in docs/cli.md), so a CI step fails with a status a script can test.
@@ -44,8 +44,11 @@ pub enum ClientError {
     Verify(String),
     /// The server's certificate is not trusted: retrying cannot help.
     Tls(String),
-    /// The destination file exists and `--force` was not given.
+    /// The destination file exists and `--force` was not given: what to say about it (the
+    /// destination, and the `.part` kept when a download already arrived).
     Exists(String),
+    /// The local file is not the one the link promises (its `sha256`): nothing was sent.
+    Mismatch(String),
     /// Anything else: a local file that cannot be read or written, a bad URL.
     Local(String),
 }
@@ -69,13 +72,56 @@ impl std::fmt::Display for ClientError {
                 "TLS: {m} (trust the server's CA with --cacert FILE or SSL_CERT_FILE)"
             ),
             ClientError::Verify(m) => write!(f, "check failed: {m}"),
-            ClientError::Exists(m) => write!(f, "exists: {m} (use --force to replace it)"),
+            ClientError::Exists(m) => write!(f, "exists: {m}"),
+            ClientError::Mismatch(m) => write!(f, "digest_mismatch: {m}"),
             ClientError::Local(m) => f.write_str(m),
         }
     }
 }
 
 impl ClientError {
+    /// The destination exists and `--force` was not given; `kept` names the `.part` (and its
+    /// size) that holds a download made already, so a re-run with `--force` places it.
+    pub fn exists(dest: &std::path::Path, kept: Option<(&std::path::Path, u64)>) -> ClientError {
+        ClientError::Exists(match kept {
+            Some((part, len)) => format!(
+                "{} (use --force to replace it; {} holds the {len} bytes received, and a re-run \
+                 with --force puts them in place without the link)",
+                dest.display(),
+                part.display()
+            ),
+            None => format!("{} (use --force to replace it)", dest.display()),
+        })
+    }
+
+    /// The same error, saying that `part` keeps `len` bytes for a later run: a refusal reads
+    /// `link used; X.part holds N bytes`.
+    pub fn keeping(self, part: &std::path::Path, len: u64) -> ClientError {
+        let kept = format!("{} holds {len} bytes", part.display());
+        match self {
+            ClientError::Refused {
+                status,
+                code,
+                message,
+            } => {
+                let message = if message.is_empty() {
+                    format!("link {code}; {kept}")
+                } else {
+                    format!("link {code}: {message}; {kept}")
+                };
+                ClientError::Refused {
+                    status,
+                    code,
+                    message,
+                }
+            }
+            ClientError::Network(m) => ClientError::Network(format!("{m}; {kept}")),
+            ClientError::Tls(m) => ClientError::Tls(format!("{m}; {kept}")),
+            ClientError::Local(m) => ClientError::Local(format!("{m}; {kept}")),
+            other => other,
+        }
+    }
+
     /// The exit status: stable, one per contract error code a transfer can meet (docs/cli.md).
     pub fn exit_code(&self) -> u8 {
         match self {
@@ -93,6 +139,7 @@ impl ClientError {
                 _ => 1,
             },
             ClientError::Exists(_) => 10,
+            ClientError::Mismatch(_) => 9,
             ClientError::Network(_) | ClientError::Tls(_) => 12,
             ClientError::Verify(_) => 13,
             ClientError::Local(_) => 1,
@@ -266,7 +313,7 @@ pub async fn next_chunk(body: &mut Incoming) -> Result<Option<Bytes>, String> {
         match tokio::time::timeout(IDLE, body.frame()).await {
             Err(_) => return Err(format!("nothing received for {}s", IDLE.as_secs())),
             Ok(None) => return Ok(None),
-            Ok(Some(Err(e))) => return Err(describe(&e)),
+            Ok(Some(Err(e))) => return Err(crate::http_client::describe(&e)),
             Ok(Some(Ok(frame))) => {
                 if let Ok(data) = frame.into_data() {
                     return Ok(Some(data));
@@ -274,18 +321,6 @@ pub async fn next_chunk(body: &mut Incoming) -> Result<Option<Bytes>, String> {
             }
         }
     }
-}
-
-/// An error with its causes, on one line.
-fn describe(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
 }
 
 pub fn header_str<'a>(response: &'a hyper::Response<Incoming>, name: &str) -> Option<&'a str> {

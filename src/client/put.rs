@@ -16,6 +16,8 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use tokio::time::Instant;
+
 use base64ct::{Base64, Encoding};
 use bytes::Bytes;
 use futures_util::StreamExt;
@@ -49,7 +51,8 @@ pub struct Receipt {
 }
 
 /// How long the server may take to answer once every byte is sent: it reads the whole file
-/// back to hash it before it lands, so a large upload's last answer is slow.
+/// back to hash it before it lands, so a large upload's last answer is slow. While bytes are
+/// still going out, the bound is [`IDLE`] without a chunk taken instead (see [`Pulse`]).
 const LAST_ANSWER: Duration = Duration::from_secs(15 * 60);
 
 const CHUNK: usize = 256 << 10;
@@ -70,6 +73,22 @@ pub async fn put(options: PutOptions) -> Result<Receipt, ClientError> {
     let (file, size, sha256) = tokio::task::spawn_blocking(move || read_source(&source))
         .await
         .map_err(|e| ClientError::Local(e.to_string()))??;
+    // The link states the digest the server will insist on: other bytes are refused here,
+    // before a byte is sent, instead of after the whole upload.
+    if let Some(promised) = claims.sha256
+        && promised != sha256
+    {
+        return Err(ClientError::Mismatch(format!(
+            "{} has SHA-256 {}, the link takes only {}; nothing was sent",
+            if options.source == "-" {
+                "standard input"
+            } else {
+                &options.source
+            },
+            hex(&sha256),
+            hex(&promised)
+        )));
+    }
     let label = if options.source == "-" {
         "put stdin".to_string()
     } else {
@@ -264,10 +283,7 @@ impl Upload {
             .method(method)
             .uri(self.link.uri.clone())
             .header("tus-resumable", "1.0.0")
-            .header(
-                header::USER_AGENT,
-                concat!("burnlink/", env!("CARGO_PKG_VERSION")),
-            )
+            .header(header::USER_AGENT, http_client::USER_AGENT)
     }
 
     /// `HEAD`: how much the server holds (never takes the link's lease).
@@ -276,7 +292,7 @@ impl Upload {
             .base(Method::HEAD)
             .body(http_client::full(Bytes::new()))
             .map_err(|e| ClientError::Local(e.to_string()))?;
-        let response = self.exchange(request, IDLE).await?;
+        let response = self.exchange(request, None).await?;
         match response.status() {
             StatusCode::OK => {
                 let offset = header_u64(&response, "upload-offset").unwrap_or(0);
@@ -310,19 +326,20 @@ impl Upload {
             .header(header::CONTENT_LENGTH, 0)
             .body(http_client::full(Bytes::new()))
             .map_err(|e| ClientError::Local(e.to_string()))?;
-        self.answer(request, 0).await
+        self.answer(request, 0, None).await
     }
 
     /// `PATCH`: the file from `offset` to its end.
     async fn append(&self, offset: u64) -> Result<Known, ClientError> {
+        let pulse = Arc::new(Pulse::new());
         let request = self
             .base(Method::PATCH)
             .header(header::CONTENT_TYPE, "application/offset+octet-stream")
             .header(header::CONTENT_LENGTH, self.size - offset)
             .header("upload-offset", offset)
-            .body(self.body_from(offset))
+            .body(self.body_from(offset, pulse.clone()))
             .map_err(|e| ClientError::Local(e.to_string()))?;
-        self.answer(request, offset).await
+        self.answer(request, offset, Some(pulse)).await
     }
 
     /// Sends a creation or an append and reads where the upload stands after it.
@@ -330,8 +347,9 @@ impl Upload {
         &self,
         request: Request<http_client::Body>,
         offset: u64,
+        pulse: Option<Arc<Pulse>>,
     ) -> Result<Known, ClientError> {
-        let response = self.exchange(request, LAST_ANSWER).await?;
+        let response = self.exchange(request, pulse).await?;
         let status = response.status();
         if status == StatusCode::CREATED || status == StatusCode::NO_CONTENT {
             let at = header_u64(&response, "upload-offset").unwrap_or(offset);
@@ -352,32 +370,48 @@ impl Upload {
         }
     }
 
-    /// Sends the request; a connection that moves no byte for [`IDLE`] while the body is
-    /// still going out, or a last answer slower than `limit`, is given up as dropped.
+    /// Sends the request. Without a body (`pulse` is `None`) the answer is due within
+    /// [`IDLE`]; with one, the [`Pulse`] watchdog gives the attempt up as dropped.
     async fn exchange(
         &self,
         request: Request<http_client::Body>,
-        limit: Duration,
+        pulse: Option<Arc<Pulse>>,
     ) -> Result<Response<Incoming>, ClientError> {
-        match tokio::time::timeout(limit, self.http.send(request)).await {
-            Ok(Ok(r)) => Ok(r),
-            Ok(Err(e)) => Err(self.link.transport_error(&e)),
-            Err(_) => Err(ClientError::Network(format!(
-                "no answer within {}s",
-                limit.as_secs()
-            ))),
+        let send = self.http.send(request);
+        let Some(pulse) = pulse else {
+            return match tokio::time::timeout(IDLE, send).await {
+                Ok(Ok(r)) => Ok(r),
+                Ok(Err(e)) => Err(self.link.transport_error(&e)),
+                Err(_) => Err(ClientError::Network(format!(
+                    "no answer within {}s",
+                    IDLE.as_secs()
+                ))),
+            };
+        };
+        tokio::pin!(send);
+        let mut tick = tokio::time::interval(WATCH_EVERY);
+        loop {
+            tokio::select! {
+                sent = &mut send => return sent.map_err(|e| self.link.transport_error(&e)),
+                _ = tick.tick() => {
+                    if let Some(why) = pulse.verdict(Instant::now()) {
+                        return Err(ClientError::Network(why));
+                    }
+                }
+            }
         }
     }
 
     /// The file from `offset` to its end as a body read in 256 KiB pieces on the blocking
     /// pool (positioned reads: no shared cursor between attempts), moving the progress.
-    fn body_from(&self, offset: u64) -> http_client::Body {
+    fn body_from(&self, offset: u64, pulse: Arc<Pulse>) -> http_client::Body {
         let file = self.file.clone();
         let progress = self.progress.clone();
         let end = self.size;
         let stream = futures_util::stream::unfold(offset, move |at| {
             let file = file.clone();
             let progress = progress.clone();
+            let pulse = pulse.clone();
             async move {
                 if at >= end {
                     return None;
@@ -394,6 +428,7 @@ impl Upload {
                     Err(e) => return Some((Err(e.into()), end)),
                 };
                 let next = at + chunk.len() as u64;
+                pulse.taken(next >= end);
                 if let Ok(mut p) = progress.lock() {
                     p.set(next);
                 }
@@ -401,6 +436,51 @@ impl Upload {
             }
         });
         StreamBody::new(stream.map(|r| r.map(Frame::data))).boxed_unsync()
+    }
+}
+
+/// How often the watchdog looks at a request in flight.
+const WATCH_EVERY: Duration = Duration::from_secs(1);
+
+/// The watchdog of one `PATCH`: when its body last had a chunk taken by the connection, and
+/// when the last one went. While bytes are going out, [`IDLE`] without a chunk taken is a
+/// dead connection (a 15-minute bound would keep a stalled CI job waiting that long); only
+/// after the last chunk does the server get [`LAST_ANSWER`] to check the file and answer.
+struct Pulse {
+    state: Mutex<(Instant, Option<Instant>)>,
+}
+
+impl Pulse {
+    fn new() -> Pulse {
+        Pulse {
+            state: Mutex::new((Instant::now(), None)),
+        }
+    }
+
+    /// A chunk was taken by the connection; `last` when it was the body's final one.
+    fn taken(&self, last: bool) {
+        let now = Instant::now();
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        state.0 = now;
+        if last {
+            state.1 = Some(now);
+        }
+    }
+
+    /// Why the attempt is to be given up at `now`, if it is.
+    fn verdict(&self, now: Instant) -> Option<String> {
+        let (last, finished) = *self.state.lock().unwrap_or_else(|e| e.into_inner());
+        match finished {
+            None if now.duration_since(last) >= IDLE => Some(format!(
+                "nothing sent for {}s: the connection is stuck",
+                IDLE.as_secs()
+            )),
+            Some(done) if now.duration_since(done) >= LAST_ANSWER => Some(format!(
+                "no answer within {}s of the last byte",
+                LAST_ANSWER.as_secs()
+            )),
+            _ => None,
+        }
     }
 }
 
@@ -416,4 +496,39 @@ fn digest(response: &Response<Incoming>) -> Option<[u8; 32]> {
         let b64 = item.trim().strip_prefix("sha-256=:")?.strip_suffix(':')?;
         Base64::decode_vec(b64).ok()?.try_into().ok()
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A body that stops being taken fails the attempt after IDLE, long before the bound on
+    /// the last answer; that bound starts only with the last chunk.
+    #[tokio::test(start_paused = true)]
+    async fn a_stalled_body_fails_after_idle_and_the_last_answer_gets_longer() {
+        let pulse = Pulse::new();
+        tokio::time::advance(IDLE - Duration::from_secs(1)).await;
+        assert_eq!(pulse.verdict(Instant::now()), None);
+        pulse.taken(false);
+        tokio::time::advance(IDLE - Duration::from_secs(1)).await;
+        assert_eq!(
+            pulse.verdict(Instant::now()),
+            None,
+            "a chunk resets the watch"
+        );
+        tokio::time::advance(Duration::from_secs(1)).await;
+        let why = pulse.verdict(Instant::now()).expect("stalled for IDLE");
+        assert!(why.contains("nothing sent"), "{why}");
+
+        let pulse = Pulse::new();
+        pulse.taken(true);
+        tokio::time::advance(IDLE * 5).await;
+        assert_eq!(
+            pulse.verdict(Instant::now()),
+            None,
+            "after the last chunk the server has longer than IDLE"
+        );
+        tokio::time::advance(LAST_ANSWER).await;
+        assert!(pulse.verdict(Instant::now()).is_some());
+    }
 }

@@ -11,6 +11,7 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
 use crate::support::redis_modes::Certs;
+use crate::support::redis_server::RedisServer;
 use crate::support::relay::{ConnectProxy, Flow, Relay};
 use crate::support::{self, Server, bin, claims, hex, now, require_tool, sign};
 use burnlink::token::Direction;
@@ -129,6 +130,11 @@ async fn get_resumes_a_256_mib_download_cut_three_times() {
         stderr.contains("retrying"),
         "the drops are reported: {stderr}"
     );
+    let token = burnlink::token::extract_token(&url);
+    assert!(
+        !stderr.contains(token),
+        "the token is not printed: {stderr}"
+    );
     assert_eq!(server.settled_state(&url).await, "used");
     eprintln!(
         "get: {BIG} bytes through 3 cuts, {moved} bytes sent ({:.3}x), {} connections",
@@ -155,6 +161,11 @@ async fn put_resumes_a_256_mib_upload_cut_three_times() {
     );
     let stderr = text(&run.stderr);
     assert!(run.status.success(), "put failed: {stderr}");
+    let token = burnlink::token::extract_token(url);
+    assert!(
+        !stderr.contains(token),
+        "the token is not printed: {stderr}"
+    );
     let receipt: Value = serde_json::from_slice(&run.stdout).expect("one JSON receipt");
     assert_eq!(
         receipt,
@@ -481,7 +492,8 @@ async fn https_trusts_the_ca_file_it_is_given() {
     );
 }
 
-/// A `.part` left by an earlier run is continued, not fetched again.
+/// A `.part` an earlier run left (it gave up after a cut) is continued, not fetched again;
+/// when the link was used meanwhile, the `.part` is kept and the error says so.
 #[tokio::test]
 async fn get_continues_the_part_file_an_earlier_run_left() {
     let server = Server::start();
@@ -489,22 +501,214 @@ async fn get_continues_the_part_file_an_earlier_run_left() {
     server.write("a.bin", &data);
     let url = server.mint("a.bin").await;
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("a.bin.part"), &data[..3 << 20]).unwrap();
     let addr = server.base.trim_start_matches("http://").parse().unwrap();
+    let cutting = Relay::start(addr, Flow::Down, 3 << 20, 1);
+    let first = burnlink(
+        dir.path(),
+        &["get", &via(&cutting, &url), "--retries", "0", "-q"],
+    );
+    assert_eq!(first.status.code(), Some(12), "{}", text(&first.stderr));
+    let kept = std::fs::metadata(dir.path().join("a.bin.part"))
+        .unwrap()
+        .len();
+    assert!(kept > 2 << 20, "{kept}");
+    assert!(
+        text(&first.stderr).contains(&format!("a.bin.part holds {kept} bytes")),
+        "{}",
+        text(&first.stderr)
+    );
     let relay = Relay::start(addr, Flow::Down, u64::MAX, 0);
     let run = burnlink(dir.path(), &["get", &via(&relay, &url)]);
     assert!(run.status.success(), "{}", text(&run.stderr));
     assert_eq!(std::fs::read(dir.path().join("a.bin")).unwrap(), data);
     assert!(!dir.path().join("a.bin.part").exists());
+    assert!(!dir.path().join("a.bin.part.burnlink").exists());
     let moved = relay.bytes(Flow::Down);
     assert!(
         moved < (1 << 20) + 4096,
         "only the missing MiB was fetched: {moved}"
     );
-    assert!(text(&run.stderr).contains("resuming at byte 3145728"));
+    assert!(
+        text(&run.stderr).contains(&format!("resuming at byte {kept}")),
+        "{}",
+        text(&run.stderr)
+    );
+
+    // Cut again, and the link used by someone else before the re-run: exit 4, the bytes kept.
+    let other = server.mint("a.bin").await;
+    let cutting = Relay::start(addr, Flow::Down, 1 << 20, 1);
+    std::fs::remove_file(dir.path().join("a.bin")).unwrap();
+    let first = burnlink(
+        dir.path(),
+        &["get", &via(&cutting, &other), "--retries", "0", "-q"],
+    );
+    assert_eq!(first.status.code(), Some(12), "{}", text(&first.stderr));
+    let kept = std::fs::metadata(dir.path().join("a.bin.part"))
+        .unwrap()
+        .len();
+    assert_eq!(
+        server.get(&other).await.bytes().await.unwrap().len(),
+        4 << 20
+    );
+    let refused = burnlink(dir.path(), &["get", &other]);
+    assert_eq!(refused.status.code(), Some(4), "{}", text(&refused.stderr));
+    assert!(
+        text(&refused.stderr).contains("link used"),
+        "{}",
+        text(&refused.stderr)
+    );
+    assert!(
+        text(&refused.stderr).contains(&format!("a.bin.part holds {kept} bytes")),
+        "{}",
+        text(&refused.stderr)
+    );
+    assert!(std::fs::read(dir.path().join("a.bin.part")).unwrap() == data[..kept as usize]);
 }
 
-/// A link that promises another digest: the server refuses the upload (exit 9) and nothing
+/// The server overloaded (its ledger down: 503 `unavailable`, to `HEAD` as to `GET`): the
+/// `.part` an earlier run left is neither emptied nor removed, and the error names it.
+#[tokio::test]
+async fn a_part_survives_a_server_that_answers_503() {
+    let Some(mut redis) = RedisServer::start() else {
+        return;
+    };
+    let server = Server::start_with(&[("BURNLINK_LEDGER", &redis.url())]);
+    let data = support::pattern(2 << 20);
+    server.write("s.bin", &data);
+    let url = server.mint("s.bin").await;
+    let dir = tempfile::tempdir().unwrap();
+    let addr = server.base.trim_start_matches("http://").parse().unwrap();
+    let cutting = Relay::start(addr, Flow::Down, 1 << 20, 1);
+    let first = burnlink(
+        dir.path(),
+        &["get", &via(&cutting, &url), "--retries", "0", "-q"],
+    );
+    assert_eq!(first.status.code(), Some(12), "{}", text(&first.stderr));
+    let kept = std::fs::read(dir.path().join("s.bin.part")).unwrap();
+    assert!(!kept.is_empty());
+    redis.stop();
+    let run = burnlink(dir.path(), &["get", &url, "--retries", "1", "-q"]);
+    assert_eq!(run.status.code(), Some(11), "{}", text(&run.stderr));
+    assert!(
+        text(&run.stderr).contains(&format!("s.bin.part holds {} bytes", kept.len())),
+        "{}",
+        text(&run.stderr)
+    );
+    assert!(std::fs::read(dir.path().join("s.bin.part")).unwrap() == kept);
+}
+
+/// Runs `get URL` (into `dir`) through a relay that pauses the download mid-way, and makes
+/// the destination `name` appear meanwhile.
+fn get_while_the_destination_appears(server: &Server, url: &str, dir: &Path, name: &str) -> Output {
+    let addr = server.base.trim_start_matches("http://").parse().unwrap();
+    let relay = Relay::start(addr, Flow::Down, u64::MAX, 0);
+    relay.hold_after(256 << 10);
+    let child = Command::new(bin())
+        .args(["get", &via(&relay, url)])
+        .current_dir(dir)
+        .env_remove("HTTP_PROXY")
+        .env_remove("http_proxy")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while relay.bytes(Flow::Down) < 256 << 10 && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    assert!(relay.bytes(Flow::Down) >= 256 << 10, "the download began");
+    std::fs::write(dir.join(name), b"someone else's file").unwrap();
+    relay.release();
+    child.wait_with_output().unwrap()
+}
+
+/// The destination appears while the download runs: exit 10, and the whole `.part` is kept
+/// and named (the link is burned by now). A re-run with --force puts it in place without
+/// asking the server, whose `HEAD` would answer 404 `used`.
+#[tokio::test]
+async fn a_whole_part_is_placed_after_the_link_is_burned() {
+    let server = Server::start();
+    let data = support::pattern(2 << 20);
+    server.write("w.bin", &data);
+    let url = server.mint("w.bin").await;
+    let dir = tempfile::tempdir().unwrap();
+    let first = get_while_the_destination_appears(&server, &url, dir.path(), "w.bin");
+    assert_eq!(first.status.code(), Some(10), "{}", text(&first.stderr));
+    assert!(
+        text(&first.stderr).contains(&format!("w.bin.part holds the {} bytes", data.len())),
+        "{}",
+        text(&first.stderr)
+    );
+    assert_eq!(server.settled_state(&url).await, "used");
+    assert!(std::fs::read(dir.path().join("w.bin.part")).unwrap() == data);
+
+    let again = burnlink(dir.path(), &["get", &url]);
+    assert_eq!(again.status.code(), Some(10), "{}", text(&again.stderr));
+    assert!(
+        text(&again.stderr).contains("w.bin.part"),
+        "{}",
+        text(&again.stderr)
+    );
+
+    let addr = server.base.trim_start_matches("http://").parse().unwrap();
+    let relay = Relay::start(addr, Flow::Down, u64::MAX, 0);
+    let forced = burnlink(dir.path(), &["get", &via(&relay, &url), "--force"]);
+    assert!(forced.status.success(), "{}", text(&forced.stderr));
+    assert_eq!(text(&forced.stdout), "w.bin\n");
+    assert!(std::fs::read(dir.path().join("w.bin")).unwrap() == data);
+    assert!(!dir.path().join("w.bin.part").exists());
+    assert!(!dir.path().join("w.bin.part.burnlink").exists());
+    assert_eq!(relay.connections(), 0, "the server was not asked");
+}
+
+/// A `.part` of the very size of the file but from another link (of other bytes then) is
+/// neither taken for whole nor appended to; one locked by another run is left alone.
+#[tokio::test]
+async fn a_stale_part_from_another_link_is_not_trusted() {
+    let server = Server::start();
+    let old = support::pattern(1 << 20);
+    server.write("v.bin", &old);
+    let first_url = server.mint("v.bin").await;
+    let dir = tempfile::tempdir().unwrap();
+    let first = get_while_the_destination_appears(&server, &first_url, dir.path(), "v.bin");
+    assert_eq!(first.status.code(), Some(10), "{}", text(&first.stderr));
+    assert!(std::fs::read(dir.path().join("v.bin.part")).unwrap() == old);
+    std::fs::remove_file(dir.path().join("v.bin")).unwrap();
+    let new: Vec<u8> = old.iter().map(|b| b ^ 0x5a).collect();
+    server.write("v.bin", &new);
+    let url = server.mint("v.bin").await;
+
+    let run = burnlink(dir.path(), &["get", &url, "-q"]);
+    assert!(run.status.success(), "{}", text(&run.stderr));
+    assert!(
+        std::fs::read(dir.path().join("v.bin")).unwrap() == new,
+        "the new bytes, not the stale .part"
+    );
+    assert!(!dir.path().join("v.bin.part").exists());
+    assert_eq!(server.settled_state(&url).await, "used");
+
+    // Another run holds the `.part`: this one leaves it and the link alone.
+    let url = server.mint("v.bin").await;
+    std::fs::remove_file(dir.path().join("v.bin")).unwrap();
+    std::fs::write(dir.path().join("v.bin.part"), b"another run's bytes").unwrap();
+    let part = std::fs::File::open(dir.path().join("v.bin.part")).unwrap();
+    rustix::fs::flock(&part, rustix::fs::FlockOperation::NonBlockingLockExclusive).unwrap();
+    let locked = burnlink(dir.path(), &["get", &url, "-q"]);
+    assert_eq!(locked.status.code(), Some(1), "{}", text(&locked.stderr));
+    assert!(
+        text(&locked.stderr).contains("another `burnlink get`"),
+        "{}",
+        text(&locked.stderr)
+    );
+    assert_eq!(server.state(&url).await, "unused");
+    assert_eq!(
+        std::fs::read(dir.path().join("v.bin.part")).unwrap(),
+        b"another run's bytes"
+    );
+    drop(part);
+}
+
+/// A link that promises another digest: refused (exit 9) before a byte is sent, and nothing
 /// lands.
 #[tokio::test]
 async fn put_of_other_bytes_than_the_link_promises_exits_9() {
@@ -514,12 +718,26 @@ async fn put_of_other_bytes_than_the_link_promises_exits_9() {
         .await;
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("p.bin"), b"something else").unwrap();
+    let addr = server.base.trim_start_matches("http://").parse().unwrap();
+    let relay = Relay::start(addr, Flow::Up, u64::MAX, 0);
     let run = burnlink(
         dir.path(),
-        &["put", minted["url"].as_str().unwrap(), "p.bin", "-q"],
+        &[
+            "put",
+            &via(&relay, minted["url"].as_str().unwrap()),
+            "p.bin",
+            "-q",
+            "--retries",
+            "0",
+        ],
     );
     assert_eq!(run.status.code(), Some(9), "{}", text(&run.stderr));
     assert!(text(&run.stderr).contains("digest_mismatch"));
+    assert_eq!(relay.connections(), 0, "refused before asking the server");
+    assert_eq!(
+        server.state(minted["url"].as_str().unwrap()).await,
+        "unused"
+    );
     assert!(!server.root.join("in/p.bin").exists());
     assert!(run.stdout.is_empty());
 }

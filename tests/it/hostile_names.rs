@@ -176,6 +176,21 @@ async fn bidi_controls_never_reach_a_browsers_file_name() {
     assert!(!cd.contains('\u{202E}'), "{cd}");
     assert!(!cd.to_ascii_uppercase().contains("%E2%80%AE"), "{cd}");
     assert!(cd.contains("invoice_fdp.exe"), "{cd}");
+
+    // The marks too (RLM U+200F, LRM U+200E, ALM U+061C): the same set `burnlink get` strips.
+    let name = "pay\u{200F}roll\u{200E}\u{061C}.pdf";
+    s.write(name, b"y");
+    let url = s.mint(name).await;
+    let r = s.get(&url).await;
+    let cd =
+        String::from_utf8_lossy(r.headers()[header::CONTENT_DISPOSITION].as_bytes()).into_owned();
+    for mark in ['\u{200F}', '\u{200E}', '\u{061C}'] {
+        assert!(!cd.contains(mark), "{cd:?}");
+    }
+    for encoded in ["%E2%80%8F", "%E2%80%8E", "%D8%9C"] {
+        assert!(!cd.to_ascii_uppercase().contains(encoded), "{cd}");
+    }
+    assert!(cd.contains("pay_roll__.pdf"), "{cd}");
 }
 
 #[tokio::test]

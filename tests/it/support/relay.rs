@@ -31,6 +31,9 @@ struct State {
     bytes_down: AtomicU64,
     connections: AtomicU32,
     stop: AtomicBool,
+    /// Server-to-client bytes stop passing once this many have passed in all, until
+    /// [`Relay::release`]: a download paused mid-way, for a test to act meanwhile.
+    hold_after: AtomicU64,
 }
 
 impl Relay {
@@ -48,6 +51,7 @@ impl Relay {
             bytes_down: AtomicU64::new(0),
             connections: AtomicU32::new(0),
             stop: AtomicBool::new(false),
+            hold_after: AtomicU64::new(u64::MAX),
         });
         let shared = state.clone();
         std::thread::spawn(move || {
@@ -107,6 +111,16 @@ impl Relay {
     pub fn connections(&self) -> u32 {
         self.state.connections.load(Ordering::SeqCst)
     }
+
+    /// Holds server-to-client bytes once `bytes` have passed (over every connection).
+    pub fn hold_after(&self, bytes: u64) {
+        self.state.hold_after.store(bytes, Ordering::SeqCst);
+    }
+
+    /// Lets held bytes pass again.
+    pub fn release(&self) {
+        self.state.hold_after.store(u64::MAX, Ordering::SeqCst);
+    }
 }
 
 impl Drop for Relay {
@@ -142,6 +156,15 @@ fn pump(
         };
         if cut.load(Ordering::SeqCst) {
             break;
+        }
+        if flow == Flow::Down {
+            // Bounded: a test that forgets to release does not hang the relay for ever.
+            let deadline = std::time::Instant::now() + Duration::from_secs(60);
+            while counter.load(Ordering::SeqCst) >= state.hold_after.load(Ordering::SeqCst)
+                && std::time::Instant::now() < deadline
+            {
+                std::thread::sleep(Duration::from_millis(5));
+            }
         }
         let mut take = n;
         let mut cut_now = false;
