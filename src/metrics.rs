@@ -105,14 +105,34 @@ pub fn ledger_entries(n: u64) {
 }
 
 /// One request's latency, by method, route template and status.
-pub fn request_finished(method: String, route: String, status: String, seconds: f64) {
-    metrics::histogram!(
-        REQUEST_DURATION,
-        "method" => method,
-        "route" => route,
-        "status" => status,
-    )
-    .record(seconds);
+pub fn request_finished(method: &str, route: &str, status: u16, seconds: f64) {
+    if HANDLE.get().is_none() {
+        // No global recorder (unit tests, the CLI): whatever recorder is in scope.
+        let status = status.to_string();
+        metrics::histogram!(
+            REQUEST_DURATION,
+            "method" => method.to_owned(),
+            "route" => route.to_owned(),
+            "status" => status,
+        )
+        .record(seconds);
+        return;
+    }
+    static HANDLES: Handles<(Box<str>, Box<str>, u16), metrics::Histogram> = Handles::new();
+    HANDLES
+        .get(
+            |(m, r, s)| **m == *method && **r == *route && *s == status,
+            || {
+                let handle = metrics::histogram!(
+                    REQUEST_DURATION,
+                    "method" => method.to_owned(),
+                    "route" => route.to_owned(),
+                    "status" => status.to_string(),
+                );
+                ((method.into(), route.into(), status), handle)
+            },
+        )
+        .record(seconds);
 }
 
 pub fn link_minted(direction: &'static str) {
@@ -120,10 +140,55 @@ pub fn link_minted(direction: &'static str) {
 }
 
 /// One settled transfer: counted by outcome, and its bytes.
-pub fn transfer_settled(direction: &'static str, outcome: &str, bytes: u64) {
-    metrics::counter!(TRANSFERS, "direction" => direction, "outcome" => outcome.to_string())
-        .increment(1);
-    metrics::counter!(TRANSFER_BYTES, "direction" => direction).increment(bytes);
+pub fn transfer_settled(direction: &'static str, outcome: &'static str, bytes: u64) {
+    if HANDLE.get().is_none() {
+        metrics::counter!(TRANSFERS, "direction" => direction, "outcome" => outcome).increment(1);
+        metrics::counter!(TRANSFER_BYTES, "direction" => direction).increment(bytes);
+        return;
+    }
+    static HANDLES: Handles<(&str, &str), (metrics::Counter, metrics::Counter)> = Handles::new();
+    let (count, sum) = HANDLES.get(
+        |(d, o)| *d == direction && *o == outcome,
+        || {
+            let count =
+                metrics::counter!(TRANSFERS, "direction" => direction, "outcome" => outcome);
+            let sum = metrics::counter!(TRANSFER_BYTES, "direction" => direction);
+            ((direction, outcome), (count, sum))
+        },
+    );
+    count.increment(1);
+    sum.increment(bytes);
+}
+
+/// The global recorder's handles for the label sets seen so far. Looking a metric up by its
+/// labels builds its key (the label strings, a vector) and hashes it on every call; a request
+/// pays that a dozen times, so each label set is looked up once and its handle kept. The sets
+/// are the few routes, methods, statuses and outcomes there are, so a scan finds them.
+struct Handles<K, H> {
+    seen: std::sync::RwLock<Vec<(K, H)>>,
+}
+
+impl<K, H: Clone> Handles<K, H> {
+    const fn new() -> Self {
+        Handles {
+            seen: std::sync::RwLock::new(Vec::new()),
+        }
+    }
+
+    fn get(&self, matches: impl Fn(&K) -> bool, register: impl FnOnce() -> (K, H)) -> H {
+        let seen = self.seen.read().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, h)) = seen.iter().find(|(k, _)| matches(k)) {
+            return h.clone();
+        }
+        drop(seen);
+        let mut seen = self.seen.write().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, h)) = seen.iter().find(|(k, _)| matches(k)) {
+            return h.clone();
+        }
+        let (key, handle) = register();
+        seen.push((key, handle.clone()));
+        handle
+    }
 }
 
 /// Counts one transfer in `burnlink_active_transfers` for as long as it lives; held by the
@@ -133,15 +198,26 @@ pub struct ActiveTransfer(());
 
 impl ActiveTransfer {
     pub fn start() -> Self {
-        metrics::gauge!(ACTIVE_TRANSFERS).increment(1.0);
+        active_transfers().increment(1.0);
         ActiveTransfer(())
     }
 }
 
 impl Drop for ActiveTransfer {
     fn drop(&mut self) {
-        metrics::gauge!(ACTIVE_TRANSFERS).decrement(1.0);
+        active_transfers().decrement(1.0);
     }
+}
+
+/// The gauge, looked up once for the global recorder (see [`Handles`]).
+fn active_transfers() -> metrics::Gauge {
+    if HANDLE.get().is_none() {
+        return metrics::gauge!(ACTIVE_TRANSFERS);
+    }
+    static GAUGE: OnceLock<metrics::Gauge> = OnceLock::new();
+    GAUGE
+        .get_or_init(|| metrics::gauge!(ACTIVE_TRANSFERS))
+        .clone()
 }
 
 #[cfg(test)]

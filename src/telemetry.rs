@@ -55,7 +55,7 @@ impl TransferAudit {
     }
 
     /// The one place every transfer outcome passes: the audit line and the transfer metrics.
-    pub fn log(&self, outcome: &str, bytes: u64) {
+    pub fn log(&self, outcome: &'static str, bytes: u64) {
         crate::metrics::transfer_settled(self.direction, outcome, bytes);
         tracing::info!(
             target: "burnlink::audit",

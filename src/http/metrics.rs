@@ -1,34 +1,40 @@
-//! The HTTP side of metrics: the latency middleware and `GET /metrics` ([`crate::metrics`]
+//! The HTTP side of metrics: request latency (recorded by the edge middleware) and `GET /metrics` ([`crate::metrics`]
 //! holds the names and the recorder).
 
 use std::sync::Arc;
 use std::time::Instant;
 
-use axum::extract::{MatchedPath, Request, State};
-use axum::http::{HeaderValue, header};
-use axum::middleware::Next;
+use axum::extract::{MatchedPath, State};
+use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 use crate::state::App;
 
-/// Middleware (a route layer, so the route template is known): request latency by method,
-/// route template and status. The template (`/transfer/{token}`) never carries the token.
-pub async fn track(request: Request, next: Next) -> Response {
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|m| m.as_str().to_owned())
-        .unwrap_or_else(|| "unmatched".into());
-    let method = request.method().as_str().to_owned();
-    let start = Instant::now();
-    let response = next.run(request).await;
+/// Request latency by method, route template and status, recorded by the edge middleware
+/// ([`crate::http::edge`], a route layer, so the template is known). The template
+/// (`/transfer/{token}`) never carries the token.
+pub fn observe(method: &Method, route: Option<&MatchedPath>, status: StatusCode, start: Instant) {
     crate::metrics::request_finished(
-        method,
-        route,
-        response.status().as_str().to_owned(),
+        method_label(method),
+        route.map_or("unmatched", MatchedPath::as_str),
+        status.as_u16(),
         start.elapsed().as_secs_f64(),
     );
-    response
+}
+
+/// The method as a label: the standard ones by name, any other as `other`, so a client
+/// inventing methods cannot grow `/metrics`.
+fn method_label(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::OPTIONS => "OPTIONS",
+        _ => "other",
+    }
 }
 
 /// `GET /metrics`: the Prometheus text format. The ledger's size is read now, so it is never

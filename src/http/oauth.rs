@@ -8,9 +8,8 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::Router;
-use axum::extract::{Request, State};
+use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, header};
-use axum::middleware::Next;
 use axum::response::Response;
 use axum::routing::get;
 use serde_json::{Value, json};
@@ -58,16 +57,16 @@ pub fn metadata_url(app: &App) -> String {
 }
 
 /// Adds `resource_metadata="…"` to the bearer challenges of 401 and 403 answers when OAuth is
-/// on (RFC 9728 §5.1); the challenge itself comes from the error map.
-pub async fn challenge(State(app): State<Arc<App>>, req: Request, next: Next) -> Response {
-    let mut response = next.run(req).await;
+/// on (RFC 9728 §5.1); the challenge itself comes from the error map. Part of the edge
+/// middleware ([`crate::http::edge`]).
+pub fn challenge(app: &App, response: &mut Response) {
     if app.oauth.is_none()
         || !matches!(
             response.status(),
             StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN
         )
     {
-        return response;
+        return;
     }
     let Some(existing) = response
         .headers()
@@ -75,9 +74,9 @@ pub async fn challenge(State(app): State<Arc<App>>, req: Request, next: Next) ->
         .and_then(|v| v.to_str().ok())
         .filter(|v| v.starts_with("Bearer"))
     else {
-        return response;
+        return;
     };
-    let pointer = format!(r#"resource_metadata="{}""#, metadata_url(&app));
+    let pointer = format!(r#"resource_metadata="{}""#, metadata_url(app));
     let value = if existing.trim() == "Bearer" {
         format!("Bearer {pointer}")
     } else {
@@ -86,5 +85,4 @@ pub async fn challenge(State(app): State<Arc<App>>, req: Request, next: Next) ->
     if let Ok(v) = HeaderValue::from_str(&value) {
         response.headers_mut().insert(header::WWW_AUTHENTICATE, v);
     }
-    response
 }

@@ -1,9 +1,7 @@
-//! The rate-limit middleware: refuses clients over their failed-check allowance and feeds the
+//! The rate-limit step of the edge middleware: refuses clients over their failed-check allowance and feeds the
 //! allowance from what each guarded route answered ([`crate::ratelimit`] holds the limiters).
 
-use std::sync::Arc;
-
-use axum::extract::{MatchedPath, Request, State};
+use axum::extract::{MatchedPath, Request};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
@@ -17,12 +15,12 @@ use crate::state::App;
 /// behind the same address did.
 const UNGUARDED: &[&str] = &["/healthz", "/readyz", "/metrics"];
 
-/// Middleware (a route layer): counts the failed checks a route marked on its answer
+/// Part of the edge middleware ([`crate::http::edge`]): counts the failed checks a route marked on its answer
 /// ([`FailedCheck`]: a link token that does not verify, a wrong bearer token) and answers a
 /// failure past the address's allowance with 429 instead. Everything else passes untouched, so
 /// a valid link or bearer token is served whatever else came from the same address. A missing
 /// file behind a genuine link is not a guess and is not marked.
-pub async fn guard(State(app): State<Arc<App>>, request: Request, next: Next) -> Response {
+pub async fn guard(app: &App, request: Request, next: Next) -> Response {
     if !app.rate_limits.limits_failures() {
         return next.run(request).await;
     }

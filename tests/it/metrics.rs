@@ -60,6 +60,20 @@ async fn metrics_count_mints_transfers_bytes_and_latency_without_leaking_links()
     // One refusal: not a transfer, but a request with a status.
     let r = s.get(&format!("{}/transfer/not-a-token", s.base)).await;
     assert_eq!(r.status(), 404);
+    // Invented methods, each a new label value if it were used as one. `/mcp` takes every
+    // method to the MCP service, which refuses them.
+    for method in ["BURNLINKPROBE", "XYZZY"] {
+        let r = s
+            .client
+            .request(
+                reqwest::Method::from_bytes(method.as_bytes()).unwrap(),
+                format!("{}/mcp", s.base),
+            )
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_client_error(), "{method}: {}", r.status());
+    }
 
     let text = scrape(&s).await;
     let get = |name: &str, labels: &[(&str, &str)]| {
@@ -131,6 +145,16 @@ async fn metrics_count_mints_transfers_bytes_and_latency_without_leaking_links()
         ),
         3.0
     );
+
+    // A method the server does not know is `other`, so clients cannot grow the label set.
+    assert_eq!(
+        get(
+            "burnlink_http_request_duration_seconds_count",
+            &[("route", "/mcp"), ("method", "other")]
+        ),
+        2.0
+    );
+    assert!(!text.contains("BURNLINKPROBE") && !text.contains("XYZZY"));
 
     // Labels never carry a token, a path or an address.
     for secret in [
