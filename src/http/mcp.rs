@@ -15,7 +15,7 @@ use rmcp::transport::{StreamableHttpServerConfig, StreamableHttpService};
 
 use crate::access::Caller;
 use crate::http::api::read_body;
-use crate::http::error::code_for_status;
+use crate::http::error::{ApiError, code_for_status};
 use crate::http::gate::ClientIp;
 use crate::mcp::{Backend, BurnlinkMcp, RemoteCaller};
 use crate::state::App;
@@ -83,15 +83,24 @@ async fn json_errors(response: Response) -> Response {
 ///
 /// The JSON-RPC body is read here, within [`MCP_BODY_LIMIT`] and the idle timeout, before the
 /// SDK sees it: no MCP request holds a connection or a buffer for as long as its client likes.
+/// It is read before a 401 too: an OAuth client answers the 401 by fetching a token and
+/// sending the request again on the same connection, and hyper closes a connection whose
+/// request body was left unread (it cannot find where the next request starts), which such a
+/// client sees as "server disconnected".
 async fn bearer(
     State(app): State<Arc<App>>,
-    caller: Caller,
+    caller: Result<Caller, ApiError>,
     ClientIp(client): ClientIp,
     req: Request,
     next: Next,
 ) -> Response {
     let (mut parts, body) = req.into_parts();
-    let body = match read_body(body, MCP_BODY_LIMIT, app.config.idle_timeout).await {
+    let body = read_body(body, MCP_BODY_LIMIT, app.config.idle_timeout).await;
+    let caller = match caller {
+        Ok(caller) => caller,
+        Err(e) => return e.into_response(),
+    };
+    let body = match body {
         Ok(bytes) => bytes,
         Err(e) => return e.into_response(),
     };

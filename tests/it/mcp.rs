@@ -587,6 +587,72 @@ async fn mcp_over_http_needs_the_bearer_token_and_an_allowed_host() {
     assert_eq!(r.status(), 200);
 }
 
+/// An OAuth client answers a 401 by fetching a token and sending the request again on the
+/// same connection. A body that reaches the server after the head (two writes, a busy machine)
+/// must still be read before the 401, or the connection closes under the retry.
+#[tokio::test]
+async fn a_refused_mcp_request_leaves_its_connection_usable() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let s = Server::start();
+    let body = json!({"jsonrpc": "2.0", "id": 1, "method": "ping"}).to_string();
+    let head = |token: &str| {
+        format!(
+            "POST /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {token}\r\n\
+             Content-Type: application/json\r\nAccept: application/json, text/event-stream\r\n\
+             Content-Length: {}\r\n\r\n",
+            body.len()
+        )
+    };
+    let mut conn = tokio::net::TcpStream::connect(s.base.trim_start_matches("http://"))
+        .await
+        .unwrap();
+    conn.write_all(head("wrong-token").as_bytes())
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    conn.write_all(body.as_bytes()).await.unwrap();
+    let first = read_response(&mut conn).await;
+    assert!(first.starts_with("HTTP/1.1 401"), "{first}");
+    // The retry, with the token, on the same connection.
+    conn.write_all(format!("{}{body}", head(API_TOKEN)).as_bytes())
+        .await
+        .unwrap();
+    let second = read_response(&mut conn).await;
+    assert!(second.starts_with("HTTP/1.1 200"), "{second:?}");
+
+    /// One response with a `Content-Length` body, or what arrived before the connection ended.
+    async fn read_response(conn: &mut tokio::net::TcpStream) -> String {
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        // Bounded: a response is a few hundred bytes.
+        for _ in 0..64 {
+            let text = String::from_utf8_lossy(&got).to_string();
+            if let Some(end) = text.find("\r\n\r\n") {
+                let length = text[..end]
+                    .lines()
+                    .find_map(|l| {
+                        l.to_ascii_lowercase()
+                            .strip_prefix("content-length:")
+                            .map(|v| v.trim().parse::<usize>().unwrap())
+                    })
+                    .unwrap_or(0);
+                if got.len() >= end + 4 + length {
+                    return text;
+                }
+            }
+            let n = tokio::time::timeout(Duration::from_secs(10), conn.read(&mut buf))
+                .await
+                .unwrap()
+                .unwrap_or(0);
+            if n == 0 {
+                break;
+            }
+            got.extend_from_slice(&buf[..n]);
+        }
+        String::from_utf8_lossy(&got).to_string()
+    }
+}
+
 #[test]
 fn burnlink_mcp_needs_the_shared_key() {
     let dir = tempfile::tempdir().unwrap();
