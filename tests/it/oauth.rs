@@ -263,6 +263,20 @@ async fn forged_expired_and_foreign_tokens_are_refused_with_401() {
         201
     );
 
+    // Clocks differ a little between the issuer and the resource server: 30 s of leeway on
+    // `exp` and `nbf`, no more (the cases below refuse 60 s).
+    for (what, patch) in [
+        (
+            "expired 10 s ago",
+            json!({"iat": now - 900, "exp": now - 10}),
+        ),
+        ("valid in 10 s", json!({"nbf": now + 10})),
+    ] {
+        let token = signed(&provider, kid, &with(patch));
+        let r = mint_with(&s, &token, json!({"path": "doc.txt"})).await;
+        assert_eq!(r.status(), 201, "{what}: within the leeway");
+    }
+
     let real = provider.token("agent", Some(ALL_SCOPES), &res).await;
     let (h, rest) = real.split_once('.').unwrap();
     let (payload, sig) = rest.split_once('.').unwrap();
@@ -295,8 +309,20 @@ async fn forged_expired_and_foreign_tokens_are_refused_with_401() {
             ),
         ),
         (
+            "expired 60 s ago, past the leeway",
+            signed(
+                &provider,
+                kid,
+                &with(json!({"iat": now - 900, "exp": now - 60})),
+            ),
+        ),
+        (
             "not yet valid",
             signed(&provider, kid, &with(json!({"nbf": now + 600}))),
+        ),
+        (
+            "valid only in 60 s, past the leeway",
+            signed(&provider, kid, &with(json!({"nbf": now + 60}))),
         ),
         (
             "wrong issuer",
@@ -363,6 +389,7 @@ async fn forged_expired_and_foreign_tokens_are_refused_with_401() {
             "{what}"
         );
         let r = mcp_initialize(&s, token).await;
+        assert_eq!(www_authenticate(&r), challenge, "{what} on /mcp");
         assert_eq!(r.status(), 401, "{what} on /mcp");
     }
     // The real token itself is fine.
