@@ -1,7 +1,9 @@
 //! `burnlink get` and `burnlink put` against the real server: downloads and uploads that
 //! survive a connection cut three times (through a loopback relay that counts the bytes),
 //! exit statuses per contract code, progress lines in a log, directory links saved as zips
-//! that Info-ZIP accepts, and proxies from the environment.
+//! that Info-ZIP accepts, and proxies from the environment. The checks the real server never
+//! trips (a zip cut short, more bytes than announced, another digest) are reached through a
+//! tiny fake server, as fault injection.
 
 use std::io::Write;
 use std::path::Path;
@@ -1242,7 +1244,8 @@ async fn get_saves_under_the_servers_name_not_the_urls() {
 }
 
 /// Fault injection: the real server never sends a zip cut short or more bytes than it
-/// announced, so these tests put a tiny HTTP server in its place that answers each request
+/// announced, nor lands bytes of another digest than the one announced, so these tests put a
+/// tiny HTTP server in its place that answers each request
 /// (one per connection, then `connection: close`) with the bytes `answer` makes of the
 /// request's head. Returns its base URL and the number of requests it answered.
 async fn fake_server(
@@ -1275,7 +1278,31 @@ async fn fake_server(
                         _ => return,
                     }
                 }
-                let reply = answer(&String::from_utf8_lossy(&head));
+                // The request's body is read before the answer: a connection closed on
+                // unread bytes is reset, and the answer could be lost with it.
+                let end = head.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+                let request = String::from_utf8_lossy(&head[..end]).into_owned();
+                let length: usize = request
+                    .lines()
+                    .find_map(|l| {
+                        let (k, v) = l.split_once(':')?;
+                        k.eq_ignore_ascii_case("content-length")
+                            .then(|| v.trim().parse().ok())?
+                    })
+                    .unwrap_or(0);
+                let mut body = head.len() - end;
+                while body < length {
+                    let read = tokio::time::timeout(
+                        std::time::Duration::from_secs(10),
+                        conn.read(&mut buf),
+                    )
+                    .await;
+                    match read {
+                        Ok(Ok(n)) if n > 0 => body += n,
+                        _ => return,
+                    }
+                }
+                let reply = answer(&request);
                 count.fetch_add(1, Ordering::SeqCst);
                 let _ = conn.write_all(&reply).await;
                 let _ = conn.shutdown().await;
@@ -1283,6 +1310,55 @@ async fn fake_server(
         }
     });
     (base, answered)
+}
+
+/// Fault injection: a server that takes the upload but states another digest of it than the
+/// one `put` announced and sent (the real server refuses such bytes with 422 instead): `put`
+/// exits 13 and prints no receipt.
+#[tokio::test]
+async fn put_exits_13_when_the_server_states_another_digest() {
+    let token = sign(&claims(Direction::Upload, "in/d.bin", now() + 600));
+    let data = support::pattern(100_000);
+    let size = data.len();
+    let other = b64(&support::sha256(b"other bytes"));
+    let (base, answered) = fake_server(move |request| {
+        let tus = ("tus-resumable".to_string(), "1.0.0".to_string());
+        let at = |n: usize| ("upload-offset".to_string(), n.to_string());
+        if request.starts_with("HEAD ") {
+            canned(
+                "404 Not Found",
+                &[tus, ("content-length".into(), "0".into())],
+                b"",
+            )
+        } else if request.starts_with("POST ") {
+            canned(
+                "201 Created",
+                &[tus, at(0), ("content-length".into(), "0".into())],
+                b"",
+            )
+        } else {
+            let digest = ("repr-digest".to_string(), format!("sha-256=:{other}:"));
+            canned("204 No Content", &[tus, at(size), digest], b"")
+        }
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("d.bin"), &data).unwrap();
+    let cwd = dir.path().to_path_buf();
+    let given = format!("{base}/transfer/{token}/d.bin");
+    let run = tokio::task::spawn_blocking(move || {
+        burnlink(&cwd, &["put", &given, "d.bin", "--retries", "0", "-q"])
+    })
+    .await
+    .unwrap();
+    let stderr = text(&run.stderr);
+    assert_eq!(run.status.code(), Some(13), "{stderr}");
+    assert!(
+        stderr.contains("check failed: the server's digest of the file differs"),
+        "{stderr}"
+    );
+    assert!(run.stdout.is_empty(), "no receipt");
+    assert_eq!(answered.load(std::sync::atomic::Ordering::SeqCst), 3);
 }
 
 /// An HTTP/1.1 answer: the status line, `headers`, `connection: close`, then `body`.
