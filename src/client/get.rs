@@ -48,7 +48,15 @@ impl Meta {
     fn of(response: &hyper::Response<hyper::body::Incoming>) -> Meta {
         let ranges = header_str(response, "accept-ranges") == Some("bytes");
         Meta {
-            name: header_str(response, "content-disposition").and_then(disposition_name),
+            // Read as bytes, not as visible ASCII: a server may put the name's UTF-8 in the
+            // quoted `filename` (burnlink's does, beside `filename*`), and a value that is not
+            // ASCII would otherwise lose the name altogether.
+            name: response
+                .headers()
+                .get(header::CONTENT_DISPOSITION)
+                .map(|v| String::from_utf8_lossy(v.as_bytes()))
+                .as_deref()
+                .and_then(disposition_name),
             size: ranges
                 .then(|| super::header_u64(response, "content-length"))
                 .flatten(),

@@ -41,7 +41,9 @@ pub struct PutOptions {
     pub cacert: Option<PathBuf>,
 }
 
-/// The server's receipt, as a plain upload's `201` body has it.
+/// What `put` prints, in the fields of a plain upload's `201` body: the link's path, and the
+/// size and digest `put` read (the digest checked against the server's `Repr-Digest` when it
+/// states one), so a script reads the same receipt whichever way the file went up.
 #[derive(Debug, Serialize)]
 pub struct Receipt {
     /// Where the file landed, relative to the link's session sandbox (the link states it).

@@ -1,7 +1,9 @@
 //! `burnlink get` and `burnlink put` against the real server: downloads and uploads that
 //! survive a connection cut three times (through a loopback relay that counts the bytes),
 //! exit statuses per contract code, progress lines in a log, directory links saved as zips
-//! that Info-ZIP accepts, and proxies from the environment.
+//! that Info-ZIP accepts, and proxies from the environment. The checks the real server never
+//! trips (a zip cut short, more bytes than announced, another digest) are reached through a
+//! tiny fake server, as fault injection.
 
 use std::io::Write;
 use std::path::Path;
@@ -910,4 +912,636 @@ fn the_wrong_direction_is_named_before_any_request() {
         text(&put.stderr)
     );
     assert!(!text(&put.stderr).contains(&down), "no token in messages");
+}
+
+fn b64(bytes: &[u8]) -> String {
+    <base64ct::Base64 as base64ct::Encoding>::encode_string(bytes)
+}
+
+/// The lines of the head of the first request in `sent` that starts with `method`.
+fn request_head(sent: &[u8], method: &str) -> Option<Vec<String>> {
+    let line = format!("{method} ");
+    let start = sent
+        .windows(line.len())
+        .position(|w| w == line.as_bytes())?;
+    let rest = &sent[start..];
+    let end = rest.windows(4).position(|w| w == b"\r\n\r\n")?;
+    Some(
+        String::from_utf8_lossy(&rest[..end])
+            .split("\r\n")
+            .map(str::to_string)
+            .collect(),
+    )
+}
+
+/// A header's value in a request head (names compared without case).
+fn head_value<'a>(head: &'a [String], name: &str) -> Option<&'a str> {
+    head.iter().skip(1).find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        k.trim().eq_ignore_ascii_case(name).then(|| v.trim())
+    })
+}
+
+/// `burnlink` with `env` set, proxy variables from the machine running the tests removed.
+fn burnlink_with(cwd: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new(bin());
+    cmd.args(args).current_dir(cwd);
+    for var in [
+        "HTTP_PROXY",
+        "HTTPS_PROXY",
+        "ALL_PROXY",
+        "NO_PROXY",
+        "http_proxy",
+        "https_proxy",
+        "all_proxy",
+        "no_proxy",
+    ] {
+        cmd.env_remove(var);
+    }
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().expect("run burnlink")
+}
+
+/// `HTTP_PROXY` for `put`: every request goes to the proxy (the relay, which keeps what it
+/// passes) in absolute form, for a host that does not even resolve; the creation announces the
+/// file's SHA-256 as `Content-Digest`. With `NO_PROXY` the server is asked directly.
+#[tokio::test]
+async fn put_goes_through_the_proxy_and_announces_the_files_digest() {
+    let server = Server::start();
+    let minted = server
+        .mint_upload(json!({ "path": "in/proxied.bin" }))
+        .await;
+    let url = minted["url"].as_str().unwrap();
+    let addr = server.base.trim_start_matches("http://").parse().unwrap();
+    let proxy = Relay::start(addr, Flow::Up, u64::MAX, 0);
+    proxy.record_up(1 << 20);
+    let data = support::pattern(100_000);
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("proxied.bin"), &data).unwrap();
+    let path = &url[url.find("/transfer/").unwrap()..];
+    let unresolvable = format!("http://burnlink.invalid{path}");
+    let run = burnlink_with(
+        dir.path(),
+        &["put", &unresolvable, "proxied.bin", "-q"],
+        &[("HTTP_PROXY", &proxy.base())],
+    );
+    assert!(run.status.success(), "{}", text(&run.stderr));
+    assert!(
+        std::fs::read(server.root.join("in/proxied.bin")).unwrap() == data,
+        "landed byte-identical"
+    );
+    let sent = proxy.recorded_up();
+    let post = request_head(&sent, "POST").expect("the creation went through the proxy");
+    assert!(
+        post[0].starts_with("POST http://burnlink.invalid/transfer/"),
+        "absolute form to the proxy: {}",
+        post[0]
+    );
+    let promised = format!("sha-256=:{}:", b64(&support::sha256(&data)));
+    assert_eq!(
+        head_value(&post, "content-digest"),
+        Some(promised.as_str()),
+        "{post:?}"
+    );
+    assert_eq!(
+        head_value(&post, "upload-length"),
+        Some(data.len().to_string().as_str())
+    );
+    let patch = request_head(&sent, "PATCH").expect("the bytes went through the proxy");
+    assert!(patch[0].starts_with("PATCH http://burnlink.invalid/"));
+
+    // NO_PROXY: the server is asked directly; the proxy named (a dead port) is not used.
+    let direct = server.mint_upload(json!({ "path": "in/direct.bin" })).await;
+    let dead = format!("http://127.0.0.1:{}", support::free_port());
+    let run = burnlink_with(
+        dir.path(),
+        &["put", direct["url"].as_str().unwrap(), "proxied.bin", "-q"],
+        &[("HTTP_PROXY", &dead), ("NO_PROXY", "127.0.0.1")],
+    );
+    assert!(run.status.success(), "{}", text(&run.stderr));
+    assert!(std::fs::read(server.root.join("in/direct.bin")).unwrap() == data);
+}
+
+/// The bytes the server receives differ from the bytes `put` hashed (the file is rewritten
+/// after the hash, while the relay holds the server's first answer): the server refuses the
+/// digest announced at creation (422), `put` exits 9, nothing lands, and the link is still
+/// unused, so the file as it is now can be put through it.
+#[tokio::test]
+async fn put_of_a_file_changed_after_hashing_exits_9_and_the_link_stays_usable() {
+    let server = Server::start();
+    let minted = server
+        .mint_upload(json!({ "path": "in/changed.bin" }))
+        .await;
+    let url = minted["url"].as_str().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let hashed = support::pattern(1 << 20);
+    std::fs::write(dir.path().join("changed.bin"), &hashed).unwrap();
+    let addr = server.base.trim_start_matches("http://").parse().unwrap();
+    let relay = Relay::start(addr, Flow::Up, u64::MAX, 0);
+    // No answer passes: `put` hashes the whole file before its first request (`HEAD`), then
+    // waits for the answer before it creates the upload and reads the file again to send it.
+    relay.hold_after(0);
+    let child = Command::new(bin())
+        .args(["put", &via(&relay, url), "changed.bin", "--retries", "0"])
+        .current_dir(dir.path())
+        .env_remove("HTTP_PROXY")
+        .env_remove("http_proxy")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while relay.bytes(Flow::Up) == 0 && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    assert!(relay.bytes(Flow::Up) > 0, "put sent its first request");
+    // Same length, same file (put holds it open), other bytes.
+    let sent: Vec<u8> = hashed.iter().map(|b| b ^ 0xff).collect();
+    std::fs::write(dir.path().join("changed.bin"), &sent).unwrap();
+    relay.release();
+    let run = child.wait_with_output().unwrap();
+    let stderr = text(&run.stderr);
+    assert_eq!(run.status.code(), Some(9), "{stderr}");
+    assert!(stderr.contains("digest_mismatch (HTTP 422)"), "{stderr}");
+    assert!(run.stdout.is_empty());
+    assert!(
+        relay.bytes(Flow::Up) > 1 << 20,
+        "the changed bytes were sent"
+    );
+    assert!(
+        !server.root.join("in/changed.bin").exists(),
+        "nothing landed"
+    );
+    assert!(
+        server.temporaries().is_empty(),
+        "{:?}",
+        server.temporaries()
+    );
+    assert_eq!(server.state(url).await, "unused");
+
+    let again = burnlink(dir.path(), &["put", url, "changed.bin", "--json", "-q"]);
+    assert!(again.status.success(), "{}", text(&again.stderr));
+    let receipt: Value = serde_json::from_slice(&again.stdout).unwrap();
+    assert_eq!(receipt["sha256"], hex(&support::sha256(&sent)));
+    assert!(std::fs::read(server.root.join("in/changed.bin")).unwrap() == sent);
+    assert_eq!(server.settled_state(url).await, "used");
+}
+
+/// A token the server does not verify (signed with a key it does not hold, or with its key id
+/// and another secret), or one that cannot even be read: `not_found`, exit 3 for `get`; `put`
+/// exits 3 for a forged token and refuses an unreadable one before any request (exit 1). A
+/// revoked link: exit 5, both ways. Nothing is saved or lands.
+#[tokio::test]
+async fn a_forged_or_revoked_link_exits_with_its_code() {
+    let server = Server::start();
+    server.write("f.txt", b"file");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("up.bin"), b"upload").unwrap();
+    let secret = <base64ct::Base64UrlUnpadded as base64ct::Encoding>::encode_string(&[7u8; 32]);
+    let forged_with = |keys: &str, direction, path: &str| {
+        burnlink::token::Keyring::parse(keys)
+            .unwrap()
+            .sign(&claims(direction, path, now() + 600))
+    };
+    let unreadable = "A".repeat(60);
+    for (why, keys) in [
+        ("an unknown key", format!("t9:{secret}")),
+        ("a bad signature", format!("t1:{secret}")),
+    ] {
+        let down = forged_with(&keys, Direction::Download, "f.txt");
+        let run = burnlink(
+            dir.path(),
+            &["get", &format!("{}/transfer/{down}/f.txt", server.base)],
+        );
+        assert_eq!(run.status.code(), Some(3), "{why}: {}", text(&run.stderr));
+        assert!(text(&run.stderr).contains("not_found"), "{why}");
+        let up = forged_with(&keys, Direction::Upload, "in/up.bin");
+        let run = burnlink(
+            dir.path(),
+            &[
+                "put",
+                &format!("{}/transfer/{up}/up.bin", server.base),
+                "up.bin",
+            ],
+        );
+        assert_eq!(run.status.code(), Some(3), "{why}: {}", text(&run.stderr));
+        assert!(text(&run.stderr).contains("not_found"), "{why}");
+    }
+    let run = burnlink(
+        dir.path(),
+        &["get", &format!("{}/transfer/{unreadable}", server.base)],
+    );
+    assert_eq!(run.status.code(), Some(3), "{}", text(&run.stderr));
+    let run = burnlink(
+        dir.path(),
+        &[
+            "put",
+            &format!("{}/transfer/{unreadable}", server.base),
+            "up.bin",
+        ],
+    );
+    assert_eq!(run.status.code(), Some(1), "{}", text(&run.stderr));
+    assert!(text(&run.stderr).contains("not a burnlink link"));
+
+    let url = server.mint("f.txt").await;
+    let up = server.mint_upload(json!({ "path": "in/up.bin" })).await;
+    let up = up["url"].as_str().unwrap();
+    for link in [url.as_str(), up] {
+        let revoked = server
+            .link_api(reqwest::Method::DELETE, link, Some(support::API_TOKEN))
+            .await;
+        assert_eq!(revoked.status(), 200);
+    }
+    let run = burnlink(dir.path(), &["get", &url]);
+    assert_eq!(run.status.code(), Some(5), "{}", text(&run.stderr));
+    assert!(text(&run.stderr).contains("revoked"));
+    let run = burnlink(dir.path(), &["put", up, "up.bin"]);
+    assert_eq!(run.status.code(), Some(5), "{}", text(&run.stderr));
+    assert!(text(&run.stderr).contains("revoked"));
+
+    let names: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names, ["up.bin"], "nothing saved, no .part left");
+    assert!(!server.root.join("in/up.bin").exists());
+    assert_eq!(server.state(&url).await, "revoked");
+}
+
+/// A link busy in another transfer (a download held mid-way by the relay) answers 409
+/// `in_progress`: `get` retries it (`--retries 2`: at least 0.25 + 0.5 s of backoff), then
+/// exits 7 with nothing saved; the other transfer then completes and burns the link.
+#[tokio::test]
+async fn a_link_busy_in_another_transfer_exits_7() {
+    let server = Server::start();
+    // Far more than the server's socket buffers hold, so the held transfer is still running.
+    let data = support::pattern(16 << 20);
+    server.write("busy.bin", &data);
+    let url = server.mint("busy.bin").await;
+    let addr = server.base.trim_start_matches("http://").parse().unwrap();
+    let relay = Relay::start(addr, Flow::Down, u64::MAX, 0);
+    relay.hold_after(256 << 10);
+    let holder = server.client.get(via(&relay, &url)).send().await.unwrap();
+    assert_eq!(holder.status(), 200);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while relay.bytes(Flow::Down) < 256 << 10 && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    assert_eq!(server.state(&url).await, "in_progress");
+    let dir = tempfile::tempdir().unwrap();
+    let started = std::time::Instant::now();
+    let run = burnlink(dir.path(), &["get", &url, "--retries", "2"]);
+    let took = started.elapsed();
+    assert_eq!(run.status.code(), Some(7), "{}", text(&run.stderr));
+    assert!(
+        text(&run.stderr).contains("in_progress"),
+        "{}",
+        text(&run.stderr)
+    );
+    assert!(
+        took >= std::time::Duration::from_millis(750),
+        "retried with backoff first: {took:?}"
+    );
+    assert!(took < std::time::Duration::from_secs(20), "{took:?}");
+    assert!(run.stdout.is_empty());
+    assert_eq!(
+        std::fs::read_dir(dir.path()).unwrap().count(),
+        0,
+        "nothing saved, no .part left"
+    );
+    relay.release();
+    let body = holder.bytes().await.unwrap();
+    assert!(body == data, "the other transfer completes");
+    assert_eq!(server.settled_state(&url).await, "used");
+}
+
+/// A URL without the name segment (`/transfer/{token}`), or with a segment naming another
+/// file: the file is saved under the name the server's `Content-Disposition` gives.
+#[tokio::test]
+async fn get_saves_under_the_servers_name_not_the_urls() {
+    let server = Server::start();
+    server.write("reports/q3 résumé.pdf", b"%PDF-1.7 q3");
+    for tail in ["", "/other-name.txt"] {
+        let url = server.mint("reports/q3 résumé.pdf").await;
+        let token = burnlink::token::extract_token(&url);
+        let given = format!("{}/transfer/{token}{tail}", server.base);
+        let dir = tempfile::tempdir().unwrap();
+        let run = burnlink(dir.path(), &["get", &given, "-q"]);
+        assert!(run.status.success(), "{tail:?}: {}", text(&run.stderr));
+        assert_eq!(text(&run.stdout), "q3 résumé.pdf\n", "{tail:?}");
+        assert_eq!(
+            std::fs::read(dir.path().join("q3 résumé.pdf")).unwrap(),
+            b"%PDF-1.7 q3"
+        );
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names, ["q3 résumé.pdf"], "{tail:?}");
+    }
+}
+
+/// Fault injection: the real server never sends a zip cut short or more bytes than it
+/// announced, nor lands bytes of another digest than the one announced, so these tests put a
+/// tiny HTTP server in its place that answers each request
+/// (one per connection, then `connection: close`) with the bytes `answer` makes of the
+/// request's head. Returns its base URL and the number of requests it answered.
+async fn fake_server(
+    answer: impl Fn(&str) -> Vec<u8> + Send + Sync + 'static,
+) -> (String, std::sync::Arc<std::sync::atomic::AtomicU32>) {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU32, Ordering};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let answered = Arc::new(AtomicU32::new(0));
+    let count = answered.clone();
+    let answer = Arc::new(answer);
+    tokio::spawn(async move {
+        while let Ok((mut conn, _)) = listener.accept().await {
+            let (answer, count) = (answer.clone(), count.clone());
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    let read = tokio::time::timeout(
+                        std::time::Duration::from_secs(10),
+                        conn.read(&mut buf),
+                    )
+                    .await;
+                    match read {
+                        Ok(Ok(n)) if n > 0 && head.len() < 64 << 10 => {
+                            head.extend_from_slice(&buf[..n])
+                        }
+                        _ => return,
+                    }
+                }
+                // The request's body is read before the answer: a connection closed on
+                // unread bytes is reset, and the answer could be lost with it.
+                let end = head.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+                let request = String::from_utf8_lossy(&head[..end]).into_owned();
+                let length: usize = request
+                    .lines()
+                    .find_map(|l| {
+                        let (k, v) = l.split_once(':')?;
+                        k.eq_ignore_ascii_case("content-length")
+                            .then(|| v.trim().parse().ok())?
+                    })
+                    .unwrap_or(0);
+                let mut body = head.len() - end;
+                while body < length {
+                    let read = tokio::time::timeout(
+                        std::time::Duration::from_secs(10),
+                        conn.read(&mut buf),
+                    )
+                    .await;
+                    match read {
+                        Ok(Ok(n)) if n > 0 => body += n,
+                        _ => return,
+                    }
+                }
+                let reply = answer(&request);
+                count.fetch_add(1, Ordering::SeqCst);
+                let _ = conn.write_all(&reply).await;
+                let _ = conn.shutdown().await;
+            });
+        }
+    });
+    (base, answered)
+}
+
+/// Fault injection: a server that takes the upload but states another digest of it than the
+/// one `put` announced and sent (the real server refuses such bytes with 422 instead): `put`
+/// exits 13 and prints no receipt.
+#[tokio::test]
+async fn put_exits_13_when_the_server_states_another_digest() {
+    let token = sign(&claims(Direction::Upload, "in/d.bin", now() + 600));
+    let data = support::pattern(100_000);
+    let size = data.len();
+    let other = b64(&support::sha256(b"other bytes"));
+    let (base, answered) = fake_server(move |request| {
+        let tus = ("tus-resumable".to_string(), "1.0.0".to_string());
+        let at = |n: usize| ("upload-offset".to_string(), n.to_string());
+        if request.starts_with("HEAD ") {
+            canned(
+                "404 Not Found",
+                &[tus, ("content-length".into(), "0".into())],
+                b"",
+            )
+        } else if request.starts_with("POST ") {
+            canned(
+                "201 Created",
+                &[tus, at(0), ("content-length".into(), "0".into())],
+                b"",
+            )
+        } else {
+            let digest = ("repr-digest".to_string(), format!("sha-256=:{other}:"));
+            canned("204 No Content", &[tus, at(size), digest], b"")
+        }
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("d.bin"), &data).unwrap();
+    let cwd = dir.path().to_path_buf();
+    let given = format!("{base}/transfer/{token}/d.bin");
+    let run = tokio::task::spawn_blocking(move || {
+        burnlink(&cwd, &["put", &given, "d.bin", "--retries", "0", "-q"])
+    })
+    .await
+    .unwrap();
+    let stderr = text(&run.stderr);
+    assert_eq!(run.status.code(), Some(13), "{stderr}");
+    assert!(
+        stderr.contains("check failed: the server's digest of the file differs"),
+        "{stderr}"
+    );
+    assert!(run.stdout.is_empty(), "no receipt");
+    assert_eq!(answered.load(std::sync::atomic::Ordering::SeqCst), 3);
+}
+
+/// An HTTP/1.1 answer: the status line, `headers`, `connection: close`, then `body`.
+fn canned(status: &str, headers: &[(String, String)], body: &[u8]) -> Vec<u8> {
+    let mut out = format!("HTTP/1.1 {status}\r\n");
+    for (k, v) in headers {
+        out.push_str(&format!("{k}: {v}\r\n"));
+    }
+    out.push_str("connection: close\r\n\r\n");
+    let mut out = out.into_bytes();
+    out.extend_from_slice(body);
+    out
+}
+
+/// The real server's headers, without those about the connection and the body's framing.
+fn replayable(headers: &reqwest::header::HeaderMap) -> Vec<(String, String)> {
+    headers
+        .iter()
+        .filter(|(k, _)| {
+            ![
+                "content-length",
+                "transfer-encoding",
+                "connection",
+                "keep-alive",
+            ]
+            .contains(&k.as_str())
+        })
+        .map(|(k, v)| (k.to_string(), v.to_str().unwrap().to_string()))
+        .collect()
+}
+
+/// A directory's zip that arrives cut short (a complete HTTP answer, its `Content-Length`
+/// that of the cut body, the real server's headers otherwise) fails the zip check: exit 13,
+/// and neither the destination nor a `.part` is left. The same answer with the whole zip is
+/// saved, so the cut alone made the difference.
+#[tokio::test]
+async fn a_directory_zip_cut_short_exits_13_and_saves_nothing() {
+    let server = Server::start();
+    server.write("site/index.html", b"<h1>hi</h1>");
+    server.write("site/img/logo.bin", &support::pattern(300_000));
+    let url = server.mint("site").await;
+    let head = server.client.head(&url).send().await.unwrap();
+    assert_eq!(head.status(), 200);
+    let head_headers = replayable(head.headers());
+    let whole = server.get(&url).await;
+    assert_eq!(whole.status(), 200);
+    let get_headers = replayable(whole.headers());
+    assert!(
+        get_headers
+            .iter()
+            .any(|(k, v)| k == "content-type" && v == "application/zip"),
+        "{get_headers:?}"
+    );
+    let zip = whole.bytes().await.unwrap().to_vec();
+    let path = url[url.find("/transfer/").unwrap()..].to_string();
+    for (cut, len) in [(true, zip.len() / 2), (false, zip.len())] {
+        let body = zip[..len].to_vec();
+        let (head_headers, mut get_headers) = (head_headers.clone(), get_headers.clone());
+        get_headers.push(("content-length".into(), len.to_string()));
+        let (base, answered) = fake_server(move |request| {
+            if request.starts_with("HEAD ") {
+                canned("200 OK", &head_headers, b"")
+            } else {
+                canned("200 OK", &get_headers, &body)
+            }
+        })
+        .await;
+        let dir = tempfile::tempdir().unwrap();
+        let cwd = dir.path().to_path_buf();
+        let given = format!("{base}{path}");
+        let run = tokio::task::spawn_blocking(move || {
+            burnlink(&cwd, &["get", &given, "--retries", "0", "-q"])
+        })
+        .await
+        .unwrap();
+        assert!(answered.load(std::sync::atomic::Ordering::SeqCst) >= 1);
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        if cut {
+            assert_eq!(run.status.code(), Some(13), "{}", text(&run.stderr));
+            assert!(
+                text(&run.stderr).contains("check failed: the directory's zip is not whole"),
+                "{}",
+                text(&run.stderr)
+            );
+            assert!(run.stdout.is_empty());
+            assert!(names.is_empty(), "nothing saved, no .part kept: {names:?}");
+        } else {
+            assert!(run.status.success(), "{}", text(&run.stderr));
+            assert_eq!(text(&run.stdout), "site.zip\n");
+            assert!(std::fs::read(dir.path().join("site.zip")).unwrap() == zip);
+        }
+    }
+}
+
+/// Fault injection again: a resumed download whose `206` carries more bytes than the file's
+/// announced size fails the size check (exit 13), and the `.part` is dropped, not kept for a
+/// later run. The first run (the answer cut at half, `--retries 0`) leaves the `.part` the
+/// second resumes.
+#[tokio::test]
+async fn more_bytes_than_announced_exits_13() {
+    const SIZE: usize = 1 << 20;
+    const HALF: usize = SIZE / 2;
+    const EXTRA: usize = 1000;
+    let data = support::pattern(SIZE + EXTRA);
+    let token = sign(&claims(Direction::Download, "f.bin", now() + 600));
+    let headers = |len: usize| {
+        vec![
+            (
+                "content-type".to_string(),
+                "application/octet-stream".to_string(),
+            ),
+            ("accept-ranges".into(), "bytes".into()),
+            (
+                "last-modified".into(),
+                "Sat, 05 Dec 2026 10:00:00 GMT".into(),
+            ),
+            (
+                "content-disposition".into(),
+                "attachment; filename=\"f.bin\"".into(),
+            ),
+            ("content-length".into(), len.to_string()),
+        ]
+    };
+    let (base, _) = fake_server(move |request| {
+        let range = request.lines().find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case("range")
+                .then(|| v.trim().to_string())
+        });
+        if request.starts_with("HEAD ") {
+            canned("200 OK", &headers(SIZE), b"")
+        } else if range.as_deref() == Some(&format!("bytes={HALF}-")) {
+            let mut h = headers(SIZE - HALF + EXTRA);
+            h.push((
+                "content-range".into(),
+                format!("bytes {HALF}-{}/{SIZE}", SIZE - 1),
+            ));
+            canned("206 Partial Content", &h, &data[HALF..])
+        } else {
+            // Announces the whole file, sends half, closes: a dropped connection.
+            canned("200 OK", &headers(SIZE), &data[..HALF])
+        }
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let given = format!("{base}/transfer/{token}/f.bin");
+    let run = |args: Vec<String>| {
+        let cwd = dir.path().to_path_buf();
+        tokio::task::spawn_blocking(move || {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            burnlink(&cwd, &args)
+        })
+    };
+    let args = vec![
+        "get".to_string(),
+        given.clone(),
+        "--retries".into(),
+        "0".into(),
+        "-q".into(),
+    ];
+    let first = run(args.clone()).await.unwrap();
+    assert_eq!(first.status.code(), Some(12), "{}", text(&first.stderr));
+    assert!(
+        text(&first.stderr).contains(&format!("f.bin.part holds {HALF} bytes")),
+        "{}",
+        text(&first.stderr)
+    );
+    let second = run(args).await.unwrap();
+    let stderr = text(&second.stderr);
+    assert_eq!(second.status.code(), Some(13), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "received {} bytes, the server announced {SIZE}",
+            SIZE + EXTRA
+        )),
+        "{stderr}"
+    );
+    assert_eq!(
+        std::fs::read_dir(dir.path()).unwrap().count(),
+        0,
+        "nothing saved, the .part and its record dropped"
+    );
 }

@@ -1,11 +1,12 @@
 //! A loopback TCP relay in front of a server that counts the bytes it passes and cuts the
 //! connection after a given number of bytes in one direction, a given number of times: a
-//! flaky network, made deterministic, to prove that clients resume.
+//! flaky network, made deterministic, to prove that clients resume. It can also keep what a
+//! client sent, for a test to read its requests.
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// Which way the counted (and cut) bytes flow.
@@ -34,6 +35,10 @@ struct State {
     /// Server-to-client bytes stop passing once this many have passed in all, until
     /// [`Relay::release`]: a download paused mid-way, for a test to act meanwhile.
     hold_after: AtomicU64,
+    /// The first client-to-server bytes passed (every connection, in the order passed), up
+    /// to [`Relay::record_up`]'s cap: what a client sent, for a test to read its requests.
+    recorded_up: Mutex<Vec<u8>>,
+    record_up_cap: AtomicU64,
 }
 
 impl Relay {
@@ -52,6 +57,8 @@ impl Relay {
             connections: AtomicU32::new(0),
             stop: AtomicBool::new(false),
             hold_after: AtomicU64::new(u64::MAX),
+            recorded_up: Mutex::new(Vec::new()),
+            record_up_cap: AtomicU64::new(0),
         });
         let shared = state.clone();
         std::thread::spawn(move || {
@@ -127,6 +134,17 @@ impl Relay {
     pub fn release(&self) {
         self.state.hold_after.store(u64::MAX, Ordering::SeqCst);
     }
+
+    /// Keeps the first `cap` client-to-server bytes passed from now on, for
+    /// [`Relay::recorded_up`].
+    pub fn record_up(&self, cap: u64) {
+        self.state.record_up_cap.store(cap, Ordering::SeqCst);
+    }
+
+    /// The client-to-server bytes kept since [`Relay::record_up`].
+    pub fn recorded_up(&self) -> Vec<u8> {
+        self.state.recorded_up.lock().unwrap().clone()
+    }
 }
 
 impl Drop for Relay {
@@ -191,6 +209,12 @@ fn pump(
         }
         if take > 0 && to.write_all(&buf[..take]).is_err() {
             break;
+        }
+        if flow == Flow::Up {
+            let cap = state.record_up_cap.load(Ordering::SeqCst) as usize;
+            let mut kept = state.recorded_up.lock().unwrap();
+            let room = cap.saturating_sub(kept.len()).min(take);
+            kept.extend_from_slice(&buf[..room]);
         }
         counter.fetch_add(take as u64, Ordering::SeqCst);
         passed += take as u64;
