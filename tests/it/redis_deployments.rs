@@ -177,7 +177,8 @@ async fn tls_trusts_the_ca_takes_a_client_certificate_and_otherwise_fails_closed
                 served = true;
                 break;
             }
-            // The lease sent to the hung node ran once it resumed: it holds the link until it lapses.
+            // The lease sent to the hung node ran once it resumed: it holds the link until
+            // it lapses.
             503 | 409 => tokio::time::sleep(Duration::from_millis(200)).await,
             other => panic!("unexpected {other} after the TLS node resumed"),
         }
