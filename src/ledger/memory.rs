@@ -358,39 +358,11 @@ mod tests {
     use super::*;
     use crate::ledger::suite;
 
-    #[tokio::test]
-    async fn lease_commit_burns() {
-        suite::lease_commit_burns(&MemoryLedger::new()).await;
-    }
-
-    #[tokio::test]
-    async fn release_makes_it_usable_again() {
-        suite::release_makes_it_usable_again(&MemoryLedger::new()).await;
-    }
-
-    #[tokio::test]
-    async fn revoke_rules() {
-        suite::revoke_rules(&MemoryLedger::new()).await;
-    }
-
+    /// The whole conformance suite, rule after rule on one ledger, as every Redis deployment
+    /// runs it.
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-    async fn race_has_one_winner() {
-        suite::race_has_one_winner(Arc::new(MemoryLedger::new())).await;
-    }
-
-    #[tokio::test]
-    async fn several_uses_are_counted() {
-        suite::several_uses_are_counted(&MemoryLedger::new()).await;
-    }
-
-    #[tokio::test]
-    async fn revoke_stops_remaining_uses() {
-        suite::revoke_stops_remaining_uses(&MemoryLedger::new()).await;
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-    async fn race_several_uses() {
-        suite::race_several_uses(Arc::new(MemoryLedger::new())).await;
+    async fn conformance_suite() {
+        suite::run_all("memory", Arc::new(MemoryLedger::new())).await;
     }
 
     #[test]

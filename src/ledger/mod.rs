@@ -162,15 +162,56 @@ pub trait Ledger: Send + Sync + 'static {
 }
 
 /// The conformance suite every [`Ledger`] implementation must pass: the transition rules above,
-/// one async function per rule, each taking a fresh ledger.
+/// one async function per rule. Each rule uses nonces of its own, so the whole suite can run
+/// on one ledger, one rule after the other ([`run_all`](suite::run_all)).
 ///
 /// It is public (and compiled in every build, not only under `cfg(test)`) so that integration
 /// tests and benches can drive it against real servers, such as a Redis started for the test,
-/// which unit tests cannot reach (every Redis topology: one node, TLS, Cluster, Sentinel); it is not part of the service's API, hence hidden from docs.
+/// which unit tests cannot reach (every Redis topology: one node, TLS, Cluster, Sentinel); it
+/// is not part of the service's API, hence hidden from docs.
 #[doc(hidden)]
 pub mod suite {
     use super::*;
+    use std::future::Future;
+    use std::pin::Pin;
     use std::sync::Arc;
+
+    /// One rule of the suite, on a ledger the other rules may share.
+    pub type Rule = fn(Arc<dyn Ledger>) -> Pin<Box<dyn Future<Output = ()> + Send>>;
+
+    /// Every rule, by name. Every deployment (the memory ledger, one Redis, TLS, Cluster,
+    /// Sentinel) runs this list rather than naming rules, so a rule added here runs everywhere.
+    pub const RULES: &[(&str, Rule)] = &[
+        ("lease_commit_burns", |l| {
+            Box::pin(async move { lease_commit_burns(&*l).await })
+        }),
+        ("release_makes_it_usable_again", |l| {
+            Box::pin(async move { release_makes_it_usable_again(&*l).await })
+        }),
+        ("revoke_rules", |l| {
+            Box::pin(async move { revoke_rules(&*l).await })
+        }),
+        ("race_has_one_winner", |l| Box::pin(race_has_one_winner(l))),
+        ("several_uses_are_counted", |l| {
+            Box::pin(async move { several_uses_are_counted(&*l).await })
+        }),
+        ("revoke_stops_remaining_uses", |l| {
+            Box::pin(async move { revoke_stops_remaining_uses(&*l).await })
+        }),
+        ("race_several_uses", |l| Box::pin(race_several_uses(l))),
+        ("a_lapsed_lease_frees_its_use_and_fences_its_owner", |l| {
+            Box::pin(async move { a_lapsed_lease_frees_its_use_and_fences_its_owner(&*l).await })
+        }),
+    ];
+
+    /// Runs every rule of [`RULES`] on `l`, in order, naming each on stderr first so that a
+    /// failure shows which rule (and which deployment, `label`) broke.
+    pub async fn run_all(label: &str, l: Arc<dyn Ledger>) {
+        for (name, rule) in RULES {
+            eprintln!("ledger suite [{label}]: {name}");
+            rule(l.clone()).await;
+        }
+    }
 
     fn nonce(n: u8) -> Nonce {
         [n; 16]
@@ -438,5 +479,64 @@ pub mod suite {
         let u = l.usage(&n).await.unwrap();
         assert!(matches!(u.state, LinkState::Used(_)), "{u:?}");
         assert_eq!(u.uses, 3);
+    }
+
+    /// A lease that nobody renews lapses on the ledger's own clock (Redis: the key's `PX`):
+    /// the link becomes usable again, a several-use link gets the use back, and the owner
+    /// whose lease lapsed can neither renew nor commit once someone else holds it. Real time
+    /// passes here, so the lease is short; it must still outlast the few calls made under it
+    /// on a loaded machine, hence a second rather than less.
+    pub async fn a_lapsed_lease_frees_its_use_and_fences_its_owner(l: &dyn Ledger) {
+        let (one, two) = (nonce(11), nonce(12));
+        let short = Duration::from_millis(1000);
+        assert_eq!(
+            l.lease(&one, Owner(1), FAR, short, 1).await.unwrap(),
+            Acquire::Granted
+        );
+        assert_eq!(
+            l.lease(&one, Owner(2), FAR, short, 1).await.unwrap(),
+            Acquire::Busy
+        );
+        for o in [1, 2] {
+            assert_eq!(
+                l.lease(&two, Owner(o), FAR, short, 2).await.unwrap(),
+                Acquire::Granted
+            );
+        }
+        assert_eq!(
+            l.lease(&two, Owner(3), FAR, short, 2).await.unwrap(),
+            Acquire::Busy
+        );
+        assert_eq!(l.commit(&two, Owner(2), None).await.unwrap(), Some(1));
+        // The owners' replica "dies": nobody renews, and the leases lapse.
+        tokio::time::sleep(short + Duration::from_millis(500)).await;
+
+        assert_eq!(l.state(&one).await.unwrap(), LinkState::Unused);
+        assert!(!l.renew(&one, Owner(1), short).await.unwrap());
+        assert_eq!(
+            l.lease(&one, Owner(2), FAR, LEASE, 1).await.unwrap(),
+            Acquire::Granted
+        );
+        assert!(
+            l.commit(&one, Owner(1), None).await.unwrap().is_none(),
+            "the owner of a lapsed lease cannot burn"
+        );
+        assert!(l.commit(&one, Owner(2), None).await.unwrap().is_some());
+        assert_eq!(l.state(&one).await.unwrap(), LinkState::Used(None));
+
+        let u = l.usage(&two).await.unwrap();
+        assert_eq!(
+            (u.state, u.uses),
+            (LinkState::Unused, 1),
+            "the lapsed lease gave its use back, the commit kept its own"
+        );
+        assert!(!l.renew(&two, Owner(1), short).await.unwrap());
+        assert_eq!(
+            l.lease(&two, Owner(3), FAR, LEASE, 2).await.unwrap(),
+            Acquire::Granted
+        );
+        assert_eq!(l.commit(&two, Owner(1), None).await.unwrap(), None);
+        assert_eq!(l.commit(&two, Owner(3), None).await.unwrap(), Some(2));
+        assert!(matches!(l.state(&two).await.unwrap(), LinkState::Used(_)));
     }
 }

@@ -1,9 +1,10 @@
 //! The ledger where operators run Redis, against real `redis-server` processes on loopback:
 //! TLS (server CA, mutual TLS; a wrong CA or a plain-text port fails closed), a Redis Cluster
 //! (two burnlink replicas, races, a primary killed and replaced), Sentinel (the primary
-//! killed, `BURNLINK_LEDGER_REPLICAS`), a hung node costing at most the call bound, the shared
-//! ledger conformance suite in every mode, `burnlink_ledger_entries` counting link keys only,
-//! and `burnlink revoke` / the stdio MCP server's `get_link_status` over HTTPS.
+//! killed, `BURNLINK_LEDGER_REPLICAS`), a hung node (TLS, cluster primary, Sentinel primary)
+//! costing at most the call bound and a hung sentinel costing nothing, the whole shared ledger
+//! conformance suite in every mode, `burnlink_ledger_entries` counting link keys only, and
+//! `burnlink revoke` / the stdio MCP server's `get_link_status` over HTTPS.
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
@@ -13,14 +14,16 @@ use std::time::{Duration, Instant};
 
 use crate::support::redis_modes::*;
 use crate::support::*;
-use burnlink::ledger::redis::{RedisHandle, RedisLedger, RedisOptions, key};
+use burnlink::ledger::redis::{OP_TIMEOUT, RedisHandle, RedisLedger, RedisOptions, key};
+use burnlink::ledger::redis_conn::RESPONSE_TIMEOUT;
 use burnlink::ledger::{Ledger, Owner, suite};
 use burnlink::stats::{RedisStats, StatsStore};
 use burnlink::token::{Direction, Keyring, extract_token};
 use serde_json::{Value, json};
 
-/// The ledger call bound (2 s) plus what a request costs around it on a loaded machine.
-const BOUND_WITH_SLACK: Duration = Duration::from_millis(3500);
+/// What the design promises a transfer on a hung or unreachable node: one ledger call's bound
+/// (2 s) before its 503, plus [`CALL_SLACK`] for the request around it on a loaded machine.
+const BOUND_WITH_SLACK: Duration = OP_TIMEOUT.saturating_add(CALL_SLACK);
 
 fn http() -> reqwest::Client {
     reqwest::Client::builder()
@@ -38,12 +41,16 @@ fn key_of(url: &str) -> String {
     key(&verified.claims.nonce)
 }
 
-/// Runs the shared conformance suite on a ledger (fixed nonces 1–6: a fresh database each).
-async fn conformance(ledger: RedisLedger) {
-    suite::lease_commit_burns(&ledger).await;
-    suite::release_makes_it_usable_again(&ledger).await;
-    suite::revoke_rules(&ledger).await;
-    suite::race_has_one_winner(Arc::new(ledger)).await;
+/// Runs every rule of the shared conformance suite ([`suite::RULES`], lease lapses included)
+/// on a ledger, rule after rule on one fresh database (each rule has nonces of its own).
+async fn conformance(mode: &str, ledger: RedisLedger) {
+    let started = Instant::now();
+    suite::run_all(mode, Arc::new(ledger)).await;
+    eprintln!(
+        "{mode}: the whole ledger suite ({} rules) passed in {:?}",
+        suite::RULES.len(),
+        started.elapsed()
+    );
 }
 
 /// The answer to a GET, waiting out (bounded) a stray lease's 409 first: a lease is not a
@@ -114,11 +121,16 @@ async fn tls_trusts_the_ca_takes_a_client_certificate_and_otherwise_fails_closed
         ..options(&mutual.url())
     })
     .unwrap();
-    conformance(RedisLedger::new(handle)).await;
+    conformance("tls", RedisLedger::new(handle)).await;
 
     // Server CA trusted through BURNLINK_REDIS_CA.
     let url = one_way.url();
-    let s = Server::start_with(&[("BURNLINK_LEDGER", &url), ("BURNLINK_REDIS_CA", &ca)]);
+    let s = Server::start_with(&[
+        ("BURNLINK_LEDGER", &url),
+        ("BURNLINK_REDIS_CA", &ca),
+        // A lease sent to the hung node below runs when it resumes, and lapses fast.
+        ("BURNLINK_LEASE_S", "2"),
+    ]);
     s.write("f.txt", b"over tls");
     assert_eq!(ready(&s.base).await, 200, "{}", s.log());
     let link = s.mint("f.txt").await;
@@ -146,6 +158,37 @@ async fn tls_trusts_the_ca_takes_a_client_certificate_and_otherwise_fails_closed
     assert_eq!(m.get(&link).await.status(), 200);
     assert_eq!(m.settled_state(&link).await, "used");
     assert_eq!(status_of(m.get(&link).await).await, (404, "used".into()));
+
+    // A hung TLS node (SIGSTOP: the TLS session stays open, nothing answers) costs a transfer
+    // at most the bound before its 503; once it runs again, transfers are served again.
+    let link = s.mint("f.txt").await;
+    one_way.proc.pause();
+    let started = Instant::now();
+    let answer = status_of(s.get(&link).await).await;
+    let hung = started.elapsed();
+    one_way.proc.resume();
+    assert_eq!(answer, (503, "unavailable".into()));
+    assert!(hung <= BOUND_WITH_SLACK, "a hung TLS node cost {hung:?}");
+    eprintln!("tls: a transfer on a hung TLS node answered 503 after {hung:?}");
+    let mut served = false;
+    for _ in 0..50 {
+        match status_of(s.get(&link).await).await.0 {
+            200 => {
+                served = true;
+                break;
+            }
+            // The lease sent to the hung node ran once it resumed: it holds the link until
+            // it lapses.
+            503 | 409 => tokio::time::sleep(Duration::from_millis(200)).await,
+            other => panic!("unexpected {other} after the TLS node resumed"),
+        }
+    }
+    assert!(
+        served,
+        "served again once the TLS node resumed: {}",
+        s.log()
+    );
+    assert_eq!(s.settled_state(&link).await, "used");
 
     // Fail closed: no client certificate where one is required, a CA that did not sign the
     // server's certificate, and a TLS URL pointed at a plain-text port.
@@ -177,7 +220,9 @@ async fn tls_trusts_the_ca_takes_a_client_certificate_and_otherwise_fails_closed
             (503, "unavailable".into()),
             "{case}"
         );
-        assert!(started.elapsed() < BOUND_WITH_SLACK, "{case}: bounded");
+        let took = started.elapsed();
+        assert!(took <= BOUND_WITH_SLACK, "{case}: bounded, took {took:?}");
+        eprintln!("tls, {case}: 503 after {took:?}");
         let log = bad.log();
         assert!(
             log.contains("Redis is not reachable yet") && log.contains("ledger call failed"),
@@ -252,7 +297,8 @@ async fn cluster_two_replicas_races_uploads_stats_and_a_primary_failover() {
     // The conformance suite through two seed nodes.
     let seeds = format!("redis+cluster://{}", cluster.seeds(&[0, 3]));
     let handle = RedisHandle::open(&options(&seeds)).unwrap();
-    conformance(RedisLedger::new(handle)).await;
+    conformance("cluster", RedisLedger::new(handle)).await;
+    let suite_keys = cluster.count_keys("burnlink:n:*");
 
     // Two replicas, each with a different subset of seeds, sharing files.
     let root = tempfile::tempdir().unwrap();
@@ -279,6 +325,8 @@ async fn cluster_two_replicas_races_uploads_stats_and_a_primary_failover() {
     }
     let on = |url: &str, from: usize, to: usize| url.replacen(&r[from].base, &r[to].base, 1);
     let mut served: HashMap<String, u32> = HashMap::new();
+    // Every link burned, with the replica that minted it: all re-checked after the failover.
+    let mut burned: Vec<(String, usize)> = Vec::new();
 
     // Minted on either, burned once across both.
     for (minter, user) in [(0, 1), (1, 0)] {
@@ -289,6 +337,7 @@ async fn cluster_two_replicas_races_uploads_stats_and_a_primary_failover() {
             "used"
         );
         *served.entry(key_of(&link)).or_default() += 1;
+        burned.push((link.clone(), minter));
         for (i, s) in r.iter().enumerate() {
             assert_eq!(
                 status_of(s.get(&on(&link, minter, i)).await).await,
@@ -321,6 +370,7 @@ async fn cluster_two_replicas_races_uploads_stats_and_a_primary_failover() {
             );
         }
         *served.entry(key_of(&link)).or_default() += 1;
+        burned.push((link, n % 2));
     }
 
     // An upload through one replica: its receipt is visible from the other; stats add up.
@@ -374,8 +424,8 @@ async fn cluster_two_replicas_races_uploads_stats_and_a_primary_failover() {
     let link_keys = cluster.count_keys("burnlink:n:*");
     assert_eq!(
         link_keys,
-        22 + 1 + 6,
-        "22 downloads, 1 upload, the suite's 6 links"
+        22 + 1 + suite_keys,
+        "22 downloads, 1 upload, the suite's {suite_keys} links"
     );
     assert_eq!(
         metric(&r[0].base, "burnlink_ledger_entries").await,
@@ -397,6 +447,7 @@ async fn cluster_two_replicas_races_uploads_stats_and_a_primary_failover() {
     let burned_before = on_victim.remove(0);
     assert_eq!(r[1].get(&on(&burned_before, 0, 1)).await.status(), 200);
     *served.entry(key_of(&burned_before)).or_default() += 1;
+    burned.push((burned_before.clone(), 0));
     // The client has its 200 (and the bytes) a moment before the server burns the link: the
     // burn follows the flush. Killing the primary inside that moment kills it before the burn,
     // which then fails ("could not burn a delivered link") and was never made. Burned first.
@@ -419,6 +470,7 @@ async fn cluster_two_replicas_races_uploads_stats_and_a_primary_failover() {
             .join("\n")
     );
     *served.entry(key_of(&elsewhere[0])).or_default() += 1;
+    burned.push((elsewhere[0].clone(), 0));
 
     // Links on the dead primary: 503 until its replica is promoted, then served, no restart.
     let mut first_ok = None;
@@ -442,6 +494,7 @@ async fn cluster_two_replicas_races_uploads_stats_and_a_primary_failover() {
     assert!(saw_503, "the dead primary's links answered 503 first");
     eprintln!("cluster: links on the killed primary served again {first_ok:?} after the kill");
     *served.entry(key_of(&on_victim[0])).or_default() += 1;
+    burned.push((on_victim[0].clone(), 0));
     assert_eq!(r[0].settled_state(&on_victim[0]).await, "used");
     cluster.wait_ok(Duration::from_secs(20));
 
@@ -449,6 +502,7 @@ async fn cluster_two_replicas_races_uploads_stats_and_a_primary_failover() {
     assert_eq!(r[1].get(&on(&on_victim[1], 0, 1)).await.status(), 200);
     assert_eq!(r[1].settled_state(&on(&on_victim[1], 0, 1)).await, "used");
     *served.entry(key_of(&on_victim[1])).or_default() += 1;
+    burned.push((on_victim[1].clone(), 0));
     // A hung primary (SIGSTOP) costs a transfer at most the bound before its 503.
     // Another primary than the one now serving the failed-over links.
     let promoted = cluster.owner_of(cluster.live_node(), &key_of(&on_victim[0]));
@@ -473,28 +527,73 @@ async fn cluster_two_replicas_races_uploads_stats_and_a_primary_failover() {
     eprintln!("cluster: a transfer on a hung primary answered 503 after {hung:?}");
     cluster.wait_ok(Duration::from_secs(20));
 
-    for link in [&burned_before, &on_victim[0], &on_victim[1]] {
-        for i in 0..2 {
-            assert_eq!(
-                settled_answer(&r[i], &on(link, 0, i)).await,
-                (404, "used".into()),
-                "a burn made before the failover is kept: {} (burned_before {}, on_victim {} {}); \
-                 shortfalls: {}",
-                key_of(link),
-                key_of(&burned_before),
-                key_of(&on_victim[0]),
-                key_of(&on_victim[1]),
-                r.iter()
-                    .flat_map(|s| s
-                        .log()
-                        .lines()
-                        .filter(|l| l.contains("fewer"))
-                        .map(str::to_string)
-                        .collect::<Vec<_>>())
+    // Every link burned before (the cross-replica ones, the 20 raced, the upload, those burned
+    // around the failover) is still `used` on both replicas, and none is served again.
+    let shortfalls = || {
+        r.iter()
+            .flat_map(|s| {
+                s.log()
+                    .lines()
+                    .filter(|l| l.contains("fewer"))
+                    .map(str::to_string)
                     .collect::<Vec<_>>()
-                    .join("\n")
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    assert_eq!(
+        burned.len(),
+        26,
+        "2 cross-replica, 20 raced, 4 around the failover"
+    );
+    // The killed primary's slots are now its promoted replica's.
+    let live = cluster.live_node();
+    let failed_over = burned
+        .iter()
+        .filter(|(l, _)| cluster.owner_of(live, &key_of(l)) == promoted)
+        .count();
+    eprintln!(
+        "cluster: {failed_over} of the {} links burned before lived on the killed primary",
+        burned.len()
+    );
+    assert!(
+        failed_over >= 3,
+        "at least the links minted on it: {failed_over}"
+    );
+    for (link, minter) in &burned {
+        for (i, replica) in r.iter().enumerate() {
+            let url = on(link, *minter, i);
+            assert_eq!(
+                settled_answer(replica, &url).await,
+                (404, "used".into()),
+                "a burn made before the failover is kept: {} via replica {i}; shortfalls: {}",
+                key_of(link),
+                shortfalls()
+            );
+            assert_eq!(
+                replica.settled_state(&url).await,
+                "used",
+                "{}",
+                key_of(link)
             );
         }
+    }
+    for (i, replica) in r.iter().enumerate() {
+        let url = on(&up, 0, i);
+        let resp = c.post(&url).body(body.clone()).send().await.unwrap();
+        assert_eq!(
+            status_of(resp).await,
+            (404, "used".into()),
+            "the upload is not taken again via replica {i}"
+        );
+        let st: Value = replica
+            .link_api(reqwest::Method::GET, &url, Some(API_TOKEN))
+            .await
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(st["state"], "used", "{st}");
+        assert_eq!(st["sha256"], hex(&sha256(&body)).as_str(), "{st}");
     }
     assert!(served.values().all(|n| *n == 1), "{served:?}");
     for s in &r {
@@ -509,10 +608,10 @@ async fn sentinel_failover_keeps_replicated_burns_and_recovers_by_itself() {
     let mut stack = Sentinels::start(&bin);
     let url = format!("redis+sentinel://{}/{MASTER}/0", stack.addrs(2));
 
-    conformance(RedisLedger::with_replicas(
-        RedisHandle::open(&options(&url)).unwrap(),
-        1,
-    ))
+    conformance(
+        "sentinel",
+        RedisLedger::with_replicas(RedisHandle::open(&options(&url)).unwrap(), 1),
+    )
     .await;
 
     let root = tempfile::tempdir().unwrap();
@@ -541,7 +640,11 @@ async fn sentinel_failover_keeps_replicated_burns_and_recovers_by_itself() {
     let started = Instant::now();
     assert_eq!(greedy.get(&link).await.status(), 200);
     assert_eq!(greedy.settled_state(&link).await, "used");
-    assert!(started.elapsed() < BOUND_WITH_SLACK);
+    let took = started.elapsed();
+    assert!(
+        took <= BOUND_WITH_SLACK,
+        "a burn waiting for a missing replica: {took:?}"
+    );
     assert_eq!(
         metric(&greedy.base, "burnlink_ledger_unreplicated_total").await,
         Some(1.0)
@@ -578,11 +681,17 @@ async fn sentinel_failover_keeps_replicated_burns_and_recovers_by_itself() {
     let killed = Instant::now();
 
     let mut first_ok = None;
+    let (mut unavailable, mut first_503) = (0, None);
     for _ in 0..200 {
         let (st, code) = status_of(s.get(&waiting).await).await;
         match st {
-            // 409: a lease whose call timed out mid-failover holds the link for a lease time.
-            503 | 409 => {}
+            503 => {
+                assert_eq!(code, "unavailable");
+                unavailable += 1;
+                first_503.get_or_insert(killed.elapsed());
+            }
+            // A lease whose call timed out mid-failover holds the link for a lease time.
+            409 => {}
             200 => {
                 first_ok = Some(killed.elapsed());
                 break;
@@ -592,7 +701,15 @@ async fn sentinel_failover_keeps_replicated_burns_and_recovers_by_itself() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let first_ok = first_ok.expect("served again within ~25 s of the primary's death");
-    eprintln!("sentinel: served again {first_ok:?} after the primary was killed");
+    assert!(
+        unavailable > 0,
+        "transfers answered 503 `unavailable` during the failover"
+    );
+    eprintln!(
+        "sentinel: {unavailable} transfers answered 503 from {:?} after the kill; served again \
+         by itself {first_ok:?} after the primary was killed",
+        first_503.unwrap()
+    );
     assert_ne!(stack.primary_port(), old, "the replica was promoted");
     assert_eq!(stack.primary_port(), Some(stack.replica.port));
 
@@ -607,6 +724,36 @@ async fn sentinel_failover_keeps_replicated_burns_and_recovers_by_itself() {
     assert_eq!(s.settled_state(&later).await, "used");
     assert_eq!(status_of(s.get(&later).await).await, (404, "used".into()));
     assert_eq!(ready(&s.base).await, 200);
+
+    // A hung sentinel, first in the URL, costs a look-up nothing: all sentinels are asked at
+    // once and the first answer wins. Asked one after the other, the hung one would hold the
+    // look-up for the node answer time (1 s) before the next was asked. A fresh handle's
+    // first call makes the look-up.
+    stack.sentinels[0].pause();
+    let fresh_handle = RedisLedger::new(RedisHandle::open(&options(&url)).unwrap());
+    let started = Instant::now();
+    let state = fresh_handle.state(&[99; 16]).await;
+    let took = started.elapsed();
+    assert!(state.is_ok(), "{state:?}");
+    assert!(
+        took < RESPONSE_TIMEOUT,
+        "a hung sentinel held up the look-up: {took:?}"
+    );
+    eprintln!("sentinel: with the first sentinel hung, a look-up and a ledger call took {took:?}");
+    // A replica started while that sentinel hangs (it makes its look-up as it starts) serves.
+    let fresh = Server::start_with(&[
+        ("BURNLINK_LEDGER", &url),
+        ("BURNLINK_ROOT", &root_s),
+        ("BURNLINK_LEDGER_REPLICAS", "1"),
+    ]);
+    let link = s.mint("f.txt").await.replacen(&s.base, &fresh.base, 1);
+    let started = Instant::now();
+    let answer = status_of(fresh.get(&link).await).await;
+    let took = started.elapsed();
+    assert_eq!(answer.0, 200, "{answer:?}: {}", fresh.log());
+    assert!(took <= BOUND_WITH_SLACK, "{took:?}");
+    stack.sentinels[0].resume();
+    assert_eq!(fresh.settled_state(&link).await, "used");
 }
 
 /// `burnlink revoke` and `burnlink mcp`'s `get_link_status` against burnlink's own HTTPS,
