@@ -31,6 +31,11 @@ fn big_server() -> Server {
 
 /// The client, with no proxy or CA settings from the machine running the tests.
 fn burnlink(cwd: &Path, args: &[&str]) -> Output {
+    burnlink_with(cwd, args, &[])
+}
+
+/// [`burnlink`] with `env` set on top.
+fn burnlink_with(cwd: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut cmd = Command::new(bin());
     cmd.args(args).current_dir(cwd);
     for var in [
@@ -45,6 +50,9 @@ fn burnlink(cwd: &Path, args: &[&str]) -> Output {
         "SSL_CERT_FILE",
     ] {
         cmd.env_remove(var);
+    }
+    for (k, v) in env {
+        cmd.env(k, v);
     }
     cmd.output().expect("run burnlink")
 }
@@ -940,28 +948,6 @@ fn head_value<'a>(head: &'a [String], name: &str) -> Option<&'a str> {
         let (k, v) = l.split_once(':')?;
         k.trim().eq_ignore_ascii_case(name).then(|| v.trim())
     })
-}
-
-/// `burnlink` with `env` set, proxy variables from the machine running the tests removed.
-fn burnlink_with(cwd: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
-    let mut cmd = Command::new(bin());
-    cmd.args(args).current_dir(cwd);
-    for var in [
-        "HTTP_PROXY",
-        "HTTPS_PROXY",
-        "ALL_PROXY",
-        "NO_PROXY",
-        "http_proxy",
-        "https_proxy",
-        "all_proxy",
-        "no_proxy",
-    ] {
-        cmd.env_remove(var);
-    }
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    cmd.output().expect("run burnlink")
 }
 
 /// `HTTP_PROXY` for `put`: every request goes to the proxy (the relay, which keeps what it
