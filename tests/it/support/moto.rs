@@ -137,6 +137,32 @@ impl Moto {
         })
     }
 
+    /// Whether `PREFIX/{rel}` exists (HEAD answers 200, not 404).
+    pub fn exists(&self, rel: &str) -> bool {
+        let out = self.py(
+            &format!(
+                "import botocore\ntry:\n    s3.head_object(Bucket=BUCKET, Key=PREFIX + '/' + \
+                 {rel:?})\n    print('yes')\nexcept botocore.exceptions.ClientError as e:\n    \
+                 assert e.response['Error']['Code'] == '404', e\n    print('no')"
+            ),
+            b"",
+        );
+        out.trim() == "yes"
+    }
+
+    /// Parts uploaded so far to the multipart uploads still open.
+    pub fn uploaded_parts(&self) -> usize {
+        self.py(
+            "n = 0\nfor u in s3.list_multipart_uploads(Bucket=BUCKET).get('Uploads', []):\n    \
+             n += len(s3.list_parts(Bucket=BUCKET, Key=u['Key'], \
+             UploadId=u['UploadId']).get('Parts', []))\nprint(n)",
+            b"",
+        )
+        .trim()
+        .parse()
+        .unwrap()
+    }
+
     /// Multipart uploads begun and neither completed nor aborted.
     pub fn open_uploads(&self) -> usize {
         self.py(
