@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
+use crate::support::moto::{BOTH, Backend, Sandbox};
 use crate::support::*;
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -301,9 +302,11 @@ async fn offset_of(s: &Server, url: &str) -> reqwest::Response {
     tus(s.client.head(url)).send().await.unwrap()
 }
 
-#[tokio::test]
-async fn tus_by_hand_offsets_conflicts_termination_and_the_cap() {
-    let s = Server::start();
+async fn by_hand(backend: Backend) {
+    let Some(b) = Sandbox::start(backend, &[]) else {
+        return;
+    };
+    let s = &b.server;
     let minted = s
         .mint_upload(json!({ "path": "in/a.bin", "max_bytes": 1000 }))
         .await;
@@ -320,7 +323,7 @@ async fn tus_by_hand_offsets_conflicts_termination_and_the_cap() {
     assert_eq!(header(&r, "tus-max-size"), "1000");
     assert!(header(&r, "tus-extension").contains("termination"));
 
-    let r = create(&s, url, 1001).await;
+    let r = create(s, url, 1001).await;
     assert_eq!(r.status(), 413);
     assert_eq!(header(&r, "tus-resumable"), "1.0.0");
     let r = s
@@ -333,24 +336,24 @@ async fn tus_by_hand_offsets_conflicts_termination_and_the_cap() {
         .unwrap();
     assert_eq!(r.status(), 412);
 
-    let r = create(&s, url, 10).await;
-    assert_eq!(r.status(), 201);
+    let r = create(s, url, 10).await;
+    assert_eq!(r.status(), 201, "{}", b.name());
     assert_eq!(header(&r, "tus-resumable"), "1.0.0");
     let location = header(&r, "location");
     let upload = reqwest::Url::parse(url).unwrap().join(&location).unwrap();
     assert_eq!(upload.as_str(), url, "the upload is the link URL");
-    assert_eq!(s.temporaries().len(), 1, "the partial file");
+    assert_eq!(b.partials(), 1, "the partial file, {}", b.name());
     assert_eq!(s.state(url).await, "unused", "the lease is released");
 
-    let r = offset_of(&s, url).await;
+    let r = offset_of(s, url).await;
     assert_eq!(r.status(), 200);
     assert_eq!(header(&r, "upload-offset"), "0");
     assert_eq!(header(&r, "upload-length"), "10");
     assert_eq!(header(&r, "cache-control"), "no-store");
 
-    let r = patch(&s, url, 3, b"abc".to_vec()).send().await.unwrap();
+    let r = patch(s, url, 3, b"abc".to_vec()).send().await.unwrap();
     assert_eq!(r.status(), 409, "wrong offset");
-    let r = patch(&s, url, 0, b"hello".to_vec()).send().await.unwrap();
+    let r = patch(s, url, 0, b"hello".to_vec()).send().await.unwrap();
     assert_eq!(r.status(), 204);
     assert_eq!(header(&r, "upload-offset"), "5");
     let r = tus(s.client.patch(url))
@@ -360,47 +363,56 @@ async fn tus_by_hand_offsets_conflicts_termination_and_the_cap() {
         .await
         .unwrap();
     assert_eq!(r.status(), 415, "PATCH needs offset+octet-stream");
-    assert_eq!(header(&offset_of(&s, url).await, "upload-offset"), "5");
-    let r = patch(&s, url, 5, b"world!".to_vec()).send().await.unwrap();
+    assert_eq!(header(&offset_of(s, url).await, "upload-offset"), "5");
+    let r = patch(s, url, 5, b"world!".to_vec()).send().await.unwrap();
     assert_eq!(r.status(), 413, "past Upload-Length");
 
     // Termination frees the link; a fresh upload starts over.
     let r = tus(s.client.delete(url)).send().await.unwrap();
     assert_eq!(r.status(), 204);
-    assert!(s.temporaries().is_empty());
-    assert_eq!(offset_of(&s, url).await.status(), 404);
-    assert_eq!(create(&s, url, 4).await.status(), 201);
-    let r = patch(&s, url, 0, b"done".to_vec()).send().await.unwrap();
+    assert_eq!(b.leftovers(), 0, "{}", b.name());
+    assert_eq!(offset_of(s, url).await.status(), 404);
+    assert_eq!(create(s, url, 4).await.status(), 201);
+    let r = patch(s, url, 0, b"done".to_vec()).send().await.unwrap();
     assert_eq!(r.status(), 204);
-    assert_eq!(std::fs::read(s.root.join("in/a.bin")).unwrap(), b"done");
+    assert_eq!(b.read("in/a.bin").unwrap(), b"done");
     assert_eq!(s.state(url).await, "used");
-    assert!(s.temporaries().is_empty());
-    assert_eq!(create(&s, url, 4).await.status(), 404, "burned");
+    assert_eq!(b.leftovers(), 0, "{}", b.name());
+    assert_eq!(create(s, url, 4).await.status(), 404, "burned");
 }
 
 #[tokio::test]
-async fn tus_checks_the_whole_file_digest_and_overwrite_at_completion() {
-    let s = Server::start();
+async fn tus_by_hand_offsets_conflicts_termination_and_the_cap() {
+    for backend in BOTH {
+        by_hand(backend).await;
+    }
+}
+
+async fn digest_and_overwrite(backend: Backend) {
+    let Some(b) = Sandbox::start(backend, &[]) else {
+        return;
+    };
+    let s = &b.server;
     let good = b"the whole file".to_vec();
     let minted = s
         .mint_upload(json!({ "path": "d/x.bin", "sha256": hex(&sha256(&good)) }))
         .await;
     let url = minted["url"].as_str().unwrap();
-    assert_eq!(create(&s, url, good.len() as u64).await.status(), 201);
-    let r = patch(&s, url, 0, b"the whole ".to_vec())
+    assert_eq!(create(s, url, good.len() as u64).await.status(), 201);
+    let r = patch(s, url, 0, b"the whole ".to_vec())
         .send()
         .await
         .unwrap();
     assert_eq!(r.status(), 204);
-    let r = patch(&s, url, 10, b"FILE".to_vec()).send().await.unwrap();
+    let r = patch(s, url, 10, b"FILE".to_vec()).send().await.unwrap();
     assert_eq!(r.status(), 422, "mismatch over the whole file");
-    assert!(!s.root.join("d/x.bin").exists());
-    assert!(s.temporaries().is_empty());
+    assert!(b.read("d/x.bin").is_none(), "nothing visible");
+    assert_eq!(b.leftovers(), 0, "{}", b.name());
     assert_eq!(s.state(url).await, "unused", "usable for a fresh attempt");
-    assert_eq!(create(&s, url, good.len() as u64).await.status(), 201);
-    let r = patch(&s, url, 0, good.clone()).send().await.unwrap();
+    assert_eq!(create(s, url, good.len() as u64).await.status(), 201);
+    let r = patch(s, url, 0, good.clone()).send().await.unwrap();
     assert_eq!(r.status(), 204);
-    assert_eq!(std::fs::read(s.root.join("d/x.bin")).unwrap(), good);
+    assert_eq!(b.read("d/x.bin").unwrap(), good);
 
     // A Content-Digest at creation is the whole file's, checked at completion.
     let digest = |d: &[u8]| format!("sha-256=:{}:", base64ct::Base64::encode_string(&sha256(d)));
@@ -415,24 +427,31 @@ async fn tus_checks_the_whole_file_digest_and_overwrite_at_completion() {
             .await
             .unwrap();
         assert_eq!(r.status(), 201);
-        let r = patch(&s, url, 0, good[..4].to_vec()).send().await.unwrap();
+        let r = patch(s, url, 0, good[..4].to_vec()).send().await.unwrap();
         assert_eq!(r.status(), 204);
-        let r = patch(&s, url, 4, good[4..].to_vec()).send().await.unwrap();
+        let r = patch(s, url, 4, good[4..].to_vec()).send().await.unwrap();
         assert_eq!(r.status(), status);
     }
-    assert_eq!(std::fs::read(s.root.join("d/cd.bin")).unwrap(), good);
+    assert_eq!(b.read("d/cd.bin").unwrap(), good);
 
     // overwrite=false: a destination that appeared meanwhile wins at completion.
     let minted = s
         .mint_upload(json!({ "path": "d/y.bin", "overwrite": false }))
         .await;
     let url = minted["url"].as_str().unwrap();
-    assert_eq!(create(&s, url, 3).await.status(), 201);
-    s.write("d/y.bin", b"old");
-    let r = patch(&s, url, 0, b"new".to_vec()).send().await.unwrap();
+    assert_eq!(create(s, url, 3).await.status(), 201);
+    b.put("d/y.bin", b"old");
+    let r = patch(s, url, 0, b"new".to_vec()).send().await.unwrap();
     assert_eq!(r.status(), 409);
-    assert_eq!(std::fs::read(s.root.join("d/y.bin")).unwrap(), b"old");
-    assert!(s.temporaries().is_empty());
+    assert_eq!(b.read("d/y.bin").unwrap(), b"old");
+    assert_eq!(b.leftovers(), 0, "{}", b.name());
+}
+
+#[tokio::test]
+async fn tus_checks_the_whole_file_digest_and_overwrite_at_completion() {
+    for backend in BOTH {
+        digest_and_overwrite(backend).await;
+    }
 }
 
 #[tokio::test]

@@ -163,6 +163,19 @@ impl Moto {
         .unwrap()
     }
 
+    /// Objects whose name is a resumable upload's state (`.burnlink-….part`).
+    pub fn state_objects(&self) -> usize {
+        self.py(
+            "import re\nn = 0\nfor page in s3.get_paginator('list_objects_v2').paginate(\
+             Bucket=BUCKET):\n    for o in page.get('Contents', []):\n        n += bool(\
+             re.search(r'(^|/)\\.burnlink-[^/]*\\.part$', o['Key']))\nprint(n)",
+            b"",
+        )
+        .trim()
+        .parse()
+        .unwrap()
+    }
+
     /// Multipart uploads begun and neither completed nor aborted.
     pub fn open_uploads(&self) -> usize {
         self.py(
@@ -262,10 +275,27 @@ impl Sandbox {
     }
 
     /// What an upload that did not land left behind: temporaries on disk, unfinished
-    /// multipart uploads in the bucket. Should be 0.
+    /// multipart uploads and resumable uploads' state objects in the bucket. Should be 0.
     pub fn leftovers(&self) -> usize {
         match &self.moto {
-            Some(moto) => moto.open_uploads(),
+            Some(moto) => moto.open_uploads() + moto.state_objects(),
+            None => self.server.temporaries().len(),
+        }
+    }
+
+    /// Unfinished resumable uploads: partial files on disk; in the bucket, state objects, each
+    /// with its multipart upload (checked).
+    pub fn partials(&self) -> usize {
+        match &self.moto {
+            Some(moto) => {
+                let states = moto.state_objects();
+                assert_eq!(
+                    moto.open_uploads(),
+                    states,
+                    "one multipart upload per state"
+                );
+                states
+            }
             None => self.server.temporaries().len(),
         }
     }
