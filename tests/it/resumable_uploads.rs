@@ -858,3 +858,278 @@ async fn partial_files_go_when_their_link_expires() {
     assert!(s.temporaries().is_empty(), "{:?}", s.temporaries());
     assert!(!s.root.join("e/gone.bin").exists());
 }
+
+/// tus-js-client, sending `src` to `url` in `chunk` bytes per PATCH (the whole file if
+/// `None`), speaking tus 1.0.
+fn tus_js_cmd(
+    modules: &std::path::Path,
+    url: &str,
+    src: &std::path::Path,
+    chunk: Option<usize>,
+) -> std::process::Command {
+    let script = r#"
+const tus = require('tus-js-client');
+const fs = require('fs');
+const [url, file, chunk] = process.argv.slice(1);
+const options = {
+  endpoint: url,
+  retryDelays: [100, 200, 300, 500, 500, 500, 500, 500, 500, 500],
+  onError(e) { console.error('error', e); process.exit(1); },
+  onSuccess() { process.exit(0); },
+};
+if (chunk !== 'whole') options.chunkSize = Number(chunk);
+const upload = new tus.Upload(fs.readFileSync(file), options);
+upload.start();
+setTimeout(() => { console.error('timeout'); process.exit(2); }, 200000);
+"#;
+    let mut cmd = std::process::Command::new("node");
+    cmd.arg("-e")
+        .arg(script)
+        .arg(url)
+        .arg(src)
+        .arg(chunk.map_or("whole".to_string(), |c| c.to_string()))
+        .env("NODE_PATH", modules);
+    cmd
+}
+
+/// tuspy, sending `src` to `url` in PATCHes of `chunk` bytes.
+fn tuspy_cmd(
+    python: &std::path::Path,
+    url: &str,
+    src: &std::path::Path,
+    chunk: usize,
+) -> std::process::Command {
+    let script = r#"
+import sys
+from tusclient import client
+url, path, chunk = sys.argv[1], sys.argv[2], int(sys.argv[3])
+up = client.TusClient(url).uploader(file_path=path, chunk_size=chunk, retries=10, retry_delay=0.3)
+up.upload()
+"#;
+    let mut cmd = std::process::Command::new(python);
+    cmd.arg("-c")
+        .arg(script)
+        .arg(url)
+        .arg(src)
+        .arg(chunk.to_string());
+    cmd
+}
+
+/// What a resumable upload into the bucket must leave: the object byte for byte, the link
+/// used, every cut made, no restart from zero, and no multipart upload or state object.
+async fn assert_landed_in_bucket(
+    b: &Sandbox,
+    url: &str,
+    dest: &str,
+    data: &[u8],
+    relay: &Relay,
+    cuts: u32,
+) {
+    let s = &b.server;
+    let got = b.read(dest).expect("the object is there");
+    assert_eq!(sha256(&got), sha256(data), "byte-identical");
+    assert_eq!(s.settled_state(url).await, "used");
+    assert_eq!(relay.cuts_made(cuts), cuts, "the relay cut every time");
+    let sent = relay.sent();
+    eprintln!(
+        "relay ({dest}): {sent} bytes from the client for {} bytes ({:.3}x), {cuts} cuts",
+        data.len(),
+        sent as f64 / data.len() as f64
+    );
+    assert!(
+        (sent as f64) < 1.3 * data.len() as f64,
+        "resumed, not restarted: {sent} bytes sent"
+    );
+    let moto = b.moto.as_ref().unwrap();
+    assert_eq!(moto.open_uploads(), 0, "no multipart upload left");
+    assert_eq!(moto.state_objects(), 0, "no state object left");
+}
+
+/// tus-js-client (the whole file in one PATCH) and tuspy (1 MiB PATCHes, under S3's 5 MiB
+/// minimum part size) through a relay that cuts their connections, into a bucket.
+#[tokio::test(flavor = "multi_thread")]
+async fn tus_clients_resume_through_a_cutting_relay_into_a_bucket() {
+    let Some(modules) = require_tool(TUS_JS) else {
+        return;
+    };
+    let Some(python) = require_tool(TUSPY) else {
+        return;
+    };
+    let Some(b) = Sandbox::start(Backend::Bucket, &[]) else {
+        return;
+    };
+    let s = &b.server;
+    let upstream = s.base.trim_start_matches("http://").to_string();
+
+    let (url, src, data) = setup(s, "inbox/js.bin", 24 * MIB).await;
+    let relay = Relay::start(&upstream, 10 * MIB as u64, 2).await;
+    let cmd = tus_js_cmd(&modules, &relay.url(s, &url), &src, None);
+    tokio::task::spawn_blocking(move || run(cmd, "tus-js-client"))
+        .await
+        .unwrap();
+    assert_landed_in_bucket(&b, &url, "inbox/js.bin", &data, &relay, 2).await;
+    eprintln!(
+        "server peak RSS after tus-js-client: {} KiB",
+        vm_hwm_kib(s.pid())
+    );
+
+    let (url, src, data) = setup(s, "inbox/py.bin", 20 * MIB).await;
+    // tuspy opens a connection per PATCH: cut the first two mid-chunk.
+    let relay = Relay::start(&upstream, 600_000, 2).await;
+    let cmd = tuspy_cmd(&python, &relay.url(s, &url), &src, MIB);
+    tokio::task::spawn_blocking(move || run(cmd, "tuspy"))
+        .await
+        .unwrap();
+    assert_landed_in_bucket(&b, &url, "inbox/py.bin", &data, &relay, 2).await;
+
+    let peak = vm_hwm_kib(s.pid());
+    eprintln!("server peak RSS (bucket, resumable): {peak} KiB");
+    assert!(peak < 64 * 1024, "peak RSS {peak} KiB");
+}
+
+/// Two replicas on one bucket and one Redis, no shared disk: an upload cut mid-way on one
+/// reports its durable offset (a whole part plus a tail) on the other, which finishes it in
+/// small PATCHes; then tus-js-client finishes through a relay that alternates replicas and
+/// cuts twice.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_bucket_upload_cut_on_one_replica_resumes_on_another() {
+    let Some(redis) = crate::support::redis_server::RedisServer::start() else {
+        return;
+    };
+    let Some(moto) = crate::support::moto::Moto::start() else {
+        return;
+    };
+    let mut env = moto.env();
+    env.push(("BURNLINK_LEDGER".into(), redis.url()));
+    let refs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let a = Server::start_with(&refs);
+    let bs = Server::start_with(&refs);
+    let on_b = |url: &str| url.replace(&a.base, &bs.base);
+
+    let data = pattern(20 * MIB);
+    let url = a
+        .mint_upload(json!({ "path": "x/r.bin", "max_bytes": 100 * MIB }))
+        .await["url"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(create(&a, &url, data.len() as u64).await.status(), 201);
+    // 9 MiB, then the connection breaks: a part of 8 MiB and a tail of 1 MiB are kept.
+    let cut = 9 * MIB;
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(4);
+    let req =
+        patch(&a, &url, 0, Vec::new()).body(reqwest::Body::wrap_stream(tokio_stream_from(rx)));
+    let sending = tokio::spawn(req.send());
+    tx.send(Ok(data[..cut].to_vec())).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    tx.send(Err(std::io::Error::other("cut"))).await.unwrap();
+    drop(tx);
+    let _ = sending.await;
+    assert_eq!(a.settled_state(&url).await, "unused");
+    assert!(moto.get("x/r.bin").is_none(), "nothing visible yet");
+
+    let r = offset_of(&bs, &on_b(&url)).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        header(&r, "upload-offset"),
+        cut.to_string(),
+        "the durable offset, on the other replica"
+    );
+    assert_eq!(header(&r, "upload-length"), data.len().to_string());
+    assert_eq!(
+        moto.uploaded_parts(),
+        1,
+        "one whole part in the multipart upload"
+    );
+    assert_eq!(moto.state_objects(), 1, "and the tail beside it");
+    let r = patch(&bs, &on_b(&url), 3, b"xyz".to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 409, "wrong offset");
+    assert_eq!(header(&r, "upload-offset"), cut.to_string());
+    // The rest in PATCHes of 3 MiB, each under S3's minimum part size.
+    let mut at = cut;
+    while at < data.len() {
+        let end = (at + 3 * MIB).min(data.len());
+        let r = patch(&bs, &on_b(&url), at as u64, data[at..end].to_vec())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 204, "at {at}");
+        assert_eq!(header(&r, "upload-offset"), end.to_string());
+        if end < data.len() {
+            assert!(
+                moto.get("x/r.bin").is_none(),
+                "nothing visible before the last byte"
+            );
+        }
+        at = end;
+    }
+    assert_eq!(sha256(&moto.get("x/r.bin").unwrap()), sha256(&data));
+    assert_eq!(a.state(&url).await, "used");
+    assert_eq!(moto.open_uploads() + moto.state_objects(), 0);
+
+    let Some(modules) = require_tool(TUS_JS) else {
+        return;
+    };
+    let data = pattern(24 * MIB);
+    let src = a.dir.path().join("source.bin");
+    std::fs::write(&src, &data).unwrap();
+    let url = a
+        .mint_upload(json!({ "path": "x/js.bin", "max_bytes": 100 * MIB }))
+        .await["url"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let upstreams = [
+        a.base.trim_start_matches("http://"),
+        bs.base.trim_start_matches("http://"),
+    ];
+    let relay = Relay::start_many(&upstreams, 10 * MIB as u64, 2).await;
+    let cmd = tus_js_cmd(&modules, &relay.url(&a, &url), &src, None);
+    tokio::task::spawn_blocking(move || run(cmd, "tus-js-client"))
+        .await
+        .unwrap();
+    assert_eq!(sha256(&moto.get("x/js.bin").unwrap()), sha256(&data));
+    assert_eq!(bs.settled_state(&on_b(&url)).await, "used");
+    assert_eq!(relay.cuts_made(2), 2);
+    assert!((relay.sent() as f64) < 1.3 * data.len() as f64);
+    assert_eq!(moto.open_uploads() + moto.state_objects(), 0);
+}
+
+/// An unfinished upload in the bucket outlives neither its link nor the next sweep: a server
+/// started after the link expired aborts its multipart upload and removes its state object.
+#[tokio::test]
+async fn unfinished_bucket_uploads_go_when_their_link_expires() {
+    let Some(b) = Sandbox::start(Backend::Bucket, &[]) else {
+        return;
+    };
+    let s = &b.server;
+    let moto = b.moto.as_ref().unwrap();
+    let url = s
+        .mint_upload(json!({ "path": "e/gone.bin", "ttl_seconds": 2 }))
+        .await["url"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(create(s, &url, 10).await.status(), 201);
+    let r = patch(s, &url, 0, b"12345".to_vec()).send().await.unwrap();
+    assert_eq!(r.status(), 204);
+    assert_eq!(b.partials(), 1);
+    tokio::time::sleep(Duration::from_millis(3_100)).await;
+    assert_eq!(offset_of(s, &url).await.status(), 410, "expired");
+    let env = moto.env();
+    let refs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let _later = Server::start_with(&refs);
+    let mut left = usize::MAX;
+    for _ in 0..50 {
+        left = b.leftovers();
+        if left == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(left, 0, "the start-up sweep removed it");
+    assert!(b.read("e/gone.bin").is_none());
+}
