@@ -488,15 +488,17 @@ impl Upload {
 
     /// Abandons the upload, unless it is resumable: its parts wait for the next request.
     async fn abort_now(&mut self) {
-        if self.done || self.resumable {
-            self.done = true;
+        if self.done {
             return;
         }
         self.done = true;
+        self.create_only.remove(&self.id);
+        if self.resumable {
+            return;
+        }
         if let Some(part) = self.inflight.take() {
             let _ = part.await;
         }
-        self.create_only.remove(&self.id);
         let aborted = bounded(CALL_BOUND, self.store.abort_multipart(&self.path, &self.id)).await;
         if let Err(e) | Ok(Err(e)) = aborted.map(|r| r.map_err(classify)) {
             tracing::warn!(error = %e, "could not abort a multipart upload; a lifecycle rule \
