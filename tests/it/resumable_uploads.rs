@@ -379,6 +379,14 @@ async fn by_hand(backend: Backend) {
     assert_eq!(s.state(url).await, "used");
     assert_eq!(b.leftovers(), 0, "{}", b.name());
     assert_eq!(create(s, url, 4).await.status(), 404, "burned");
+
+    // An empty file is complete at creation.
+    let minted = s.mint_upload(json!({ "path": "in/empty.bin" })).await;
+    let url = minted["url"].as_str().unwrap();
+    assert_eq!(create(s, url, 0).await.status(), 201);
+    assert_eq!(b.read("in/empty.bin").unwrap(), b"", "{}", b.name());
+    assert_eq!(s.state(url).await, "used");
+    assert_eq!(b.leftovers(), 0, "{}", b.name());
 }
 
 #[tokio::test]
@@ -523,9 +531,11 @@ fn tokio_stream_from(
     futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx))
 }
 
-#[tokio::test]
-async fn the_draft_by_hand_offsets_completion_and_versions() {
-    let s = Server::start();
+async fn draft_by_hand(backend: Backend) {
+    let Some(b) = Sandbox::start(backend, &[]) else {
+        return;
+    };
+    let s = &b.server;
     for version in ["6", "8"] {
         let path = format!("dr/a{version}.bin");
         let minted = s
@@ -579,7 +589,7 @@ async fn the_draft_by_hand_offsets_completion_and_versions() {
             .unwrap();
         assert_eq!(r.status(), 204);
         assert_eq!(header(&r, "upload-complete"), "?1");
-        assert_eq!(std::fs::read(s.root.join(&path)).unwrap(), b"abcdef");
+        assert_eq!(b.read(&path).unwrap(), b"abcdef", "{}", b.name());
         assert_eq!(s.state(url).await, "used");
     }
     let minted = s.mint_upload(json!({ "path": "dr/v.bin" })).await;
@@ -606,7 +616,7 @@ async fn the_draft_by_hand_offsets_completion_and_versions() {
         draft(s.client.delete(url)).send().await.unwrap().status(),
         204
     );
-    assert!(s.temporaries().is_empty());
+    assert_eq!(b.leftovers(), 0, "{}", b.name());
     assert_eq!(s.state(url).await, "unused");
 
     // The whole file in the creation request (Upload-Complete: ?1, no Upload-Length).
@@ -618,7 +628,15 @@ async fn the_draft_by_hand_offsets_completion_and_versions() {
         .unwrap();
     assert_eq!(r.status(), 201);
     assert_eq!(header(&r, "upload-complete"), "?1");
-    assert_eq!(std::fs::read(s.root.join("dr/v.bin")).unwrap(), b"whole");
+    assert_eq!(b.read("dr/v.bin").unwrap(), b"whole");
+    assert_eq!(b.leftovers(), 0, "{}", b.name());
+}
+
+#[tokio::test]
+async fn the_draft_by_hand_offsets_completion_and_versions() {
+    for backend in BOTH {
+        draft_by_hand(backend).await;
+    }
 }
 
 /// Two replicas sharing the root and a Redis ledger: an upload started on one resumes on the
@@ -1022,6 +1040,13 @@ async fn a_bucket_upload_cut_on_one_replica_resumes_on_another() {
     let sending = tokio::spawn(req.send());
     tx.send(Ok(data[..cut].to_vec())).await.unwrap();
     tokio::time::sleep(Duration::from_millis(1000)).await;
+    // One appender at a time, across replicas: the first holds the link while bytes flow.
+    assert_eq!(a.state(&url).await, "in_progress");
+    let r = patch(&bs, &on_b(&url), 0, b"x".to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error_code(r).await, (409, "in_progress".into()));
     tx.send(Err(std::io::Error::other("cut"))).await.unwrap();
     drop(tx);
     let _ = sending.await;

@@ -185,7 +185,15 @@ impl Bucket {
         let Some((found, path, _)) = self.find_partial(session, rel, nonce_hex).await? else {
             return Ok(None);
         };
-        self.read_partial(path, found).await
+        let partial = self.read_partial(path, found).await?;
+        // The link names the destination; a record that says otherwise is not this upload's.
+        if partial
+            .as_ref()
+            .is_some_and(|p| p.dest != self.path(session, rel).unwrap_or_default())
+        {
+            return Err(bad_state("destination"));
+        }
+        Ok(partial)
     }
 
     async fn read_partial(
