@@ -17,6 +17,9 @@
 //! the request that brings the last byte hashes the whole file (read back on the blocking
 //! pool), checks it against the link's digest, and lands and burns it through the same path
 //! as a plain upload ([`super::upload::Receive::land`]).
+//!
+//! When files live in a bucket, the same requests keep the data in a multipart upload and a
+//! state object instead ([`bucket`]); only where the bytes go differs, not the answers.
 
 mod bucket;
 
