@@ -51,14 +51,20 @@ pub struct Partial {
     pub stored: u64,
     /// SHA-256 over the bytes in `parts`.
     pub hasher: Sha256,
-    /// The bytes after the parts, fewer than a part.
-    pub tail: Bytes,
+    /// The bytes after the parts, fewer than a part, in the pieces they came in (never
+    /// copied into one buffer).
+    pub tail: Vec<Bytes>,
 }
 
 impl Partial {
     /// The durable offset.
     pub fn offset(&self) -> u64 {
-        self.stored + self.tail.len() as u64
+        self.stored + self.tail_len()
+    }
+
+    /// The tail's length.
+    pub fn tail_len(&self) -> u64 {
+        self.tail.iter().map(|b| b.len() as u64).sum()
     }
 }
 
@@ -99,7 +105,9 @@ fn encode(p: &Partial) -> Result<PutPayload, SandboxError> {
     let mut head = BytesMut::new();
     head.extend_from_slice(format!("{} {}\n", p.stored, json.len()).as_bytes());
     head.extend_from_slice(&json);
-    Ok(PutPayload::from_iter([head.freeze(), p.tail.clone()]))
+    Ok(std::iter::once(head.freeze())
+        .chain(p.tail.iter().cloned())
+        .collect())
 }
 
 /// The first line: bytes in parts, and the JSON's length; and where the JSON starts.
@@ -233,7 +241,7 @@ impl Bucket {
                 .collect(),
             stored,
             hasher,
-            tail: bytes.slice(start + json..),
+            tail: vec![bytes.slice(start + json..)],
         }))
     }
 
@@ -264,7 +272,7 @@ impl Bucket {
             parts: Vec::new(),
             stored: 0,
             hasher: Sha256::default(),
-            tail: Bytes::new(),
+            tail: Vec::new(),
         };
         if let Err(e) = self.save_partial(&mut partial).await {
             let _ = bounded(
@@ -406,7 +414,7 @@ impl Bucket {
 impl Partial {
     /// Takes what a request appended: the parts `upload` now holds (settled), the hash over
     /// them, and the bytes after them. [`Bucket::save_partial`] makes it durable.
-    pub fn record(&mut self, upload: &Upload, stored: u64, hasher: Sha256, tail: Bytes) {
+    pub fn record(&mut self, upload: &Upload, stored: u64, hasher: Sha256, tail: Vec<Bytes>) {
         self.parts = upload.parts().to_vec();
         self.stored = stored;
         self.hasher = hasher;
@@ -441,7 +449,7 @@ mod tests {
             }],
             stored: 35,
             hasher: hasher.clone(),
-            tail: Bytes::from_static(b"tail"),
+            tail: vec![Bytes::from_static(b"ta"), Bytes::from_static(b"il")],
         };
         let bytes: Vec<u8> = encode(&p).unwrap().iter().flatten().copied().collect();
         let (stored, json, start) = first_line(&bytes).unwrap();

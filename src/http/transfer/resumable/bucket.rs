@@ -16,7 +16,7 @@ use std::sync::Arc;
 use axum::body::Body;
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 
@@ -106,11 +106,11 @@ impl Job {
         let tail = std::mem::take(&mut partial.tail);
         let (appended, refused) = match body {
             None => {
-                let tail_len = tail.len() as u64;
+                let tail_len = tail.iter().map(|b| b.len() as u64).sum();
                 let appended = Appended {
                     upload,
                     hasher,
-                    tail: vec![tail],
+                    tail,
                     tail_len,
                     added: 0,
                 };
@@ -142,8 +142,7 @@ impl Job {
         let offset = stored + appended.tail_len;
         if refused.is_some() || offset < self.length {
             // Keep what arrived: that is the offset now, for this client or another replica.
-            let tail = concat(&appended.tail, appended.tail_len);
-            partial.record(&appended.upload, stored, appended.hasher, tail);
+            partial.record(&appended.upload, stored, appended.hasher, appended.tail);
             let saved = self.receive.keep(bucket.save_partial(&mut partial)).await;
             if let Some(refused) = refused {
                 if let Err(e) = saved {
@@ -222,18 +221,6 @@ impl Job {
     }
 }
 
-/// The tail as one buffer, for the state object (under a part, so at most one part's copy).
-fn concat(chunks: &[Bytes], len: u64) -> Bytes {
-    if let [one] = chunks {
-        return one.clone();
-    }
-    let mut out = BytesMut::with_capacity(len as usize);
-    for chunk in chunks {
-        out.extend_from_slice(chunk);
-    }
-    out.freeze()
-}
-
 /// Gathers the previous tail and the body into parts of exactly [`PART_SIZE`] and sends each
 /// (hashed first, so the hash state always covers exactly the parts sent), one in flight while
 /// the next is gathered. Ends when the body does or the queue closes (the connection dropped
@@ -241,15 +228,15 @@ fn concat(chunks: &[Bytes], len: u64) -> Bytes {
 async fn write_parts(
     mut upload: Upload,
     mut hasher: Sha256,
-    tail: Bytes,
+    tail: Vec<Bytes>,
     mut rx: mpsc::Receiver<Chunk>,
 ) -> Result<Appended, SandboxError> {
     let mut part: Vec<Bytes> = Vec::new();
     let mut len = 0usize;
     let mut added = 0u64;
-    let mut pending = (!tail.is_empty()).then_some(tail);
+    let mut pending = tail.into_iter();
     loop {
-        let mut data = match pending.take() {
+        let mut data = match pending.next() {
             Some(data) => data,
             None => match rx.recv().await {
                 Some(Chunk::Data(data)) => data,
