@@ -742,12 +742,14 @@ setTimeout(() => { console.error('timeout'); process.exit(2); }, 200000);
 /// The upload page resumes by itself: Chromium sends a file through the relay, which cuts the
 /// connection twice mid-upload; the page asks for the offset, sends the rest (the progress bar
 /// going on from there) and says it is done.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_upload_page_resumes_after_the_network_drops() {
+async fn upload_page(backend: Backend) {
     use crate::support::chromium::{Driver, browser, tools};
     use fantoccini::Locator;
     let Some(tools) = tools() else { return };
-    let s = Server::start();
+    let Some(b) = Sandbox::start(backend, &[]) else {
+        return;
+    };
+    let s = &b.server;
     let size = 8 * MIB;
     let data = pattern(size);
     let src = s.dir.path().join("big file.bin");
@@ -764,7 +766,7 @@ async fn the_upload_page_resumes_after_the_network_drops() {
     let driver = Driver::start(&tools, &scratch.path().join("chromedriver.log"));
     let c = browser(&tools, &driver, &profile, &downloads).await;
     let walk = async {
-        c.goto(&relay.url(&s, &url)).await.unwrap();
+        c.goto(&relay.url(s, &url)).await.unwrap();
         c.find(Locator::Id("file"))
             .await
             .unwrap()
@@ -804,15 +806,28 @@ async fn the_upload_page_resumes_after_the_network_drops() {
     let walked = tokio::time::timeout(Duration::from_secs(120), walk).await;
     let _ = c.close().await;
     walked.expect("the page finished within 120 s");
-    assert_eq!(sha256_file(&s.root.join("in/page.bin")), sha256(&data));
+    assert_eq!(
+        sha256(&b.read("in/page.bin").unwrap()),
+        sha256(&data),
+        "{}",
+        b.name()
+    );
     assert_eq!(s.state(&url).await, "used");
     assert_eq!(relay.cuts_made(2), 2, "the relay cut twice");
     eprintln!(
-        "relay (page): {} bytes for {size} bytes, 2 cuts",
+        "relay (page, {}): {} bytes for {size} bytes, 2 cuts",
+        b.name(),
         relay.sent()
     );
     assert!((relay.sent() as f64) < 1.3 * size as f64);
-    assert!(s.temporaries().is_empty());
+    assert_eq!(b.leftovers(), 0, "{}", b.name());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_upload_page_resumes_after_the_network_drops() {
+    for backend in BOTH {
+        upload_page(backend).await;
+    }
 }
 
 /// Every byte in but not landed (the server stopped between the last sync and the rename): the
