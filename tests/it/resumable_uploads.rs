@@ -364,6 +364,22 @@ async fn by_hand(backend: Backend) {
         .unwrap();
     assert_eq!(r.status(), 415, "PATCH needs offset+octet-stream");
     assert_eq!(header(&offset_of(s, url).await, "upload-offset"), "5");
+    // The unfinished upload is no file of the directory's: not counted, not zipped.
+    b.put("in/other.txt", b"other");
+    let (status, v) = s.mint_raw(Some(API_TOKEN), json!({ "path": "in" })).await;
+    assert_eq!(
+        (status, v["size"].as_u64()),
+        (201, Some(5)),
+        "{} {v}",
+        b.name()
+    );
+    let zip = s
+        .get(v["url"].as_str().unwrap())
+        .await
+        .bytes()
+        .await
+        .unwrap();
+    assert!(!zip.windows(10).any(|w| w == b".burnlink-"), "{}", b.name());
     let r = patch(s, url, 5, b"world!".to_vec()).send().await.unwrap();
     assert_eq!(r.status(), 413, "past Upload-Length");
 
