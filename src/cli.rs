@@ -430,7 +430,8 @@ fn mint(mut config: Config, args: MintArgs) -> Result<ExitCode, String> {
     for _ in 0..args.count {
         let minted = runtime
             .block_on(links.mint(request.clone(), origin))
-            .map_err(|e| e.to_string())?;
+            // Named, so a script minting many paths says which one failed.
+            .map_err(|e| format!("{}: {e}", request.path))?;
         let line = match (args.json, args.count) {
             (true, 1) => serde_json::to_string_pretty(&minted).map_err(|e| e.to_string())?,
             (true, _) => serde_json::to_string(&minted).map_err(|e| e.to_string())?,

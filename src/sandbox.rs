@@ -35,6 +35,9 @@ pub enum SandboxError {
     /// The storage (an object store) did not answer, or not in time: try again shortly.
     #[error("storage unavailable: {0}")]
     Unavailable(String),
+    /// Another writer changed what this one read (a resumable upload's state in a bucket).
+    #[error("changed by another writer meanwhile")]
+    Conflict,
 }
 
 impl From<io::Error> for SandboxError {

@@ -16,6 +16,7 @@ use crate::ratelimit::RateLimits;
 use crate::sandbox::Sandbox;
 use crate::state::App;
 use crate::stats::{MemoryStats, RedisStats, StatsStore};
+use crate::storage::Storage;
 use crate::token::{Keyring, generate_key_entry};
 
 /// What went wrong before the server could start; printed as one line.
@@ -52,8 +53,9 @@ pub async fn run(mut config: Config) -> Result<(), StartError> {
     crate::metrics::install();
     crate::webhooks::describe_metrics();
     let (ledger, stats) = open_ledger(&config.ledger).await?;
-    if let Some(sandbox) = storage.disk() {
-        sweep_stale_uploads(sandbox);
+    match &storage {
+        Storage::Disk(sandbox) => sweep_stale_uploads(sandbox),
+        Storage::Bucket(bucket) => sweep_bucket_partials(bucket.clone()),
     }
     let keyring = Arc::new(match config.keys.take() {
         Some(k) => k,
@@ -250,6 +252,28 @@ fn sweep_stale_uploads(sandbox: &Sandbox) {
                 }
             })
             .await;
+        }
+    });
+}
+
+/// The bucket's counterpart of [`sweep_stale_uploads`]: at start-up and every
+/// [`SWEEP_PERIOD`], the unfinished resumable uploads of expired links are aborted and their
+/// state objects removed (a plain upload aborts its own multipart upload when it fails).
+fn sweep_bucket_partials(bucket: Arc<crate::storage::Bucket>) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(SWEEP_PERIOD);
+        loop {
+            tick.tick().await;
+            match bucket.sweep_partials().await {
+                Ok(0) => {}
+                Ok(removed) => tracing::info!(
+                    removed,
+                    "aborted the unfinished uploads of expired links in the bucket"
+                ),
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not sweep the bucket's unfinished uploads")
+                }
+            }
         }
     });
 }

@@ -295,6 +295,22 @@ pub fn partial_name(
     }
 }
 
+/// The partial upload `name` describes, if it is the one of the link with nonce `nonce_hex`
+/// (the same names serve partial objects in a bucket).
+pub fn partial_of(name: &str, nonce_hex: &str) -> Option<Partial> {
+    let (nonce, _, length, sha256) = parse_partial(name)?;
+    (nonce == nonce_hex).then(|| Partial {
+        name: name.to_string(),
+        length,
+        sha256,
+    })
+}
+
+/// The link expiry (Unix seconds) a partial upload's name carries, if it is one.
+pub fn partial_expiry(name: &str) -> Option<u64> {
+    parse_partial(name).map(|(_, expires_at, _, _)| expires_at)
+}
+
 /// The nonce, expiry, length and digest a partial file's name carries, if it is one.
 fn parse_partial(name: &str) -> Option<(&str, u64, u64, Option<[u8; 32]>)> {
     let inner = name.strip_prefix(PREFIX)?.strip_suffix(SUFFIX)?;

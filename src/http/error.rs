@@ -236,6 +236,7 @@ impl From<&MintError> for ApiError {
                 tracing::error!(error = %err, "storage unavailable while minting");
                 ApiError::StorageUnavailable
             }
+            MintError::Sandbox(SandboxError::Conflict) => ApiError::InProgress,
             MintError::Sandbox(SandboxError::Io(err)) => {
                 tracing::error!(error = %err, "file system error while minting");
                 ApiError::Internal
@@ -265,6 +266,7 @@ impl From<SandboxError> for ApiError {
                 tracing::error!(error = %err, "storage unavailable during a transfer");
                 ApiError::StorageUnavailable
             }
+            SandboxError::Conflict => ApiError::InProgress,
             SandboxError::BadPath(_)
             | SandboxError::Outside
             | SandboxError::NotFound

@@ -28,7 +28,11 @@ use object_store::{
 };
 
 use super::s3_http::{Connector, CreateOnly};
+
+mod partial;
+
 use crate::sandbox::{self, SandboxError, SessionId};
+pub use partial::Partial;
 
 /// The longest any one metadata call (HEAD, LIST page, create, abort) may take, retries
 /// included.
@@ -314,6 +318,14 @@ impl Bucket {
                     // The listed directory's own `dir/` marker.
                     return Ok(None);
                 }
+                // A resumable upload's state object is no file of the user's.
+                if meta
+                    .location
+                    .filename()
+                    .is_some_and(crate::staging::is_temporary)
+                {
+                    return Ok(None);
+                }
                 let name = strip_dir(&dir_key, key).to_string();
                 let rel = strip_dir(&base, key).to_string();
                 // object_store drops a marker's trailing `/`: an empty object whose plain key
@@ -348,9 +360,6 @@ impl Bucket {
         let id = bounded(CALL_BOUND, self.store.create_multipart(&path))
             .await?
             .map_err(classify)?;
-        if create_only {
-            self.create_only.insert(&id);
-        }
         Ok(Upload {
             store: self.store.clone(),
             create_only: self.create_only.clone(),
@@ -359,6 +368,8 @@ impl Bucket {
             parts: Vec::new(),
             inflight: None,
             done: false,
+            resumable: false,
+            create_only_wanted: create_only,
         })
     }
 
@@ -379,6 +390,11 @@ pub struct Upload {
     /// The part being sent while the next one is gathered.
     inflight: Option<tokio::task::JoinHandle<Result<PartId, SandboxError>>>,
     done: bool,
+    /// A resumable upload's: its parts outlive this request, so only an explicit
+    /// [`Upload::abort`] (or a refusal at completion) abandons them.
+    resumable: bool,
+    /// Completed with `If-None-Match: *` (registered in `create_only` when completing).
+    create_only_wanted: bool,
 }
 
 /// Why a multipart upload did not complete.
@@ -406,7 +422,8 @@ impl Upload {
         Ok(())
     }
 
-    async fn settle(&mut self) -> Result<(), SandboxError> {
+    /// Waits for the part in flight, if any.
+    pub async fn settle(&mut self) -> Result<(), SandboxError> {
         if let Some(part) = self.inflight.take() {
             let part = part
                 .await
@@ -421,8 +438,11 @@ impl Upload {
     /// aborted.
     pub async fn complete(mut self) -> Result<(), CompleteError> {
         if let Err(e) = self.settle().await {
-            self.abort().await;
+            self.abort_now().await;
             return Err(CompleteError::Storage(e));
+        }
+        if self.create_only_wanted {
+            self.create_only.insert(&self.id);
         }
         let parts = std::mem::take(&mut self.parts);
         let done = bounded(
@@ -440,15 +460,16 @@ impl Upload {
                 object_store::Error::Precondition { .. }
                 | object_store::Error::AlreadyExists { .. },
             )) => {
+                // It can never complete now, resumable or not.
                 self.abort().await;
                 Err(CompleteError::Exists)
             }
             Ok(Err(e)) => {
-                self.abort().await;
+                self.abort_now().await;
                 Err(CompleteError::Storage(classify(e)))
             }
             Err(e) => {
-                self.abort().await;
+                self.abort_now().await;
                 Err(CompleteError::Storage(e))
             }
         }
@@ -456,18 +477,28 @@ impl Upload {
 
     /// Abandons the upload and its parts.
     pub async fn abort(mut self) {
+        self.resumable = false;
         self.abort_now().await;
     }
 
+    /// The parts sent so far (after [`Upload::settle`]), in order.
+    pub fn parts(&self) -> &[PartId] {
+        &self.parts
+    }
+
+    /// Abandons the upload, unless it is resumable: its parts wait for the next request.
     async fn abort_now(&mut self) {
         if self.done {
             return;
         }
         self.done = true;
+        self.create_only.remove(&self.id);
+        if self.resumable {
+            return;
+        }
         if let Some(part) = self.inflight.take() {
             let _ = part.await;
         }
-        self.create_only.remove(&self.id);
         let aborted = bounded(CALL_BOUND, self.store.abort_multipart(&self.path, &self.id)).await;
         if let Err(e) | Ok(Err(e)) = aborted.map(|r| r.map_err(classify)) {
             tracing::warn!(error = %e, "could not abort a multipart upload; a lifecycle rule \
@@ -478,7 +509,7 @@ impl Upload {
 
 impl Drop for Upload {
     fn drop(&mut self) {
-        if self.done {
+        if self.done || self.resumable {
             return;
         }
         // Dropped mid-way (the task was cancelled): abort on the runtime.
@@ -493,6 +524,8 @@ impl Drop for Upload {
             parts: Vec::new(),
             inflight: self.inflight.take(),
             done: false,
+            resumable: false,
+            create_only_wanted: false,
         };
         self.done = true;
         runtime.spawn(async move { rest.abort_now().await });

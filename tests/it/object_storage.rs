@@ -234,8 +234,24 @@ async fn mid_upload_race(backend: Backend) {
         let client = s.client.clone();
         async move { client.put(url).body(body).send().await.unwrap() }
     });
-    tx.send(Ok(pattern(6 * 1024 * 1024))).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // More than a part (PART_SIZE is 8 MiB), so the bucket holds a part of it below.
+    tx.send(Ok(pattern(9 * 1024 * 1024))).await.unwrap();
+    match &b.moto {
+        Some(moto) => {
+            // Bounded: 200 looks, 50 ms apart.
+            let mut parts = 0;
+            for _ in 0..200 {
+                parts = moto.uploaded_parts();
+                if parts >= 1 {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            assert!(parts >= 1, "a part was uploaded: {parts}");
+            assert!(!moto.exists("race.bin"), "HEAD of the destination is 404");
+        }
+        None => tokio::time::sleep(Duration::from_millis(500)).await,
+    }
     // Nothing of an upload in progress is visible at its destination.
     assert_eq!(
         s.state(minted["url"].as_str().unwrap()).await,
@@ -243,6 +259,9 @@ async fn mid_upload_race(backend: Backend) {
     );
     assert!(b.read("race.bin").is_none(), "{}", b.name());
     b.put("race.bin", b"someone else's");
+    if let Some(moto) = &b.moto {
+        assert!(moto.exists("race.bin"), "the look above can see an object");
+    }
     tx.send(Ok(pattern(1024))).await.unwrap();
     drop(tx);
     let r = upload.await.unwrap();
@@ -266,14 +285,19 @@ async fn the_cli_mints_against_the_bucket() {
     let s = &b.server;
     b.put("ci/artifact.tgz", b"artifact");
     let moto = b.moto.as_ref().unwrap();
-    let mut cli = std::process::Command::new(bin());
-    cli.current_dir(s.dir.path())
-        .env("BURNLINK_KEYS", KEYS)
-        .env("BURNLINK_BASE_URL", &s.base);
-    for (k, v) in moto.env() {
-        cli.env(k, v);
-    }
-    let out = cli.args(["mint", "ci/artifact.tgz"]).output().unwrap();
+    // A fresh command each time: `args` appends.
+    let cli = |path: &str| {
+        let mut cli = std::process::Command::new(bin());
+        cli.current_dir(s.dir.path())
+            .env("BURNLINK_KEYS", KEYS)
+            .env("BURNLINK_BASE_URL", &s.base)
+            .args(["mint", path]);
+        for (k, v) in moto.env() {
+            cli.env(k, v);
+        }
+        cli.output().unwrap()
+    };
+    let out = cli("ci/artifact.tgz");
     assert!(
         out.status.success(),
         "{}",
@@ -284,8 +308,10 @@ async fn the_cli_mints_against_the_bucket() {
     assert_eq!(r.status(), 200);
     assert_eq!(&r.bytes().await.unwrap()[..], b"artifact");
 
-    let out = cli.args(["mint", "ci/missing.tgz"]).output().unwrap();
+    let out = cli("ci/missing.tgz");
+    let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
+    assert!(stderr.contains("ci/missing.tgz: no such file"), "{stderr}");
 }
 
 /// A port that accepts connections and never answers: a bucket that hangs.

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
+use crate::support::moto::{BOTH, Backend, Sandbox};
 use crate::support::*;
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -301,9 +302,11 @@ async fn offset_of(s: &Server, url: &str) -> reqwest::Response {
     tus(s.client.head(url)).send().await.unwrap()
 }
 
-#[tokio::test]
-async fn tus_by_hand_offsets_conflicts_termination_and_the_cap() {
-    let s = Server::start();
+async fn by_hand(backend: Backend) {
+    let Some(b) = Sandbox::start(backend, &[]) else {
+        return;
+    };
+    let s = &b.server;
     let minted = s
         .mint_upload(json!({ "path": "in/a.bin", "max_bytes": 1000 }))
         .await;
@@ -320,7 +323,7 @@ async fn tus_by_hand_offsets_conflicts_termination_and_the_cap() {
     assert_eq!(header(&r, "tus-max-size"), "1000");
     assert!(header(&r, "tus-extension").contains("termination"));
 
-    let r = create(&s, url, 1001).await;
+    let r = create(s, url, 1001).await;
     assert_eq!(r.status(), 413);
     assert_eq!(header(&r, "tus-resumable"), "1.0.0");
     let r = s
@@ -333,24 +336,24 @@ async fn tus_by_hand_offsets_conflicts_termination_and_the_cap() {
         .unwrap();
     assert_eq!(r.status(), 412);
 
-    let r = create(&s, url, 10).await;
-    assert_eq!(r.status(), 201);
+    let r = create(s, url, 10).await;
+    assert_eq!(r.status(), 201, "{}", b.name());
     assert_eq!(header(&r, "tus-resumable"), "1.0.0");
     let location = header(&r, "location");
     let upload = reqwest::Url::parse(url).unwrap().join(&location).unwrap();
     assert_eq!(upload.as_str(), url, "the upload is the link URL");
-    assert_eq!(s.temporaries().len(), 1, "the partial file");
+    assert_eq!(b.partials(), 1, "the partial file, {}", b.name());
     assert_eq!(s.state(url).await, "unused", "the lease is released");
 
-    let r = offset_of(&s, url).await;
+    let r = offset_of(s, url).await;
     assert_eq!(r.status(), 200);
     assert_eq!(header(&r, "upload-offset"), "0");
     assert_eq!(header(&r, "upload-length"), "10");
     assert_eq!(header(&r, "cache-control"), "no-store");
 
-    let r = patch(&s, url, 3, b"abc".to_vec()).send().await.unwrap();
+    let r = patch(s, url, 3, b"abc".to_vec()).send().await.unwrap();
     assert_eq!(r.status(), 409, "wrong offset");
-    let r = patch(&s, url, 0, b"hello".to_vec()).send().await.unwrap();
+    let r = patch(s, url, 0, b"hello".to_vec()).send().await.unwrap();
     assert_eq!(r.status(), 204);
     assert_eq!(header(&r, "upload-offset"), "5");
     let r = tus(s.client.patch(url))
@@ -360,47 +363,80 @@ async fn tus_by_hand_offsets_conflicts_termination_and_the_cap() {
         .await
         .unwrap();
     assert_eq!(r.status(), 415, "PATCH needs offset+octet-stream");
-    assert_eq!(header(&offset_of(&s, url).await, "upload-offset"), "5");
-    let r = patch(&s, url, 5, b"world!".to_vec()).send().await.unwrap();
+    assert_eq!(header(&offset_of(s, url).await, "upload-offset"), "5");
+    // The unfinished upload is no file of the directory's: not counted, not zipped.
+    b.put("in/other.txt", b"other");
+    let (status, v) = s.mint_raw(Some(API_TOKEN), json!({ "path": "in" })).await;
+    assert_eq!(
+        (status, v["size"].as_u64()),
+        (201, Some(5)),
+        "{} {v}",
+        b.name()
+    );
+    let zip = s
+        .get(v["url"].as_str().unwrap())
+        .await
+        .bytes()
+        .await
+        .unwrap();
+    assert!(!zip.windows(10).any(|w| w == b".burnlink-"), "{}", b.name());
+    let r = patch(s, url, 5, b"world!".to_vec()).send().await.unwrap();
     assert_eq!(r.status(), 413, "past Upload-Length");
 
     // Termination frees the link; a fresh upload starts over.
     let r = tus(s.client.delete(url)).send().await.unwrap();
     assert_eq!(r.status(), 204);
-    assert!(s.temporaries().is_empty());
-    assert_eq!(offset_of(&s, url).await.status(), 404);
-    assert_eq!(create(&s, url, 4).await.status(), 201);
-    let r = patch(&s, url, 0, b"done".to_vec()).send().await.unwrap();
+    assert_eq!(b.leftovers(), 0, "{}", b.name());
+    assert_eq!(offset_of(s, url).await.status(), 404);
+    assert_eq!(create(s, url, 4).await.status(), 201);
+    let r = patch(s, url, 0, b"done".to_vec()).send().await.unwrap();
     assert_eq!(r.status(), 204);
-    assert_eq!(std::fs::read(s.root.join("in/a.bin")).unwrap(), b"done");
+    assert_eq!(b.read("in/a.bin").unwrap(), b"done");
     assert_eq!(s.state(url).await, "used");
-    assert!(s.temporaries().is_empty());
-    assert_eq!(create(&s, url, 4).await.status(), 404, "burned");
+    assert_eq!(b.leftovers(), 0, "{}", b.name());
+    assert_eq!(create(s, url, 4).await.status(), 404, "burned");
+
+    // An empty file is complete at creation.
+    let minted = s.mint_upload(json!({ "path": "in/empty.bin" })).await;
+    let url = minted["url"].as_str().unwrap();
+    assert_eq!(create(s, url, 0).await.status(), 201);
+    assert_eq!(b.read("in/empty.bin").unwrap(), b"", "{}", b.name());
+    assert_eq!(s.state(url).await, "used");
+    assert_eq!(b.leftovers(), 0, "{}", b.name());
 }
 
 #[tokio::test]
-async fn tus_checks_the_whole_file_digest_and_overwrite_at_completion() {
-    let s = Server::start();
+async fn tus_by_hand_offsets_conflicts_termination_and_the_cap() {
+    for backend in BOTH {
+        by_hand(backend).await;
+    }
+}
+
+async fn digest_and_overwrite(backend: Backend) {
+    let Some(b) = Sandbox::start(backend, &[]) else {
+        return;
+    };
+    let s = &b.server;
     let good = b"the whole file".to_vec();
     let minted = s
         .mint_upload(json!({ "path": "d/x.bin", "sha256": hex(&sha256(&good)) }))
         .await;
     let url = minted["url"].as_str().unwrap();
-    assert_eq!(create(&s, url, good.len() as u64).await.status(), 201);
-    let r = patch(&s, url, 0, b"the whole ".to_vec())
+    assert_eq!(create(s, url, good.len() as u64).await.status(), 201);
+    let r = patch(s, url, 0, b"the whole ".to_vec())
         .send()
         .await
         .unwrap();
     assert_eq!(r.status(), 204);
-    let r = patch(&s, url, 10, b"FILE".to_vec()).send().await.unwrap();
+    let r = patch(s, url, 10, b"FILE".to_vec()).send().await.unwrap();
     assert_eq!(r.status(), 422, "mismatch over the whole file");
-    assert!(!s.root.join("d/x.bin").exists());
-    assert!(s.temporaries().is_empty());
+    assert!(b.read("d/x.bin").is_none(), "nothing visible");
+    assert_eq!(b.leftovers(), 0, "{}", b.name());
     assert_eq!(s.state(url).await, "unused", "usable for a fresh attempt");
-    assert_eq!(create(&s, url, good.len() as u64).await.status(), 201);
-    let r = patch(&s, url, 0, good.clone()).send().await.unwrap();
+    assert_eq!(create(s, url, good.len() as u64).await.status(), 201);
+    let r = patch(s, url, 0, good.clone()).send().await.unwrap();
     assert_eq!(r.status(), 204);
-    assert_eq!(std::fs::read(s.root.join("d/x.bin")).unwrap(), good);
+    assert_eq!(b.read("d/x.bin").unwrap(), good);
 
     // A Content-Digest at creation is the whole file's, checked at completion.
     let digest = |d: &[u8]| format!("sha-256=:{}:", base64ct::Base64::encode_string(&sha256(d)));
@@ -415,24 +451,31 @@ async fn tus_checks_the_whole_file_digest_and_overwrite_at_completion() {
             .await
             .unwrap();
         assert_eq!(r.status(), 201);
-        let r = patch(&s, url, 0, good[..4].to_vec()).send().await.unwrap();
+        let r = patch(s, url, 0, good[..4].to_vec()).send().await.unwrap();
         assert_eq!(r.status(), 204);
-        let r = patch(&s, url, 4, good[4..].to_vec()).send().await.unwrap();
+        let r = patch(s, url, 4, good[4..].to_vec()).send().await.unwrap();
         assert_eq!(r.status(), status);
     }
-    assert_eq!(std::fs::read(s.root.join("d/cd.bin")).unwrap(), good);
+    assert_eq!(b.read("d/cd.bin").unwrap(), good);
 
     // overwrite=false: a destination that appeared meanwhile wins at completion.
     let minted = s
         .mint_upload(json!({ "path": "d/y.bin", "overwrite": false }))
         .await;
     let url = minted["url"].as_str().unwrap();
-    assert_eq!(create(&s, url, 3).await.status(), 201);
-    s.write("d/y.bin", b"old");
-    let r = patch(&s, url, 0, b"new".to_vec()).send().await.unwrap();
+    assert_eq!(create(s, url, 3).await.status(), 201);
+    b.put("d/y.bin", b"old");
+    let r = patch(s, url, 0, b"new".to_vec()).send().await.unwrap();
     assert_eq!(r.status(), 409);
-    assert_eq!(std::fs::read(s.root.join("d/y.bin")).unwrap(), b"old");
-    assert!(s.temporaries().is_empty());
+    assert_eq!(b.read("d/y.bin").unwrap(), b"old");
+    assert_eq!(b.leftovers(), 0, "{}", b.name());
+}
+
+#[tokio::test]
+async fn tus_checks_the_whole_file_digest_and_overwrite_at_completion() {
+    for backend in BOTH {
+        digest_and_overwrite(backend).await;
+    }
 }
 
 #[tokio::test]
@@ -504,9 +547,11 @@ fn tokio_stream_from(
     futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx))
 }
 
-#[tokio::test]
-async fn the_draft_by_hand_offsets_completion_and_versions() {
-    let s = Server::start();
+async fn draft_by_hand(backend: Backend) {
+    let Some(b) = Sandbox::start(backend, &[]) else {
+        return;
+    };
+    let s = &b.server;
     for version in ["6", "8"] {
         let path = format!("dr/a{version}.bin");
         let minted = s
@@ -560,7 +605,7 @@ async fn the_draft_by_hand_offsets_completion_and_versions() {
             .unwrap();
         assert_eq!(r.status(), 204);
         assert_eq!(header(&r, "upload-complete"), "?1");
-        assert_eq!(std::fs::read(s.root.join(&path)).unwrap(), b"abcdef");
+        assert_eq!(b.read(&path).unwrap(), b"abcdef", "{}", b.name());
         assert_eq!(s.state(url).await, "used");
     }
     let minted = s.mint_upload(json!({ "path": "dr/v.bin" })).await;
@@ -587,7 +632,7 @@ async fn the_draft_by_hand_offsets_completion_and_versions() {
         draft(s.client.delete(url)).send().await.unwrap().status(),
         204
     );
-    assert!(s.temporaries().is_empty());
+    assert_eq!(b.leftovers(), 0, "{}", b.name());
     assert_eq!(s.state(url).await, "unused");
 
     // The whole file in the creation request (Upload-Complete: ?1, no Upload-Length).
@@ -599,7 +644,15 @@ async fn the_draft_by_hand_offsets_completion_and_versions() {
         .unwrap();
     assert_eq!(r.status(), 201);
     assert_eq!(header(&r, "upload-complete"), "?1");
-    assert_eq!(std::fs::read(s.root.join("dr/v.bin")).unwrap(), b"whole");
+    assert_eq!(b.read("dr/v.bin").unwrap(), b"whole");
+    assert_eq!(b.leftovers(), 0, "{}", b.name());
+}
+
+#[tokio::test]
+async fn the_draft_by_hand_offsets_completion_and_versions() {
+    for backend in BOTH {
+        draft_by_hand(backend).await;
+    }
 }
 
 /// Two replicas sharing the root and a Redis ledger: an upload started on one resumes on the
@@ -705,12 +758,14 @@ setTimeout(() => { console.error('timeout'); process.exit(2); }, 200000);
 /// The upload page resumes by itself: Chromium sends a file through the relay, which cuts the
 /// connection twice mid-upload; the page asks for the offset, sends the rest (the progress bar
 /// going on from there) and says it is done.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_upload_page_resumes_after_the_network_drops() {
+async fn upload_page(backend: Backend) {
     use crate::support::chromium::{Driver, browser, tools};
     use fantoccini::Locator;
     let Some(tools) = tools() else { return };
-    let s = Server::start();
+    let Some(b) = Sandbox::start(backend, &[]) else {
+        return;
+    };
+    let s = &b.server;
     let size = 8 * MIB;
     let data = pattern(size);
     let src = s.dir.path().join("big file.bin");
@@ -727,7 +782,7 @@ async fn the_upload_page_resumes_after_the_network_drops() {
     let driver = Driver::start(&tools, &scratch.path().join("chromedriver.log"));
     let c = browser(&tools, &driver, &profile, &downloads).await;
     let walk = async {
-        c.goto(&relay.url(&s, &url)).await.unwrap();
+        c.goto(&relay.url(s, &url)).await.unwrap();
         c.find(Locator::Id("file"))
             .await
             .unwrap()
@@ -767,15 +822,28 @@ async fn the_upload_page_resumes_after_the_network_drops() {
     let walked = tokio::time::timeout(Duration::from_secs(120), walk).await;
     let _ = c.close().await;
     walked.expect("the page finished within 120 s");
-    assert_eq!(sha256_file(&s.root.join("in/page.bin")), sha256(&data));
+    assert_eq!(
+        sha256(&b.read("in/page.bin").unwrap()),
+        sha256(&data),
+        "{}",
+        b.name()
+    );
     assert_eq!(s.state(&url).await, "used");
     assert_eq!(relay.cuts_made(2), 2, "the relay cut twice");
     eprintln!(
-        "relay (page): {} bytes for {size} bytes, 2 cuts",
+        "relay (page, {}): {} bytes for {size} bytes, 2 cuts",
+        b.name(),
         relay.sent()
     );
     assert!((relay.sent() as f64) < 1.3 * size as f64);
-    assert!(s.temporaries().is_empty());
+    assert_eq!(b.leftovers(), 0, "{}", b.name());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_upload_page_resumes_after_the_network_drops() {
+    for backend in BOTH {
+        upload_page(backend).await;
+    }
 }
 
 /// Every byte in but not landed (the server stopped between the last sync and the rename): the
@@ -838,4 +906,286 @@ async fn partial_files_go_when_their_link_expires() {
     }
     assert!(s.temporaries().is_empty(), "{:?}", s.temporaries());
     assert!(!s.root.join("e/gone.bin").exists());
+}
+
+/// tus-js-client, sending `src` to `url` in `chunk` bytes per PATCH (the whole file if
+/// `None`), speaking tus 1.0.
+fn tus_js_cmd(
+    modules: &std::path::Path,
+    url: &str,
+    src: &std::path::Path,
+    chunk: Option<usize>,
+) -> std::process::Command {
+    let script = r#"
+const tus = require('tus-js-client');
+const fs = require('fs');
+const [url, file, chunk] = process.argv.slice(1);
+const options = {
+  endpoint: url,
+  retryDelays: [100, 200, 300, 500, 500, 500, 500, 500, 500, 500],
+  onError(e) { console.error('error', e); process.exit(1); },
+  onSuccess() { process.exit(0); },
+};
+if (chunk !== 'whole') options.chunkSize = Number(chunk);
+const upload = new tus.Upload(fs.readFileSync(file), options);
+upload.start();
+setTimeout(() => { console.error('timeout'); process.exit(2); }, 200000);
+"#;
+    let mut cmd = std::process::Command::new("node");
+    cmd.arg("-e")
+        .arg(script)
+        .arg(url)
+        .arg(src)
+        .arg(chunk.map_or("whole".to_string(), |c| c.to_string()))
+        .env("NODE_PATH", modules);
+    cmd
+}
+
+/// tuspy, sending `src` to `url` in PATCHes of `chunk` bytes.
+fn tuspy_cmd(
+    python: &std::path::Path,
+    url: &str,
+    src: &std::path::Path,
+    chunk: usize,
+) -> std::process::Command {
+    let script = r#"
+import sys
+from tusclient import client
+url, path, chunk = sys.argv[1], sys.argv[2], int(sys.argv[3])
+up = client.TusClient(url).uploader(file_path=path, chunk_size=chunk, retries=10, retry_delay=0.3)
+up.upload()
+"#;
+    let mut cmd = std::process::Command::new(python);
+    cmd.arg("-c")
+        .arg(script)
+        .arg(url)
+        .arg(src)
+        .arg(chunk.to_string());
+    cmd
+}
+
+/// What a resumable upload into the bucket must leave: the object byte for byte, the link
+/// used, every cut made, no restart from zero, and no multipart upload or state object.
+async fn assert_landed_in_bucket(
+    b: &Sandbox,
+    url: &str,
+    dest: &str,
+    data: &[u8],
+    relay: &Relay,
+    cuts: u32,
+) {
+    let s = &b.server;
+    let got = b.read(dest).expect("the object is there");
+    assert_eq!(sha256(&got), sha256(data), "byte-identical");
+    assert_eq!(s.settled_state(url).await, "used");
+    assert_eq!(relay.cuts_made(cuts), cuts, "the relay cut every time");
+    let sent = relay.sent();
+    eprintln!(
+        "relay ({dest}): {sent} bytes from the client for {} bytes ({:.3}x), {cuts} cuts",
+        data.len(),
+        sent as f64 / data.len() as f64
+    );
+    assert!(
+        (sent as f64) < 1.3 * data.len() as f64,
+        "resumed, not restarted: {sent} bytes sent"
+    );
+    let moto = b.moto.as_ref().unwrap();
+    assert_eq!(moto.open_uploads(), 0, "no multipart upload left");
+    assert_eq!(moto.state_objects(), 0, "no state object left");
+}
+
+/// tus-js-client (the whole file in one PATCH) and tuspy (1 MiB PATCHes, under S3's 5 MiB
+/// minimum part size) through a relay that cuts their connections, into a bucket.
+#[tokio::test(flavor = "multi_thread")]
+async fn tus_clients_resume_through_a_cutting_relay_into_a_bucket() {
+    let Some(modules) = require_tool(TUS_JS) else {
+        return;
+    };
+    let Some(python) = require_tool(TUSPY) else {
+        return;
+    };
+    let Some(b) = Sandbox::start(Backend::Bucket, &[]) else {
+        return;
+    };
+    let s = &b.server;
+    let upstream = s.base.trim_start_matches("http://").to_string();
+
+    let (url, src, data) = setup(s, "inbox/js.bin", 24 * MIB).await;
+    let relay = Relay::start(&upstream, 10 * MIB as u64, 2).await;
+    let cmd = tus_js_cmd(&modules, &relay.url(s, &url), &src, None);
+    tokio::task::spawn_blocking(move || run(cmd, "tus-js-client"))
+        .await
+        .unwrap();
+    assert_landed_in_bucket(&b, &url, "inbox/js.bin", &data, &relay, 2).await;
+    eprintln!(
+        "server peak RSS after tus-js-client: {} KiB",
+        vm_hwm_kib(s.pid())
+    );
+
+    let (url, src, data) = setup(s, "inbox/py.bin", 20 * MIB).await;
+    // tuspy opens a connection per PATCH: cut the first two mid-chunk.
+    let relay = Relay::start(&upstream, 600_000, 2).await;
+    let cmd = tuspy_cmd(&python, &relay.url(s, &url), &src, MIB);
+    tokio::task::spawn_blocking(move || run(cmd, "tuspy"))
+        .await
+        .unwrap();
+    assert_landed_in_bucket(&b, &url, "inbox/py.bin", &data, &relay, 2).await;
+
+    let peak = vm_hwm_kib(s.pid());
+    eprintln!("server peak RSS (bucket, resumable): {peak} KiB");
+    assert!(peak < 64 * 1024, "peak RSS {peak} KiB");
+}
+
+/// Two replicas on one bucket and one Redis, no shared disk: an upload cut mid-way on one
+/// reports its durable offset (a whole part plus a tail) on the other, which finishes it in
+/// small PATCHes; then tus-js-client finishes through a relay that alternates replicas and
+/// cuts twice.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_bucket_upload_cut_on_one_replica_resumes_on_another() {
+    let Some(redis) = crate::support::redis_server::RedisServer::start() else {
+        return;
+    };
+    let Some(moto) = crate::support::moto::Moto::start() else {
+        return;
+    };
+    let mut env = moto.env();
+    env.push(("BURNLINK_LEDGER".into(), redis.url()));
+    let refs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let a = Server::start_with(&refs);
+    let bs = Server::start_with(&refs);
+    let on_b = |url: &str| url.replace(&a.base, &bs.base);
+
+    let data = pattern(20 * MIB);
+    let url = a
+        .mint_upload(json!({ "path": "x/r.bin", "max_bytes": 100 * MIB }))
+        .await["url"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(create(&a, &url, data.len() as u64).await.status(), 201);
+    // 9 MiB, then the connection breaks: a part of 8 MiB and a tail of 1 MiB are kept.
+    let cut = 9 * MIB;
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(4);
+    let req =
+        patch(&a, &url, 0, Vec::new()).body(reqwest::Body::wrap_stream(tokio_stream_from(rx)));
+    let sending = tokio::spawn(req.send());
+    tx.send(Ok(data[..cut].to_vec())).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    // One appender at a time, across replicas: the first holds the link while bytes flow.
+    assert_eq!(a.state(&url).await, "in_progress");
+    let r = patch(&bs, &on_b(&url), 0, b"x".to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error_code(r).await, (409, "in_progress".into()));
+    tx.send(Err(std::io::Error::other("cut"))).await.unwrap();
+    drop(tx);
+    let _ = sending.await;
+    assert_eq!(a.settled_state(&url).await, "unused");
+    assert!(moto.get("x/r.bin").is_none(), "nothing visible yet");
+
+    let r = offset_of(&bs, &on_b(&url)).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        header(&r, "upload-offset"),
+        cut.to_string(),
+        "the durable offset, on the other replica"
+    );
+    assert_eq!(header(&r, "upload-length"), data.len().to_string());
+    assert_eq!(
+        moto.uploaded_parts(),
+        1,
+        "one whole part in the multipart upload"
+    );
+    assert_eq!(moto.state_objects(), 1, "and the tail beside it");
+    let r = patch(&bs, &on_b(&url), 3, b"xyz".to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 409, "wrong offset");
+    assert_eq!(header(&r, "upload-offset"), cut.to_string());
+    // The rest in PATCHes of 3 MiB, each under S3's minimum part size.
+    let mut at = cut;
+    while at < data.len() {
+        let end = (at + 3 * MIB).min(data.len());
+        let r = patch(&bs, &on_b(&url), at as u64, data[at..end].to_vec())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 204, "at {at}");
+        assert_eq!(header(&r, "upload-offset"), end.to_string());
+        if end < data.len() {
+            assert!(
+                moto.get("x/r.bin").is_none(),
+                "nothing visible before the last byte"
+            );
+        }
+        at = end;
+    }
+    assert_eq!(sha256(&moto.get("x/r.bin").unwrap()), sha256(&data));
+    assert_eq!(a.state(&url).await, "used");
+    assert_eq!(moto.open_uploads() + moto.state_objects(), 0);
+
+    let Some(modules) = require_tool(TUS_JS) else {
+        return;
+    };
+    let data = pattern(24 * MIB);
+    let src = a.dir.path().join("source.bin");
+    std::fs::write(&src, &data).unwrap();
+    let url = a
+        .mint_upload(json!({ "path": "x/js.bin", "max_bytes": 100 * MIB }))
+        .await["url"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let upstreams = [
+        a.base.trim_start_matches("http://"),
+        bs.base.trim_start_matches("http://"),
+    ];
+    let relay = Relay::start_many(&upstreams, 10 * MIB as u64, 2).await;
+    let cmd = tus_js_cmd(&modules, &relay.url(&a, &url), &src, None);
+    tokio::task::spawn_blocking(move || run(cmd, "tus-js-client"))
+        .await
+        .unwrap();
+    assert_eq!(sha256(&moto.get("x/js.bin").unwrap()), sha256(&data));
+    assert_eq!(bs.settled_state(&on_b(&url)).await, "used");
+    assert_eq!(relay.cuts_made(2), 2);
+    assert!((relay.sent() as f64) < 1.3 * data.len() as f64);
+    assert_eq!(moto.open_uploads() + moto.state_objects(), 0);
+}
+
+/// An unfinished upload in the bucket outlives neither its link nor the next sweep: a server
+/// started after the link expired aborts its multipart upload and removes its state object.
+#[tokio::test]
+async fn unfinished_bucket_uploads_go_when_their_link_expires() {
+    let Some(b) = Sandbox::start(Backend::Bucket, &[]) else {
+        return;
+    };
+    let s = &b.server;
+    let moto = b.moto.as_ref().unwrap();
+    let url = s
+        .mint_upload(json!({ "path": "e/gone.bin", "ttl_seconds": 2 }))
+        .await["url"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(create(s, &url, 10).await.status(), 201);
+    let r = patch(s, &url, 0, b"12345".to_vec()).send().await.unwrap();
+    assert_eq!(r.status(), 204);
+    assert_eq!(b.partials(), 1);
+    tokio::time::sleep(Duration::from_millis(3_100)).await;
+    assert_eq!(offset_of(s, &url).await.status(), 410, "expired");
+    let env = moto.env();
+    let refs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let _later = Server::start_with(&refs);
+    let mut left = usize::MAX;
+    for _ in 0..50 {
+        left = b.leftovers();
+        if left == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(left, 0, "the start-up sweep removed it");
+    assert!(b.read("e/gone.bin").is_none());
 }

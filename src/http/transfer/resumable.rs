@@ -17,6 +17,11 @@
 //! the request that brings the last byte hashes the whole file (read back on the blocking
 //! pool), checks it against the link's digest, and lands and burns it through the same path
 //! as a plain upload ([`super::upload::Receive::land`]).
+//!
+//! When files live in a bucket, the same requests keep the data in a multipart upload and a
+//! state object instead ([`bucket`]); only where the bytes go differs, not the answers.
+
+mod bucket;
 
 use std::sync::Arc;
 
@@ -35,6 +40,7 @@ use crate::ledger::{LinkState, Receipt};
 use crate::sandbox::SandboxError;
 use crate::staging::{Partial, Staged, find_partial, partial_name};
 use crate::state::App;
+use crate::storage::Storage;
 use crate::telemetry::TransferAudit;
 use crate::token::{Claims, Direction, hex};
 
@@ -207,17 +213,27 @@ async fn offset(app: &Arc<App>, link: Link, headers: &HeaderMap) -> Result<Respo
         state => refuse_if_spent(state)?,
     }
     let nonce = hex(&claims.nonce);
-    let ((offset, length), _) = stage_with(app, &claims, false, move |dir, _| {
-        let Partial { name, length, .. } = find_partial(&dir, &nonce)
-            .map_err(SandboxError::Io)?
-            .ok_or(ApiError::NotFound)?;
-        let file = dir.open(&name).map_err(SandboxError::Io)?.into_std();
-        // The length first, then the sync: every byte reported is durable.
-        let len = file.metadata().map_err(SandboxError::Io)?.len();
-        file.sync_data().map_err(SandboxError::Io)?;
-        Ok((len, length))
-    })
-    .await?;
+    let (offset, length) = match &app.storage {
+        // What the state object records is durable already.
+        Storage::Bucket(bucket) => bucket
+            .partial_offset(claims.session.as_ref(), &claims.path, &nonce)
+            .await?
+            .ok_or(ApiError::NotFound)?,
+        Storage::Disk(_) => {
+            stage_with(app, &claims, false, move |dir, _| {
+                let Partial { name, length, .. } = find_partial(&dir, &nonce)
+                    .map_err(SandboxError::Io)?
+                    .ok_or(ApiError::NotFound)?;
+                let file = dir.open(&name).map_err(SandboxError::Io)?.into_std();
+                // The length first, then the sync: every byte reported is durable.
+                let len = file.metadata().map_err(SandboxError::Io)?.len();
+                file.sync_data().map_err(SandboxError::Io)?;
+                Ok((len, length))
+            })
+            .await?
+            .0
+        }
+    };
     let mut response = StatusCode::OK.into_response();
     if offset == length {
         // Every byte is in but the upload has not landed (the server stopped, or lost the
@@ -330,6 +346,30 @@ async fn create_inner(
         length,
         announced.header_sha256.as_ref(),
     );
+    if let Storage::Bucket(store) = &app.storage {
+        let store = store.clone();
+        let job = job(app, claims, lease, client, length, announced.header_sha256);
+        let created = bucket::create(
+            &store,
+            &job.receive.claims,
+            &nonce,
+            &fresh,
+            length,
+            announced.header_sha256,
+        )
+        .await;
+        let partial = match created {
+            Ok(partial) => partial,
+            Err(e) => return Err(job.fail(e).await),
+        };
+        let body = with_data.then_some(body);
+        let response = app
+            .tasks
+            .spawn(job.append_bucket(store, partial, body))
+            .await
+            .map_err(|_| ApiError::Internal)??;
+        return Ok(created_response(response, location, dialect, cap));
+    }
     let staged = stage_with(app, &claims, true, move |dir, _| {
         // A new creation replaces an unfinished upload of the same link.
         if let Some(old) = find_partial(&dir, &nonce).map_err(SandboxError::Io)? {
@@ -347,17 +387,27 @@ async fn create_inner(
         Err(e) => return Err(job.fail(e).await),
     };
     let body = with_data.then_some(body);
-    let mut response = app
+    let response = app
         .tasks
         .spawn(job.append(staged, name, 0, body))
         .await
         .map_err(|_| ApiError::Internal)??;
+    Ok(created_response(response, location, dialect, cap))
+}
+
+/// A creation's answer: the first request's, as 201 with the upload's location.
+fn created_response(
+    mut response: Response,
+    location: HeaderValue,
+    dialect: Dialect,
+    cap: u64,
+) -> Response {
     *response.status_mut() = StatusCode::CREATED;
     response.headers_mut().insert(header::LOCATION, location);
     if dialect != Dialect::Tus {
         response.headers_mut().insert("upload-limit", limit(cap));
     }
-    Ok(response)
+    response
 }
 
 /// `PATCH` on an upload link: appends the body at `Upload-Offset`.
@@ -397,8 +447,36 @@ async fn append_at(
     sent: u64,
     body: Option<Body>,
 ) -> Result<Response, ApiError> {
-    let lease = app.leases.acquire(&claims, client).await?;
+    let mut lease = app.leases.acquire(&claims, client).await?;
     let nonce = hex(&claims.nonce);
+    if let Storage::Bucket(store) = &app.storage {
+        let loaded = store
+            .load_partial(claims.session.as_ref(), &claims.path, &nonce)
+            .await;
+        let partial = match loaded {
+            Ok(Some(partial)) if partial.offset() == sent => Ok(partial),
+            Ok(Some(partial)) => Err(ApiError::OffsetMismatch {
+                sent,
+                stored: partial.offset(),
+            }),
+            Ok(None) => Err(ApiError::NotFound),
+            Err(e) => Err(e.into()),
+        };
+        let partial = match partial {
+            Ok(partial) => partial,
+            Err(e) => {
+                lease.release().await;
+                return Err(e);
+            }
+        };
+        let (length, announced) = (partial.length, partial.announced);
+        let job = job(app, claims, lease, client, length, announced);
+        return app
+            .tasks
+            .spawn(job.append_bucket(store.clone(), partial, body))
+            .await
+            .map_err(|_| ApiError::Internal)?;
+    }
     let opened = stage_with(app, &claims, false, move |dir, _| {
         let partial = find_partial(&dir, &nonce)
             .map_err(SandboxError::Io)?
@@ -414,7 +492,6 @@ async fn append_at(
     let ((staged, partial), name) = match opened {
         Ok(found) => found,
         Err(e) => {
-            let mut lease = lease;
             lease.release().await;
             return Err(e);
         }
@@ -445,16 +522,27 @@ async fn delete_inner(
     check_version(headers)?;
     let mut lease = app.leases.acquire(&claims, client).await?;
     let nonce = hex(&claims.nonce);
-    let removed = stage_with(app, &claims, false, move |dir, _| {
-        let partial = find_partial(&dir, &nonce)
-            .map_err(SandboxError::Io)?
-            .ok_or(ApiError::NotFound)?;
-        Staged::resume_partial(dir, &partial.name)
-            .map_err(busy_or_io)?
-            .discard();
-        Ok(())
-    })
-    .await;
+    let removed = match &app.storage {
+        Storage::Bucket(store) => {
+            let (session, path) = (claims.session.as_ref(), claims.path.as_str());
+            match store.load_partial(session, path, &nonce).await {
+                Ok(Some(partial)) => store.remove_partial(partial).await.map_err(ApiError::from),
+                Ok(None) => Err(ApiError::NotFound),
+                Err(e) => Err(e.into()),
+            }
+        }
+        Storage::Disk(_) => stage_with(app, &claims, false, move |dir, _| {
+            let partial = find_partial(&dir, &nonce)
+                .map_err(SandboxError::Io)?
+                .ok_or(ApiError::NotFound)?;
+            Staged::resume_partial(dir, &partial.name)
+                .map_err(busy_or_io)?
+                .discard();
+            Ok(())
+        })
+        .await
+        .map(|_| ()),
+    };
     lease.release().await;
     removed?;
     Ok(StatusCode::NO_CONTENT.into_response())

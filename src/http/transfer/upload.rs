@@ -148,12 +148,9 @@ pub(super) async fn stage_with<T: Send + 'static>(
     refuse_existing: bool,
     make: impl FnOnce(cap_std::fs::Dir, &str) -> Result<T, ApiError> + Send + 'static,
 ) -> Result<(T, String), ApiError> {
+    // A bucket's uploads take their own paths (`upload_bucket.rs`, `resumable/bucket.rs`).
     let Some(sandbox) = app.storage.disk().cloned() else {
-        return Err(ApiError::BadRequest(
-            "resumable uploads are not offered when files live in a bucket; send the whole \
-             file in one request (curl -T FILE URL)"
-                .into(),
-        ));
+        return Err(ApiError::Internal);
     };
     let session = claims.session.clone();
     let path = claims.path.clone();

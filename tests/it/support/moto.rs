@@ -137,6 +137,45 @@ impl Moto {
         })
     }
 
+    /// Whether `PREFIX/{rel}` exists (HEAD answers 200, not 404).
+    pub fn exists(&self, rel: &str) -> bool {
+        let out = self.py(
+            &format!(
+                "import botocore\ntry:\n    s3.head_object(Bucket=BUCKET, Key=PREFIX + '/' + \
+                 {rel:?})\n    print('yes')\nexcept botocore.exceptions.ClientError as e:\n    \
+                 assert e.response['Error']['Code'] == '404', e\n    print('no')"
+            ),
+            b"",
+        );
+        out.trim() == "yes"
+    }
+
+    /// Parts uploaded so far to the multipart uploads still open.
+    pub fn uploaded_parts(&self) -> usize {
+        self.py(
+            "n = 0\nfor u in s3.list_multipart_uploads(Bucket=BUCKET).get('Uploads', []):\n    \
+             n += len(s3.list_parts(Bucket=BUCKET, Key=u['Key'], \
+             UploadId=u['UploadId']).get('Parts', []))\nprint(n)",
+            b"",
+        )
+        .trim()
+        .parse()
+        .unwrap()
+    }
+
+    /// Objects whose name is a resumable upload's state (`.burnlink-….part`).
+    pub fn state_objects(&self) -> usize {
+        self.py(
+            "import re\nn = 0\nfor page in s3.get_paginator('list_objects_v2').paginate(\
+             Bucket=BUCKET):\n    for o in page.get('Contents', []):\n        n += bool(\
+             re.search(r'(^|/)\\.burnlink-[^/]*\\.part$', o['Key']))\nprint(n)",
+            b"",
+        )
+        .trim()
+        .parse()
+        .unwrap()
+    }
+
     /// Multipart uploads begun and neither completed nor aborted.
     pub fn open_uploads(&self) -> usize {
         self.py(
@@ -236,10 +275,27 @@ impl Sandbox {
     }
 
     /// What an upload that did not land left behind: temporaries on disk, unfinished
-    /// multipart uploads in the bucket. Should be 0.
+    /// multipart uploads and resumable uploads' state objects in the bucket. Should be 0.
     pub fn leftovers(&self) -> usize {
         match &self.moto {
-            Some(moto) => moto.open_uploads(),
+            Some(moto) => moto.open_uploads() + moto.state_objects(),
+            None => self.server.temporaries().len(),
+        }
+    }
+
+    /// Unfinished resumable uploads: partial files on disk; in the bucket, state objects, each
+    /// with its multipart upload (checked).
+    pub fn partials(&self) -> usize {
+        match &self.moto {
+            Some(moto) => {
+                let states = moto.state_objects();
+                assert_eq!(
+                    moto.open_uploads(),
+                    states,
+                    "one multipart upload per state"
+                );
+                states
+            }
             None => self.server.temporaries().len(),
         }
     }
