@@ -80,6 +80,29 @@ struct Record {
 /// The longest a state object's first line can be (two decimal numbers).
 const FIRST_LINE: usize = 48;
 
+/// The most parts S3 takes in one multipart upload.
+const MAX_PARTS: u64 = 10_000;
+
+/// The largest record (upload id, destination, the parts' ETags, the digest state) a state
+/// object may carry: 10,000 ETags of a few dozen bytes each stay well under it.
+const MAX_RECORD: usize = 1024 * 1024;
+
+/// The largest state object there can be: the first line, the record and a tail shorter than a
+/// part. Anything larger is not ours (or is corrupt) and is not read into memory.
+const MAX_STATE: u64 = (FIRST_LINE + MAX_RECORD + super::PART_SIZE) as u64;
+
+/// The state object's numbers checked against each other and the upload's length before any
+/// is believed: it is read back from the bucket, where anyone with write access may have
+/// changed it. `parts` is the number of part ETags, when the record was read.
+fn consistent(stored: u64, tail: u64, length: u64, parts: Option<usize>) -> bool {
+    let part = super::PART_SIZE as u64;
+    stored.is_multiple_of(part)
+        && stored / part <= MAX_PARTS
+        && parts.is_none_or(|n| n as u64 == stored / part)
+        && tail < part
+        && stored.checked_add(tail).is_some_and(|end| end <= length)
+}
+
 /// `rel`'s directory joined with `name` (a sibling of `rel`).
 fn sibling(rel: &str, name: &str) -> String {
     match rel.rsplit_once('/') {
@@ -170,16 +193,26 @@ impl Bucket {
             range: Some(GetRange::Bounded(0..(FIRST_LINE as u64).min(size))),
             ..GetOptions::default()
         };
-        let head = match bounded(CALL_BOUND, self.store.get_opts(&path, options)).await? {
-            Ok(got) => bounded(CALL_BOUND, got.bytes()).await?.map_err(classify)?,
+        // The size is the one the read itself reports, so it belongs to the same version as
+        // the first line: the object may have been rewritten since the listing.
+        let (head, size) = match bounded(CALL_BOUND, self.store.get_opts(&path, options)).await? {
+            Ok(got) => {
+                let size = got.meta.size;
+                let head = bounded(CALL_BOUND, got.bytes()).await?.map_err(classify)?;
+                (head, size)
+            }
             // Completed or terminated between the listing and the read.
             Err(object_store::Error::NotFound { .. }) => return Ok(None),
             Err(e) => return Err(classify(e)),
         };
         let (stored, json, start) = first_line(&head).ok_or_else(|| bad_state("first line"))?;
-        let tail = size
-            .checked_sub((start + json) as u64)
+        let tail = start
+            .checked_add(json)
+            .and_then(|end| size.checked_sub(end as u64))
             .ok_or_else(|| bad_state("size"))?;
+        if json > MAX_RECORD || !consistent(stored, tail, found.length, None) {
+            return Err(bad_state("offsets"));
+        }
         Ok(Some((stored + tail, found.length)))
     }
 
@@ -215,12 +248,23 @@ impl Bucket {
             Err(e) => return Err(classify(e)),
         };
         let version = got.meta.e_tag.clone();
+        if got.meta.size > MAX_STATE {
+            return Err(bad_state("too large"));
+        }
         let bytes = bounded(PART_BOUND, got.bytes()).await?.map_err(classify)?;
         let (stored, json, start) = first_line(&bytes).ok_or_else(|| bad_state("first line"))?;
+        let end = start
+            .checked_add(json)
+            .filter(|_| json <= MAX_RECORD)
+            .ok_or_else(|| bad_state("record"))?;
         let record: Record = bytes
-            .get(start..start + json)
+            .get(start..end)
             .and_then(|j| serde_json::from_slice(j).ok())
             .ok_or_else(|| bad_state("record"))?;
+        let tail = (bytes.len() - end) as u64;
+        if !consistent(stored, tail, found.length, Some(record.parts.len())) {
+            return Err(bad_state("offsets"));
+        }
         let state = unhex(&record.sha256_state).ok_or_else(|| bad_state("digest state"))?;
         let state = SerializedState::<Sha256>::try_from(state.as_slice())
             .map_err(|_| bad_state("digest state"))?;
@@ -241,7 +285,7 @@ impl Bucket {
                 .collect(),
             stored,
             hasher,
-            tail: vec![bytes.slice(start + json..)],
+            tail: vec![bytes.slice(end..)],
         }))
     }
 
@@ -465,5 +509,26 @@ mod tests {
         assert_eq!(resumed.finalize(), hasher.finalize());
         assert_eq!(sibling("a/b/c.bin", "x"), "a/b/x");
         assert_eq!(sibling("c.bin", "x"), "x");
+    }
+
+    /// A state object's numbers are believed only when they agree with each other and the
+    /// upload's length: one edited in the bucket must not make an upload of another size land.
+    #[test]
+    fn a_state_objects_numbers_must_agree() {
+        let part = super::super::PART_SIZE as u64;
+        let length = 3 * part;
+        assert!(consistent(0, 0, length, Some(0)));
+        assert!(consistent(part, 5, length, Some(1)));
+        assert!(consistent(2 * part, part - 1, length, None));
+        // Bytes in parts that are not whole parts, or disagree with the parts listed.
+        assert!(!consistent(part + 1, 0, length, None));
+        assert!(!consistent(part, 0, length, Some(2)));
+        // A tail of a part or more, or more bytes than the upload's length.
+        assert!(!consistent(0, part, length, None));
+        assert!(!consistent(3 * part, 1, length, None));
+        assert!(!consistent(4 * part, 0, length, None));
+        // Overflow and S3's part limit.
+        assert!(!consistent(u64::MAX - 3, 7, u64::MAX, None));
+        assert!(!consistent(10_001 * part, 0, u64::MAX, None));
     }
 }

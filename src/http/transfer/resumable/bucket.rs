@@ -75,7 +75,7 @@ impl Job {
         partial: Partial,
         body: Option<Body>,
     ) -> Result<Response, ApiError> {
-        self.receive.cap = self.length - partial.offset();
+        self.receive.cap = self.length.saturating_sub(partial.offset());
         let mut received = 0;
         let result = self
             .append_bucket_inner(&bucket, partial, body, &mut received)
@@ -182,11 +182,14 @@ impl Job {
         if tail_len > 0 || upload.parts().is_empty() {
             upload.put(tail.into_iter().collect()).await?;
         }
+        // The last part arrives before the lease is checked, so nothing slow stands between
+        // that check and the completion (as a plain upload waits for its last part).
+        self.receive.keep(upload.settle()).await?;
         let sha256: [u8; 32] = hasher.finalize().into();
         if !self.receive.expected.matches(&sha256, None) {
             // It can never land: nothing of it is kept, the link stays usable.
             upload.abort().await;
-            bucket.delete_state(partial.state_path()).await?;
+            forget(bucket, &partial).await;
             return Err(ApiError::DigestMismatch);
         }
         // Completed only under a lease this request still holds, as the disk's rename.
@@ -197,20 +200,18 @@ impl Job {
         match self.receive.keep(upload.complete()).await {
             Ok(()) => {}
             Err(CompleteError::Exists) => {
-                bucket.delete_state(partial.state_path()).await?;
+                forget(bucket, &partial).await;
                 return Err(upload::exists());
             }
             Err(CompleteError::Storage(e)) => return Err(e.into()),
-        }
-        if let Err(e) = bucket.delete_state(partial.state_path()).await {
-            // The sweep removes it once the link has expired.
-            tracing::warn!(error = %e, "a resumable upload landed but its state object stays");
         }
         let receipt = Receipt {
             bytes: self.length,
             sha256,
         };
+        // Burned first: the object is in place, and nothing slow may come between.
         let burned = self.receive.burn(receipt).await;
+        forget(bucket, &partial).await;
         let mut response = StatusCode::NO_CONTENT.into_response();
         let h = response.headers_mut();
         h.insert("upload-offset", HeaderValue::from(self.length));
@@ -218,6 +219,15 @@ impl Job {
             h.insert("repr-digest", v);
         }
         Ok((response, Some(burned)))
+    }
+}
+
+/// Removes the state object of an upload that ended (landed, or can never land). A failure
+/// does not change the answer: the sweep removes the object once the link has expired, and
+/// until then it names an upload that no longer exists.
+async fn forget(bucket: &Bucket, partial: &Partial) {
+    if let Err(e) = bucket.delete_state(partial.state_path()).await {
+        tracing::warn!(error = %e, "a resumable upload ended but its state object stays");
     }
 }
 
