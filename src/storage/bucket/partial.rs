@@ -438,17 +438,15 @@ impl Bucket {
             let Some(found) = staging::partial_of(&name, &nonce) else {
                 continue;
             };
+            // One upload that cannot be removed now does not stop the others; the next sweep
+            // tries it again, and the bucket's lifecycle rule is the backstop.
             match self.read_partial(path.clone(), found).await {
-                Ok(Some(partial)) => {
-                    self.remove_partial(partial).await?;
-                    removed += 1;
-                }
+                Ok(Some(partial)) => match self.remove_partial(partial).await {
+                    Ok(()) => removed += 1,
+                    Err(e) => tracing::warn!(error = %e, "could not remove an expired upload"),
+                },
                 Ok(None) => {}
-                // Unreadable: the lifecycle rule takes its multipart upload.
-                Err(_) => {
-                    self.delete_state(&path).await?;
-                    removed += 1;
-                }
+                Err(e) => tracing::warn!(error = %e, "could not read an expired upload's state"),
             }
         }
         Ok(removed)
