@@ -649,6 +649,13 @@ async fn sentinel_failover_keeps_replicated_burns_and_recovers_by_itself() {
         took <= BOUND_WITH_SLACK,
         "a burn waiting for a missing replica: {took:?}"
     );
+    // The status read no longer queues behind the burn's WAIT: poll (bounded) for the count.
+    for _ in 0..40 {
+        if metric(&greedy.base, "burnlink_ledger_unreplicated_total").await == Some(1.0) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     assert_eq!(
         metric(&greedy.base, "burnlink_ledger_unreplicated_total").await,
         Some(1.0)
