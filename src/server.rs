@@ -205,7 +205,10 @@ async fn open_ledger(
         LedgerKind::Redis(options) => {
             let handle = crate::ledger::redis::RedisHandle::open(options)
                 .map_err(|e| StartError::Redis(e.to_string()))?;
-            let ledger = RedisLedger::with_replicas(handle.clone(), options.replicas);
+            // Burns that WAIT get a handle of their own: see `RedisLedger::burns`.
+            let burns = crate::ledger::redis::RedisHandle::open(options)
+                .map_err(|e| StartError::Redis(e.to_string()))?;
+            let ledger = RedisLedger::with_replicas(handle.clone(), burns, options.replicas);
             if options.replicas > 0 {
                 crate::metrics::expose_ledger_unreplicated();
             }

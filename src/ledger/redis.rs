@@ -26,6 +26,7 @@
 //! either shape.
 
 use std::sync::LazyLock;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -240,18 +241,48 @@ pub struct RedisLedger {
     redis: RedisHandle,
     /// `BURNLINK_LEDGER_REPLICAS`: after each burn, `WAIT` for this many replicas.
     replicas: u32,
+    /// Burns that will `WAIT` run here, not on `redis`: Redis blocks the whole client
+    /// connection during `WAIT`, and `redis` is one multiplexed connection (per node, in a
+    /// cluster) that every lease, renewal and read shares, so a `WAIT` there would hold them
+    /// all up. `WAIT` must go on the connection that wrote, hence the burn moves with it.
+    /// A second handle opened from the same options follows Sentinel failovers and cluster
+    /// slots exactly as `redis` does.
+    burns: RedisHandle,
+    /// Set after a shortfall: while replicas are missing, later burns wait only
+    /// [`DEGRADED_WAIT`], so a missing replica costs one full [`REPLICA_WAIT`] per outage,
+    /// not one per burn (which would pile burns up on `burns` past [`OP_TIMEOUT`]). A fully
+    /// acknowledged wait clears it.
+    degraded: AtomicBool,
 }
+
+/// How long a burn waits for replicas while the ledger is degraded (see
+/// [`RedisLedger::degraded`]): long enough for healthy replicas to acknowledge on a quiet
+/// network, so recovery is noticed by the next burn, short enough not to queue burns.
+pub const DEGRADED_WAIT: Duration = Duration::from_millis(20);
 
 impl RedisLedger {
     pub fn new(redis: RedisHandle) -> Self {
-        RedisLedger { redis, replicas: 0 }
+        RedisLedger {
+            burns: redis.clone(),
+            redis,
+            replicas: 0,
+            degraded: AtomicBool::new(false),
+        }
     }
 
     /// A ledger whose burns (commit, revoke) each wait until `replicas` replicas hold them, or
     /// [`REPLICA_WAIT`] passes; a shortfall is logged and counted
     /// (`burnlink_ledger_unreplicated_total`), and the burn stands.
-    pub fn with_replicas(redis: RedisHandle, replicas: u32) -> Self {
-        RedisLedger { redis, replicas }
+    ///
+    /// `burns` must be a handle of its own (opened separately from the same options), used
+    /// only for burns: see [`RedisLedger::burns`].
+    pub fn with_replicas(redis: RedisHandle, burns: RedisHandle, replicas: u32) -> Self {
+        RedisLedger {
+            redis,
+            burns,
+            replicas,
+            degraded: AtomicBool::new(false),
+        }
     }
 
     /// Runs one script under [`OP_TIMEOUT`], on whichever node owns its key.
@@ -267,8 +298,9 @@ impl RedisLedger {
     }
 
     /// Runs a burn (`script` returns `burned` when it wrote), then, when replicas are asked
-    /// for, `WAIT`s on the node that took the write, over the same connection, all inside
-    /// [`OP_TIMEOUT`]. The script's answer is returned even if the wait fails: the burn
+    /// for, `WAIT`s on the node that took the write, over the same connection (the burn
+    /// handle, never the shared one), all inside [`OP_TIMEOUT`]; [`REPLICA_WAIT`] normally,
+    /// [`DEGRADED_WAIT`] after a shortfall until a wait is fully acknowledged again. The script's answer is returned even if the wait fails: the burn
     /// happened either way.
     async fn burn<T>(
         &self,
@@ -281,8 +313,17 @@ impl RedisLedger {
     {
         let replicas = self.replicas;
         let started = Instant::now();
-        let (answer, acked) = self
-            .redis
+        let full = if self.degraded.load(Ordering::Relaxed) {
+            DEGRADED_WAIT
+        } else {
+            REPLICA_WAIT
+        };
+        let handle = if replicas == 0 {
+            &self.redis
+        } else {
+            &self.burns
+        };
+        let (answer, acked) = handle
             .run(OP_TIMEOUT, move |mut conn| async move {
                 let answer: T = call.invoke_async(&mut conn).await?;
                 if replicas == 0 || !burned(&answer) {
@@ -292,7 +333,7 @@ impl RedisLedger {
                 let budget = OP_TIMEOUT
                     .saturating_sub(started.elapsed())
                     .saturating_sub(Duration::from_millis(300))
-                    .min(REPLICA_WAIT);
+                    .min(full);
                 let mut wait = redis::cmd("WAIT");
                 wait.arg(replicas).arg(budget.as_millis().max(1) as u64);
                 let acked = tokio::time::timeout(
@@ -305,8 +346,21 @@ impl RedisLedger {
             .await?;
         match acked {
             None => {}
-            Some(Ok(Ok(n))) if n >= u64::from(replicas) => {}
+            Some(Ok(Ok(n))) if n >= u64::from(replicas) => {
+                let recovered = self.degraded.swap(false, Ordering::Relaxed);
+                if recovered {
+                    tracing::info!(
+                        wanted = replicas,
+                        "ledger: burns reach BURNLINK_LEDGER_REPLICAS Redis replicas again"
+                    );
+                }
+            }
             Some(outcome) => {
+                crate::metrics::ledger_unreplicated();
+                if self.degraded.swap(true, Ordering::Relaxed) {
+                    // Already logged when the shortfall began; every short burn is counted.
+                    return Ok(answer);
+                }
                 let acked = match &outcome {
                     Ok(Ok(n)) => n.to_string(),
                     Ok(Err(e)) => format!("unknown ({e})"),
@@ -316,9 +370,10 @@ impl RedisLedger {
                     wanted = replicas,
                     acked = %acked,
                     "ledger: a burn reached fewer Redis replicas than BURNLINK_LEDGER_REPLICAS \
-                     asks within {REPLICA_WAIT:?}; a failover now could forget it"
+                     asks within {REPLICA_WAIT:?}; a failover now could forget it. Until a \
+                     burn is fully acknowledged, burns wait only {DEGRADED_WAIT:?} and each \
+                     short one is counted in burnlink_ledger_unreplicated_total"
                 );
-                crate::metrics::ledger_unreplicated();
             }
         }
         Ok(answer)

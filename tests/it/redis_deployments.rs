@@ -610,7 +610,11 @@ async fn sentinel_failover_keeps_replicated_burns_and_recovers_by_itself() {
 
     conformance(
         "sentinel",
-        RedisLedger::with_replicas(RedisHandle::open(&options(&url)).unwrap(), 1),
+        RedisLedger::with_replicas(
+            RedisHandle::open(&options(&url)).unwrap(),
+            RedisHandle::open(&options(&url)).unwrap(),
+            1,
+        ),
     )
     .await;
 
@@ -645,6 +649,13 @@ async fn sentinel_failover_keeps_replicated_burns_and_recovers_by_itself() {
         took <= BOUND_WITH_SLACK,
         "a burn waiting for a missing replica: {took:?}"
     );
+    // The status read no longer queues behind the burn's WAIT: poll (bounded) for the count.
+    for _ in 0..40 {
+        if metric(&greedy.base, "burnlink_ledger_unreplicated_total").await == Some(1.0) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     assert_eq!(
         metric(&greedy.base, "burnlink_ledger_unreplicated_total").await,
         Some(1.0)
@@ -927,4 +938,96 @@ async fn tls_sentinel_serves_a_link_once() {
         "the burn is in the primary"
     );
     assert!(!s.log().contains("fewer Redis replicas"), "{}", s.log());
+}
+
+/// With more replicas asked for than exist (one replica, N=2), a burn's `WAIT` must hold up
+/// nothing but that burn, and a missing replica must not make burns queue one full wait each.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_replica_wait_holds_up_no_other_call_and_a_shortfall_does_not_pile_up() {
+    const TEST: &str = "a_replica_wait_holds_up_no_other_call_and_a_shortfall_does_not_pile_up";
+    let Some(bin) = need_redis(TEST) else { return };
+    let stack = Sentinels::start(&bin);
+    let url = format!("redis+sentinel://{}/{MASTER}/0", stack.addrs(2));
+    let root = tempfile::tempdir().unwrap();
+    let root_s = root.path().display().to_string();
+    std::fs::write(root.path().join("f.txt"), b"wait").unwrap();
+    let s = Arc::new(Server::start_with(&[
+        ("BURNLINK_LEDGER", &url),
+        ("BURNLINK_ROOT", &root_s),
+        ("BURNLINK_LEDGER_REPLICAS", "2"),
+    ]));
+    assert_eq!(ready(&s.base).await, 200, "{}", s.log());
+
+    // (a) A status read on another link while the first burn waits its full REPLICA_WAIT.
+    let other = s.mint("f.txt").await;
+    let link = s.mint("f.txt").await;
+    let s2 = s.clone();
+    let burn = tokio::spawn(async move { s2.get(&link).await.status() });
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let started = Instant::now();
+    let state = s.state(&other).await;
+    let read = started.elapsed();
+    eprintln!("{TEST}: status read during a pending WAIT took {read:?} ({state})");
+    assert_eq!(burn.await.unwrap(), 200);
+    assert!(
+        read < Duration::from_millis(100),
+        "a status read waited behind a burn's WAIT: {read:?}"
+    );
+
+    // (b) 20 downloads in a row: each burned, each short burn counted, none waits in full.
+    let links: Vec<String> = {
+        let mut v = Vec::new();
+        for _ in 0..20 {
+            v.push(s.mint("f.txt").await);
+        }
+        v
+    };
+    let started = Instant::now();
+    for l in &links {
+        assert_eq!(s.get(l).await.status(), 200);
+    }
+    let took = started.elapsed();
+    eprintln!("{TEST}: 20 downloads with a missing replica took {took:?}");
+    assert!(took < Duration::from_secs(4), "burns piled up: {took:?}");
+    for l in &links {
+        assert_ne!(s.get(l).await.status(), 200, "{l} is burned");
+        assert_eq!(s.settled_state(l).await, "used");
+    }
+    // A burn is `used` once its script ran; its WAIT (and count) follows: bounded poll.
+    for _ in 0..60 {
+        if metric(&s.base, "burnlink_ledger_unreplicated_total").await == Some(21.0) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    eprintln!(
+        "{TEST}: all 21 short burns counted after {:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        metric(&s.base, "burnlink_ledger_unreplicated_total").await,
+        Some(21.0),
+        "the first burn and the 20 after it were all short"
+    );
+    assert_eq!(
+        s.log().matches("fewer Redis replicas").count(),
+        1,
+        "{}",
+        s.log()
+    );
+
+    // (c) N=1 with the replica healthy: acknowledged, nothing counted.
+    let ok = Server::start_with(&[
+        ("BURNLINK_LEDGER", &url),
+        ("BURNLINK_ROOT", &root_s),
+        ("BURNLINK_LEDGER_REPLICAS", "1"),
+    ]);
+    for _ in 0..3 {
+        let l = ok.mint("f.txt").await;
+        assert_eq!(ok.get(&l).await.status(), 200);
+    }
+    assert_eq!(
+        metric(&ok.base, "burnlink_ledger_unreplicated_total").await,
+        Some(0.0)
+    );
 }
