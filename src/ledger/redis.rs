@@ -25,8 +25,8 @@
 //! Redis Cluster may shard nonces freely. The scripts read the key's `TYPE` first and act on
 //! either shape.
 
-use std::sync::LazyLock;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -248,15 +248,44 @@ pub struct RedisLedger {
     /// A second handle opened from the same options follows Sentinel failovers and cluster
     /// slots exactly as `redis` does.
     burns: RedisHandle,
-    /// Set after a shortfall: while replicas are missing, later burns wait only
-    /// [`DEGRADED_WAIT`], so a missing replica costs one full [`REPLICA_WAIT`] per outage,
-    /// not one per burn (which would pile burns up on `burns` past [`OP_TIMEOUT`]). A fully
-    /// acknowledged wait clears it.
+    /// What the last waits found: see [`Replication`].
+    replication: Arc<Replication>,
+}
+
+/// Set after a shortfall: while replicas are missing, one burn at a time waits
+/// [`DEGRADED_WAIT`] to see whether they are back, and the others do not wait at all (each is
+/// counted as short). So a missing replica costs one full [`REPLICA_WAIT`] per outage, and
+/// burns never queue on the burn connection behind one another's waits, which would take them
+/// past [`OP_TIMEOUT`] and leave delivered links unburned. A fully acknowledged wait clears it.
+#[derive(Default)]
+struct Replication {
     degraded: AtomicBool,
+    /// A burn is waiting to see whether the replicas are back.
+    probing: AtomicBool,
+}
+
+/// What became of a burn's wait for replicas.
+enum Waited {
+    /// No wait was asked for (no replicas wanted, or the script wrote nothing).
+    NotAsked,
+    /// Degraded, and another burn is the one waiting: counted as short.
+    Skipped,
+    /// The `WAIT`'s answer, or its timeout.
+    Done(Result<redis::RedisResult<u64>, tokio::time::error::Elapsed>),
+}
+
+/// Clears [`Replication::probing`] however the probing burn ends (its call may be dropped at
+/// the bound).
+struct Probe(Arc<Replication>);
+
+impl Drop for Probe {
+    fn drop(&mut self) {
+        self.0.probing.store(false, Ordering::Release);
+    }
 }
 
 /// How long a burn waits for replicas while the ledger is degraded (see
-/// [`RedisLedger::degraded`]): long enough for healthy replicas to acknowledge on a quiet
+/// [`Replication`]): long enough for healthy replicas to acknowledge on a quiet
 /// network, so recovery is noticed by the next burn, short enough not to queue burns.
 pub const DEGRADED_WAIT: Duration = Duration::from_millis(20);
 
@@ -266,7 +295,7 @@ impl RedisLedger {
             burns: redis.clone(),
             redis,
             replicas: 0,
-            degraded: AtomicBool::new(false),
+            replication: Arc::default(),
         }
     }
 
@@ -281,7 +310,7 @@ impl RedisLedger {
             redis,
             burns,
             replicas,
-            degraded: AtomicBool::new(false),
+            replication: Arc::default(),
         }
     }
 
@@ -299,9 +328,9 @@ impl RedisLedger {
 
     /// Runs a burn (`script` returns `burned` when it wrote), then, when replicas are asked
     /// for, `WAIT`s on the node that took the write, over the same connection (the burn
-    /// handle, never the shared one), all inside [`OP_TIMEOUT`]; [`REPLICA_WAIT`] normally,
-    /// [`DEGRADED_WAIT`] after a shortfall until a wait is fully acknowledged again. The script's answer is returned even if the wait fails: the burn
-    /// happened either way.
+    /// handle, never the shared one), all inside [`OP_TIMEOUT`]: [`REPLICA_WAIT`] normally,
+    /// and after a shortfall as [`Replication`] says. The script's answer is returned even if
+    /// the wait fails: the burn happened either way.
     async fn burn<T>(
         &self,
         key: String,
@@ -313,22 +342,27 @@ impl RedisLedger {
     {
         let replicas = self.replicas;
         let started = Instant::now();
-        let full = if self.degraded.load(Ordering::Relaxed) {
-            DEGRADED_WAIT
-        } else {
-            REPLICA_WAIT
-        };
         let handle = if replicas == 0 {
             &self.redis
         } else {
             &self.burns
         };
-        let (answer, acked) = handle
+        let replication = self.replication.clone();
+        let (answer, waited) = handle
             .run(OP_TIMEOUT, move |mut conn| async move {
                 let answer: T = call.invoke_async(&mut conn).await?;
                 if replicas == 0 || !burned(&answer) {
-                    return Ok((answer, None));
+                    return Ok((answer, Waited::NotAsked));
                 }
+                // Decided once the write is done, so burns queued behind a first shortfall
+                // see it.
+                let (full, _probe) = if !replication.degraded.load(Ordering::Acquire) {
+                    (REPLICA_WAIT, None)
+                } else if !replication.probing.swap(true, Ordering::AcqRel) {
+                    (DEGRADED_WAIT, Some(Probe(replication.clone())))
+                } else {
+                    return Ok((answer, Waited::Skipped));
+                };
                 // What is left of the bound, less a margin for the answer to come back.
                 let budget = OP_TIMEOUT
                     .saturating_sub(started.elapsed())
@@ -341,13 +375,14 @@ impl RedisLedger {
                     conn.on_key_node::<u64>(&key, wait),
                 )
                 .await;
-                Ok((answer, Some(acked)))
+                Ok((answer, Waited::Done(acked)))
             })
             .await?;
-        match acked {
-            None => {}
-            Some(Ok(Ok(n))) if n >= u64::from(replicas) => {
-                let recovered = self.degraded.swap(false, Ordering::Relaxed);
+        match waited {
+            Waited::NotAsked => {}
+            Waited::Skipped => crate::metrics::ledger_unreplicated(),
+            Waited::Done(Ok(Ok(n))) if n >= u64::from(replicas) => {
+                let recovered = self.replication.degraded.swap(false, Ordering::AcqRel);
                 if recovered {
                     tracing::info!(
                         wanted = replicas,
@@ -355,9 +390,9 @@ impl RedisLedger {
                     );
                 }
             }
-            Some(outcome) => {
+            Waited::Done(outcome) => {
                 crate::metrics::ledger_unreplicated();
-                if self.degraded.swap(true, Ordering::Relaxed) {
+                if self.replication.degraded.swap(true, Ordering::AcqRel) {
                     // Already logged when the shortfall began; every short burn is counted.
                     return Ok(answer);
                 }
@@ -371,8 +406,9 @@ impl RedisLedger {
                     acked = %acked,
                     "ledger: a burn reached fewer Redis replicas than BURNLINK_LEDGER_REPLICAS \
                      asks within {REPLICA_WAIT:?}; a failover now could forget it. Until a \
-                     burn is fully acknowledged, burns wait only {DEGRADED_WAIT:?} and each \
-                     short one is counted in burnlink_ledger_unreplicated_total"
+                     burn is fully acknowledged, one burn at a time waits {DEGRADED_WAIT:?} \
+                     for them, the others do not wait, and each short one is counted in \
+                     burnlink_ledger_unreplicated_total"
                 );
             }
         }
