@@ -229,12 +229,21 @@ async fn a_receiver_that_is_down_for_a_while_gets_every_event_once_it_is_back() 
     ids.dedup();
     assert_eq!(ids.len(), 3, "each event once: {all:#?}");
     assert!(all.iter().all(|r| r["verified"] == true));
-    let metrics = s
-        .api(reqwest::Method::GET, "/metrics", None)
-        .await
-        .text()
-        .await
-        .unwrap();
+    // The receiver writes its line before it answers, so the server counts the last delivery
+    // a moment after the line appears: wait for the count, within a bound.
+    let mut metrics = String::new();
+    for _ in 0..50 {
+        metrics = s
+            .api(reqwest::Method::GET, "/metrics", None)
+            .await
+            .text()
+            .await
+            .unwrap();
+        if metrics.contains("burnlink_webhook_events_sent_total 3") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     assert!(
         metrics.contains("burnlink_webhook_events_sent_total 3"),
         "{metrics}"

@@ -618,6 +618,16 @@ impl Job {
         self.receive.cap = self.length - offset;
         let mut received = 0;
         let result = self.append_inner(staged, body, &mut received).await;
+        self.settle(result, received).await
+    }
+
+    /// Ends a request's append, on disk or in a bucket: the lease is released unless the
+    /// upload landed (the burn settled it), and the audit line says how it ended.
+    async fn settle(
+        &mut self,
+        result: Result<(Response, Option<upload::Burn>), ApiError>,
+        received: u64,
+    ) -> Result<Response, ApiError> {
         match &result {
             Ok((_, Some(burned))) => self.receive.audit.log(burned.outcome(), self.length),
             Ok((_, None)) => {

@@ -80,18 +80,7 @@ impl Job {
         let result = self
             .append_bucket_inner(&bucket, partial, body, &mut received)
             .await;
-        match &result {
-            Ok((_, Some(burned))) => self.receive.audit.log(burned.outcome(), self.length),
-            Ok((_, None)) => {
-                self.receive.lease.release().await;
-                self.receive.audit.log("partial", received);
-            }
-            Err(e) => {
-                self.receive.lease.release().await;
-                self.receive.audit.log(upload::outcome(e), received);
-            }
-        }
-        result.map(|(response, _)| response)
+        self.settle(result, received).await
     }
 
     async fn append_bucket_inner(
