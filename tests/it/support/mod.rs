@@ -221,16 +221,18 @@ impl Server {
     }
 
     /// Waits (bounded) until the link leaves `in_progress`: a transfer's lease is settled just
-    /// after its response ends.
+    /// after its response ends. An answer without a state (503 while a Redis failover
+    /// settles) is asked again too.
     pub async fn settled_state(&self, url: &str) -> String {
+        let mut last = String::new();
         for _ in 0..200 {
-            let s = self.state(url).await;
-            if s != "in_progress" {
-                return s;
+            last = self.state(url).await;
+            if last != "in_progress" && last != "?" {
+                return last;
             }
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
-        panic!("link stayed in_progress for 5 s");
+        panic!("link stayed {last} for 5 s");
     }
 }
 
