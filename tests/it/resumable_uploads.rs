@@ -169,21 +169,26 @@ fn run(mut cmd: std::process::Command, what: &str) {
     }
 }
 
+/// The relay cut the connection `cuts` times and the client resumed each time rather than
+/// starting over: it sent less than 1.3 times the file's `len` bytes in all.
+fn assert_resumed(relay: &Relay, label: &str, len: usize, cuts: u32) {
+    assert_eq!(relay.cuts_made(cuts), cuts, "the relay cut every time");
+    let sent = relay.sent();
+    eprintln!(
+        "{label}: {sent} bytes from the client for {len} bytes ({:.3}x), {cuts} cuts",
+        sent as f64 / len as f64
+    );
+    assert!(
+        (sent as f64) < 1.3 * len as f64,
+        "resumed, not restarted: {sent} bytes sent"
+    );
+}
+
 async fn assert_landed(s: &Server, url: &str, dest: &str, data: &[u8], relay: &Relay, cuts: u32) {
     let landed = s.root.join(dest);
     assert_eq!(sha256_file(&landed), sha256(data), "byte-identical");
     assert_eq!(s.state(url).await, "used");
-    assert_eq!(relay.cuts_made(cuts), cuts, "the relay cut every time");
-    let sent = relay.sent();
-    eprintln!(
-        "relay: {sent} bytes from the client for {} bytes ({:.3}x), {cuts} cuts",
-        data.len(),
-        sent as f64 / data.len() as f64
-    );
-    assert!(
-        (sent as f64) < 1.3 * data.len() as f64,
-        "resumed, not restarted: {sent} bytes sent"
-    );
+    assert_resumed(relay, "relay", data.len(), cuts);
     assert!(s.temporaries().is_empty(), "{:?}", s.temporaries());
     // Streamed, never held: the server's peak memory stays well below the file's size.
     let peak = vm_hwm_kib(s.pid());
@@ -978,17 +983,7 @@ async fn assert_landed_in_bucket(
     let got = b.read(dest).expect("the object is there");
     assert_eq!(sha256(&got), sha256(data), "byte-identical");
     assert_eq!(s.settled_state(url).await, "used");
-    assert_eq!(relay.cuts_made(cuts), cuts, "the relay cut every time");
-    let sent = relay.sent();
-    eprintln!(
-        "relay ({dest}): {sent} bytes from the client for {} bytes ({:.3}x), {cuts} cuts",
-        data.len(),
-        sent as f64 / data.len() as f64
-    );
-    assert!(
-        (sent as f64) < 1.3 * data.len() as f64,
-        "resumed, not restarted: {sent} bytes sent"
-    );
+    assert_resumed(relay, &format!("relay ({dest})"), data.len(), cuts);
     let moto = b.moto.as_ref().unwrap();
     assert_eq!(moto.open_uploads(), 0, "no multipart upload left");
     assert_eq!(moto.state_objects(), 0, "no state object left");
