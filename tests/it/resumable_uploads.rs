@@ -1145,22 +1145,16 @@ async fn a_bucket_upload_cut_on_one_replica_resumes_on_another() {
     assert_eq!(sha256(&moto.get("x/js.bin").unwrap()), sha256(&data));
     assert_eq!(bs.settled_state(&on_b(&url)).await, "used");
     assert_eq!(relay.cuts_made(2), 2);
-    // Resumed, not restarted: starting over at both cuts (each after 10 MiB) would send 44 MiB
-    // for 24 (1.83x). The bound is wider than on one replica (1.3x): after a cut the replica
-    // that had the request is still sending its last part and recording the state, so the
-    // client's first HEAD may see the offset before it, and the PATCH bodies a busy link
-    // refuses (409 until that replica lets go) count as sent too; how much depends on the
-    // machine's load.
+    // Resumed, not restarted. After a cut, the replica that had the request is still putting
+    // its last part and tail into the bucket; the offset query waits for it (before it did,
+    // this came to more than 1.3x under load), so only bytes lost in flight are sent again.
     let sent = relay.sent();
     eprintln!(
         "relay (two replicas, bucket): {sent} bytes for {} bytes ({:.3}x)",
         data.len(),
         sent as f64 / data.len() as f64
     );
-    assert!(
-        (sent as f64) < 1.75 * data.len() as f64,
-        "{sent} bytes sent"
-    );
+    assert!((sent as f64) < 1.3 * data.len() as f64, "{sent} bytes sent");
     assert_eq!(moto.open_uploads() + moto.state_objects(), 0);
 }
 

@@ -24,6 +24,7 @@
 mod bucket;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::State;
@@ -42,7 +43,7 @@ use crate::staging::{Partial, Staged, find_partial, partial_name};
 use crate::state::App;
 use crate::storage::Storage;
 use crate::telemetry::TransferAudit;
-use crate::token::{Claims, Direction, hex};
+use crate::token::{Claims, Direction, Nonce, hex};
 
 const TUS_VERSION: &str = "1.0.0";
 const TUS_EXTENSIONS: &str = "creation,creation-with-upload,termination";
@@ -206,7 +207,11 @@ async fn offset(app: &Arc<App>, link: Link, headers: &HeaderMap) -> Result<Respo
     let dialect = check_version(headers)?;
     let Link { claims, client, .. } = link;
     let link_claims = claims.clone();
-    match app.ledger.state(&claims.nonce).await? {
+    let mut state = app.ledger.state(&claims.nonce).await?;
+    if state == LinkState::InProgress && matches!(app.storage, Storage::Bucket(_)) {
+        state = settled(app, &claims.nonce, state).await?;
+    }
+    match state {
         // Landed already (the answer to the last PATCH may have been lost on the way): the
         // client learns it is complete rather than starting over on a burned link.
         LinkState::Used(Some(receipt)) => return Ok(landed(dialect, &receipt)),
@@ -258,6 +263,27 @@ async fn offset(app: &Arc<App>, link: Link, headers: &HeaderMap) -> Result<Respo
     }
     crate::http::private_headers(h);
     Ok(response)
+}
+
+/// How long an offset query on a bucket waits for a request that still holds the link.
+const SETTLE_WAIT: Duration = Duration::from_secs(3);
+
+/// Waits, within [`SETTLE_WAIT`], until no request holds the link. A client whose connection
+/// broke asks for the offset at once, while the request it was sending is still putting its
+/// last part and its tail into the bucket (on a disk that is a write to a local file, done by
+/// then); the offset read before that would make the client send those bytes again. Past the
+/// wait the durable offset is answered as it is.
+async fn settled(
+    app: &Arc<App>,
+    nonce: &Nonce,
+    mut state: LinkState,
+) -> Result<LinkState, ApiError> {
+    let until = tokio::time::Instant::now() + SETTLE_WAIT;
+    while state == LinkState::InProgress && tokio::time::Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        state = app.ledger.state(nonce).await?;
+    }
+    Ok(state)
 }
 
 /// The offset of an upload that has landed: all of it.
