@@ -6,6 +6,9 @@
 #   benches/load/profile.sh OUT.data [CONCURRENCY=32] [DURATION_S=5]
 #   perf report -i OUT.data --no-children --sort sym
 #
+# OUT.data "-" records no profile: only requests/s and CPU per request, undisturbed by perf (to
+# compare two builds, run each a few times).
+#
 # BURNLINK_BIN=path/to/burnlink profiles that binary; BURNLINK_WORKERS is passed on.
 # Needs: perf, wrk, curl, python3. Bounded: one wrk run; the server is stopped by PID.
 set -euo pipefail
@@ -29,17 +32,26 @@ export BURNLINK_KEYS="$("$bin" keygen)" BURNLINK_ROOT="$work/data" BURNLINK_BIND
 (cd "$work" && exec "$bin" serve >"$work/out" 2>"$work/log") &
 pid=$!
 for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$port/healthz" >/dev/null && break; sleep 0.1; done
-"$bin" mint small.bin --count $((40000 * dur)) --ttl 1h | sed "s#^http://127.0.0.1:$port##" > "$work/urls"
+"$bin" mint small.bin --count $((90000 * dur)) --ttl 1h | sed "s#^http://127.0.0.1:$port##" > "$work/urls"
 t=$(( c == 1 ? 1 : 2 ))
 ticks() { awk '{ print $14 + $15 }' "/proc/$pid/stat"; }
-before=$(ticks)
-perf record -e cpu-clock -g -o "$out" -p "$pid" -- sleep "$((dur + 1))" 2>/dev/null &
-rec=$!
+user_ticks() { awk '{ print $14 }' "/proc/$pid/stat"; }
+# Context switches of all the server's threads, voluntary (waits) and not (preemptions).
+switches() { cat /proc/"$pid"/task/*/status 2>/dev/null | awk '/^voluntary_ctxt/ { v += $2 } /^nonvoluntary_ctxt/ { n += $2 } END { print v, n }'; }
+before=$(ticks); ubefore=$(user_ticks); sbefore=$(switches)
+rec=""
+if [ "$out" != - ]; then
+  perf record -e cpu-clock -g -o "$out" -p "$pid" -- sleep "$((dur + 1))" 2>/dev/null &
+  rec=$!
+fi
 r=$(wrk -t"$t" -c"$c" -d"${dur}s" --latency -s "$here/walk.lua" "http://127.0.0.1:$port" -- "$work/urls" "$t" | grep RESULT)
-after=$(ticks)
-wait "$rec" || true
+after=$(ticks); uafter=$(user_ticks); safter=$(switches)
+[ -z "$rec" ] || wait "$rec" || true
 echo "$r"
 reqs=$(echo "$r" | sed -n 's/.*requests=\([0-9]*\).*/\1/p')
 hz=$(getconf CLK_TCK)
-awk -v t=$((after - before)) -v hz="$hz" -v n="$reqs" \
-  'BEGIN { printf "server CPU per request: %.1f us (user + system, %d requests)\n", t / hz * 1e6 / n, n }'
+awk -v t=$((after - before)) -v u=$((uafter - ubefore)) -v hz="$hz" -v n="$reqs" \
+  'BEGIN { printf "server CPU per request: %.1f us (user %.1f + system %.1f, %d requests)\n",
+           t / hz * 1e6 / n, u / hz * 1e6 / n, (t - u) / hz * 1e6 / n, n }'
+echo "$sbefore $safter" | awk -v n="$reqs" \
+  '{ printf "server context switches per request: %.2f voluntary, %.2f preempted\n", ($3 - $1) / n, ($4 - $2) / n }'

@@ -157,7 +157,9 @@ row() { rows+=("$1|$2|$3|$4"); }   # name | burnlink | nginx | burnlink peak MiB
 links=$((90000 * dur))
 echo "== minting $links one-time links with the CLI (and as many nginx links)"
 "$bin" mint small.bin --count "$links" --ttl 1h | sed "s#^http://127.0.0.1:$bl_port##" > "$work/bl_urls"
-nginx_urls /small.bin "$links" > "$work/ng_urls"
+# nginx may serve two or three times as many requests per second: give it links enough that
+# it never runs out (a link it re-sends is served again, not refused).
+nginx_urls /small.bin "$((links * 3))" > "$work/ng_urls"
 
 for c in 1 32; do
   t=$(( c == 1 ? 1 : 2 ))

@@ -295,9 +295,12 @@ impl AsyncWrite for FlushTracked<TcpStream> {
     /// hyper calls this only after its own write buffer is empty, so a completed flush means
     /// every byte hyper was given is in the kernel's socket buffer.
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let this = self.project();
-        let result = this.inner.poll_flush(cx);
+        let mut this = self.project();
+        let result = this.inner.as_mut().poll_flush(cx);
         if let Poll::Ready(Ok(())) = result {
+            if let Some(outbox) = &this.state.outbox {
+                outbox.uncork(&this.inner);
+            }
             this.flushes.send_modify(|n| *n += 1);
         }
         result

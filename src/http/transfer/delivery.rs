@@ -210,9 +210,10 @@ async fn supervise(
     match outcome {
         Handoff::Delivered { epoch } if burns => {
             // The last bytes are in hyper's buffer, on their way to the socket. Renew now (the
-            // body just made progress) and while they drain; if the client stops reading, the
-            // fence or the write-idle timeout ends the connection and this wait with it.
-            if !s.conn.fenced() {
+            // body just made progress, unless the lease is fresh anyway) and while they drain;
+            // if the client stops reading, the fence or the write-idle timeout ends the
+            // connection and this wait with it.
+            if !s.conn.fenced() && !s.lease.fresh() {
                 s.renew().await;
             }
             let flushed_out = loop {
@@ -236,12 +237,12 @@ async fn supervise(
             }
         }
         Handoff::Delivered { .. } => {
-            s.lease.release().await;
             settle.audit.log("partial", bytes);
+            s.lease.release().await;
         }
         Handoff::Aborted => {
-            s.lease.release().await;
             settle.audit.log("aborted", bytes);
+            s.lease.release().await;
         }
     }
 }

@@ -626,8 +626,8 @@ struct Job {
 
 impl Job {
     async fn fail(mut self, e: ApiError) -> ApiError {
-        self.receive.lease.release().await;
         self.receive.audit.log(upload::outcome(&e), 0);
+        self.receive.lease.release().await;
         e
     }
 
@@ -657,12 +657,12 @@ impl Job {
         match &result {
             Ok((_, Some(burned))) => self.receive.audit.log(burned.outcome(), self.length),
             Ok((_, None)) => {
-                self.receive.lease.release().await;
                 self.receive.audit.log("partial", received);
+                self.receive.lease.release().await;
             }
             Err(e) => {
-                self.receive.lease.release().await;
                 self.receive.audit.log(upload::outcome(e), received);
+                self.receive.lease.release().await;
             }
         }
         result.map(|(response, _)| response)

@@ -112,8 +112,8 @@ pub async fn receive(
     let (staged, name) = match stage(app, &claims).await {
         Ok(staged) => staged,
         Err(e) => {
-            lease.release().await;
             audit.log(outcome(&e), 0);
+            lease.release().await;
             return Err(e);
         }
     };
@@ -224,13 +224,14 @@ impl Receive {
         let result = self.receive(staged, body, &mut received).await;
         let outcome = match &result {
             Ok((_, burned)) => burned.outcome(),
-            Err(e) => {
-                // Usable again at once, rather than after the lease lapses.
-                self.lease.release().await;
-                outcome(e)
-            }
+            Err(e) => outcome(e),
         };
+        // Logged before the release: whoever finds the link usable again finds the line too.
         self.audit.log(outcome, received);
+        if result.is_err() {
+            // Usable again at once, rather than after the lease lapses.
+            self.lease.release().await;
+        }
         result.map(|(response, _)| response)
     }
 

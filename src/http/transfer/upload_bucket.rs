@@ -42,12 +42,14 @@ impl Receive {
         let result = self.receive_in(&bucket, body, &mut received).await;
         let outcome = match &result {
             Ok((_, burned)) => burned.outcome(),
-            Err(e) => {
-                self.lease.release().await;
-                outcome(e)
-            }
+            Err(e) => outcome(e),
         };
+        // Logged before the release, like every transfer's line: whoever finds the link usable
+        // again finds the line too.
         self.audit.log(outcome, received);
+        if result.is_err() {
+            self.lease.release().await;
+        }
         result.map(|(response, _)| response)
     }
 

@@ -24,6 +24,7 @@ use std::collections::VecDeque;
 use std::fs::File;
 use std::io;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::task::{Context, Poll, ready};
 
@@ -65,6 +66,8 @@ pub fn is_stand_in(buf: &[u8]) -> bool {
 #[derive(Debug, Default)]
 pub struct Outbox {
     queue: Mutex<VecDeque<Region>>,
+    /// Whether the socket is corked (`TCP_CORK`) for a file region in flight.
+    corked: AtomicBool,
 }
 
 /// `len` bytes of `file` from `offset`, still to be sent.
@@ -82,6 +85,14 @@ impl Outbox {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<Region>> {
         self.queue.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Called when hyper has handed every byte it holds to the socket: a corked socket sends
+    /// what it held back (the last partial segment of a file region).
+    pub fn uncork(&self, socket: &TcpStream) {
+        if self.corked.swap(false, Ordering::Relaxed) {
+            let _ = rustix::net::sockopt::set_tcp_cork(socket, false);
+        }
     }
 }
 
@@ -144,6 +155,11 @@ pub fn poll_send(
             _ => return Poll::Ready(Err(io::Error::other("zero-copy stand-in out of step"))),
         }
     };
+    // Corked while hyper works through file regions, so that the kernel fills every segment
+    // instead of pushing one per call (TCP_NODELAY is on); uncorked when hyper flushes.
+    if !outbox.corked.swap(true, Ordering::Relaxed) {
+        let _ = rustix::net::sockopt::set_tcp_cork(socket, true);
+    }
     let sent = loop {
         ready!(socket.poll_write_ready(cx))?;
         let attempt = socket.try_io(Interest::WRITABLE, || {
