@@ -1,12 +1,17 @@
 //! The memory ledger: operations per second for a burn (lease + commit), and how many bytes
-//! one burned entry costs, measured with a counting allocator.
+//! one burned entry costs, measured with a counting allocator. Also a whole download's lease
+//! as the lease keeper runs it (take, the check at delivery, commit), with and without the
+//! renewal that a fresh lease skips.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicIsize, Ordering};
 use std::time::Duration;
 
+use burnlink::lease::LeaseKeeper;
 use burnlink::ledger::{Ledger, MemoryLedger, Owner};
+use burnlink::stats::MemoryStats;
+use burnlink::token::{Claims, Direction, unix_now};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 
 struct Counting;
@@ -107,6 +112,51 @@ fn bench(c: &mut Criterion) {
         b.iter(|| {
             rt.block_on(ledger.lease(&n, Owner(8), u64::MAX, LEASE, 1))
                 .unwrap()
+        })
+    });
+    group.finish();
+
+    // A 4 KiB download's lease: taken, the last byte delivered at once, committed. Before a
+    // lease's freshness was checked, every delivered download renewed it first.
+    let keeper = LeaseKeeper::new(
+        Arc::new(MemoryLedger::new()),
+        Arc::new(MemoryStats::default()),
+        LEASE,
+    );
+    let client = std::net::IpAddr::from([127, 0, 0, 1]);
+    let claims = |i: u64| {
+        Claims::new(
+            Direction::Download,
+            None,
+            format!("f{i}"),
+            unix_now() + 3600,
+        )
+    };
+    let mut group = c.benchmark_group("lease/download");
+    group.throughput(Throughput::Elements(1));
+    let mut i = 0u64;
+    group.bench_function("take_check_commit", |b| {
+        b.iter(|| {
+            i += 1;
+            let c = claims(i);
+            rt.block_on(async {
+                let mut lease = keeper.acquire(&c, client).await.unwrap();
+                if !lease.fresh() {
+                    lease.renew().await.unwrap();
+                }
+                lease.commit_delivered(4096).await.unwrap()
+            })
+        })
+    });
+    group.bench_function("take_renew_commit", |b| {
+        b.iter(|| {
+            i += 1;
+            let c = claims(i);
+            rt.block_on(async {
+                let mut lease = keeper.acquire(&c, client).await.unwrap();
+                lease.renew().await.unwrap();
+                lease.commit_delivered(4096).await.unwrap()
+            })
         })
     });
     group.finish();
