@@ -13,12 +13,9 @@ set -euo pipefail
 n="${1:-500}"
 top="$(cd "$(dirname "$0")/../.." && pwd)"
 here="$top/benches/load"
-if [ -n "${BURNLINK_BIN:-}" ]; then
-  bin="$BURNLINK_BIN"
-else
-  cargo build --quiet --release --manifest-path "$top/Cargo.toml"
-  bin="${CARGO_TARGET_DIR:-$top/target}/release/burnlink"
-fi
+# shellcheck source=common.sh
+. "$top/benches/load/common.sh"
+bin="$(burnlink_bin "$top")"
 work="$(mktemp -d)"
 pid=""
 trap '[ -n "$pid" ] && kill "$pid" 2>/dev/null; rm -rf "$work"' EXIT
@@ -27,7 +24,7 @@ head -c 4096 /dev/urandom > "$work/data/small.bin"
 
 one_run() { # COUNT OUT
   local port
-  port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+  port=$(free_port)
   export BURNLINK_KEYS="$("$bin" keygen)" BURNLINK_ROOT="$work/data" BURNLINK_BIND="127.0.0.1:$port" \
          BURNLINK_API_TOKENS=bench BURNLINK_LOG=warn BURNLINK_BROWSER_CONFIRM=false
   "$bin" mint small.bin --count "$1" --ttl 1h | sed "s#^http://127.0.0.1:$port##" > "$work/urls"

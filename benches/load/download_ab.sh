@@ -12,32 +12,16 @@ set -euo pipefail
 runs="${1:-5}"
 size_mib="${2:-1024}"
 top="$(cd "$(dirname "$0")/../.." && pwd)"
-for tool in curl nginx python3; do
-  command -v "$tool" >/dev/null || { echo "missing: $tool (apt-get install $tool)" >&2; exit 1; }
-done
-if [ -n "${BURNLINK_BIN:-}" ]; then
-  bin="$BURNLINK_BIN"
-else
-  cargo build --quiet --release --manifest-path "$top/Cargo.toml"
-  bin="${CARGO_TARGET_DIR:-$top/target}/release/burnlink"
-fi
-work="$(mktemp -d)"
-# nginx started as root serves through workers running as `nobody`: they must read the file.
-chmod 755 "$work"
-bl_pid="" ; ng_pid=""
-cleanup() {
-  [ -n "$bl_pid" ] && kill "$bl_pid" 2>/dev/null || true
-  [ -n "$ng_pid" ] && kill "$ng_pid" 2>/dev/null || true
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
+# shellcheck source=common.sh
+. "$top/benches/load/common.sh"
+need curl nginx python3
+bin="$(burnlink_bin "$top")"
+scratch_beside_nginx
 mkdir -p "$work/data" "$work/nginx/logs"
 head -c "$((size_mib * 1024 * 1024))" /dev/urandom > "$work/data/big.bin"
 cat "$work/data/big.bin" > /dev/null   # page cache: measure the servers, not the disk
 
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-bl_port=$(port); ng_port=$(port)
+bl_port=$(free_port); ng_port=$(free_port)
 cat > "$work/nginx/nginx.conf" <<NGINX
 worker_processes auto;
 pid $work/nginx/nginx.pid;

@@ -15,27 +15,12 @@ set -euo pipefail
 dur="${1:-5}"
 top="$(cd "$(dirname "$0")/../.." && pwd)"
 here="$top/benches/load"
-for tool in curl wrk nginx python3; do
-  command -v "$tool" >/dev/null || { echo "missing: $tool (apt-get install $tool)" >&2; exit 1; }
-done
-if [ -n "${BURNLINK_BIN:-}" ]; then
-  bin="$BURNLINK_BIN"
-else
-  cargo build --quiet --release --manifest-path "$top/Cargo.toml"
-  bin="${CARGO_TARGET_DIR:-$top/target}/release/burnlink"
-fi
+# shellcheck source=common.sh
+. "$top/benches/load/common.sh"
+need curl wrk nginx python3
+bin="$(burnlink_bin "$top")"
 
-work="$(mktemp -d)"
-# nginx started as root serves through workers running as `nobody`: they must read the files.
-chmod 755 "$work"
-bl_pid="" ; ng_pid=""
-cleanup() {
-  [ -n "$bl_pid" ] && kill "$bl_pid" 2>/dev/null || true
-  [ -n "$ng_pid" ] && kill "$ng_pid" 2>/dev/null || true
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
+scratch_beside_nginx
 data="$work/data"
 mkdir -p "$data" "$work/nginx/logs" "$work/dav/dav"
 # nginx's workers (nobody) write WebDAV uploads here.
@@ -71,8 +56,7 @@ cat "$data/big.bin" "$work/upload.bin" > /dev/null   # page cache: measure serve
 find "$data/tree" -type f -exec cat {} + > /dev/null
 tree_bytes=$(du -sb --apparent-size "$data/tree" | cut -f1)
 
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-bl_port=$(port); ng_port=$(port)
+bl_port=$(free_port); ng_port=$(free_port)
 
 echo "== starting burnlink (release) on $bl_port and nginx on $ng_port"
 export BURNLINK_KEYS="$("$bin" keygen)" BURNLINK_ROOT="$data" BURNLINK_BIND="127.0.0.1:$bl_port" \
