@@ -268,6 +268,8 @@ async fn an_upload_link_in_a_browser_shows_the_upload_page_and_programs_still_ge
     let (status, headers, page) = as_browser(&s, url).await;
     assert_eq!(status, 200);
     assert_page_headers(&headers);
+    // Its connection is not left idle for the upload's bytes to reuse.
+    assert_eq!(headers["connection"], "close");
     assert!(page.contains("scan.pdf"));
     assert!(page.contains("2.0 MB"), "{page}");
     assert!(page.contains(r#"data-cap="2000000""#));

@@ -344,6 +344,8 @@ async fn by_hand(backend: Backend) {
     let r = create(s, url, 10).await;
     assert_eq!(r.status(), 201, "{}", b.name());
     assert_eq!(header(&r, "tus-resumable"), "1.0.0");
+    // The bytes that follow a creation or an offset go on a fresh connection.
+    assert_eq!(header(&r, "connection"), "close");
     let location = header(&r, "location");
     let upload = reqwest::Url::parse(url).unwrap().join(&location).unwrap();
     assert_eq!(upload.as_str(), url, "the upload is the link URL");
@@ -355,6 +357,7 @@ async fn by_hand(backend: Backend) {
     assert_eq!(header(&r, "upload-offset"), "0");
     assert_eq!(header(&r, "upload-length"), "10");
     assert_eq!(header(&r, "cache-control"), "no-store");
+    assert_eq!(header(&r, "connection"), "close");
 
     let r = patch(s, url, 3, b"abc".to_vec()).send().await.unwrap();
     assert_eq!(r.status(), 409, "wrong offset");
@@ -840,17 +843,15 @@ async fn upload_page(backend: Backend) {
         b.name(),
         relay.sent()
     );
-    // Resumed, not started over at both cuts (each after 3 MiB: that would be 1.75x). In quiet
-    // runs the page resends little (1.05-1.17x, disk and bucket); under load it has sent up to
-    // 1.72x. The page itself resumes at the offset the server reports every time; the extra
-    // bytes are Chromium's own: a request whose reused keep-alive connection breaks is sent
-    // again at once on a new connection, body and all, before the page hears of the break. The
-    // server refuses that copy (409: the cut request still holds the link, or the offset has
-    // moved) without reading it, but whatever of its body was in flight by then passed the
-    // relay (seen with the server logging its refusals: two copies of the first PATCH refused
-    // as busy, 2.77 MiB more than the file). A restart's bound, not the 1.3x that the other
-    // clients, which do not resend on their own, keep.
-    let bound = 1.75;
+    // Resumed, not started over (a restart at both cuts, each after 3 MiB, would be 1.75x).
+    // Chromium resends a request whose *reused* connection broke at once, body and all, on a
+    // new connection; the server refuses that copy (the cut request still holds the link), but
+    // what was in flight of its body passed the relay. Before the server closed the connection
+    // after the page, a creation and an offset answer, runs under load sent 1.38-1.72x that way;
+    // since, 29 of 30 such runs sent 1.0006x and one 1.23x (a copy was still resent once, most
+    // likely from a connection some other request had left idle). One resent copy of a cut's
+    // worth is at most 1.37x; the bound is just above it.
+    let bound = 1.4;
     assert!((relay.sent() as f64) < bound * size as f64);
     assert_eq!(b.leftovers(), 0, "{}", b.name());
 }

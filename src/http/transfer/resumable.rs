@@ -194,7 +194,7 @@ pub async fn head(
 ) -> Response {
     match link {
         Ok(link) if link.claims.direction == Direction::Upload && is_tus(&headers) => {
-            reply(&headers, offset(&app, link, &headers).await)
+            fresh_connection_next(reply(&headers, offset(&app, link, &headers).await))
         }
         Ok(link) => super::download::head(State(app), link)
             .await
@@ -317,7 +317,24 @@ pub async fn create(
     uri: &axum::http::Uri,
     body: Body,
 ) -> Response {
-    reply(headers, create_inner(app, link, headers, uri, body).await)
+    fresh_connection_next(reply(
+        headers,
+        create_inner(app, link, headers, uri, body).await,
+    ))
+}
+
+/// Closes the connection after a creation or an offset answer, whose next request carries the
+/// file's bytes: it then goes out on a fresh connection. A browser resends a request whose
+/// *reused* connection broke at once, body and all, on a new connection (Chromium does, for
+/// any method), before the page hears of the break; the server must refuse that copy (409: the
+/// broken request still holds the link), and whatever of its body was in flight by then was
+/// sent for nothing. On a fresh connection the browser reports the break instead, and the page
+/// asks for the offset.
+fn fresh_connection_next(mut response: Response) -> Response {
+    response
+        .headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    response
 }
 
 async fn create_inner(
