@@ -1,15 +1,22 @@
 """Per-request cost from two callgrind profiles of the same server (see callgrind.sh): the
-difference in instructions and in calls to the Rust allocator, divided by the difference in
+difference in instructions and in calls to the allocator, divided by the difference in
 requests, and the callers of the allocator that account for most of those calls."""
 import collections
 import re
 import sys
 
+# The allocator's entry points: libc's, which every allocation passes through, and Rust's shims
+# in front of them. A build with LTO (the release profile) inlines most shims into their
+# callers; there libc's callers say where allocations come from, elsewhere the shims' callers.
 ALLOC = ("__rustc::__rust_alloc", "__rustc::__rust_alloc_zeroed", "__rustc::__rust_realloc")
+LIBC = ("malloc", "calloc", "realloc", "aligned_alloc", "posix_memalign", "memalign")
 
 
 def read(path):
-    names, total, callers = {}, 0, collections.Counter()
+    """Total instructions, and the allocations by caller: the shims' callers when most
+    allocations pass through the shims, else libc's callers."""
+    names, total = {}, 0
+    rust, libc = collections.Counter(), collections.Counter()
     fn = cfn = None
     for line in open(path, errors="replace"):
         if line.startswith(("summary:", "totals:")):
@@ -25,9 +32,15 @@ def read(path):
             else:
                 cfn = names.get(i)
             continue
-        if line.startswith("calls=") and cfn in ALLOC:
-            callers[fn] += int(line.split("=")[1].split()[0])
-    return total, callers
+        if line.startswith("calls=") and cfn is not None:
+            calls = int(line.split("=")[1].split()[0])
+            if cfn in ALLOC:
+                rust[fn] += calls
+            elif cfn.split("'")[0] in LIBC:
+                libc[fn] += calls
+    if sum(rust.values()) * 2 >= sum(libc.values()):
+        return total, rust
+    return total, libc
 
 
 small, large, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
