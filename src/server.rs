@@ -205,9 +205,14 @@ async fn open_ledger(
         LedgerKind::Redis(options) => {
             let handle = crate::ledger::redis::RedisHandle::open(options)
                 .map_err(|e| StartError::Redis(e.to_string()))?;
-            // Burns that WAIT get a handle of their own: see `RedisLedger::burns`.
-            let burns = crate::ledger::redis::RedisHandle::open(options)
-                .map_err(|e| StartError::Redis(e.to_string()))?;
+            // Burns that WAIT get a handle of their own (see `RedisLedger::burns`); without
+            // replicas to wait for, nothing waits and the one handle serves all.
+            let burns = if options.replicas > 0 {
+                crate::ledger::redis::RedisHandle::open(options)
+                    .map_err(|e| StartError::Redis(e.to_string()))?
+            } else {
+                handle.clone()
+            };
             let ledger = RedisLedger::with_replicas(handle.clone(), burns, options.replicas);
             if options.replicas > 0 {
                 crate::metrics::expose_ledger_unreplicated();

@@ -848,9 +848,10 @@ async fn upload_page(backend: Backend) {
     // new connection; the server refuses that copy (the cut request still holds the link), but
     // what was in flight of its body passed the relay. Before the server closed the connection
     // after the page, a creation and an offset answer, runs under load sent 1.38-1.72x that way;
-    // since, 29 of 30 such runs sent 1.0006x and one 1.23x (a copy was still resent once, most
-    // likely from a connection some other request had left idle). One resent copy of a cut's
-    // worth is at most 1.37x; the bound is just above it.
+    // since, of 30 such uploads (15 runs, disk and bucket) 28 sent 1.0006-1.0007x, one 1.008x
+    // and one 1.23x (a copy was still resent once, most likely from a connection some other
+    // request had left idle). One resent copy of a cut's worth is at most 1.37x; the bound is
+    // just above it.
     let bound = 1.4;
     assert!((relay.sent() as f64) < bound * size as f64);
     assert_eq!(b.leftovers(), 0, "{}", b.name());

@@ -222,11 +222,21 @@ impl Receive {
     async fn run(mut self, staged: Staged, body: Body) -> Result<Response, ApiError> {
         let mut received = 0;
         let result = self.receive(staged, body, &mut received).await;
+        self.end(result, received).await
+    }
+
+    /// Ends an upload, on disk or in a bucket: the audit line says how, and a failed one
+    /// releases the lease (a landed one's burn settled it). Logged before the release: whoever
+    /// finds the link usable again finds the line too.
+    pub(super) async fn end(
+        &mut self,
+        result: Result<(Response, Burn), ApiError>,
+        received: u64,
+    ) -> Result<Response, ApiError> {
         let outcome = match &result {
             Ok((_, burned)) => burned.outcome(),
             Err(e) => outcome(e),
         };
-        // Logged before the release: whoever finds the link usable again finds the line too.
         self.audit.log(outcome, received);
         if result.is_err() {
             // Usable again at once, rather than after the lease lapses.

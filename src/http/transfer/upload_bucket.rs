@@ -18,7 +18,7 @@ use serde_json::json;
 use tokio::sync::mpsc;
 
 use super::digest::Hasher;
-use super::upload::{Burn, Chunk, Receive, Stop, exists, outcome};
+use super::upload::{Burn, Chunk, Receive, Stop, exists};
 use crate::http::error::ApiError;
 use crate::ledger::Receipt;
 use crate::sandbox::SandboxError;
@@ -40,17 +40,7 @@ impl Receive {
     ) -> Result<Response, ApiError> {
         let mut received = 0;
         let result = self.receive_in(&bucket, body, &mut received).await;
-        let outcome = match &result {
-            Ok((_, burned)) => burned.outcome(),
-            Err(e) => outcome(e),
-        };
-        // Logged before the release, like every transfer's line: whoever finds the link usable
-        // again finds the line too.
-        self.audit.log(outcome, received);
-        if result.is_err() {
-            self.lease.release().await;
-        }
-        result.map(|(response, _)| response)
+        self.end(result, received).await
     }
 
     async fn receive_in(
