@@ -157,8 +157,8 @@ pub struct Config {
     /// Client connections served at once (`BURNLINK_MAX_CONNECTIONS`); a few more are let in
     /// only for `/healthz` and `/metrics` ([`crate::http::net`]).
     pub max_connections: usize,
-    /// Event loops (`BURNLINK_WORKERS`): one thread each with its own listening socket;
-    /// 0: one work-stealing runtime for all connections.
+    /// Event loops (`BURNLINK_WORKERS`, default one per core): one thread each, all accepting
+    /// on one listening socket; 0: one work-stealing runtime for all connections.
     pub workers: usize,
     /// Where link events are POSTed, and the signing secret; `None` = no webhooks.
     pub webhook: Option<WebhookConfig>,
@@ -371,10 +371,10 @@ impl Config {
             }
             n => n as usize,
         };
-        // The shared runtime by default: per-core loops measured no faster here and had a worse
-        // tail at c=32 on a machine shared with other work (docs/benchmarks.md).
+        // A loop per core by default: against the shared runtime they served more requests
+        // at a lower tail in every row measured (docs/benchmarks.md, the third pass).
         let workers = match non_empty(raw.workers) {
-            None => 0,
+            None => std::thread::available_parallelism().map_or(1, usize::from),
             Some(s) => s.parse::<u16>().map(usize::from).map_err(|_| {
                 bad(
                     "WORKERS",

@@ -29,6 +29,11 @@ use crate::webhooks::{Completed, Event, Webhooks};
 /// lease (at least one second).
 pub const MARGIN: Duration = Duration::from_millis(250);
 
+/// How long a commit is tried again when the ledger fails it (see [`Lease::commit`]): a
+/// failover's worth, and short enough that an upload's answer does not wait on a ledger that
+/// is down for good.
+const COMMIT_RETRY: Duration = Duration::from_secs(3);
+
 /// Renewals happen every third of the lease's lifetime: one renewal may fail or be late (a slow
 /// ledger call is bounded at 2 s, the shortest lease is 1 s) and the next still lands before
 /// the lease lapses. Never more often than every 100 ms, so a tiny lease does not hammer the
@@ -233,15 +238,11 @@ impl Lease {
 
     /// Consumes one use of the link (with an upload's receipt), burning it with the last, and
     /// counts a burned link. `Ok(false)`: the lease was lost (lapsed and taken, or revoked) and
-    /// nothing was consumed. Counting is best effort: the transfer happened whatever the stats
+    /// nothing was consumed. A ledger failure is asked again for a moment ([`COMMIT_RETRY`]). Counting is best effort: the transfer happened whatever the stats
     /// store says.
     pub async fn commit(&mut self, receipt: Option<Receipt>) -> Result<bool, LedgerError> {
         self.settled = true;
-        let uses = self
-            .keeper
-            .ledger
-            .commit(&self.nonce, self.owner, receipt)
-            .await?;
+        let uses = self.commit_call(receipt).await?;
         self.uses = uses;
         if let (Some(uses), Some(webhooks), Some(claims)) =
             (uses, &self.keeper.webhooks, &self.claims)
@@ -265,6 +266,32 @@ impl Lease {
             tracing::warn!(error = %e, "could not count a used link");
         }
         Ok(uses.is_some())
+    }
+
+    /// The ledger's commit, asked again after a failure while the lease still stands and for
+    /// at most [`COMMIT_RETRY`]. The transfer is done by now (the bytes delivered, the upload
+    /// in place), and a commit that never lands leaves a one-time link usable. A Redis
+    /// failover refuses connections or answers `MOVED` for a moment, well inside a lease. Safe
+    /// to repeat: the commit is fenced by the owner, so one that landed but whose answer was
+    /// lost finds no lease the second time and counts nothing twice.
+    async fn commit_call(&self, receipt: Option<Receipt>) -> Result<Option<u16>, LedgerError> {
+        let give_up = (self.valid_until() + MARGIN).min(Instant::now() + COMMIT_RETRY);
+        let mut pause = Duration::from_millis(25);
+        loop {
+            match self
+                .keeper
+                .ledger
+                .commit(&self.nonce, self.owner, receipt)
+                .await
+            {
+                Err(e) if Instant::now() + pause < give_up => {
+                    tracing::warn!(error = %e, "could not commit a transfer; trying again");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_millis(400));
+                }
+                answer => return answer,
+            }
+        }
     }
 
     /// [`Lease::commit`] for a download that handed over `bytes`.
@@ -366,6 +393,115 @@ mod tests {
         ));
         let s = stats.snapshot(None, unix_now()).await.unwrap();
         assert_eq!(s.used_tokens, 1, "{s:?}");
+    }
+
+    /// The memory ledger, whose next `failing` commits fail as a Redis failover fails them.
+    struct FailingCommits {
+        inner: MemoryLedger,
+        failing: std::sync::atomic::AtomicU32,
+    }
+
+    #[async_trait::async_trait]
+    impl Ledger for FailingCommits {
+        async fn lease(
+            &self,
+            nonce: &Nonce,
+            owner: Owner,
+            expires_at: u64,
+            lifetime: Duration,
+            max_uses: u16,
+        ) -> Result<Acquire, LedgerError> {
+            self.inner
+                .lease(nonce, owner, expires_at, lifetime, max_uses)
+                .await
+        }
+        async fn renew(
+            &self,
+            nonce: &Nonce,
+            owner: Owner,
+            lifetime: Duration,
+        ) -> Result<bool, LedgerError> {
+            self.inner.renew(nonce, owner, lifetime).await
+        }
+        async fn commit(
+            &self,
+            nonce: &Nonce,
+            owner: Owner,
+            receipt: Option<Receipt>,
+        ) -> Result<Option<u16>, LedgerError> {
+            use std::sync::atomic::Ordering::SeqCst;
+            if self
+                .failing
+                .fetch_update(SeqCst, SeqCst, |n| n.checked_sub(1))
+                .is_ok()
+            {
+                return Err(LedgerError::Unavailable("MOVED 399".into()));
+            }
+            self.inner.commit(nonce, owner, receipt).await
+        }
+        async fn release(&self, nonce: &Nonce, owner: Owner) -> Result<(), LedgerError> {
+            self.inner.release(nonce, owner).await
+        }
+        async fn revoke(
+            &self,
+            nonce: &Nonce,
+            expires_at: u64,
+        ) -> Result<crate::ledger::Revoke, LedgerError> {
+            self.inner.revoke(nonce, expires_at).await
+        }
+        async fn usage(&self, nonce: &Nonce) -> Result<crate::ledger::Usage, LedgerError> {
+            self.inner.usage(nonce).await
+        }
+        async fn ping(&self) -> Result<(), LedgerError> {
+            Ok(())
+        }
+        async fn entries(&self) -> Result<u64, LedgerError> {
+            self.inner.entries().await
+        }
+    }
+
+    fn failing_keeper(failing: u32, lifetime: Duration) -> LeaseKeeper {
+        let ledger = FailingCommits {
+            inner: MemoryLedger::new(),
+            failing: failing.into(),
+        };
+        LeaseKeeper::new(Arc::new(ledger), Arc::new(MemoryStats::default()), lifetime)
+    }
+
+    /// A commit the ledger fails for a moment (a failover) is asked again and burns the link;
+    /// one it keeps failing gives up within the bound, leaving the error to the caller.
+    #[tokio::test(start_paused = true)]
+    async fn a_commit_the_ledger_fails_for_a_moment_still_burns() {
+        let c = claims();
+        let keeper = failing_keeper(3, Duration::from_secs(30));
+        let mut lease = keeper.acquire(&c, LOCAL).await.unwrap();
+        assert!(lease.commit(None).await.unwrap());
+        assert!(matches!(
+            keeper.acquire(&c, LOCAL).await,
+            Err(LeaseError::Used)
+        ));
+
+        let keeper = failing_keeper(u32::MAX, Duration::from_secs(30));
+        let mut lease = keeper.acquire(&c, LOCAL).await.unwrap();
+        let asked = Instant::now();
+        assert!(lease.commit(None).await.is_err());
+        assert!(asked.elapsed() <= COMMIT_RETRY, "{:?}", asked.elapsed());
+        assert!(
+            asked.elapsed() >= Duration::from_secs(1),
+            "{:?}",
+            asked.elapsed()
+        );
+
+        // Never past the lease: a short one stops the retries at its end.
+        let keeper = failing_keeper(u32::MAX, Duration::from_secs(1));
+        let mut lease = keeper.acquire(&c, LOCAL).await.unwrap();
+        let asked = Instant::now();
+        assert!(lease.commit(None).await.is_err());
+        assert!(
+            asked.elapsed() <= Duration::from_secs(1),
+            "{:?}",
+            asked.elapsed()
+        );
     }
 
     #[tokio::test]

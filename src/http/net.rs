@@ -339,53 +339,48 @@ const PROBES: &[&str] = &["/healthz", "/metrics"];
 /// How long cut-off transfers get to release their leases once the grace period is over.
 const CUT_SETTLE: Duration = Duration::from_secs(5);
 
-/// The server's listening sockets, already listening (so a client may connect as soon as the
+/// The server's listening socket, already listening (so a client may connect as soon as the
 /// server says it listens).
 pub enum Listeners {
-    /// One socket, served by the work-stealing runtime the server runs on.
+    /// Served by the work-stealing runtime the server runs on.
     Shared(TcpListener),
-    /// One socket per event loop, all bound to one address with `SO_REUSEPORT`: the kernel
-    /// spreads new connections over them, and each loop serves its connections on its own
-    /// thread. A request then never wakes another thread: no hand-over between workers, no
-    /// cross-thread wake-up per response (the largest cost in the profile of small downloads,
-    /// docs/benchmarks.md).
+    /// The same socket once per event loop (duplicated descriptors): every loop waits on it and
+    /// the first one free accepts, as nginx's workers do without `reuseport`, so a busy loop
+    /// takes no new connection while an idle one could. Each loop then serves its connections
+    /// on its own thread from start to end: no hand-over between workers, no cross-thread
+    /// wake-up per response. A socket per loop with `SO_REUSEPORT` spread connections by hash
+    /// instead, blind to load, and its p99 at c=32 was the worst of the three
+    /// (docs/benchmarks.md).
     PerLoop(Vec<std::net::TcpListener>),
 }
 
-/// Backlog of each listening socket (what tokio's own `bind` uses).
+/// Backlog of the listening socket (what tokio's own `bind` uses).
 const BACKLOG: u32 = 1024;
 
-/// Binds `addr` for `loops` event loops (0: one socket for the shared runtime). Returns the
-/// sockets and the address they listen on (its port chosen by the kernel if `addr`'s is 0).
+/// Binds `addr` for `loops` event loops (0: for the shared runtime). Returns the socket and
+/// the address it listens on (its port chosen by the kernel if `addr`'s is 0).
 pub async fn bind(addr: SocketAddr, loops: usize) -> io::Result<(Listeners, SocketAddr)> {
     if loops == 0 {
         let listener = TcpListener::bind(addr).await?;
         let bound = listener.local_addr()?;
         return Ok((Listeners::Shared(listener), bound));
     }
-    let first = reuse_port(addr)?;
-    let bound = first.local_addr()?;
-    let mut sockets = vec![first];
-    for _ in 1..loops {
-        sockets.push(reuse_port(bound)?);
-    }
-    let listeners = sockets
-        .into_iter()
-        .map(|s| s.listen(BACKLOG)?.into_std())
-        .collect::<io::Result<Vec<_>>>()?;
-    Ok((Listeners::PerLoop(listeners), bound))
-}
-
-fn reuse_port(addr: SocketAddr) -> io::Result<TcpSocket> {
     let socket = if addr.is_ipv4() {
         TcpSocket::new_v4()?
     } else {
         TcpSocket::new_v6()?
     };
+    // As tokio's own `bind` does: a restarted server rebinds while old connections linger.
     socket.set_reuseaddr(true)?;
-    socket.set_reuseport(true)?;
     socket.bind(addr)?;
-    Ok(socket)
+    // Not registered with any runtime yet: each loop registers its own descriptor.
+    let listener = socket.listen(BACKLOG)?.into_std()?;
+    let bound = listener.local_addr()?;
+    let mut each = (1..loops)
+        .map(|_| listener.try_clone())
+        .collect::<io::Result<Vec<_>>>()?;
+    each.push(listener);
+    Ok((Listeners::PerLoop(each), bound))
 }
 
 /// What every accept loop shares: the connection limits count across all of them, and one
@@ -478,8 +473,8 @@ pub async fn serve(
     }
 }
 
-/// One event loop: a single-threaded runtime that accepts on its own socket and serves those
-/// connections until `finished`.
+/// One event loop: a single-threaded runtime that accepts on its descriptor of the listening
+/// socket and serves those connections until `finished`.
 fn event_loop(listener: std::net::TcpListener, shared: Arc<Shared>, finished: CancellationToken) {
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -1,5 +1,5 @@
-//! Both ways of running the server (one event loop per core, each with its own `SO_REUSEPORT`
-//! socket, and one shared work-stealing runtime) serve the same bytes and burn the same way;
+//! Both ways of running the server (event loops sharing one listening socket, and one shared
+//! work-stealing runtime) serve the same bytes and burn the same way;
 //! on plain HTTP large files go out with `sendfile`, ranges and keep-alive included.
 
 use crate::support::*;

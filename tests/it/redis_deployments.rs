@@ -495,7 +495,12 @@ async fn cluster_two_replicas_races_uploads_stats_and_a_primary_failover() {
     eprintln!("cluster: links on the killed primary served again {first_ok:?} after the kill");
     *served.entry(key_of(&on_victim[0])).or_default() += 1;
     burned.push((on_victim[0].clone(), 0));
-    assert_eq!(r[0].settled_state(&on_victim[0]).await, "used");
+    assert_eq!(
+        r[0].settled_state(&on_victim[0]).await,
+        "used",
+        "{}",
+        r[0].log()
+    );
     cluster.wait_ok(Duration::from_secs(20));
 
     // Everything works again, through both replicas; nothing burned was forgotten.

@@ -340,50 +340,84 @@ pub struct Cluster {
     tls: Option<Vec<String>>,
 }
 
+/// Runs `redis-cli` (with `tls`'s arguments, if any) against `port`; its trimmed output.
+fn cli(tls: Option<&[String]>, port: u16, args: &[&str]) -> String {
+    let mut cmd = Command::new(find_program("redis-cli").unwrap());
+    if let Some(tls) = tls {
+        cmd.args(tls);
+    }
+    cmd.args(["-h", "127.0.0.1", "-p", &port.to_string()])
+        .args(args)
+        .stdin(Stdio::null());
+    match cmd.output() {
+        Ok(o) => String::from_utf8_lossy(&o.stdout).trim().to_string(),
+        Err(_) => String::new(),
+    }
+}
+
+/// A port free now whose cluster bus port (+ 10000) is free too.
+fn cluster_port() -> u16 {
+    for _ in 0..100 {
+        let port = free_port();
+        if port < 55_536 && std::net::TcpListener::bind(("127.0.0.1", port + 10_000)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no port with a free cluster bus port in 100 tries");
+}
+
 impl Cluster {
     pub fn start(bin: &Path, certs: Option<&Certs>) -> Cluster {
         let dir = tempfile::tempdir().unwrap();
+        let tls = certs.map(Certs::cli_args);
         let mut nodes = Vec::new();
         for i in 0..6 {
-            let port = free_port();
-            let mut args = base_args(port);
-            args.extend(
-                [
-                    "--cluster-enabled",
-                    "yes",
-                    "--cluster-config-file",
-                    &format!("nodes-{i}.conf"),
-                    "--cluster-node-timeout",
-                    "1000",
-                    // A replica that lost its primary a moment ago may take over at once.
-                    "--cluster-replica-validity-factor",
-                    "0",
-                    // The other primaries keep serving their slots while one is replaced.
-                    "--cluster-require-full-coverage",
-                    "no",
-                ]
-                .map(String::from),
-            );
-            if let Some(c) = certs {
-                // TLS only: the announced ports are the TLS ones.
-                args[1] = "0".into();
-                args.extend(c.server_args(port, false));
-                args.extend(["--tls-cluster", "yes", "--tls-replication", "yes"].map(String::from));
+            // A node also listens on its port + 10000 (the cluster bus), which another process
+            // may hold: one that does not answer is started again on other ports.
+            let mut started = None;
+            for _ in 0..3 {
+                let port = cluster_port();
+                let mut args = base_args(port);
+                args.extend(
+                    [
+                        "--cluster-enabled",
+                        "yes",
+                        "--cluster-config-file",
+                        &format!("nodes-{i}-{port}.conf"),
+                        "--cluster-node-timeout",
+                        "1000",
+                        // A replica that lost its primary a moment ago may take over at once.
+                        "--cluster-replica-validity-factor",
+                        "0",
+                        // The other primaries keep serving their slots while one is replaced.
+                        "--cluster-require-full-coverage",
+                        "no",
+                    ]
+                    .map(String::from),
+                );
+                if let Some(c) = certs {
+                    // TLS only: the announced ports are the TLS ones.
+                    args[1] = "0".into();
+                    args.extend(c.server_args(port, false));
+                    args.extend(
+                        ["--tls-cluster", "yes", "--tls-replication", "yes"].map(String::from),
+                    );
+                }
+                let mut node = spawn(bin, dir.path(), &format!("node-{i}"), port, &args);
+                if wait_until(Duration::from_secs(10), || {
+                    cli(tls.as_deref(), port, &["PING"]) == "PONG"
+                }) {
+                    started = Some(node);
+                    break;
+                }
+                node.kill();
             }
-            nodes.push(spawn(bin, dir.path(), &format!("node-{i}"), port, &args));
+            let log = std::fs::read_to_string(dir.path().join(format!("node-{i}.log")));
+            nodes.push(started.unwrap_or_else(|| {
+                panic!("cluster node {i} did not start in 3 tries; its log: {log:?}")
+            }));
         }
-        let cluster = Cluster {
-            dir,
-            nodes,
-            tls: certs.map(Certs::cli_args),
-        };
-        for i in 0..6 {
-            assert!(
-                wait_until(Duration::from_secs(10), || cluster.cli(i, &["PING"])
-                    == "PONG"),
-                "cluster node {i} did not start"
-            );
-        }
+        let cluster = Cluster { dir, nodes, tls };
         let mut create: Vec<String> = cluster.tls.clone().unwrap_or_default();
         create.push("--cluster".into());
         create.push("create".into());
@@ -424,17 +458,7 @@ impl Cluster {
 
     /// Runs `redis-cli` against node `i`; its trimmed output.
     pub fn cli(&self, i: usize, args: &[&str]) -> String {
-        let mut cmd = Command::new(find_program("redis-cli").unwrap());
-        if let Some(tls) = &self.tls {
-            cmd.args(tls);
-        }
-        cmd.args(["-h", "127.0.0.1", "-p", &self.nodes[i].port.to_string()])
-            .args(args)
-            .stdin(Stdio::null());
-        match cmd.output() {
-            Ok(o) => String::from_utf8_lossy(&o.stdout).trim().to_string(),
-            Err(_) => String::new(),
-        }
+        cli(self.tls.as_deref(), self.nodes[i].port, args)
     }
 
     /// Waits until every live node says `cluster_state:ok` and agrees on 3 primaries with
