@@ -238,8 +238,8 @@ impl Lease {
 
     /// Consumes one use of the link (with an upload's receipt), burning it with the last, and
     /// counts a burned link. `Ok(false)`: the lease was lost (lapsed and taken, or revoked) and
-    /// nothing was consumed. A ledger failure is asked again for a moment ([`COMMIT_RETRY`]). Counting is best effort: the transfer happened whatever the stats
-    /// store says.
+    /// nothing was consumed. A ledger failure is asked again for a moment ([`COMMIT_RETRY`]).
+    /// Counting is best effort: the transfer happened whatever the stats store says.
     pub async fn commit(&mut self, receipt: Option<Receipt>) -> Result<bool, LedgerError> {
         self.settled = true;
         let uses = self.commit_call(receipt).await?;
@@ -395,76 +395,11 @@ mod tests {
         assert_eq!(s.used_tokens, 1, "{s:?}");
     }
 
-    /// The memory ledger, whose next `failing` commits fail as a Redis failover fails them.
-    struct FailingCommits {
-        inner: MemoryLedger,
-        failing: std::sync::atomic::AtomicU32,
-    }
-
-    #[async_trait::async_trait]
-    impl Ledger for FailingCommits {
-        async fn lease(
-            &self,
-            nonce: &Nonce,
-            owner: Owner,
-            expires_at: u64,
-            lifetime: Duration,
-            max_uses: u16,
-        ) -> Result<Acquire, LedgerError> {
-            self.inner
-                .lease(nonce, owner, expires_at, lifetime, max_uses)
-                .await
-        }
-        async fn renew(
-            &self,
-            nonce: &Nonce,
-            owner: Owner,
-            lifetime: Duration,
-        ) -> Result<bool, LedgerError> {
-            self.inner.renew(nonce, owner, lifetime).await
-        }
-        async fn commit(
-            &self,
-            nonce: &Nonce,
-            owner: Owner,
-            receipt: Option<Receipt>,
-        ) -> Result<Option<u16>, LedgerError> {
-            use std::sync::atomic::Ordering::SeqCst;
-            if self
-                .failing
-                .fetch_update(SeqCst, SeqCst, |n| n.checked_sub(1))
-                .is_ok()
-            {
-                return Err(LedgerError::Unavailable("MOVED 399".into()));
-            }
-            self.inner.commit(nonce, owner, receipt).await
-        }
-        async fn release(&self, nonce: &Nonce, owner: Owner) -> Result<(), LedgerError> {
-            self.inner.release(nonce, owner).await
-        }
-        async fn revoke(
-            &self,
-            nonce: &Nonce,
-            expires_at: u64,
-        ) -> Result<crate::ledger::Revoke, LedgerError> {
-            self.inner.revoke(nonce, expires_at).await
-        }
-        async fn usage(&self, nonce: &Nonce) -> Result<crate::ledger::Usage, LedgerError> {
-            self.inner.usage(nonce).await
-        }
-        async fn ping(&self) -> Result<(), LedgerError> {
-            Ok(())
-        }
-        async fn entries(&self) -> Result<u64, LedgerError> {
-            self.inner.entries().await
-        }
-    }
-
+    /// A keeper on a memory ledger whose next `failing` commits fail, as a Redis failover
+    /// fails them.
     fn failing_keeper(failing: u32, lifetime: Duration) -> LeaseKeeper {
-        let ledger = FailingCommits {
-            inner: MemoryLedger::new(),
-            failing: failing.into(),
-        };
+        let ledger = MemoryLedger::new();
+        ledger.fail_commits(failing);
         LeaseKeeper::new(Arc::new(ledger), Arc::new(MemoryStats::default()), lifetime)
     }
 

@@ -55,6 +55,15 @@ async fn edge(State(app): State<Arc<App>>, request: Request, next: Next) -> Resp
     response
 }
 
+/// Closes the connection once `response` is sent, so that the client's next request goes out
+/// on a fresh one (see the callers for why).
+pub fn close_after(mut response: Response) -> Response {
+    response
+        .headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    response
+}
+
 /// The headers every answer about a link carries, bytes or page: never cached, never a
 /// referrer that would leak the capability URL, never content-sniffed.
 pub fn private_headers(h: &mut HeaderMap) {

@@ -92,6 +92,10 @@ struct Shard {
 pub struct MemoryLedger {
     shards: [Mutex<Shard>; SHARDS],
     started: Instant,
+    /// Commits still to fail, for unit tests of what a failing ledger (a Redis failover) does
+    /// to the code above it. Not in the built server.
+    #[cfg(test)]
+    failing_commits: std::sync::atomic::AtomicU32,
 }
 
 impl Default for MemoryLedger {
@@ -105,7 +109,16 @@ impl MemoryLedger {
         MemoryLedger {
             shards: std::array::from_fn(|_| Mutex::new(Shard::default())),
             started: Instant::now(),
+            #[cfg(test)]
+            failing_commits: 0.into(),
         }
+    }
+
+    /// Fails the next `n` commits as an unreachable ledger would.
+    #[cfg(test)]
+    pub(crate) fn fail_commits(&self, n: u32) {
+        self.failing_commits
+            .store(n, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// Starts the task that forgets expired entries. It holds only a weak reference, so it
@@ -236,6 +249,17 @@ impl Ledger for MemoryLedger {
         owner: Owner,
         receipt: Option<Receipt>,
     ) -> Result<Option<u16>, LedgerError> {
+        #[cfg(test)]
+        {
+            use std::sync::atomic::Ordering::SeqCst;
+            let failing = &self.failing_commits;
+            if failing
+                .fetch_update(SeqCst, SeqCst, |n| n.checked_sub(1))
+                .is_ok()
+            {
+                return Err(LedgerError::Unavailable("failing on purpose".into()));
+            }
+        }
         let now = self.now_ms();
         let mut shard = self.shard(nonce);
         let Some(live) = shard.live.get_mut(nonce) else {

@@ -19,14 +19,9 @@ pub fn download_page(view: &DownloadView) -> Response {
 }
 
 pub fn upload_page(view: &UploadView) -> Response {
-    let mut page = respond(StatusCode::OK, templates::upload(view));
     // The page's own connection is not left idle for its upload to reuse (see
     // `fresh_connection_next` in the resumable uploads).
-    page.headers_mut().insert(
-        axum::http::header::CONNECTION,
-        axum::http::HeaderValue::from_static("close"),
-    );
-    page
+    crate::http::close_after(respond(StatusCode::OK, templates::upload(view)))
 }
 
 /// The HTML form of a transfer error, with the status the JSON form would have had.

@@ -330,11 +330,8 @@ pub async fn create(
 /// broken request still holds the link), and whatever of its body was in flight by then was
 /// sent for nothing. On a fresh connection the browser reports the break instead, and the page
 /// asks for the offset.
-fn fresh_connection_next(mut response: Response) -> Response {
-    response
-        .headers_mut()
-        .insert(header::CONNECTION, HeaderValue::from_static("close"));
-    response
+fn fresh_connection_next(response: Response) -> Response {
+    crate::http::close_after(response)
 }
 
 async fn create_inner(
