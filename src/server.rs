@@ -176,7 +176,7 @@ pub async fn run(mut config: Config) -> Result<(), StartError> {
     let tasks = app.tasks.clone();
     net::serve(
         listeners,
-        crate::http::router(app),
+        app,
         conn_limits,
         tls,
         shutdown_signal(),

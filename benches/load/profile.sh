@@ -29,7 +29,7 @@ export BURNLINK_KEYS="$("$bin" keygen)" BURNLINK_ROOT="$work/data" BURNLINK_BIND
 (cd "$work" && exec "$bin" serve >"$work/out" 2>"$work/log") &
 pid=$!
 for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$port/healthz" >/dev/null && break; sleep 0.1; done
-"$bin" mint small.bin --count $((90000 * dur)) --ttl 1h | sed "s#^http://127.0.0.1:$port##" > "$work/urls"
+"$bin" mint small.bin --count $((150000 * dur)) --ttl 1h | sed "s#^http://127.0.0.1:$port##" > "$work/urls"
 t=$(( c == 1 ? 1 : 2 ))
 ticks() { awk '{ print $14 + $15 }' "/proc/$pid/stat"; }
 user_ticks() { awk '{ print $14 }' "/proc/$pid/stat"; }

@@ -138,7 +138,7 @@ field() { sed -n "s/.*$1=\([0-9.]*\).*/\1/p" | head -1; }
 declare -a rows
 row() { rows+=("$1|$2|$3|$4"); }   # name | burnlink | nginx | burnlink peak MiB
 
-links=$((90000 * dur))
+links=$((150000 * dur))
 echo "== minting $links one-time links with the CLI (and as many nginx links)"
 "$bin" mint small.bin --count "$links" --ttl 1h | sed "s#^http://127.0.0.1:$bl_port##" > "$work/bl_urls"
 # nginx may serve two or three times as many requests per second: give it links enough that

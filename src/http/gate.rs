@@ -9,6 +9,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use axum::extract::{FromRequestParts, Path};
+use axum::http::HeaderMap;
 use axum::http::request::Parts;
 use serde::Deserialize;
 
@@ -66,17 +67,30 @@ impl FromRequestParts<Arc<App>> for Link {
 
     async fn from_request_parts(parts: &mut Parts, app: &Arc<App>) -> Result<Self, ApiError> {
         let LinkToken(token) = LinkToken::from_request_parts(parts, app).await?;
-        let claims = app.keyring.verify(&token)?.claims;
-        // Only a genuine link may say it expired; everything else above was "not found".
-        if claims.is_expired(unix_now()) {
-            return Err(ApiError::Expired);
-        }
         let conn = parts
             .extensions
             .get::<ConnInfo>()
             .cloned()
             .ok_or(ApiError::Internal)?;
-        let client = conn.client_ip(&parts.headers, &app.config.trusted_proxies);
+        Link::admit(app, &token, conn, &parts.headers)
+    }
+}
+
+impl Link {
+    /// The gate itself, for a token taken from the path: the extractor above and the express
+    /// lane ([`crate::http::express`]) both come through here.
+    pub fn admit(
+        app: &App,
+        token: &str,
+        conn: ConnInfo,
+        headers: &HeaderMap,
+    ) -> Result<Link, ApiError> {
+        let claims = app.keyring.verify(token)?.claims;
+        // Only a genuine link may say it expired; everything else above was "not found".
+        if claims.is_expired(unix_now()) {
+            return Err(ApiError::Expired);
+        }
+        let client = conn.client_ip(headers, &app.config.trusted_proxies);
         if let Some(net) = claims.ip
             && !net.contains(&client)
         {

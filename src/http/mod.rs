@@ -4,6 +4,7 @@
 
 pub mod api;
 pub mod error;
+pub mod express;
 pub mod gate;
 pub mod mcp;
 pub mod metrics;

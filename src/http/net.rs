@@ -19,6 +19,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::http::HeaderMap;
 use axum::response::IntoResponse;
+use bytes::Bytes;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use ipnet::IpNet;
@@ -33,7 +34,9 @@ use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
 
 use crate::http::error::ApiError;
+use crate::http::express;
 use crate::http::transfer::zerocopy::{self, Outbox};
+use crate::state::App;
 
 /// What a handler may know about the connection its request came on.
 #[derive(Clone, Debug)]
@@ -311,6 +314,68 @@ impl AsyncWrite for FlushTracked<TcpStream> {
     }
 }
 
+pin_project! {
+    /// A connection whose first bytes were read already (by the express lane, which hands the
+    /// connection over with them): reads return those before the socket's.
+    pub struct Prefixed<T> {
+        prefix: Bytes,
+        #[pin]
+        inner: T,
+    }
+}
+
+impl<T> Prefixed<T> {
+    pub fn new(prefix: Bytes, inner: T) -> Self {
+        Prefixed { prefix, inner }
+    }
+}
+
+impl<T: AsyncRead> AsyncRead for Prefixed<T> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.project();
+        if this.prefix.is_empty() {
+            return this.inner.poll_read(cx, buf);
+        }
+        let n = this.prefix.len().min(buf.remaining());
+        buf.put_slice(&this.prefix.split_to(n));
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<T: AsyncWrite> AsyncWrite for Prefixed<T> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        self.project().inner.poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        self.project().inner.poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.project().inner.poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.project().inner.poll_shutdown(cx)
+    }
+}
+
 /// Limits on what one connection may make the server hold or wait for.
 #[derive(Clone, Copy, Debug)]
 pub struct ConnLimits {
@@ -386,6 +451,7 @@ pub async fn bind(addr: SocketAddr, loops: usize) -> io::Result<(Listeners, Sock
 /// What every accept loop shares: the connection limits count across all of them, and one
 /// shutdown drains them all.
 struct Shared {
+    app: Arc<App>,
     router: Router,
     limits: ConnLimits,
     tls: Option<TlsAcceptor>,
@@ -399,13 +465,13 @@ struct Shared {
     spare: Arc<Semaphore>,
 }
 
-/// Serves `router` on `listeners` (over TLS when `tls` is given) until `shutdown` resolves,
+/// Serves `app` on `listeners` (over TLS when `tls` is given) until `shutdown` resolves,
 /// then waits up to `grace` for open connections to finish and for `tasks` (the work that
 /// settles their transfers) to end. Connections still open after that are cut: dropping them
 /// aborts their transfers, which release their leases (and log it) before this returns.
 pub async fn serve(
     listeners: Listeners,
-    router: Router,
+    app: Arc<App>,
     limits: ConnLimits,
     tls: Option<TlsAcceptor>,
     shutdown: impl std::future::Future<Output = ()>,
@@ -413,7 +479,8 @@ pub async fn serve(
     tasks: TaskTracker,
 ) {
     let shared = Arc::new(Shared {
-        router,
+        router: crate::http::router(app.clone()),
+        app,
         limits,
         tls,
         stop: CancellationToken::new(),
@@ -498,6 +565,7 @@ fn event_loop(listener: std::net::TcpListener, shared: Arc<Shared>, finished: Ca
 /// Accepts connections on `listener` and serves each on this runtime, until asked to stop.
 async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
     let Shared {
+        app,
         router,
         limits,
         tls,
@@ -557,6 +625,7 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
             state,
         };
         let (router, stop, cut, tls) = (router.clone(), stop.clone(), cut.clone(), tls.clone());
+        let app = app.clone();
         conns.spawn(async move {
             let probe_only = matches!(slot, Slot::Probe(_));
             let limits = if probe_only {
@@ -570,6 +639,18 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
             let _slot = slot;
             let served = async {
                 match tls {
+                    // Plain TCP: the express lane first ([`express`]), unless trusted proxies
+                    // name clients in headers it does not read.
+                    None if !probe_only && app.config.trusted_proxies.is_empty() => {
+                        let mut io = io;
+                        if let Some(read) =
+                            express::serve(&mut io, &info, &app, &limits, &stop).await
+                        {
+                            let io = Prefixed::new(read.freeze(), io);
+                            serve_conn(TokioIo::new(io), router, info, limits, stop, probe_only)
+                                .await
+                        }
+                    }
                     None => {
                         serve_conn(TokioIo::new(io), router, info, limits, stop, probe_only).await
                     }

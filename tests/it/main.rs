@@ -17,6 +17,7 @@ mod download_status;
 mod dropped_connection;
 mod error_map;
 mod event_loops;
+mod express_lane;
 mod file_names;
 mod haproxy;
 mod hostile_names;

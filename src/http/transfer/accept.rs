@@ -17,16 +17,40 @@ const HTML_TYPES: [&str; 2] = ["text/html", "application/xhtml+xml"];
 
 /// Whether the request prefers an HTML page to the raw bytes (see the module docs).
 pub fn prefers_html(headers: &HeaderMap) -> bool {
-    // Several `Accept` fields are one comma-joined list (RFC 9110 §5.3).
-    let mut html = 0u16;
-    let mut other = 0u16;
+    let mut ranks = Ranks::default();
     for value in headers.get_all(header::ACCEPT) {
-        let Ok(value) = value.to_str() else { continue };
-        let (h, o) = rank(value);
-        html = html.max(h);
-        other = other.max(o);
+        ranks.add(value.as_bytes());
     }
-    html > 0 && html >= other
+    ranks.prefers_html()
+}
+
+/// The best ranks given to HTML and to anything else over a request's `Accept` fields, which
+/// are one comma-joined list (RFC 9110 §5.3). Fed field by field, by [`prefers_html`] and by
+/// the express lane, which reads raw heads.
+#[derive(Default)]
+pub struct Ranks {
+    html: u16,
+    other: u16,
+}
+
+impl Ranks {
+    /// One field's value. A value that is not visible ASCII is skipped, as `HeaderValue::to_str`
+    /// refuses it.
+    pub fn add(&mut self, value: &[u8]) {
+        if !value.iter().all(|&b| b == b'\t' || (32..127).contains(&b)) {
+            return;
+        }
+        let Ok(value) = std::str::from_utf8(value) else {
+            return;
+        };
+        let (h, o) = rank(value);
+        self.html = self.html.max(h);
+        self.other = self.other.max(o);
+    }
+
+    pub fn prefers_html(&self) -> bool {
+        self.html > 0 && self.html >= self.other
+    }
 }
 
 /// The best quality (in thousandths) given to an HTML type, and to anything else, in one

@@ -122,8 +122,7 @@ fn start<S>(
     tasks: &TaskTracker,
     settle: Settle,
 ) -> DeliveryBody<S> {
-    static TRANSFERS: AtomicU64 = AtomicU64::new(1);
-    let id = TRANSFERS.fetch_add(1, Ordering::Relaxed);
+    let id = transfer_id();
     conn.state.fence_until(id, lease.valid_until());
     let sent = Arc::new(AtomicU64::new(0));
     let (tx, rx) = oneshot::channel();
@@ -227,14 +226,7 @@ async fn supervise(
                 s.lease.release().await;
                 return;
             }
-            match s.lease.commit_delivered(bytes).await {
-                Ok(true) => settle.audit.log("completed", bytes),
-                Ok(false) => settle.audit.log("lease_lost", bytes),
-                Err(e) => {
-                    tracing::error!(error = %e, "could not burn a delivered link; it stays usable");
-                    settle.audit.log("commit_failed", bytes);
-                }
-            }
+            burn(&mut s.lease, bytes, &settle.audit).await;
         }
         Handoff::Delivered { .. } => {
             settle.audit.log("partial", bytes);
@@ -245,6 +237,26 @@ async fn supervise(
             s.lease.release().await;
         }
     }
+}
+
+/// Commits a download whose `bytes` are all in the kernel's socket buffer, which burns the
+/// link with its last use, and says so in the audit line. Also what the express lane
+/// ([`crate::http::express`]) does after its one write.
+pub async fn burn(lease: &mut Lease, bytes: u64, audit: &TransferAudit) {
+    match lease.commit_delivered(bytes).await {
+        Ok(true) => audit.log("completed", bytes),
+        Ok(false) => audit.log("lease_lost", bytes),
+        Err(e) => {
+            tracing::error!(error = %e, "could not burn a delivered link; it stays usable");
+            audit.log("commit_failed", bytes);
+        }
+    }
+}
+
+/// A new transfer's id, which names its fence on the connection ([`ConnState::fence_until`]).
+pub fn transfer_id() -> u64 {
+    static TRANSFERS: AtomicU64 = AtomicU64::new(1);
+    TRANSFERS.fetch_add(1, Ordering::Relaxed)
 }
 
 /// Waits until the connection completes a flush after `epoch`; `false` if it closed first.

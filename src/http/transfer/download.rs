@@ -6,6 +6,7 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
 
 use super::delivery::{self, Settle};
 use super::open::{self, Target};
@@ -13,9 +14,11 @@ use super::range::{self, Decision};
 use super::{archive, disposition};
 use crate::http::error::ApiError;
 use crate::http::gate::Link;
+use crate::lease::Lease;
 use crate::ledger::LinkState;
 use crate::sandbox::{self, SandboxError};
 use crate::state::App;
+use crate::storage::Storage;
 use crate::storage::bucket::{self, Bucket};
 use crate::telemetry::TransferAudit;
 use crate::token::{Claims, Direction};
@@ -93,6 +96,44 @@ pub async fn get(app: &Arc<App>, link: Link, headers: &HeaderMap) -> Result<Resp
         (status, start, len),
         size,
     ))
+}
+
+/// A whole small file, leased and ready to go out in one write with its headers: what the
+/// express lane ([`crate::http::express`]) serves. The steps and the headers are [`get`]'s for
+/// a file read in the same trip that opened it, without a range.
+pub struct Ready {
+    pub lease: Lease,
+    pub bytes: Bytes,
+    pub headers: HeaderMap,
+    pub audit: TransferAudit,
+}
+
+/// [`Ready`] for `link`, or `None` for anything else: another direction, a bucket, a directory,
+/// a larger file, any failure. The express lane hands those to [`get`], which answers them
+/// (failures in its words) as it answers everything else; nothing here has changed the link.
+pub async fn ready_small(app: &App, link: &Link) -> Option<Ready> {
+    let claims = &link.claims;
+    if claims.direction != Direction::Download || !matches!(app.storage, Storage::Disk(_)) {
+        return None;
+    }
+    let Ok(Target::File {
+        meta,
+        bytes: Some(bytes),
+        ..
+    }) = open::target(&app.storage, claims, true).await
+    else {
+        return None;
+    };
+    let lease = app.leases.acquire(claims, link.client).await.ok()?;
+    let mut headers = HeaderMap::with_capacity(8);
+    file_headers(&mut headers, claims, meta.modified().ok());
+    set_len(&mut headers, bytes.len() as u64);
+    Some(Ready {
+        lease,
+        bytes,
+        headers,
+        audit: TransferAudit::new(claims, link.client),
+    })
 }
 
 /// What part of a file of `size` bytes the request gets: everything (200) or one range

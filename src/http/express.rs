@@ -1,0 +1,326 @@
+//! The express lane: a plain-HTTP `GET` of a small file, answered straight off the socket.
+//!
+//! That request is most of a busy server's work, and through the general stack (hyper's
+//! connection state machine, axum's router and middleware, a header map per request, a
+//! supervisor task per transfer) it cost about twice nginx's CPU per request
+//! (docs/benchmarks.md). On a plain TCP connection the lane reads each request head itself and
+//! serves it when every step succeeds up to the lease. Anything else (another method or route,
+//! a header it leaves alone, a page for a browser, any failure, a head that came in pieces)
+//! goes to hyper with the bytes read so far, and the connection stays hyper's from then on.
+//!
+//! So the lane has no answers of its own. Its requests pass the same gate ([`Link::admit`]),
+//! open the file and take the lease the same way ([`download::ready_small`]), carry the same
+//! headers, and burn by the same rule ([`delivery::burn`]): once the last byte is in the
+//! kernel's socket buffer, which for a small file is the end of one write. Every failure is
+//! still answered by the handlers and worded by the one error map. The write goes through the
+//! connection's [`FlushTracked`] wrapper, so the transfer's fence and the write-idle timeout
+//! hold as they do for hyper's writes.
+
+use std::io::{self, IoSlice};
+use std::time::Instant;
+
+use axum::http::HeaderMap;
+use bytes::{Buf, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_util::sync::CancellationToken;
+
+use crate::http::gate::Link;
+use crate::http::net::{ConnInfo, ConnLimits, FlushTracked};
+use crate::http::transfer::accept;
+use crate::http::transfer::delivery;
+use crate::http::transfer::download;
+use crate::state::App;
+
+/// How much one read of a request head may take in. A head that does not fit is left to
+/// hyper, which applies the configured limit.
+const READ_BUF: usize = 4096;
+
+/// Headers the lane reads. More than this is left to hyper.
+const MAX_HEADERS: usize = 48;
+
+/// Request headers that change what a download answers, or how the connection goes on: a
+/// request carrying any of them is hyper's.
+const HANDED_OVER: &[&str] = &[
+    "range",
+    "if-range",
+    "content-length",
+    "transfer-encoding",
+    "expect",
+    "upgrade",
+    "te",
+];
+
+/// Serves requests on `io` for as long as the lane can. `Some(bytes)`: hand the connection to
+/// hyper, which reads `bytes` (the head the lane did not answer, and anything after it) before
+/// the socket. `None`: the connection is done (closed by the client, idle past the head
+/// timeout, cut by the fence, or the server is stopping).
+pub async fn serve(
+    io: &mut FlushTracked<TcpStream>,
+    info: &ConnInfo,
+    app: &App,
+    limits: &ConnLimits,
+    stop: &CancellationToken,
+) -> Option<BytesMut> {
+    let mut buf = BytesMut::with_capacity(READ_BUF);
+    let mut head_out = Vec::with_capacity(512);
+    loop {
+        if buf.is_empty() {
+            buf.reserve(READ_BUF);
+            let read = tokio::select! {
+                biased;
+                () = stop.cancelled() => return None,
+                read = tokio::time::timeout(limits.header_read_timeout, io.read_buf(&mut buf)) => read,
+            };
+            match read {
+                Ok(Ok(n)) if n > 0 => {}
+                _ => return None,
+            }
+        }
+        let Some(request) = parse(&buf) else {
+            return Some(buf);
+        };
+        match answer(io, info, app, &request, &mut head_out).await {
+            Answer::Served => buf.advance(request.len),
+            Answer::Declined => return Some(buf),
+            Answer::Cut => return None,
+        }
+        // Stopping: the request in hand is answered, and the connection closes, as hyper's
+        // graceful shutdown does.
+        if stop.is_cancelled() {
+            return None;
+        }
+    }
+}
+
+/// A request head the lane takes.
+struct Request<'b> {
+    /// The head's length in bytes.
+    len: usize,
+    token: &'b str,
+    /// The route's template, for the request metrics (as the router names it).
+    route: &'static str,
+}
+
+/// The head at the start of `buf`, if it is complete and a download the lane may answer: `GET`
+/// over HTTP/1.1 on a download route, none of [`HANDED_OVER`], a `Connection` field of at
+/// most `keep-alive`, and an `Accept` that does not prefer a page ([`accept`]).
+fn parse(buf: &[u8]) -> Option<Request<'_>> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut head = httparse::Request::new(&mut headers);
+    let httparse::Status::Complete(len) = head.parse(buf).ok()? else {
+        return None;
+    };
+    if head.method != Some("GET") || head.version != Some(1) {
+        return None;
+    }
+    let (token, route) = route(head.path?)?;
+    let mut accepts = accept::Ranks::default();
+    for field in head.headers.iter() {
+        let name = field.name;
+        if name.eq_ignore_ascii_case("accept") {
+            accepts.add(field.value);
+        } else if name.eq_ignore_ascii_case("connection") {
+            if !field.value.eq_ignore_ascii_case(b"keep-alive") {
+                return None;
+            }
+        } else if HANDED_OVER.iter().any(|h| name.eq_ignore_ascii_case(h)) {
+            return None;
+        }
+    }
+    if accepts.prefers_html() {
+        return None;
+    }
+    Some(Request { len, token, route })
+}
+
+/// The token and route template of a download route's path, as the router would match it:
+/// `/transfer/{token}`, `/transfer/{token}/{name}` or `/api/download/{token}`. A path with a
+/// query, a percent-escape or an empty segment is left to the router.
+fn route(path: &str) -> Option<(&str, &'static str)> {
+    if path.bytes().any(|b| matches!(b, b'?' | b'%' | b'#')) {
+        return None;
+    }
+    if let Some(rest) = path.strip_prefix("/transfer/") {
+        return match rest.split_once('/') {
+            None if !rest.is_empty() => Some((rest, "/transfer/{token}")),
+            Some((token, name)) if !token.is_empty() && !name.is_empty() && !name.contains('/') => {
+                Some((token, "/transfer/{token}/{name}"))
+            }
+            _ => None,
+        };
+    }
+    let token = path.strip_prefix("/api/download/")?;
+    (!token.is_empty() && !token.contains('/')).then_some((token, "/api/download/{token}"))
+}
+
+enum Answer {
+    /// Answered and settled; the connection may go on.
+    Served,
+    /// Not the lane's: hyper answers this request.
+    Declined,
+    /// The write failed or the fence closed it; the link was released, the connection ends.
+    Cut,
+}
+
+async fn answer(
+    io: &mut FlushTracked<TcpStream>,
+    info: &ConnInfo,
+    app: &App,
+    request: &Request<'_>,
+    head_out: &mut Vec<u8>,
+) -> Answer {
+    let start = Instant::now();
+    // Trusted proxies name the client in headers the lane does not read (it is off then); no
+    // headers here means the peer is the client.
+    let Ok(link) = Link::admit(app, request.token, info.clone(), &HeaderMap::new()) else {
+        return Answer::Declined;
+    };
+    let Some(mut ready) = download::ready_small(app, &link).await else {
+        return Answer::Declined;
+    };
+    let id = delivery::transfer_id();
+    info.state.fence_until(id, ready.lease.valid_until());
+    response_head(head_out, &ready.headers);
+    let written = write_all(io, head_out, &ready.bytes).await;
+    info.state.lift_fence(id);
+    let body = ready.bytes.len() as u64;
+    match written {
+        Ok(()) => {
+            delivery::burn(&mut ready.lease, body, &ready.audit).await;
+            crate::metrics::request_finished(
+                "GET",
+                request.route,
+                200,
+                start.elapsed().as_secs_f64(),
+            );
+            Answer::Served
+        }
+        Err(e) => {
+            tracing::debug!(error = %e, peer = %info.peer, "a download was cut");
+            ready.audit.log("aborted", body);
+            ready.lease.release().await;
+            Answer::Cut
+        }
+    }
+}
+
+/// A 200's head with `headers` and the date, as hyper writes it (lower-case names, `date`
+/// last).
+fn response_head(out: &mut Vec<u8>, headers: &HeaderMap) {
+    out.clear();
+    out.extend_from_slice(b"HTTP/1.1 200 OK\r\n");
+    for (name, value) in headers {
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"date: ");
+    date::now(|d| out.extend_from_slice(d));
+    out.extend_from_slice(b"\r\n\r\n");
+}
+
+/// Writes `head` and `body` with as few system calls as the socket allows (one, normally).
+async fn write_all(io: &mut FlushTracked<TcpStream>, head: &[u8], body: &[u8]) -> io::Result<()> {
+    let mut parts = [IoSlice::new(head), IoSlice::new(body)];
+    let mut left = &mut parts[..];
+    while !left.is_empty() {
+        let n = io.write_vectored(left).await?;
+        if n == 0 {
+            return Err(io::ErrorKind::WriteZero.into());
+        }
+        IoSlice::advance_slices(&mut left, n);
+    }
+    Ok(())
+}
+
+/// The `Date` field's value, formatted once a second per thread.
+mod date {
+    use std::cell::RefCell;
+    use std::time::{SystemTime, UNIX_EPOCH};
+
+    thread_local! {
+        static CACHED: RefCell<(u64, String)> = const { RefCell::new((u64::MAX, String::new())) };
+    }
+
+    pub fn now(use_it: impl FnOnce(&[u8])) {
+        let now = SystemTime::now();
+        let second = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        CACHED.with_borrow_mut(|(at, text)| {
+            if *at != second {
+                *at = second;
+                *text = httpdate::fmt_http_date(now);
+            }
+            use_it(text.as_bytes());
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn head(lines: &str) -> String {
+        format!("{lines}\r\n\r\n")
+    }
+
+    #[test]
+    fn the_lane_takes_plain_downloads() {
+        for (path, route) in [
+            ("/transfer/abc", "/transfer/{token}"),
+            ("/transfer/abc/report.pdf", "/transfer/{token}/{name}"),
+            ("/api/download/abc", "/api/download/{token}"),
+        ] {
+            let text = head(&format!(
+                "GET {path} HTTP/1.1\r\nHost: x\r\nAccept: */*\r\nConnection: Keep-Alive"
+            ));
+            let request = parse(text.as_bytes()).expect(path);
+            assert_eq!((request.token, request.route), ("abc", route));
+            assert_eq!(request.len, text.len());
+        }
+    }
+
+    #[test]
+    fn everything_else_is_left_to_hyper() {
+        for text in [
+            head("HEAD /transfer/abc HTTP/1.1"),
+            head("POST /transfer/abc HTTP/1.1"),
+            head("GET /transfer/abc HTTP/1.0"),
+            head("GET /transfer/abc?x=1 HTTP/1.1"),
+            head("GET /transfer/a%62c HTTP/1.1"),
+            head("GET /transfer/ HTTP/1.1"),
+            head("GET /transfer/abc/ HTTP/1.1"),
+            head("GET /transfer/abc/a/b HTTP/1.1"),
+            head("GET /api/download/abc/x HTTP/1.1"),
+            head("GET /api/links HTTP/1.1"),
+            head("GET http://x/transfer/abc HTTP/1.1"),
+            head("GET /transfer/abc HTTP/1.1\r\nRange: bytes=0-1"),
+            head("GET /transfer/abc HTTP/1.1\r\nconnection: close"),
+            head("GET /transfer/abc HTTP/1.1\r\nTransfer-Encoding: chunked"),
+            head("GET /transfer/abc HTTP/1.1\r\nContent-Length: 0"),
+            head("GET /transfer/abc HTTP/1.1\r\nAccept: text/html,*/*;q=0.8"),
+            // Not complete yet.
+            "GET /transfer/abc HTTP/1.1\r\nHost: x\r\n".to_string(),
+        ] {
+            assert!(parse(text.as_bytes()).is_none(), "{text:?}");
+        }
+    }
+
+    #[test]
+    fn the_head_is_hypers() {
+        let mut headers = HeaderMap::new();
+        headers.insert("content-type", "text/plain".parse().unwrap());
+        headers.insert("content-length", "4".parse().unwrap());
+        let mut out = Vec::new();
+        response_head(&mut out, &headers);
+        let text = String::from_utf8(out).unwrap();
+        assert!(
+            text.starts_with(
+                "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: 4\r\ndate: "
+            ),
+            "{text}"
+        );
+        assert!(text.ends_with(" GMT\r\n\r\n"), "{text}");
+    }
+}

@@ -1,0 +1,124 @@
+//! The express lane (plain `GET`s of small files answered off the socket) and the router
+//! answer alike, and a connection passes from the lane to hyper mid-stream without losing a
+//! byte.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use crate::support::*;
+
+/// The response's status line and headers, without `date`, in order.
+fn head_without_date(dump: &str) -> Vec<String> {
+    dump.lines()
+        .map(str::trim_end)
+        .filter(|l| !l.is_empty() && !l.to_ascii_lowercase().starts_with("date:"))
+        .map(str::to_string)
+        .collect()
+}
+
+/// A plain GET (the lane's) and the same GET with a query (which the lane leaves to the
+/// router) carry the same status, headers and body, and each burns its link.
+#[tokio::test]
+async fn the_lane_and_the_router_answer_a_download_alike() {
+    let s = Server::start();
+    let data = pattern(4096 + 7);
+    s.write("docs/report.pdf", &data);
+    let mut heads = Vec::new();
+    for suffix in ["", "?via=router"] {
+        let url = s.mint("docs/report.pdf").await;
+        let body = s.dir.path().join("body");
+        let out = curl()
+            .args(["-D", "-", "-o", body.to_str().unwrap()])
+            .arg(format!("{url}{suffix}"))
+            .output()
+            .expect("run curl");
+        assert!(out.status.success(), "{out:?}");
+        assert_eq!(std::fs::read(&body).unwrap(), data, "{suffix:?}");
+        assert_eq!(s.settled_state(&url).await, "used", "{suffix:?}");
+        heads.push(head_without_date(&String::from_utf8_lossy(&out.stdout)));
+    }
+    assert_eq!(heads[0][0], "HTTP/1.1 200 OK");
+    assert_eq!(heads[0], heads[1]);
+}
+
+/// One curl, one connection: a download (the lane's), a range (hyper's from then on), another
+/// whole download and a spent link. Every answer is right, none opened a new connection, and
+/// the whole downloads burned.
+#[tokio::test]
+async fn one_connection_passes_from_the_lane_to_hyper() {
+    let s = Server::start();
+    let data = pattern(10_000);
+    s.write("a.bin", &data);
+    let (first, ranged, third) = (
+        s.mint("a.bin").await,
+        s.mint("a.bin").await,
+        s.mint("a.bin").await,
+    );
+    let dir = s.dir.path();
+    let file = |n: &str| dir.join(n).to_str().unwrap().to_string();
+    let w = "%{http_code} %{num_connects}\n";
+    let out = curl()
+        .args(["-w", w, "-o", &file("1"), &first])
+        .args(["--next", "-w", w, "-r", "0-9", "-o", &file("2"), &ranged])
+        .args(["--next", "-w", w, "-o", &file("3"), &third])
+        .args(["--next", "-w", w, "-o", &file("4"), &first])
+        .output()
+        .expect("run curl");
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(report, "200 1\n206 0\n200 0\n404 0\n", "{out:?}");
+    assert_eq!(std::fs::read(file("1")).unwrap(), data);
+    assert_eq!(std::fs::read(file("2")).unwrap(), &data[..10]);
+    assert_eq!(std::fs::read(file("3")).unwrap(), data);
+    assert_eq!(s.settled_state(&first).await, "used");
+    assert_eq!(s.settled_state(&ranged).await, "unused");
+    assert_eq!(s.settled_state(&third).await, "used");
+}
+
+/// Requests sent back to back in one write (pipelined), the last one the router's; and a head
+/// that arrives in two pieces, which the lane hands to hyper as it came.
+#[tokio::test]
+async fn pipelined_and_split_heads_are_answered_in_order() {
+    let s = Server::start();
+    s.write("a.txt", b"first file\n");
+    s.write("b.txt", b"second file\n");
+    let (a, b) = (s.mint("a.txt").await, s.mint("b.txt").await);
+    let path = |url: &str| url.strip_prefix(&s.base).unwrap().to_string();
+    let addr = s.base.strip_prefix("http://").unwrap().to_string();
+
+    let mut conn = TcpStream::connect(&addr).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let requests = format!(
+        "GET {} HTTP/1.1\r\nHost: x\r\n\r\nGET {} HTTP/1.1\r\nHost: x\r\n\r\n\
+         HEAD /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        path(&a),
+        path(&b)
+    );
+    conn.write_all(requests.as_bytes()).unwrap();
+    let mut answer = String::new();
+    conn.read_to_string(&mut answer).unwrap();
+    assert_eq!(answer.matches("HTTP/1.1 200 OK\r\n").count(), 3, "{answer}");
+    let (at_a, at_b) = (
+        answer.find("first file\n").expect("a's body"),
+        answer.find("second file\n").expect("b's body"),
+    );
+    assert!(at_a < at_b, "{answer}");
+    assert_eq!(s.settled_state(&a).await, "used");
+    assert_eq!(s.settled_state(&b).await, "used");
+
+    let c = s.mint("a.txt").await;
+    let mut conn = TcpStream::connect(&addr).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    conn.write_all(format!("GET {} HTTP/1.1\r\nHo", path(&c)).as_bytes())
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    conn.write_all(b"st: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut answer = String::new();
+    conn.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200 OK\r\n"), "{answer}");
+    assert!(answer.ends_with("first file\n"), "{answer}");
+    assert_eq!(s.settled_state(&c).await, "used");
+}
