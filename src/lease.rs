@@ -305,6 +305,13 @@ impl Lease {
         self.uses
     }
 
+    /// Whether [`Lease::commit`] is answered inside this process, at once: the memory ledger
+    /// and stats. Otherwise a commit may wait on the network (a round trip, a replica `WAIT`,
+    /// a retry through a failover) and a caller that must not wait spawns it.
+    pub fn commits_in_process(&self) -> bool {
+        self.keeper.ledger.in_process() && self.keeper.stats.in_process()
+    }
+
     /// The number of completed transfers the link allows.
     pub fn max_uses(&self) -> u16 {
         self.max_uses

@@ -8,7 +8,8 @@ use tokio_util::task::TaskTracker;
 
 use crate::access::ApiTokens;
 use crate::config::{Config, LedgerKind};
-use crate::http::net::{self, ConnLimits};
+use crate::http::conn::ConnLimits;
+use crate::http::net;
 use crate::lease::LeaseKeeper;
 use crate::ledger::{Ledger, MemoryLedger, RedisLedger};
 use crate::links::{LinkService, Minter};

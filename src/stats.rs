@@ -34,6 +34,13 @@ pub trait StatsStore: Send + Sync + 'static {
         session: Option<Option<&str>>,
         now_unix: u64,
     ) -> Result<Statistics, LedgerError>;
+
+    /// Whether records are kept inside this process, at once (see [`Ledger::in_process`]).
+    ///
+    /// [`Ledger::in_process`]: crate::ledger::Ledger::in_process
+    fn in_process(&self) -> bool {
+        false
+    }
 }
 
 /// Per-session counters. Links still in their lifetime are bucketed by expiry second so that
@@ -137,6 +144,10 @@ impl StatsStore for MemoryStats {
             total.expired_tokens += s.expired_tokens;
         }
         Ok(total)
+    }
+
+    fn in_process(&self) -> bool {
+        true
     }
 }
 

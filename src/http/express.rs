@@ -25,8 +25,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
+use crate::http::conn::{ConnInfo, ConnLimits, FlushTracked};
 use crate::http::gate::Link;
-use crate::http::net::{ConnInfo, ConnLimits, FlushTracked};
 use crate::http::transfer::accept;
 use crate::http::transfer::delivery;
 use crate::http::transfer::download;
@@ -64,18 +64,25 @@ pub async fn serve(
 ) -> Option<BytesMut> {
     let mut buf = BytesMut::with_capacity(READ_BUF);
     let mut head_out = Vec::with_capacity(512);
+    // One wait for the stop per connection, not one per request.
+    let stopping = stop.cancelled();
+    tokio::pin!(stopping);
     loop {
         if buf.is_empty() {
             buf.reserve(READ_BUF);
             let read = tokio::select! {
                 biased;
-                () = stop.cancelled() => return None,
+                () = &mut stopping => return None,
                 read = tokio::time::timeout(limits.header_read_timeout, io.read_buf(&mut buf)) => read,
             };
             match read {
                 Ok(Ok(n)) if n > 0 => {}
                 _ => return None,
             }
+        } else if stop.is_cancelled() {
+            // Stopping with a pipelined request in hand: the connection closes, as hyper's
+            // graceful shutdown closes it after the request it is answering.
+            return None;
         }
         let Some(request) = parse(&buf) else {
             return Some(buf);
@@ -85,27 +92,22 @@ pub async fn serve(
             Answer::Declined => return Some(buf),
             Answer::Cut => return None,
         }
-        // Stopping: the request in hand is answered, and the connection closes, as hyper's
-        // graceful shutdown does.
-        if stop.is_cancelled() {
-            return None;
-        }
     }
 }
 
 /// A request head the lane takes.
-struct Request<'b> {
+pub struct Request<'b> {
     /// The head's length in bytes.
-    len: usize,
-    token: &'b str,
+    pub len: usize,
+    pub token: &'b str,
     /// The route's template, for the request metrics (as the router names it).
-    route: &'static str,
+    pub route: &'static str,
 }
 
 /// The head at the start of `buf`, if it is complete and a download the lane may answer: `GET`
 /// over HTTP/1.1 on a download route, none of [`HANDED_OVER`], a `Connection` field of at
 /// most `keep-alive`, and an `Accept` that does not prefer a page ([`accept`]).
-fn parse(buf: &[u8]) -> Option<Request<'_>> {
+pub fn parse(buf: &[u8]) -> Option<Request<'_>> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut head = httparse::Request::new(&mut headers);
     let httparse::Status::Complete(len) = head.parse(buf).ok()? else {
@@ -176,18 +178,31 @@ async fn answer(
     let Ok(link) = Link::admit(app, request.token, info.clone(), &HeaderMap::new()) else {
         return Answer::Declined;
     };
-    let Some(mut ready) = download::ready_small(app, &link).await else {
+    let Some(ready) = download::ready_small(app, &link).await else {
         return Answer::Declined;
     };
+    let download::Ready {
+        mut lease,
+        bytes,
+        headers,
+        audit,
+    } = ready;
     let id = delivery::transfer_id();
-    info.state.fence_until(id, ready.lease.valid_until());
-    response_head(head_out, &ready.headers);
-    let written = write_all(io, head_out, &ready.bytes).await;
+    info.state.fence_until(id, lease.valid_until());
+    response_head(head_out, &headers);
+    let written = write_all(io, head_out, &bytes).await;
     info.state.lift_fence(id);
-    let body = ready.bytes.len() as u64;
+    let body = bytes.len() as u64;
     match written {
         Ok(()) => {
-            delivery::burn(&mut ready.lease, body, &ready.audit).await;
+            // The connection's next request waits for nothing but this process: a commit
+            // that goes to Redis (a round trip, perhaps a replica `WAIT`) runs on its own,
+            // as hyper's downloads settle on their own.
+            if lease.commits_in_process() {
+                delivery::burn(&mut lease, body, &audit).await;
+            } else {
+                tokio::spawn(async move { delivery::burn(&mut lease, body, &audit).await });
+            }
             crate::metrics::request_finished(
                 "GET",
                 request.route,
@@ -198,8 +213,8 @@ async fn answer(
         }
         Err(e) => {
             tracing::debug!(error = %e, peer = %info.peer, "a download was cut");
-            ready.audit.log("aborted", body);
-            ready.lease.release().await;
+            audit.log("aborted", body);
+            lease.release().await;
             Answer::Cut
         }
     }
@@ -207,7 +222,7 @@ async fn answer(
 
 /// A 200's head with `headers` and the date, as hyper writes it (lower-case names, `date`
 /// last).
-fn response_head(out: &mut Vec<u8>, headers: &HeaderMap) {
+pub fn response_head(out: &mut Vec<u8>, headers: &HeaderMap) {
     out.clear();
     out.extend_from_slice(b"HTTP/1.1 200 OK\r\n");
     for (name, value) in headers {

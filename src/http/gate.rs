@@ -13,8 +13,8 @@ use axum::http::HeaderMap;
 use axum::http::request::Parts;
 use serde::Deserialize;
 
+use crate::http::conn::ConnInfo;
 use crate::http::error::ApiError;
-use crate::http::net::ConnInfo;
 use crate::state::App;
 use crate::token::{Claims, Direction, unix_now};
 

@@ -3,6 +3,7 @@
 //! connection loop that serves them all.
 
 pub mod api;
+pub mod conn;
 pub mod error;
 pub mod express;
 pub mod gate;

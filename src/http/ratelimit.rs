@@ -5,8 +5,8 @@ use axum::extract::{MatchedPath, Request};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
+use crate::http::conn::ConnInfo;
 use crate::http::error::{ApiError, FailedCheck};
-use crate::http::net::ConnInfo;
 use crate::http::pages;
 use crate::http::transfer::accept::prefers_html;
 use crate::state::App;

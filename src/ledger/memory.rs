@@ -375,6 +375,10 @@ impl Ledger for MemoryLedger {
             })
             .sum())
     }
+
+    fn in_process(&self) -> bool {
+        true
+    }
 }
 
 #[cfg(test)]

@@ -159,6 +159,14 @@ pub trait Ledger: Send + Sync + 'static {
 
     /// How many entries the ledger holds (for metrics and the compactness bench).
     async fn entries(&self) -> Result<u64, LedgerError>;
+
+    /// Whether calls are answered inside this process, at once. Only then may a connection
+    /// wait for a commit before reading its next request (the express lane does): a remote
+    /// ledger's commit costs a round trip, a replica `WAIT` or a retry after a failover,
+    /// which must hold up that transfer alone.
+    fn in_process(&self) -> bool {
+        false
+    }
 }
 
 /// The conformance suite every [`Ledger`] implementation must pass: the transition rules above,

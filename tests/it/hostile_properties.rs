@@ -152,7 +152,7 @@ proptest! {
         if let Ok(v) = HeaderValue::from_str(&value) {
             h.insert("x-forwarded-for", v);
         }
-        let ip = burnlink::http::net::client_ip(peer, &h, &nets);
+        let ip = burnlink::http::conn::client_ip(peer, &h, &nets);
         if !trusted {
             prop_assert_eq!(ip, peer);
         } else if ip != peer {

@@ -963,17 +963,52 @@ async fn a_replica_wait_holds_up_no_other_call_and_a_shortfall_does_not_pile_up(
     ]));
     assert_eq!(ready(&s.base).await, 200, "{}", s.log());
 
-    // (a) A status read on another link while the first burn waits its full REPLICA_WAIT.
+    // (a) While the first burn waits its full REPLICA_WAIT (800 ms), a status read of
+    // another link is answered at once: on a connection of its own, and on the download's
+    // own connection right after its response (one curl, `--next`; the express lane
+    // answered the download, and its burn must not hold up the connection's next request).
     let other = s.mint("f.txt").await;
     let link = s.mint("f.txt").await;
-    let s2 = s.clone();
-    let burn = tokio::spawn(async move { s2.get(&link).await.status() });
+    let status_url = format!("{}/api/links/{}", s.base, extract_token(&other));
+    let one_connection = tokio::task::spawn_blocking(move || {
+        let w = "%{http_code} %{num_connects} %{time_total}\n";
+        let auth = format!("Authorization: Bearer {API_TOKEN}");
+        curl()
+            .args(["-o", "/dev/null", "-w", w, &link])
+            .args([
+                "--next",
+                "-H",
+                &auth,
+                "-o",
+                "/dev/null",
+                "-w",
+                w,
+                &status_url,
+            ])
+            .output()
+            .expect("run curl")
+    });
     tokio::time::sleep(Duration::from_millis(150)).await;
     let started = Instant::now();
     let state = s.state(&other).await;
     let read = started.elapsed();
     eprintln!("{TEST}: status read during a pending WAIT took {read:?} ({state})");
-    assert_eq!(burn.await.unwrap(), 200);
+    let out = one_connection.await.unwrap();
+    let report = String::from_utf8_lossy(&out.stdout).to_string();
+    eprintln!("{TEST}: one connection (code, new connections, seconds):\n{report}");
+    let lines: Vec<Vec<&str>> = report.lines().map(|l| l.split(' ').collect()).collect();
+    assert_eq!(lines.len(), 2, "{out:?}");
+    assert_eq!(lines[0][..2], ["200", "1"], "{report}");
+    assert_eq!(
+        lines[1][..2],
+        ["200", "0"],
+        "the status read reused the connection"
+    );
+    let after_download: f64 = lines[1][2].parse().unwrap();
+    assert!(
+        after_download < 0.4,
+        "a status read waited behind the burn on its connection: {after_download} s"
+    );
     assert!(
         read < Duration::from_millis(100),
         "a status read waited behind a burn's WAIT: {read:?}"

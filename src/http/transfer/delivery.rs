@@ -31,7 +31,7 @@ use tokio_util::io::ReaderStream;
 use tokio_util::task::TaskTracker;
 
 use super::zerocopy::{FileChunks, Outbox};
-use crate::http::net::{ConnInfo, ConnState};
+use crate::http::conn::{ConnInfo, ConnState};
 use crate::lease::Lease;
 use crate::telemetry::TransferAudit;
 

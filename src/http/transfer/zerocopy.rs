@@ -7,7 +7,7 @@
 //! connection's [`Outbox`]. hyper keeps the chunks as they are (it queues them and writes them
 //! with `writev`; [`crate::http::net`] asks hyper for that strategy on plain connections) and
 //! counts them against `Content-Length` as usual. When a write reaches a stand-in, the
-//! connection's socket wrapper ([`crate::http::net::FlushTracked`]) sends the queued file
+//! connection's socket wrapper ([`crate::http::conn::FlushTracked`]) sends the queued file
 //! region with `sendfile` in its place ([`poll_send`]). Everything the wrapper does for other
 //! writes holds for these too: the transfer's fence, the byte count a lease renews on, the
 //! stall timer, and the flush count a link burns on. A stand-in is never written as bytes:
