@@ -19,7 +19,7 @@
 use std::io::{self, IoSlice};
 use std::time::Instant;
 
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, HeaderName, HeaderValue};
 use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -35,6 +35,8 @@ use crate::state::App;
 /// How much one read of a request head may take in. A head that does not fit is left to
 /// hyper, which applies the configured limit.
 const READ_BUF: usize = 4096;
+
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 
 /// Headers the lane reads. More than this is left to hyper.
 const MAX_HEADERS: usize = 48;
@@ -102,11 +104,15 @@ pub struct Request<'b> {
     pub token: &'b str,
     /// The route's template, for the request metrics (as the router names it).
     pub route: &'static str,
+    /// The `X-Forwarded-For` field, which names the client when the peer is a trusted proxy
+    /// (the gate decides). A head with more than one is hyper's.
+    pub forwarded_for: Option<&'b [u8]>,
 }
 
 /// The head at the start of `buf`, if it is complete and a download the lane may answer: `GET`
 /// over HTTP/1.1 on a download route, none of [`HANDED_OVER`], a `Connection` field of at
-/// most `keep-alive`, and an `Accept` that does not prefer a page ([`accept`]).
+/// most `keep-alive`, at most one `X-Forwarded-For`, and an `Accept` that does not prefer a
+/// page ([`accept`]).
 pub fn parse(buf: &[u8]) -> Option<Request<'_>> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut head = httparse::Request::new(&mut headers);
@@ -118,9 +124,14 @@ pub fn parse(buf: &[u8]) -> Option<Request<'_>> {
     }
     let (token, route) = route(head.path?)?;
     let mut accepts = accept::Ranks::default();
+    let mut forwarded_for = None;
     for field in head.headers.iter() {
         let name = field.name;
-        if name.eq_ignore_ascii_case("accept") {
+        if name.eq_ignore_ascii_case("x-forwarded-for") {
+            if forwarded_for.replace(field.value).is_some() {
+                return None;
+            }
+        } else if name.eq_ignore_ascii_case("accept") {
             accepts.add(field.value);
         } else if name.eq_ignore_ascii_case("connection") {
             if !field.value.eq_ignore_ascii_case(b"keep-alive") {
@@ -133,7 +144,12 @@ pub fn parse(buf: &[u8]) -> Option<Request<'_>> {
     if accepts.prefers_html() {
         return None;
     }
-    Some(Request { len, token, route })
+    Some(Request {
+        len,
+        token,
+        route,
+        forwarded_for,
+    })
 }
 
 /// The token and route template of a download route's path, as the router would match it:
@@ -173,9 +189,15 @@ async fn answer(
     head_out: &mut Vec<u8>,
 ) -> Answer {
     let start = Instant::now();
-    // Trusted proxies name the client in headers the lane does not read (it is off then); no
-    // headers here means the peer is the client.
-    let Ok(link) = Link::admit(app, request.token, info.clone(), &HeaderMap::new()) else {
+    // The gate reads the one header that can name the client; a map without it costs nothing.
+    let mut forwarded = HeaderMap::new();
+    if let Some(hops) = request.forwarded_for {
+        let Ok(hops) = HeaderValue::from_bytes(hops) else {
+            return Answer::Declined;
+        };
+        forwarded.insert(X_FORWARDED_FOR, hops);
+    }
+    let Ok(link) = Link::admit(app, request.token, info.clone(), &forwarded) else {
         return Answer::Declined;
     };
     let Some(ready) = download::ready_small(app, &link).await else {
@@ -293,7 +315,11 @@ mod tests {
             let request = parse(text.as_bytes()).expect(path);
             assert_eq!((request.token, request.route), ("abc", route));
             assert_eq!(request.len, text.len());
+            assert_eq!(request.forwarded_for, None);
         }
+        let text = head("GET /transfer/abc HTTP/1.1\r\nX-Forwarded-For: 203.0.113.9, 10.0.0.1");
+        let request = parse(text.as_bytes()).expect("one forwarded-for");
+        assert_eq!(request.forwarded_for, Some(&b"203.0.113.9, 10.0.0.1"[..]));
     }
 
     #[test]
@@ -315,6 +341,7 @@ mod tests {
             head("GET /transfer/abc HTTP/1.1\r\nTransfer-Encoding: chunked"),
             head("GET /transfer/abc HTTP/1.1\r\nContent-Length: 0"),
             head("GET /transfer/abc HTTP/1.1\r\nAccept: text/html,*/*;q=0.8"),
+            head("GET /transfer/abc HTTP/1.1\r\nX-Forwarded-For: a\r\nX-Forwarded-For: b"),
             // Not complete yet.
             "GET /transfer/abc HTTP/1.1\r\nHost: x\r\n".to_string(),
         ] {

@@ -277,9 +277,8 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
             let _slot = slot;
             let served = async {
                 match tls {
-                    // Plain TCP: the express lane first ([`express`]), unless trusted proxies
-                    // name clients in headers it does not read.
-                    None if !probe_only && app.config.trusted_proxies.is_empty() => {
+                    // Plain TCP: the express lane first ([`express`]).
+                    None if !probe_only => {
                         let mut io = io;
                         if let Some(read) =
                             express::serve(&mut io, &info, &app, &limits, &stop).await

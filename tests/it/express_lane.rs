@@ -122,3 +122,55 @@ async fn pipelined_and_split_heads_are_answered_in_order() {
     assert!(answer.ends_with("first file\n"), "{answer}");
     assert_eq!(s.settled_state(&c).await, "used");
 }
+
+/// Behind a trusted proxy the client is the one `X-Forwarded-For` names, for the lane as for
+/// the router: on one connection, a link restricted to the client's network is served (the
+/// lane's answer), one whose forwarded client is elsewhere is refused and stays unused, and a
+/// forwarded chain is walked from the nearest hop (so a client cannot name itself).
+#[tokio::test]
+async fn behind_a_trusted_proxy_the_forwarded_client_is_checked() {
+    let s = Server::start_with(&[("BURNLINK_TRUSTED_PROXIES", "127.0.0.1")]);
+    s.write("f.txt", b"for the forwarded client\n");
+    let mut links = Vec::new();
+    for _ in 0..3 {
+        let (status, body) = s
+            .mint_raw(
+                Some(API_TOKEN),
+                serde_json::json!({ "path": "f.txt", "ip": "203.0.113.0/24" }),
+            )
+            .await;
+        assert_eq!(status, 201, "{body}");
+        links.push(body["url"].as_str().unwrap().to_string());
+    }
+    let dir = s.dir.path();
+    let file = |n: &str| dir.join(n).to_str().unwrap().to_string();
+    let w = "%{http_code} %{num_connects}\n";
+    let xff = |v: &str| format!("X-Forwarded-For: {v}");
+    let out = curl()
+        .args(["-w", w, "-o", &file("1"), "-H", &xff("203.0.113.9")])
+        .arg(&links[0])
+        .args([
+            "--next",
+            "-w",
+            w,
+            "-o",
+            &file("2"),
+            "-H",
+            &xff("198.51.100.1"),
+        ])
+        .arg(&links[1])
+        .args(["--next", "-w", w, "-o", &file("3")])
+        .args(["-H", &xff("203.0.113.9, 198.51.100.1")])
+        .arg(&links[2])
+        .output()
+        .expect("run curl");
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(report, "200 1\n403 0\n403 0\n", "{out:?}");
+    assert_eq!(
+        std::fs::read(file("1")).unwrap(),
+        b"for the forwarded client\n"
+    );
+    assert_eq!(s.settled_state(&links[0]).await, "used");
+    assert_eq!(s.settled_state(&links[1]).await, "unused");
+    assert_eq!(s.settled_state(&links[2]).await, "unused");
+}
