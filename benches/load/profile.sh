@@ -7,7 +7,8 @@
 #   perf report -i OUT.data --no-children --sort sym
 #
 # OUT.data "-" records no profile: only requests/s and CPU per request, undisturbed by perf (to
-# compare two builds, run each a few times).
+# compare two builds, run each a few times). It also prints each event loop's CPU ticks, which
+# show how evenly the loops shared the connections.
 #
 # BURNLINK_BIN=path/to/burnlink profiles that binary; BURNLINK_WORKERS is passed on.
 # Needs: perf, wrk, curl, python3. Bounded: one wrk run; the server is stopped by PID.
@@ -52,3 +53,6 @@ awk -v t=$((after - before)) -v u=$((uafter - ubefore)) -v hz="$hz" -v n="$reqs"
            t / hz * 1e6 / n, u / hz * 1e6 / n, (t - u) / hz * 1e6 / n, n }'
 echo "$sbefore $safter" | awk -v n="$reqs" \
   '{ printf "server context switches per request: %.2f voluntary, %.2f preempted\n", ($3 - $1) / n, ($4 - $2) / n }'
+# How evenly the event loops shared the work (CPU ticks since start, per loop thread).
+for f in /proc/"$pid"/task/*/stat; do awk '$2 ~ /burnlink-loop/ { printf "%s %d\n", $2, $14 + $15 }' "$f"; done |
+  sort | tr -d '()' | awk '{ s = s sep $1 " " $2; sep = ", " } END { if (s != "") print "event loops CPU ticks: " s }'
