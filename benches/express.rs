@@ -49,15 +49,7 @@ fn file_headers() -> HeaderMap {
         HeaderValue::from_static("attachment; filename=\"small.bin\"; filename*=UTF-8''small.bin"),
     );
     h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    h.insert(
-        header::REFERRER_POLICY,
-        HeaderValue::from_static("no-referrer"),
-    );
-    h.insert(
-        header::X_CONTENT_TYPE_OPTIONS,
-        HeaderValue::from_static("nosniff"),
-    );
+    burnlink::http::private_headers(&mut h);
     h.insert(
         header::LAST_MODIFIED,
         HeaderValue::from_static("Sun, 06 Dec 2026 15:46:12 GMT"),
