@@ -7,7 +7,7 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::hint::black_box;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use axum::http::{HeaderMap, HeaderValue, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use burnlink::http::express::{parse, response_head};
 use criterion::{Criterion, criterion_group, criterion_main};
 
@@ -79,7 +79,8 @@ fn bench(c: &mut Criterion) {
     let parsing = allocations(|| {
         black_box(parse(black_box(HEAD)));
     });
-    let writing = allocations(|| response_head(black_box(&mut out), black_box(&headers)));
+    let writing =
+        allocations(|| response_head(black_box(&mut out), StatusCode::OK, black_box(&headers)));
     assert_eq!(parsing, 0, "reading a head allocated");
     assert!(
         writing <= 1,
@@ -92,7 +93,7 @@ fn bench(c: &mut Criterion) {
         b.iter(|| parse(black_box(HEAD)).map(|r| r.len))
     });
     group.bench_function("response_head", |b| {
-        b.iter(|| response_head(black_box(&mut out), black_box(&headers)))
+        b.iter(|| response_head(black_box(&mut out), StatusCode::OK, black_box(&headers)))
     });
     group.finish();
 }

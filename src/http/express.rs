@@ -5,27 +5,32 @@
 //! supervisor task per transfer) it cost about twice nginx's CPU per request
 //! (docs/benchmarks.md). On a plain TCP connection the lane reads each request head itself and
 //! serves it when every step succeeds up to the lease. Anything else (another method or route,
-//! a header it leaves alone, a page for a browser, any failure, a head that came in pieces)
-//! goes to hyper with the bytes read so far, and the connection stays hyper's from then on.
+//! a header it leaves alone, a page for a browser, any failure before the lease, a head that
+//! came in pieces) goes to hyper with the bytes read so far, and the connection stays hyper's
+//! from then on.
 //!
 //! So the lane has no answers of its own. Its requests pass the same gate ([`Link::admit`]),
 //! open the file and take the lease the same way ([`download::ready_small`]), carry the same
 //! headers, and burn by the same rule ([`delivery::burn`]): once the last byte is in the
-//! kernel's socket buffer, which for a small file is the end of one write. Every failure is
-//! still answered by the handlers and worded by the one error map. The write goes through the
+//! kernel's socket buffer, which for a small file is the end of one write. Failures are
+//! answered by the handlers and worded by the one error map; the one the lane writes itself is
+//! the ledger's refusal of the lease, in the error map's words, because handing it over would
+//! make the handler ask the ledger a second time ([`refuse`]). The write goes through the
 //! connection's [`FlushTracked`] wrapper, so the transfer's fence and the write-idle timeout
 //! hold as they do for hyper's writes.
 
 use std::io::{self, IoSlice};
 use std::time::Instant;
 
-use axum::http::{HeaderMap, HeaderName, HeaderValue};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
+use axum::response::IntoResponse;
 use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
 use crate::http::conn::{ConnInfo, ConnLimits, FlushTracked};
+use crate::http::error::ApiError;
 use crate::http::gate::Link;
 use crate::http::transfer::accept;
 use crate::http::transfer::delivery;
@@ -200,8 +205,10 @@ async fn answer(
     let Ok(link) = Link::admit(app, request.token, info.clone(), &forwarded) else {
         return Answer::Declined;
     };
-    let Some(ready) = download::ready_small(app, &link).await else {
-        return Answer::Declined;
+    let ready = match download::ready_small(app, &link).await {
+        Ok(Some(ready)) => ready,
+        Ok(None) => return Answer::Declined,
+        Err(refusal) => return refuse(io, refusal, request, start, head_out).await,
     };
     let download::Ready {
         mut lease,
@@ -211,7 +218,7 @@ async fn answer(
     } = ready;
     let id = delivery::transfer_id();
     info.state.fence_until(id, lease.valid_until());
-    response_head(head_out, &headers);
+    response_head(head_out, StatusCode::OK, &headers);
     let written = write_all(io, head_out, &bytes).await;
     info.state.lift_fence(id);
     let body = bytes.len() as u64;
@@ -242,11 +249,45 @@ async fn answer(
     }
 }
 
-/// A 200's head with `headers` and the date, as hyper writes it (lower-case names, `date`
-/// last).
-pub fn response_head(out: &mut Vec<u8>, headers: &HeaderMap) {
+/// The ledger's refusal of a link the gate let in (spent, busy, revoked, ledger unreachable),
+/// answered by the one error map as the handler would answer it. Not handed to hyper: the
+/// handler would ask the ledger again, and wait a second time for one that hangs. These
+/// answers are not failed token checks, so the rate limiter has nothing to count.
+async fn refuse(
+    io: &mut FlushTracked<TcpStream>,
+    refusal: ApiError,
+    request: &Request<'_>,
+    start: Instant,
+    head_out: &mut Vec<u8>,
+) -> Answer {
+    let (parts, body) = refusal.into_response().into_parts();
+    let Ok(body) = axum::body::to_bytes(body, usize::MAX).await else {
+        return Answer::Cut;
+    };
+    let mut headers = parts.headers;
+    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+    response_head(head_out, parts.status, &headers);
+    if write_all(io, head_out, &body).await.is_err() {
+        return Answer::Cut;
+    }
+    crate::metrics::request_finished(
+        "GET",
+        request.route,
+        parts.status.as_u16(),
+        start.elapsed().as_secs_f64(),
+    );
+    Answer::Served
+}
+
+/// A response head with `status`, `headers` and the date, as hyper writes it (lower-case
+/// names, `date` last).
+pub fn response_head(out: &mut Vec<u8>, status: StatusCode, headers: &HeaderMap) {
     out.clear();
-    out.extend_from_slice(b"HTTP/1.1 200 OK\r\n");
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(status.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
+    out.extend_from_slice(b"\r\n");
     for (name, value) in headers {
         out.extend_from_slice(name.as_str().as_bytes());
         out.extend_from_slice(b": ");
@@ -355,7 +396,7 @@ mod tests {
         headers.insert("content-type", "text/plain".parse().unwrap());
         headers.insert("content-length", "4".parse().unwrap());
         let mut out = Vec::new();
-        response_head(&mut out, &headers);
+        response_head(&mut out, StatusCode::OK, &headers);
         let text = String::from_utf8(out).unwrap();
         assert!(
             text.starts_with(

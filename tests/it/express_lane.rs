@@ -174,3 +174,29 @@ async fn behind_a_trusted_proxy_the_forwarded_client_is_checked() {
     assert_eq!(s.settled_state(&links[1]).await, "unused");
     assert_eq!(s.settled_state(&links[2]).await, "unused");
 }
+
+/// A link the ledger refuses (here: spent) is answered by the lane in the error map's words,
+/// exactly as the router answers it: same status, headers and body.
+#[tokio::test]
+async fn the_lane_and_the_router_refuse_a_spent_link_alike() {
+    let s = Server::start();
+    s.write("f.txt", b"once");
+    let url = s.mint("f.txt").await;
+    assert_eq!(s.get(&url).await.status(), 200);
+    assert_eq!(s.settled_state(&url).await, "used");
+    let mut answers = Vec::new();
+    for suffix in ["", "?via=router"] {
+        let body = s.dir.path().join("refused");
+        let out = curl()
+            .args(["-D", "-", "-o", body.to_str().unwrap()])
+            .arg(format!("{url}{suffix}"))
+            .output()
+            .expect("run curl");
+        assert!(out.status.success(), "{out:?}");
+        let head = head_without_date(&String::from_utf8_lossy(&out.stdout));
+        answers.push((head, std::fs::read_to_string(&body).unwrap()));
+    }
+    assert_eq!(answers[0].0[0], "HTTP/1.1 404 Not Found", "{answers:?}");
+    assert!(answers[0].1.contains("\"used\""), "{answers:?}");
+    assert_eq!(answers[0], answers[1]);
+}

@@ -108,13 +108,16 @@ pub struct Ready {
     pub audit: TransferAudit,
 }
 
-/// [`Ready`] for `link`, or `None` for anything else: another direction, a bucket, a directory,
-/// a larger file, any failure. The express lane hands those to [`get`], which answers them
-/// (failures in its words) as it answers everything else; nothing here has changed the link.
-pub async fn ready_small(app: &App, link: &Link) -> Option<Ready> {
+/// [`Ready`] for `link`; `Ok(None)` for anything else up to the lease: another direction, a
+/// bucket, a directory, a larger file, a failure to open. The express lane hands those to
+/// [`get`], which answers them (failures in its words) as it answers everything else; nothing
+/// here has touched the link. `Err`: the ledger refused the lease (spent, busy, revoked,
+/// unreachable), which is [`get`]'s answer too; asking again there would cost a second
+/// ledger call, and a second timeout when the ledger hangs.
+pub async fn ready_small(app: &App, link: &Link) -> Result<Option<Ready>, ApiError> {
     let claims = &link.claims;
     if claims.direction != Direction::Download || !matches!(app.storage, Storage::Disk(_)) {
-        return None;
+        return Ok(None);
     }
     let Ok(Target::File {
         meta,
@@ -122,18 +125,18 @@ pub async fn ready_small(app: &App, link: &Link) -> Option<Ready> {
         ..
     }) = open::target(&app.storage, claims, true).await
     else {
-        return None;
+        return Ok(None);
     };
-    let lease = app.leases.acquire(claims, link.client).await.ok()?;
+    let lease = app.leases.acquire(claims, link.client).await?;
     let mut headers = HeaderMap::with_capacity(8);
     file_headers(&mut headers, claims, meta.modified().ok());
     set_len(&mut headers, bytes.len() as u64);
-    Some(Ready {
+    Ok(Some(Ready {
         lease,
         bytes,
         headers,
         audit: TransferAudit::new(claims, link.client),
-    })
+    }))
 }
 
 /// What part of a file of `size` bytes the request gets: everything (200) or one range
