@@ -9,15 +9,16 @@
 //! came in pieces) goes to hyper with the bytes read so far, and the connection stays hyper's
 //! from then on.
 //!
-//! So the lane has no answers of its own. Its requests pass the same gate ([`Link::admit`]),
+//! So the lane decides nothing of its own. Its requests pass the same gate ([`Link::admit`]),
 //! open the file and take the lease the same way ([`download::ready_small`]), carry the same
 //! headers, and burn by the same rule ([`delivery::burn`]): once the last byte is in the
-//! kernel's socket buffer, which for a small file is the end of one write. Failures are
-//! answered by the handlers and worded by the one error map; the one the lane writes itself is
-//! the ledger's refusal of the lease, in the error map's words, because handing it over would
-//! make the handler ask the ledger a second time ([`refuse`]). The write goes through the
-//! connection's [`FlushTracked`] wrapper, so the transfer's fence and the write-idle timeout
-//! hold as they do for hyper's writes.
+//! kernel's socket buffer, which for a small file is the end of its `writev` (one call, unless
+//! the client reads slowly). Failures are answered by the handlers and worded by the one error
+//! map; the one refusal the lane writes itself is the ledger's refusal of the lease, in the
+//! error map's words, because handing it over would make the handler ask the ledger a second
+//! time ([`refuse`]). The write goes through the connection's [`FlushTracked`] wrapper, so the
+//! transfer's fence and the write-idle timeout hold as they do for hyper's writes, and the
+//! lease is renewed while a slow client takes the bytes, as for hyper's downloads.
 
 use std::io::{self, IoSlice};
 use std::time::Instant;
@@ -29,12 +30,13 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
-use crate::http::conn::{ConnInfo, ConnLimits, FlushTracked};
+use crate::http::conn::{ConnInfo, ConnLimits, ConnState, FlushTracked};
 use crate::http::error::ApiError;
 use crate::http::gate::Link;
 use crate::http::transfer::accept;
 use crate::http::transfer::delivery;
 use crate::http::transfer::download;
+use crate::lease::Lease;
 use crate::state::App;
 
 /// How much one read of a request head may take in. A head that does not fit is left to
@@ -77,6 +79,9 @@ pub async fn serve(
     loop {
         if buf.is_empty() {
             buf.reserve(READ_BUF);
+            // The wait for a head's first bytes, which is also the keep-alive idle limit, as
+            // in hyper. A head that arrives in pieces goes to hyper, whose own timer then
+            // starts afresh: such a head may take up to twice the limit, once per connection.
             let read = tokio::select! {
                 biased;
                 () = &mut stopping => return None,
@@ -159,9 +164,10 @@ pub fn parse(buf: &[u8]) -> Option<Request<'_>> {
 
 /// The token and route template of a download route's path, as the router would match it:
 /// `/transfer/{token}`, `/transfer/{token}/{name}` or `/api/download/{token}`. A path with a
-/// query, a percent-escape or an empty segment is left to the router.
+/// query, a percent-escape, an empty segment or any byte outside [`plain`] is left to the
+/// router (hyper refuses some bytes that `httparse` lets through, such as `<`).
 fn route(path: &str) -> Option<(&str, &'static str)> {
-    if path.bytes().any(|b| matches!(b, b'?' | b'%' | b'#')) {
+    if !path.bytes().all(plain) {
         return None;
     }
     if let Some(rest) = path.strip_prefix("/transfer/") {
@@ -177,12 +183,19 @@ fn route(path: &str) -> Option<(&str, &'static str)> {
     (!token.is_empty() && !token.contains('/')).then_some((token, "/api/download/{token}"))
 }
 
+/// Unreserved characters, sub-delimiters, `:`, `@` and `/`: what a path may hold unescaped
+/// (RFC 3986), all of which `http::Uri` accepts too.
+fn plain(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:@/".contains(&b)
+}
+
 enum Answer {
     /// Answered and settled; the connection may go on.
     Served,
     /// Not the lane's: hyper answers this request.
     Declined,
-    /// The write failed or the fence closed it; the link was released, the connection ends.
+    /// The write failed or the fence closed it; a lease taken was released, and the
+    /// connection ends.
     Cut,
 }
 
@@ -219,25 +232,23 @@ async fn answer(
     let id = delivery::transfer_id();
     info.state.fence_until(id, lease.valid_until());
     response_head(head_out, StatusCode::OK, &headers);
-    let written = write_all(io, head_out, &bytes).await;
+    let written = deliver(io, head_out, &bytes, &lease, &info.state, id).await;
     info.state.lift_fence(id);
     let body = bytes.len() as u64;
+    // As the router's edge counts it: the response was 200 whether or not its body got out.
+    crate::metrics::request_finished("GET", request.route, 200, start.elapsed().as_secs_f64());
     match written {
         Ok(()) => {
             // The connection's next request waits for nothing but this process: a commit
-            // that goes to Redis (a round trip, perhaps a replica `WAIT`) runs on its own,
-            // as hyper's downloads settle on their own.
+            // that goes to Redis (a round trip, perhaps a replica `WAIT`) runs on its own, as
+            // hyper's downloads settle on their own, and on the tracker that shutdown drains,
+            // so a delivered link is burned before the process exits.
             if lease.commits_in_process() {
                 delivery::burn(&mut lease, body, &audit).await;
             } else {
-                tokio::spawn(async move { delivery::burn(&mut lease, body, &audit).await });
+                app.tasks
+                    .spawn(async move { delivery::burn(&mut lease, body, &audit).await });
             }
-            crate::metrics::request_finished(
-                "GET",
-                request.route,
-                200,
-                start.elapsed().as_secs_f64(),
-            );
             Answer::Served
         }
         Err(e) => {
@@ -247,6 +258,35 @@ async fn answer(
             Answer::Cut
         }
     }
+}
+
+/// Writes a download's `head` and `body`: in one `writev` unless the client reads slowly.
+/// Then, each time bytes go out, the lease is renewed unless it is fresh, and the fence moves
+/// with it, as hyper's downloads renew on progress; a client that stops reading meets the
+/// fence or the write-idle timeout.
+async fn deliver(
+    io: &mut FlushTracked<TcpStream>,
+    head: &[u8],
+    body: &[u8],
+    lease: &Lease,
+    conn: &ConnState,
+    id: u64,
+) -> io::Result<()> {
+    let mut parts = [IoSlice::new(head), IoSlice::new(body)];
+    let mut left = &mut parts[..];
+    while !left.is_empty() {
+        let n = io.write_vectored(left).await?;
+        if n == 0 {
+            return Err(io::ErrorKind::WriteZero.into());
+        }
+        IoSlice::advance_slices(&mut left, n);
+        if !left.is_empty() && !lease.fresh() {
+            // A ledger error leaves the old deadline (and fence) standing.
+            let _ = lease.renew().await;
+            conn.fence_until(id, lease.valid_until());
+        }
+    }
+    Ok(())
 }
 
 /// The ledger's refusal of a link the gate let in (spent, busy, revoked, ledger unreachable),
@@ -267,16 +307,17 @@ async fn refuse(
     let mut headers = parts.headers;
     headers.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
     response_head(head_out, parts.status, &headers);
-    if write_all(io, head_out, &body).await.is_err() {
-        return Answer::Cut;
-    }
+    let written = write_all(io, head_out, &body).await;
     crate::metrics::request_finished(
         "GET",
         request.route,
         parts.status.as_u16(),
         start.elapsed().as_secs_f64(),
     );
-    Answer::Served
+    match written {
+        Ok(()) => Answer::Served,
+        Err(_) => Answer::Cut,
+    }
 }
 
 /// A response head with `status`, `headers` and the date, as hyper writes it (lower-case
@@ -300,6 +341,7 @@ pub fn response_head(out: &mut Vec<u8>, status: StatusCode, headers: &HeaderMap)
 }
 
 /// Writes `head` and `body` with as few system calls as the socket allows (one, normally).
+/// For a refusal: there is no lease to keep.
 async fn write_all(io: &mut FlushTracked<TcpStream>, head: &[u8], body: &[u8]) -> io::Result<()> {
     let mut parts = [IoSlice::new(head), IoSlice::new(body)];
     let mut left = &mut parts[..];
@@ -371,6 +413,8 @@ mod tests {
             head("GET /transfer/abc HTTP/1.0"),
             head("GET /transfer/abc?x=1 HTTP/1.1"),
             head("GET /transfer/a%62c HTTP/1.1"),
+            head("GET /transfer/abc/a<b HTTP/1.1"),
+            head("GET /transfer/abc/a\"b HTTP/1.1"),
             head("GET /transfer/ HTTP/1.1"),
             head("GET /transfer/abc/ HTTP/1.1"),
             head("GET /transfer/abc/a/b HTTP/1.1"),

@@ -369,6 +369,10 @@ async fn serve_conn<I>(
     let conn = builder.serve_connection(io, service);
     tokio::pin!(conn);
     let served = tokio::select! {
+        // The connection first: a request the express lane read and handed over (in the
+        // prefix) is in hand once hyper has read it, which this first poll does, so a shutdown
+        // that began meanwhile still answers it rather than closing on it.
+        biased;
         served = conn.as_mut() => served,
         // Shutting down: finish the request in hand (if any), then close.
         () = stop.cancelled() => {

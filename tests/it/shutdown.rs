@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use crate::support::redis_server::RedisServer;
 use crate::support::*;
 use futures_util::StreamExt;
 
@@ -91,4 +92,37 @@ async fn a_transfer_still_running_after_the_grace_period_is_cut_and_released() {
     assert!(audit.contains("outcome=\"aborted\""), "{audit}");
     assert!(!log.contains("did not settle"), "{log}");
     drop(stream);
+}
+
+/// With Redis, the express lane burns a delivered link in a task of its own, and shutdown
+/// waits for it as for any transfer's settling. Here the burn's replica `WAIT` (one replica
+/// asked for, none present) takes 800 ms: SIGTERM right after the download still ends with the
+/// burn done and its shortfall logged before the process exits, and the link spent.
+#[tokio::test]
+async fn sigterm_right_after_a_download_waits_for_its_burn() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let ledger = redis.url();
+    let mut s = Server::start_with(&[
+        ("BURNLINK_LEDGER", &ledger),
+        ("BURNLINK_LEDGER_REPLICAS", "1"),
+    ]);
+    s.write("f.txt", b"burned before the exit");
+    let link = s.mint("f.txt").await;
+    let out = curl()
+        .args(["-o", "/dev/null", "-w", "%{http_code}", &link])
+        .output()
+        .expect("run curl");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "200", "{out:?}");
+    signal(s.pid(), Signal::TERM);
+    assert_eq!(s.wait_exit(Duration::from_secs(10)), Some(0), "{}", s.log());
+    let log = s.log();
+    assert!(
+        log.contains("outcome=\"completed\""),
+        "not burned before the exit:\n{log}"
+    );
+    assert!(log.contains("fewer Redis replicas"), "{log}");
+    let other = Server::start_with(&[("BURNLINK_LEDGER", &ledger)]);
+    assert_eq!(other.settled_state(&link).await, "used");
 }
