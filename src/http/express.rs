@@ -232,7 +232,12 @@ async fn answer(
     let id = delivery::transfer_id();
     info.state.fence_until(id, lease.valid_until());
     response_head(head_out, StatusCode::OK, &headers);
-    let written = deliver(io, head_out, &bytes, &lease, &info.state, id).await;
+    let kept = Kept {
+        lease: &lease,
+        conn: &info.state,
+        id,
+    };
+    let written = write_out(io, head_out, &bytes, Some(kept)).await;
     info.state.lift_fence(id);
     let body = bytes.len() as u64;
     // As the router's edge counts it: the response was 200 whether or not its body got out.
@@ -260,17 +265,23 @@ async fn answer(
     }
 }
 
-/// Writes a download's `head` and `body`: in one `writev` unless the client reads slowly.
-/// Then, each time bytes go out, the lease is renewed unless it is fresh, and the fence moves
-/// with it, as hyper's downloads renew on progress; a client that stops reading meets the
-/// fence or the write-idle timeout.
-async fn deliver(
+/// What a write keeps while a slow client takes the bytes: a download's lease, and the
+/// connection's fence for its transfer.
+struct Kept<'a> {
+    lease: &'a Lease,
+    conn: &'a ConnState,
+    id: u64,
+}
+
+/// Writes `head` and `body`: in one `writev` unless the client reads slowly. Then, for a
+/// download, each time bytes go out the lease is renewed unless it is fresh, and the fence
+/// moves with it, as hyper's downloads renew on progress; a client that stops reading meets
+/// the fence or the write-idle timeout.
+async fn write_out(
     io: &mut FlushTracked<TcpStream>,
     head: &[u8],
     body: &[u8],
-    lease: &Lease,
-    conn: &ConnState,
-    id: u64,
+    kept: Option<Kept<'_>>,
 ) -> io::Result<()> {
     let mut parts = [IoSlice::new(head), IoSlice::new(body)];
     let mut left = &mut parts[..];
@@ -280,10 +291,13 @@ async fn deliver(
             return Err(io::ErrorKind::WriteZero.into());
         }
         IoSlice::advance_slices(&mut left, n);
-        if !left.is_empty() && !lease.fresh() {
+        if let Some(k) = &kept
+            && !left.is_empty()
+            && !k.lease.fresh()
+        {
             // A ledger error leaves the old deadline (and fence) standing.
-            let _ = lease.renew().await;
-            conn.fence_until(id, lease.valid_until());
+            let _ = k.lease.renew().await;
+            k.conn.fence_until(k.id, k.lease.valid_until());
         }
     }
     Ok(())
@@ -307,7 +321,7 @@ async fn refuse(
     let mut headers = parts.headers;
     headers.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
     response_head(head_out, parts.status, &headers);
-    let written = write_all(io, head_out, &body).await;
+    let written = write_out(io, head_out, &body, None).await;
     crate::metrics::request_finished(
         "GET",
         request.route,
@@ -338,21 +352,6 @@ pub fn response_head(out: &mut Vec<u8>, status: StatusCode, headers: &HeaderMap)
     out.extend_from_slice(b"date: ");
     date::now(|d| out.extend_from_slice(d));
     out.extend_from_slice(b"\r\n\r\n");
-}
-
-/// Writes `head` and `body` with as few system calls as the socket allows (one, normally).
-/// For a refusal: there is no lease to keep.
-async fn write_all(io: &mut FlushTracked<TcpStream>, head: &[u8], body: &[u8]) -> io::Result<()> {
-    let mut parts = [IoSlice::new(head), IoSlice::new(body)];
-    let mut left = &mut parts[..];
-    while !left.is_empty() {
-        let n = io.write_vectored(left).await?;
-        if n == 0 {
-            return Err(io::ErrorKind::WriteZero.into());
-        }
-        IoSlice::advance_slices(&mut left, n);
-    }
-    Ok(())
 }
 
 /// The `Date` field's value, formatted once a second per thread.

@@ -17,6 +17,18 @@ fn head_without_date(dump: &str) -> Vec<String> {
         .collect()
 }
 
+/// One GET with curl: the response's head (as [`head_without_date`]) and body.
+fn fetch(s: &Server, url: &str) -> (Vec<String>, Vec<u8>) {
+    let body = s.dir.path().join("fetched");
+    let out = curl()
+        .args(["-D", "-", "-o", body.to_str().unwrap(), url])
+        .output()
+        .expect("run curl");
+    assert!(out.status.success(), "{out:?}");
+    let head = head_without_date(&String::from_utf8_lossy(&out.stdout));
+    (head, std::fs::read(&body).unwrap())
+}
+
 /// A plain GET (the lane's) and the same GET with a query (which the lane leaves to the
 /// router) carry the same status, headers and body, and each burns its link.
 #[tokio::test]
@@ -27,16 +39,10 @@ async fn the_lane_and_the_router_answer_a_download_alike() {
     let mut heads = Vec::new();
     for suffix in ["", "?via=router"] {
         let url = s.mint("docs/report.pdf").await;
-        let body = s.dir.path().join("body");
-        let out = curl()
-            .args(["-D", "-", "-o", body.to_str().unwrap()])
-            .arg(format!("{url}{suffix}"))
-            .output()
-            .expect("run curl");
-        assert!(out.status.success(), "{out:?}");
-        assert_eq!(std::fs::read(&body).unwrap(), data, "{suffix:?}");
+        let (head, body) = fetch(&s, &format!("{url}{suffix}"));
+        assert_eq!(body, data, "{suffix:?}");
         assert_eq!(s.settled_state(&url).await, "used", "{suffix:?}");
-        heads.push(head_without_date(&String::from_utf8_lossy(&out.stdout)));
+        heads.push(head);
     }
     assert_eq!(heads[0][0], "HTTP/1.1 200 OK");
     assert_eq!(heads[0], heads[1]);
@@ -186,15 +192,8 @@ async fn the_lane_and_the_router_refuse_a_spent_link_alike() {
     assert_eq!(s.settled_state(&url).await, "used");
     let mut answers = Vec::new();
     for suffix in ["", "?via=router"] {
-        let body = s.dir.path().join("refused");
-        let out = curl()
-            .args(["-D", "-", "-o", body.to_str().unwrap()])
-            .arg(format!("{url}{suffix}"))
-            .output()
-            .expect("run curl");
-        assert!(out.status.success(), "{out:?}");
-        let head = head_without_date(&String::from_utf8_lossy(&out.stdout));
-        answers.push((head, std::fs::read_to_string(&body).unwrap()));
+        let (head, body) = fetch(&s, &format!("{url}{suffix}"));
+        answers.push((head, String::from_utf8(body).unwrap()));
     }
     assert_eq!(answers[0].0[0], "HTTP/1.1 404 Not Found", "{answers:?}");
     assert!(answers[0].1.contains("\"used\""), "{answers:?}");
