@@ -71,10 +71,10 @@ impl Kind {
 /// The sandbox root, opened once. Cheap to clone.
 #[derive(Clone)]
 pub struct Sandbox {
-    /// Canonical (symlinks resolved).
-    root_path: PathBuf,
+    /// Canonical (symlinks resolved). Shared, as the whole struct is cloned per transfer.
+    root_path: Arc<Path>,
     /// As configured, made absolute: callers may write absolute paths either way.
-    configured_path: PathBuf,
+    configured_path: Arc<Path>,
     root: Arc<Dir>,
 }
 
@@ -94,8 +94,8 @@ impl Sandbox {
         let configured_path = std::path::absolute(root)?;
         let root = Dir::open_ambient_dir(&root_path, ambient_authority())?;
         Ok(Sandbox {
-            root_path,
-            configured_path,
+            root_path: root_path.into(),
+            configured_path: configured_path.into(),
             root: Arc::new(root),
         })
     }
@@ -104,7 +104,7 @@ impl Sandbox {
     pub fn dir_path(&self, session: Option<&SessionId>) -> PathBuf {
         match session {
             Some(s) => self.root_path.join(s.as_str()),
-            None => self.root_path.clone(),
+            None => self.root_path.to_path_buf(),
         }
     }
 
@@ -119,7 +119,7 @@ impl Sandbox {
             Err(SandboxError::Outside) if Path::new(input).is_absolute() => {
                 let configured = match session {
                     Some(s) => self.configured_path.join(s.as_str()),
-                    None => self.configured_path.clone(),
+                    None => self.configured_path.to_path_buf(),
                 };
                 normalize(&configured, input)
             }
