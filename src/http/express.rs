@@ -295,9 +295,7 @@ async fn write_out(
             && !left.is_empty()
             && !k.lease.fresh()
         {
-            // A ledger error leaves the old deadline (and fence) standing.
-            let _ = k.lease.renew().await;
-            k.conn.fence_until(k.id, k.lease.valid_until());
+            delivery::renew_fenced(k.lease, k.conn, k.id).await;
         }
     }
     Ok(())

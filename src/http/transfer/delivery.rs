@@ -172,15 +172,20 @@ impl Supervised {
         }
     }
 
-    /// Renews the lease and moves the connection's fence to its new deadline. A renew that
-    /// finds the lease gone (lapsed and taken, or revoked) fences the connection at once; an
-    /// unreachable ledger leaves the old fence, and writes stop there.
     async fn renew(&self) {
-        if let Err(e) = self.lease.renew().await {
-            tracing::warn!(error = %e, "could not renew a lease");
-        }
-        self.conn.fence_until(self.id, self.lease.valid_until());
+        renew_fenced(&self.lease, &self.conn, self.id).await;
     }
+}
+
+/// Renews `lease` and moves transfer `id`'s fence on `conn` to its new deadline. A renew that
+/// finds the lease gone (lapsed and taken, or revoked) fences the connection at once; an
+/// unreachable ledger leaves the old fence, and writes stop there. Also what the express lane
+/// ([`crate::http::express`]) does while a slow client takes a small file.
+pub async fn renew_fenced(lease: &Lease, conn: &ConnState, id: u64) {
+    if let Err(e) = lease.renew().await {
+        tracing::warn!(error = %e, "could not renew a lease");
+    }
+    conn.fence_until(id, lease.valid_until());
 }
 
 impl Drop for Supervised {
