@@ -26,6 +26,7 @@
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::sync::Arc;
 
 use base64ct::{Base64, Base64Unpadded, Base64Url, Base64UrlUnpadded, Encoding};
 use hmac::{Hmac, KeyInit, Mac};
@@ -139,7 +140,8 @@ impl Claims {
 /// A token whose MAC checked out, with the key id that vouched for it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Verified {
-    pub key_id: String,
+    /// Shared with the keyring: naming the key costs no allocation per request.
+    pub key_id: Arc<str>,
     pub claims: Claims,
 }
 
@@ -175,7 +177,7 @@ pub enum KeyError {
 }
 
 struct Key {
-    id: String,
+    id: Arc<str>,
     /// Keyed once at start-up; cloning the keyed state per token skips re-deriving the
     /// inner and outer pads on the hot path.
     mac: HmacSha256,
@@ -190,7 +192,7 @@ pub struct Keyring {
 impl fmt::Debug for Keyring {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // Never print key material.
-        let ids: Vec<&str> = self.keys.iter().map(|k| k.id.as_str()).collect();
+        let ids: Vec<&str> = self.keys.iter().map(|k| &*k.id).collect();
         f.debug_struct("Keyring").field("key_ids", &ids).finish()
     }
 }
@@ -216,7 +218,7 @@ impl Keyring {
                     len: secret.len(),
                 });
             }
-            if keys.iter().any(|k: &Key| k.id == id) {
+            if keys.iter().any(|k: &Key| &*k.id == id) {
                 return Err(KeyError::Duplicate(id.to_string()));
             }
             keys.push(Key::new(id, &secret));
@@ -249,7 +251,16 @@ impl Keyring {
         if !is_token_shaped(token) {
             return Err(TokenError::Malformed);
         }
-        let raw = Base64UrlUnpadded::decode_vec(token).map_err(|_| TokenError::Malformed)?;
+        // Links are a few hundred characters: those decode on the stack, longer ones (up to
+        // MAX_TOKEN_LEN) on the heap.
+        let mut on_stack = [0u8; 512];
+        let on_heap;
+        let raw: &[u8] = if token.len() <= on_stack.len() / 3 * 4 {
+            Base64UrlUnpadded::decode(token, &mut on_stack).map_err(|_| TokenError::Malformed)?
+        } else {
+            on_heap = Base64UrlUnpadded::decode_vec(token).map_err(|_| TokenError::Malformed)?;
+            &on_heap
+        };
         if raw.len() < 2 + MAC_LEN {
             return Err(TokenError::Malformed);
         }
@@ -301,7 +312,7 @@ pub fn read_unverified(token: &str) -> Result<Claims, TokenError> {
 impl Key {
     fn new(id: &str, secret: &[u8]) -> Self {
         Key {
-            id: id.to_string(),
+            id: id.into(),
             mac: HmacSha256::new_from_slice(secret).expect("HMAC accepts keys of any length"),
         }
     }
@@ -558,13 +569,37 @@ mod tests {
     }
 
     #[test]
+    fn tokens_of_every_length_verify_on_either_side_of_the_stack_buffer() {
+        let ring = Keyring::parse(K1).unwrap();
+        let mut lengths = std::collections::BTreeSet::new();
+        for n in 1..1200 {
+            let mut claims = sample();
+            claims.path = "p".repeat(n);
+            let token = ring.sign(&claims);
+            lengths.insert(token.len());
+            assert_eq!(ring.verify(&token).unwrap().claims, claims, "{n}");
+            // One flipped character is refused on both paths.
+            let mut forged = token.into_bytes();
+            let last = forged.len() - 2;
+            forged[last] = if forged[last] == b'A' { b'B' } else { b'A' };
+            let forged = String::from_utf8(forged).unwrap();
+            assert!(ring.verify(&forged).is_err(), "{n}");
+        }
+        assert!(
+            lengths.contains(&680) || lengths.contains(&681),
+            "the boundary"
+        );
+        assert!(*lengths.first().unwrap() < 600 && *lengths.last().unwrap() > 1500);
+    }
+
+    #[test]
     fn round_trip_with_every_field() {
         let ring = Keyring::parse(K1).unwrap();
         let claims = sample();
         let token = ring.sign(&claims);
         let v = ring.verify(&token).unwrap();
         assert_eq!(v.claims, claims);
-        assert_eq!(v.key_id, "k1");
+        assert_eq!(&*v.key_id, "k1");
         assert!(
             !token.contains(['+', '/', '=']),
             "URL-safe, unpadded: {token}"
@@ -627,9 +662,9 @@ mod tests {
         let token = old.sign(&sample());
         let rotated = Keyring::parse(&format!("{K2},{K1}")).unwrap();
         assert_eq!(rotated.signing_key_id(), "k2");
-        assert_eq!(rotated.verify(&token).unwrap().key_id, "k1");
+        assert_eq!(&*rotated.verify(&token).unwrap().key_id, "k1");
         let new_token = rotated.sign(&sample());
-        assert_eq!(rotated.verify(&new_token).unwrap().key_id, "k2");
+        assert_eq!(&*rotated.verify(&new_token).unwrap().key_id, "k2");
         let retired = Keyring::parse(K2).unwrap();
         assert_eq!(retired.verify(&token), Err(TokenError::UnknownKey));
     }

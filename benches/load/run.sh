@@ -144,6 +144,9 @@ echo "== minting $links one-time links with the CLI (and as many nginx links)"
 # nginx may serve two or three times as many requests per second: give it links enough that
 # it never runs out (a link it re-sends is served again, not refused).
 nginx_urls /small.bin "$((links * 3))" > "$work/ng_urls"
+# Writeback of the files made above (about 1.5 GiB, and the link lists) would otherwise share the
+# cores with the first server measured, which is always burnlink.
+sync
 
 for c in 1 32; do
   t=$(( c == 1 ? 1 : 2 ))

@@ -30,23 +30,23 @@ pub fn attachment(name: &str) -> HeaderValue {
     // Both forms from a name without control or bidi characters: `filename*` would otherwise
     // carry them percent-encoded, and a browser decodes them back.
     let name = &*displayable(name);
-    let plain: String = name
-        .chars()
-        .map(|c| match c {
-            '"' | '\\' | '/' | '%' => '_',
-            c if c.is_control() => '_',
-            c => c,
-        })
-        .collect();
-    let plain = if plain.is_empty() || plain == "." || plain == ".." {
-        "download".to_string()
-    } else {
-        plain
-    };
-    let value = format!(
-        "attachment; filename=\"{plain}\"; filename*=UTF-8''{}",
-        utf8_percent_encode(name, ATTR_CHAR)
-    );
+    // Built in one buffer that cannot outgrow its capacity: the fixed text and `download` fit
+    // in 64 bytes, the plain form is at most the name's length (a replacement `_` is no longer
+    // than what it replaces) and the encoded form at most three times it.
+    let mut value = String::with_capacity(64 + 4 * name.len());
+    value.push_str("attachment; filename=\"");
+    let plain_at = value.len();
+    value.extend(name.chars().map(|c| match c {
+        '"' | '\\' | '/' | '%' => '_',
+        c if c.is_control() => '_',
+        c => c,
+    }));
+    if matches!(&value[plain_at..], "" | "." | "..") {
+        value.truncate(plain_at);
+        value.push_str("download");
+    }
+    value.push_str("\"; filename*=UTF-8''");
+    value.extend(utf8_percent_encode(name, ATTR_CHAR));
     // Control characters are gone, so only bytes HeaderValue accepts remain; the fallback is
     // there so a surprise can never become a panic.
     HeaderValue::from_bytes(value.as_bytes())

@@ -234,32 +234,89 @@ pub(super) fn refuse_if_spent(state: LinkState) -> Result<(), ApiError> {
 
 fn file_headers(h: &mut HeaderMap, claims: &Claims, modified: Option<std::time::SystemTime>) {
     let name = sandbox::file_name(&claims.path);
-    let mime = mime_guess::from_path(name).first_or_octet_stream();
-    if let Ok(v) = HeaderValue::from_str(mime.as_ref()) {
-        h.insert(header::CONTENT_TYPE, v);
-    }
+    // The guess is a `&'static str` from mime_guess's table: no parse and no copy per request.
+    let mime = mime_guess::from_path(name)
+        .first_raw()
+        .unwrap_or("application/octet-stream");
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(mime));
     h.insert(header::CONTENT_DISPOSITION, disposition::attachment(name));
     h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
     crate::http::private_headers(h);
-    if let Some(modified) = modified {
-        let date = httpdate(modified);
-        if let Ok(v) = HeaderValue::from_str(&date) {
-            h.insert(header::LAST_MODIFIED, v);
-        }
+    if let Some(v) = modified.and_then(last_modified) {
+        h.insert(header::LAST_MODIFIED, v);
     }
 }
 
+/// `HeaderValue::from(u64)` formats into a `BytesMut` and freezes it, which allocates twice;
+/// formatting on the stack and copying allocates once.
 fn set_len(h: &mut HeaderMap, len: u64) {
-    h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+    use std::io::Write;
+    let mut buf = [0u8; 20];
+    let mut out = &mut buf[..];
+    let _ = write!(out, "{len}");
+    let written = 20 - out.len();
+    if let Ok(v) = HeaderValue::from_bytes(&buf[..written]) {
+        h.insert(header::CONTENT_LENGTH, v);
+    }
 }
 
-/// An IMF-fixdate (`Sun, 06 Nov 1994 08:49:37 GMT`).
-fn httpdate(t: std::time::SystemTime) -> String {
+/// `t` as an IMF-fixdate (`Sun, 06 Nov 1994 08:49:37 GMT`), formatted on the stack; `None`
+/// for a time the format cannot hold (a year past 9999), which then goes without the header.
+fn last_modified(t: std::time::SystemTime) -> Option<HeaderValue> {
     use time::macros::format_description;
     let fmt = format_description!(
         "[weekday repr:short], [day] [month repr:short] [year] [hour]:[minute]:[second] GMT"
     );
-    time::OffsetDateTime::from(t)
-        .format(&fmt)
-        .unwrap_or_default()
+    let mut buf = [0u8; 40];
+    let mut out = &mut buf[..];
+    let written = time::OffsetDateTime::from(t)
+        .format_into(&mut out, &fmt)
+        .ok()?;
+    HeaderValue::from_bytes(&buf[..written]).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, UNIX_EPOCH};
+
+    #[test]
+    fn last_modified_is_an_imf_fixdate_before_and_after_the_epoch() {
+        let at = |s: i64| {
+            let d = Duration::from_secs(s.unsigned_abs());
+            last_modified(if s < 0 {
+                UNIX_EPOCH - d
+            } else {
+                UNIX_EPOCH + d
+            })
+        };
+        assert_eq!(at(784_111_777).unwrap(), "Sun, 06 Nov 1994 08:49:37 GMT");
+        assert_eq!(at(-86_400).unwrap(), "Wed, 31 Dec 1969 00:00:00 GMT");
+        assert_eq!(
+            at(253_402_300_799).unwrap(),
+            "Fri, 31 Dec 9999 23:59:59 GMT"
+        );
+    }
+
+    #[test]
+    fn file_headers_take_the_type_from_the_name_and_fall_back_to_octet_stream() {
+        let claims =
+            |path: &str| Claims::new(crate::token::Direction::Download, None, path.into(), 60);
+        for (path, want) in [
+            ("report.pdf", "application/pdf"),
+            ("dir/photo.JPG", "image/jpeg"),
+            ("notes", "application/octet-stream"),
+            ("archive.unknownext", "application/octet-stream"),
+        ] {
+            let mut h = HeaderMap::new();
+            file_headers(&mut h, &claims(path), None);
+            assert_eq!(h[header::CONTENT_TYPE], want, "{path}");
+            assert!(!h.contains_key(header::LAST_MODIFIED));
+        }
+        let mut h = HeaderMap::new();
+        for len in [0, 4096, u64::MAX] {
+            set_len(&mut h, len);
+            assert_eq!(h[header::CONTENT_LENGTH], len.to_string().as_str());
+        }
+    }
 }

@@ -1,0 +1,102 @@
+#!/usr/bin/env bash
+# 4 KiB one-time downloads from burnlink and secure_link downloads from nginx, alternating, one
+# wrk run each per round, so both see the same machine in the same minute. Prints each pair's
+# requests/s and p99, and the counts of rounds in which burnlink's p99 was the lower. run.sh
+# measures one pair per row; this shows how far a row's p99 moves from one run to the next.
+#
+#   benches/load/latency_ab.sh [ROUNDS=5] [CONCURRENCY=32] [DURATION_S=5]
+#
+# BURNLINK_BIN=path/to/burnlink measures that binary; BURNLINK_WORKERS is passed on.
+# Needs: wrk, curl, nginx (with secure_link), python3.
+# Bounded: ROUNDS pairs of wrk runs of DURATION_S; both servers are stopped by PID on exit.
+set -euo pipefail
+rounds="${1:-5}"; c="${2:-32}"; dur="${3:-5}"
+top="$(cd "$(dirname "$0")/../.." && pwd)"
+here="$top/benches/load"
+# shellcheck source=common.sh
+. "$top/benches/load/common.sh"
+need curl wrk nginx python3
+bin="$(burnlink_bin "$top")"
+scratch_beside_nginx
+mkdir -p "$work/data" "$work/nginx/logs"
+head -c 4096 /dev/urandom > "$work/data/small.bin"
+bl_port=$(free_port); ng_port=$(free_port)
+secret="bench-secret-$RANDOM$RANDOM"
+cat > "$work/nginx/nginx.conf" <<NGINX
+worker_processes auto;
+pid $work/nginx/nginx.pid;
+error_log $work/nginx/logs/error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  sendfile on;
+  tcp_nopush on;
+  tcp_nodelay on;
+  keepalive_requests 1000000;
+  client_body_temp_path $work/nginx/body;
+  proxy_temp_path $work/nginx/proxy;
+  fastcgi_temp_path $work/nginx/fastcgi;
+  uwsgi_temp_path $work/nginx/uwsgi;
+  scgi_temp_path $work/nginx/scgi;
+  default_type application/octet-stream;
+  server {
+    listen 127.0.0.1:$ng_port;
+    root $work/data;
+    location / {
+      secure_link \$arg_md5,\$arg_expires;
+      secure_link_md5 "\$secure_link_expires\$uri $secret";
+      if (\$secure_link = "") { return 403; }
+      if (\$secure_link = "0") { return 410; }
+    }
+  }
+}
+NGINX
+nginx -p "$work/nginx" -c "$work/nginx/nginx.conf" -g 'daemon off;' &
+ng_pid=$!
+export BURNLINK_KEYS="$("$bin" keygen)" BURNLINK_ROOT="$work/data" BURNLINK_BIND="127.0.0.1:$bl_port" \
+       BURNLINK_API_TOKENS=bench BURNLINK_LOG=warn BURNLINK_BROWSER_CONFIRM=false
+(cd "$work" && exec "$bin" serve >/dev/null 2>"$work/server.log") &
+bl_pid=$!
+for _ in $(seq 1 100); do
+  curl -sf "http://127.0.0.1:$bl_port/healthz" >/dev/null && \
+  curl -s -o /dev/null "http://127.0.0.1:$ng_port/" && break
+  sleep 0.1
+done
+per_round=$((150000 * dur))
+# A file of fresh links per round: wrk's threads take alternate lines and may not use as many
+# each, so what one round used is not a prefix of one shared file.
+"$bin" mint small.bin --count $((per_round * rounds)) --ttl 1h | sed "s#^http://127.0.0.1:$bl_port##" \
+  | split -l "$per_round" -d -a 3 - "$work/bl_urls."
+python3 - "$secret" $((per_round * 3)) > "$work/ng_urls" <<'PY'
+import base64, hashlib, sys, time
+secret, count = sys.argv[1], int(sys.argv[2])
+exp = int(time.time()) + 3600
+for i in range(count):
+    e = exp + i
+    md5 = base64.urlsafe_b64encode(hashlib.md5(f"{e}/small.bin {secret}".encode()).digest()).rstrip(b"=")
+    print(f"/small.bin?md5={md5.decode()}&expires={e}")
+PY
+t=$(( c == 1 ? 1 : 2 ))
+# CPU ticks (user + system) of a server: burnlink's process, or nginx's workers.
+ticks() { for p in "$@"; do awk '{ print $14 + $15 }' "/proc/$p/stat"; done | awk '{ t += $1 } END { print t }'; }
+hz=$(getconf CLK_TCK)
+# Involuntary context switches (preemptions) of all of a server's threads.
+preempted() { for p in "$@"; do cat /proc/"$p"/task/*/status 2>/dev/null; done | awk '/^nonvoluntary_ctxt/ { n += $2 } END { print n }'; }
+field() { sed -n "s/.*$1=\([0-9.]*\).*/\1/p" | head -1; }
+lower=0
+for i in $(seq 1 "$rounds"); do
+  urls="$work/bl_urls.$(printf '%03d' $((i - 1)))"
+  t0=$(ticks "$bl_pid"); s0=$(preempted "$bl_pid")
+  b=$(wrk -t"$t" -c"$c" -d"${dur}s" --latency -s "$here/walk.lua" "http://127.0.0.1:$bl_port" -- "$urls" "$t" | grep RESULT)
+  t1=$(ticks "$bl_pid"); s1=$(preempted "$bl_pid"); ng_workers=$(pgrep -P "$ng_pid")
+  t2=$(ticks $ng_workers); s2=$(preempted $ng_workers)
+  n=$(wrk -t"$t" -c"$c" -d"${dur}s" --latency -s "$here/walk.lua" "http://127.0.0.1:$ng_port" -- "$work/ng_urls" "$t" | grep RESULT)
+  t3=$(ticks $ng_workers); s3=$(preempted $ng_workers)
+  [ "$(echo "$b" | field non200)" = 0 ] || echo "   WARNING: burnlink answered non-200s: $b"
+  bp=$(echo "$b" | field p99_ms); np=$(echo "$n" | field p99_ms)
+  awk -v i="$i" -v hz="$hz" -v bs=$((s1 - s0)) -v ns=$((s3 - s2)) -v bt=$((t1 - t0)) -v nt=$((t3 - t2)) -v bq="$(echo "$b" | field requests)" -v nq="$(echo "$n" | field requests)" -v br="$(echo "$b" | field rps)" -v nr="$(echo "$n" | field rps)" -v bp="$bp" -v np="$np" 'BEGIN {
+    printf "round %d: burnlink %.1f req/s p99 %.3f ms %.1f us CPU/req %.2f preempted/req   nginx %.1f req/s p99 %.3f ms %.1f us CPU/req %.2f preempted/req   ratio %.2f, p99 %s\n",
+      i, br, bp, bt * 1e6 / hz / bq, bs / bq, nr, np, nt * 1e6 / hz / nq, ns / nq, br / nr, (bp <= np ? "lower" : "higher") }'
+  if awk -v b="$bp" -v n="$np" 'BEGIN { exit !(b <= n) }'; then lower=$((lower + 1)); fi
+done
+echo "burnlink's p99 was the lower in $lower of $rounds rounds"
