@@ -11,7 +11,7 @@ use tracing_subscriber::EnvFilter;
 use crate::config::LogFormat;
 use crate::session::SessionId;
 use crate::text::LogSafe;
-use crate::token::Claims;
+use crate::token::{Claims, LinkId};
 
 /// Installs the global subscriber. Logs go to stderr; stdout is kept for what the CLI prints.
 pub fn init(filter: &str, format: LogFormat) {
@@ -36,7 +36,7 @@ pub fn init(filter: &str, format: LogFormat) {
 /// Who moved what: the fields every transfer audit line carries.
 #[derive(Clone, Debug)]
 pub struct TransferAudit {
-    pub link: String,
+    pub link: LinkId,
     pub direction: &'static str,
     pub session: Option<SessionId>,
     pub path: String,
@@ -46,7 +46,7 @@ pub struct TransferAudit {
 impl TransferAudit {
     pub fn new(claims: &Claims, client: IpAddr) -> Self {
         TransferAudit {
-            link: claims.short_id(),
+            link: claims.link_id(),
             direction: claims.direction.as_str(),
             session: claims.session.clone(),
             path: claims.path.clone(),

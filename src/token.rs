@@ -133,7 +133,26 @@ impl Claims {
     /// A short, non-secret handle for logs: the first 6 bytes of the nonce in hex. It says which
     /// link a line is about without letting a log reader rebuild the token.
     pub fn short_id(&self) -> String {
-        hex(&self.nonce[..6])
+        self.link_id().to_string()
+    }
+
+    /// [`Self::short_id`] before it is formatted: kept by a transfer until its audit line is
+    /// written, which is often never (below the log level), so formatting waits until then.
+    pub fn link_id(&self) -> LinkId {
+        let mut id = [0; 6];
+        id.copy_from_slice(&self.nonce[..6]);
+        LinkId(id)
+    }
+}
+
+/// The first 6 bytes of a link's nonce: what logs, webhooks and `inspect` call the link
+/// (12 hex digits), which names it without being able to use it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LinkId([u8; 6]);
+
+impl fmt::Display for LinkId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.iter().try_for_each(|b| write!(f, "{b:02x}"))
     }
 }
 
@@ -566,6 +585,16 @@ mod tests {
         c.ip = Some("10.1.0.0/16".parse().unwrap());
         c.max_uses = 7;
         c
+    }
+
+    #[test]
+    fn the_link_id_is_the_nonces_first_six_bytes_in_hex() {
+        let mut claims = sample();
+        claims.nonce = [
+            0xab, 0x01, 0x00, 0xff, 0x10, 0x9c, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7,
+        ];
+        assert_eq!(claims.link_id().to_string(), "ab0100ff109c");
+        assert_eq!(claims.short_id(), "ab0100ff109c");
     }
 
     #[test]
