@@ -73,6 +73,8 @@ pub async fn serve(
 ) -> Option<BytesMut> {
     let mut buf = BytesMut::with_capacity(READ_BUF);
     let mut head_out = Vec::with_capacity(512);
+    // A download's headers, built here per request: room for all eight of them.
+    let mut headers = HeaderMap::with_capacity(8);
     // One wait for the stop per connection, not one per request.
     let stopping = stop.cancelled();
     tokio::pin!(stopping);
@@ -99,7 +101,7 @@ pub async fn serve(
         let Some(request) = parse(&buf) else {
             return Some(buf);
         };
-        match answer(io, info, app, &request, &mut head_out).await {
+        match answer(io, info, app, &request, &mut head_out, &mut headers).await {
             Answer::Served => buf.advance(request.len),
             Answer::Declined => return Some(buf),
             Answer::Cut => return None,
@@ -205,6 +207,7 @@ async fn answer(
     app: &App,
     request: &Request<'_>,
     head_out: &mut Vec<u8>,
+    headers: &mut HeaderMap,
 ) -> Answer {
     let start = Instant::now();
     // The gate reads the one header that can name the client; a map without it costs nothing.
@@ -218,7 +221,7 @@ async fn answer(
     let Ok(link) = Link::admit(app, request.token, info.clone(), &forwarded) else {
         return Answer::Declined;
     };
-    let ready = match download::ready_small(app, &link).await {
+    let ready = match download::ready_small(app, &link, headers).await {
         Ok(Some(ready)) => ready,
         Ok(None) => return Answer::Declined,
         Err(refusal) => return refuse(io, refusal, request, start, head_out).await,
@@ -226,12 +229,11 @@ async fn answer(
     let download::Ready {
         mut lease,
         bytes,
-        headers,
         audit,
     } = ready;
     let id = delivery::transfer_id();
     info.state.fence_until(id, lease.valid_until());
-    response_head(head_out, StatusCode::OK, &headers);
+    response_head(head_out, StatusCode::OK, headers);
     let kept = Kept {
         lease: &lease,
         conn: &info.state,

@@ -104,7 +104,6 @@ pub async fn get(app: &Arc<App>, link: Link, headers: &HeaderMap) -> Result<Resp
 pub struct Ready {
     pub lease: Lease,
     pub bytes: Bytes,
-    pub headers: HeaderMap,
     pub audit: TransferAudit,
 }
 
@@ -114,7 +113,14 @@ pub struct Ready {
 /// here has touched the link. `Err`: the ledger refused the lease (spent, busy, revoked,
 /// unreachable), which is [`get`]'s answer too; asking again there would cost a second
 /// ledger call, and a second timeout when the ledger hangs.
-pub async fn ready_small(app: &App, link: &Link) -> Result<Option<Ready>, ApiError> {
+///
+/// The response's headers go into `headers`, cleared first: the lane keeps one map per
+/// connection, so a keep-alive connection allocates the map's tables once, not per request.
+pub async fn ready_small(
+    app: &App,
+    link: &Link,
+    headers: &mut HeaderMap,
+) -> Result<Option<Ready>, ApiError> {
     let claims = &link.claims;
     if claims.direction != Direction::Download || !matches!(app.storage, Storage::Disk(_)) {
         return Ok(None);
@@ -128,13 +134,12 @@ pub async fn ready_small(app: &App, link: &Link) -> Result<Option<Ready>, ApiErr
         return Ok(None);
     };
     let lease = app.leases.acquire(claims, link.client).await?;
-    let mut headers = HeaderMap::with_capacity(8);
-    file_headers(&mut headers, claims, meta.modified().ok());
-    set_len(&mut headers, bytes.len() as u64);
+    headers.clear();
+    file_headers(headers, claims, meta.modified().ok());
+    set_len(headers, bytes.len() as u64);
     Ok(Some(Ready {
         lease,
         bytes,
-        headers,
         audit: TransferAudit::new(claims, link.client),
     }))
 }
