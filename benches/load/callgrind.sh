@@ -7,6 +7,10 @@
 #
 #   benches/load/callgrind.sh [N=500]
 #
+# Valgrind before 3.21 does not know openat2 (Debian 12 has 3.19): the syscall fails there, so
+# each download opens its file through the blocking pool's fallback instead of in line, and the
+# figures are that path's. malloc_count.sh counts the allocations of the path really taken.
+#
 # BURNLINK_BIN=path/to/burnlink measures that binary instead of building one.
 # Needs: valgrind, curl, python3. Bounded: 4N requests; the servers are stopped by PID.
 set -euo pipefail

@@ -38,6 +38,7 @@ use crate::http::transfer::delivery;
 use crate::http::transfer::download;
 use crate::lease::Lease;
 use crate::state::App;
+use crate::telemetry::TransferAudit;
 
 /// How much one read of a request head may take in. A head that does not fit is left to
 /// hyper, which applies the configured limit.
@@ -239,9 +240,14 @@ async fn answer(
         conn: &info.state,
         id,
     };
-    let written = write_out(io, head_out, &bytes, Some(kept)).await;
-    info.state.lift_fence(id);
     let body = bytes.len() as u64;
+    // Dropped mid-write only when the shutdown's grace period ends first: the audit line
+    // says so then, as a download hyper serves says it from its supervisor. The lease is
+    // released by its own drop.
+    let unfinished = AbortedIfDropped(&audit, body);
+    let written = write_out(io, head_out, &bytes, Some(kept)).await;
+    std::mem::forget(unfinished);
+    info.state.lift_fence(id);
     // As the router's edge counts it: the response was 200 whether or not its body got out.
     crate::metrics::request_finished("GET", request.route, 200, start.elapsed().as_secs_f64());
     match written {
@@ -264,6 +270,15 @@ async fn answer(
             lease.release().await;
             Answer::Cut
         }
+    }
+}
+
+/// Writes a download's `aborted` audit line when dropped; forgotten once the write returns.
+struct AbortedIfDropped<'a>(&'a TransferAudit, u64);
+
+impl Drop for AbortedIfDropped<'_> {
+    fn drop(&mut self) {
+        self.0.log("aborted", self.1);
     }
 }
 

@@ -126,3 +126,98 @@ async fn sigterm_right_after_a_download_waits_for_its_burn() {
     let other = Server::start_with(&[("BURNLINK_LEDGER", &ledger)]);
     assert_eq!(other.settled_state(&link).await, "used");
 }
+
+/// A TCP connection to `addr` that the server can send only a little to before it waits: the
+/// client advertises a small segment size, which sizes the server's send buffer, and keeps a
+/// small receive buffer it never reads from.
+fn slow_reader(addr: std::net::SocketAddr) -> std::net::TcpStream {
+    use std::os::fd::FromRawFd;
+    let std::net::SocketAddr::V4(v4) = addr else {
+        panic!("the test server listens on IPv4 loopback");
+    };
+    let set = |fd: i32, level: i32, name: i32, value: i32| {
+        // SAFETY: a valid socket and a pointer to an i32 of the given size.
+        let rc = unsafe {
+            libc::setsockopt(
+                fd,
+                level,
+                name,
+                (&value as *const i32).cast(),
+                std::mem::size_of::<i32>() as libc::socklen_t,
+            )
+        };
+        assert_eq!(rc, 0, "setsockopt {level}/{name}");
+    };
+    // SAFETY: plain socket calls on a descriptor this function owns until it is wrapped.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+        assert!(fd >= 0);
+        set(fd, libc::IPPROTO_TCP, libc::TCP_MAXSEG, 88);
+        set(fd, libc::SOL_SOCKET, libc::SO_RCVBUF, 2048);
+        let sin = libc::sockaddr_in {
+            sin_family: libc::AF_INET as libc::sa_family_t,
+            sin_port: v4.port().to_be(),
+            sin_addr: libc::in_addr {
+                s_addr: u32::from(*v4.ip()).to_be(),
+            },
+            sin_zero: [0; 8],
+        };
+        let rc = libc::connect(
+            fd,
+            (&sin as *const libc::sockaddr_in).cast(),
+            std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+        );
+        assert_eq!(rc, 0, "connect: {}", std::io::Error::last_os_error());
+        std::net::TcpStream::from_raw_fd(fd)
+    }
+}
+
+/// The express lane's write of a small file to a client that stops reading, still running
+/// when the grace period ends: cut, and its audit line says `aborted`, as for a download hyper
+/// serves (above). The lane's files are at most 64 KiB, which the kernel takes whole even for
+/// this reader, so the cut write is the second of two pipelined downloads.
+#[tokio::test]
+async fn a_lane_download_still_writing_after_the_grace_period_is_audited_as_aborted() {
+    use std::io::Write;
+    let mut s = Server::start_with(&[("BURNLINK_SHUTDOWN_GRACE_S", "1")]);
+    s.write("small.bin", &pattern(64 * 1024));
+    let (first, second) = (s.mint("small.bin").await, s.mint("small.bin").await);
+    let path = |url: &str| url.strip_prefix(&s.base).unwrap().to_string();
+    let addr = s.base.trim_start_matches("http://").parse().unwrap();
+    let mut conn = slow_reader(addr);
+    conn.write_all(
+        format!(
+            "GET {} HTTP/1.1\r\nHost: x\r\n\r\nGET {} HTTP/1.1\r\nHost: x\r\n\r\n",
+            path(&first),
+            path(&second)
+        )
+        .as_bytes(),
+    )
+    .unwrap();
+    let mut state = String::new();
+    for _ in 0..50 {
+        state = s.state(&second).await;
+        if state == "in_progress" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        state, "in_progress",
+        "the second write did not wait for the reader"
+    );
+    assert_eq!(s.state(&first).await, "used");
+
+    signal(s.pid(), Signal::TERM);
+    let status = s.wait_exit(Duration::from_secs(15));
+    assert_eq!(status, Some(0), "exit status after a cut-off");
+    let log = s.log();
+    assert!(log.contains("cutting remaining transfers"), "{log}");
+    let outcomes: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("event=\"transfer\""))
+        .filter_map(|l| l.split("outcome=\"").nth(1)?.split('"').next())
+        .collect();
+    assert_eq!(outcomes, ["completed", "aborted"], "{log}");
+    drop(conn);
+}
