@@ -36,16 +36,7 @@ one_run() { # COUNT OUT
      >"$work/out" 2>"$work/log") &
   pid=$!
   for _ in $(seq 1 600); do curl -sf "http://127.0.0.1:$port/healthz" >/dev/null && break; sleep 0.1; done
-  python3 - "$port" "$work/urls" <<'PY'
-import http.client, sys
-port, urls = int(sys.argv[1]), sys.argv[2]
-c = http.client.HTTPConnection("127.0.0.1", port)
-for u in open(urls).read().split():
-    c.request("GET", u)
-    r = c.getresponse()
-    body = r.read()
-    assert r.status == 200 and len(body) == 4096, r.status
-PY
+  python3 "$here/sequential_get.py" "$port" "$work/urls"
   sleep 1
   kill -TERM "$pid"; wait "$pid" 2>/dev/null || true; pid=""
 }

@@ -41,3 +41,64 @@ stop_servers() {
   wait 2>/dev/null || true
   rm -rf "$work"
 }
+
+# Starts nginx beside burnlink and sets $ng_pid: $1 its port, $2 the directory it serves, $3
+# more nginx directives for its server block (locations), if any. Its tuning is the one every
+# load script compares with: sendfile, TCP_CORK for headers, no access log, keep-alive without
+# a request limit. Its files live under $work/nginx.
+start_nginx() {
+  mkdir -p "$work/nginx/logs"
+  cat > "$work/nginx/nginx.conf" <<NGINX
+worker_processes auto;
+pid $work/nginx/nginx.pid;
+error_log $work/nginx/logs/error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  sendfile on;
+  tcp_nopush on;
+  tcp_nodelay on;
+  keepalive_requests 1000000;
+  client_body_temp_path $work/nginx/body;
+  proxy_temp_path $work/nginx/proxy;
+  fastcgi_temp_path $work/nginx/fastcgi;
+  uwsgi_temp_path $work/nginx/uwsgi;
+  scgi_temp_path $work/nginx/scgi;
+  default_type application/octet-stream;
+  server {
+    listen 127.0.0.1:$1;
+    root $2;
+${3:-}
+  }
+}
+NGINX
+  nginx -p "$work/nginx" -c "$work/nginx/nginx.conf" -g 'daemon off;' &
+  ng_pid=$!
+}
+
+# The nginx location that serves files only through secure_link URLs signed with $1: expiring
+# signed links, the nearest thing nginx has to burnlink's (which are also single-use).
+secure_link_location() {
+  cat <<NGINX
+    location / {
+      secure_link \$arg_md5,\$arg_expires;
+      secure_link_md5 "\$secure_link_expires\$uri $1";
+      if (\$secure_link = "") { return 403; }
+      if (\$secure_link = "0") { return 410; }
+    }
+NGINX
+}
+
+# COUNT secure_link URLs for PATH signed with SECRET, one per line, each distinct (as each
+# burnlink link is): md5 over "expires + uri + secret", URL-safe base64 without padding.
+nginx_urls() { # PATH COUNT SECRET
+  python3 - "$1" "$2" "$3" <<'PY'
+import base64, hashlib, sys, time
+path, count, secret = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+exp = int(time.time()) + 3600
+for i in range(count):
+    e = exp + i
+    md5 = base64.urlsafe_b64encode(hashlib.md5(f"{e}{path} {secret}".encode()).digest()).rstrip(b"=")
+    print(f"{path}?md5={md5.decode()}&expires={e}")
+PY
+}

@@ -17,31 +17,12 @@ top="$(cd "$(dirname "$0")/../.." && pwd)"
 need curl nginx python3
 bin="$(burnlink_bin "$top")"
 scratch_beside_nginx
-mkdir -p "$work/data" "$work/nginx/logs"
+mkdir -p "$work/data"
 head -c "$((size_mib * 1024 * 1024))" /dev/urandom > "$work/data/big.bin"
 cat "$work/data/big.bin" > /dev/null   # page cache: measure the servers, not the disk
 
 bl_port=$(free_port); ng_port=$(free_port)
-cat > "$work/nginx/nginx.conf" <<NGINX
-worker_processes auto;
-pid $work/nginx/nginx.pid;
-error_log $work/nginx/logs/error.log warn;
-events { worker_connections 1024; }
-http {
-  access_log off;
-  sendfile on;
-  tcp_nopush on;
-  tcp_nodelay on;
-  client_body_temp_path $work/nginx/body;
-  proxy_temp_path $work/nginx/proxy;
-  fastcgi_temp_path $work/nginx/fastcgi;
-  uwsgi_temp_path $work/nginx/uwsgi;
-  scgi_temp_path $work/nginx/scgi;
-  server { listen 127.0.0.1:$ng_port; root $work/data; }
-}
-NGINX
-nginx -p "$work/nginx" -c "$work/nginx/nginx.conf" -g 'daemon off;' &
-ng_pid=$!
+start_nginx "$ng_port" "$work/data"
 export BURNLINK_KEYS="$("$bin" keygen)" BURNLINK_ROOT="$work/data" BURNLINK_BIND="127.0.0.1:$bl_port" \
        BURNLINK_API_TOKENS=bench BURNLINK_MAX_DOWNLOAD_BYTES=$((size_mib * 1024 * 1024 + 1)) \
        BURNLINK_LOG=warn

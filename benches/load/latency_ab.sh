@@ -18,41 +18,11 @@ here="$top/benches/load"
 need curl wrk nginx python3
 bin="$(burnlink_bin "$top")"
 scratch_beside_nginx
-mkdir -p "$work/data" "$work/nginx/logs"
+mkdir -p "$work/data"
 head -c 4096 /dev/urandom > "$work/data/small.bin"
 bl_port=$(free_port); ng_port=$(free_port)
 secret="bench-secret-$RANDOM$RANDOM"
-cat > "$work/nginx/nginx.conf" <<NGINX
-worker_processes auto;
-pid $work/nginx/nginx.pid;
-error_log $work/nginx/logs/error.log warn;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  sendfile on;
-  tcp_nopush on;
-  tcp_nodelay on;
-  keepalive_requests 1000000;
-  client_body_temp_path $work/nginx/body;
-  proxy_temp_path $work/nginx/proxy;
-  fastcgi_temp_path $work/nginx/fastcgi;
-  uwsgi_temp_path $work/nginx/uwsgi;
-  scgi_temp_path $work/nginx/scgi;
-  default_type application/octet-stream;
-  server {
-    listen 127.0.0.1:$ng_port;
-    root $work/data;
-    location / {
-      secure_link \$arg_md5,\$arg_expires;
-      secure_link_md5 "\$secure_link_expires\$uri $secret";
-      if (\$secure_link = "") { return 403; }
-      if (\$secure_link = "0") { return 410; }
-    }
-  }
-}
-NGINX
-nginx -p "$work/nginx" -c "$work/nginx/nginx.conf" -g 'daemon off;' &
-ng_pid=$!
+start_nginx "$ng_port" "$work/data" "$(secure_link_location "$secret")"
 export BURNLINK_KEYS="$("$bin" keygen)" BURNLINK_ROOT="$work/data" BURNLINK_BIND="127.0.0.1:$bl_port" \
        BURNLINK_API_TOKENS=bench BURNLINK_LOG=warn BURNLINK_BROWSER_CONFIRM=false
 (cd "$work" && exec "$bin" serve >/dev/null 2>"$work/server.log") &
@@ -67,15 +37,7 @@ per_round=$((150000 * dur))
 # each, so what one round used is not a prefix of one shared file.
 "$bin" mint small.bin --count $((per_round * rounds)) --ttl 1h | sed "s#^http://127.0.0.1:$bl_port##" \
   | split -l "$per_round" -d -a 3 - "$work/bl_urls."
-python3 - "$secret" $((per_round * 3)) > "$work/ng_urls" <<'PY'
-import base64, hashlib, sys, time
-secret, count = sys.argv[1], int(sys.argv[2])
-exp = int(time.time()) + 3600
-for i in range(count):
-    e = exp + i
-    md5 = base64.urlsafe_b64encode(hashlib.md5(f"{e}/small.bin {secret}".encode()).digest()).rstrip(b"=")
-    print(f"/small.bin?md5={md5.decode()}&expires={e}")
-PY
+nginx_urls /small.bin $((per_round * 3)) "$secret" > "$work/ng_urls"
 t=$(( c == 1 ? 1 : 2 ))
 # CPU ticks (user + system) of a server: burnlink's process, or nginx's workers.
 ticks() { for p in "$@"; do awk '{ print $14 + $15 }' "/proc/$p/stat"; done | awk '{ t += $1 } END { print t }'; }

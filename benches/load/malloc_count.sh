@@ -14,6 +14,7 @@
 set -euo pipefail
 n="${1:-20000}"; rec="${2:-}"
 top="$(cd "$(dirname "$0")/../.." && pwd)"
+here="$top/benches/load"
 # shellcheck source=common.sh
 . "$top/benches/load/common.sh"
 need perf curl python3
@@ -40,26 +41,16 @@ pid=$!
 for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$port/healthz" >/dev/null && break; sleep 0.1; done
 "$bin" mint small.bin --count "$((n / 10))" --ttl 1h | sed "s#^http://127.0.0.1:$port##" > "$work/warm"
 "$bin" mint small.bin --count "$n" --ttl 1h | sed "s#^http://127.0.0.1:$port##" > "$work/urls"
-cat > "$work/client.py" <<'PY'
-import http.client, sys
-port, urls = int(sys.argv[1]), sys.argv[2]
-c = http.client.HTTPConnection("127.0.0.1", port)
-for u in open(urls).read().split():
-    c.request("GET", u)
-    r = c.getresponse()
-    body = r.read()
-    assert r.status == 200 and len(body) == 4096, r.status
-PY
-python3 "$work/client.py" "$port" "$work/warm"
+python3 "$here/sequential_get.py" "$port" "$work/warm"
 if [ -n "$rec" ]; then
   # With OUT.data: the allocations' call stacks as well (DWARF unwinding: Rust's frames have
   # no frame pointers), so perf report can say who allocates.
   perf record -q -e 'probe_burnlink_count:*' --call-graph dwarf,16384 -p "$pid" -o "$rec" -- \
-    python3 "$work/client.py" "$port" "$work/urls"
+    python3 "$here/sequential_get.py" "$port" "$work/urls"
   perf report -i "$rec" --stats 2>/dev/null | grep -i "sample" | head -3 || true
   exit 0
 fi
 perf stat -x, -e 'probe_burnlink_count:*' -p "$pid" -o "$work/stat" -- \
-  python3 "$work/client.py" "$port" "$work/urls"
+  python3 "$here/sequential_get.py" "$port" "$work/urls"
 awk -F, -v n="$n" '/probe_burnlink_count/ { sub(".*:", "", $3); printf "%-8s %.2f per download\n", $3, $1 / n; t += $1 }
   END { printf "total    %.2f heap allocations per download (%d downloads)\n", t / n, n }' "$work/stat"

@@ -22,7 +22,7 @@ bin="$(burnlink_bin "$top")"
 
 scratch_beside_nginx
 data="$work/data"
-mkdir -p "$data" "$work/nginx/logs" "$work/dav/dav"
+mkdir -p "$data" "$work/dav/dav"
 # nginx's workers (nobody) write WebDAV uploads here.
 chmod 777 "$work/dav/dav"
 
@@ -66,26 +66,7 @@ export BURNLINK_KEYS="$("$bin" keygen)" BURNLINK_ROOT="$data" BURNLINK_BIND="127
 (cd "$work" && exec "$bin" serve >"$work/burnlink.out" 2>"$work/burnlink.log") &
 bl_pid=$!
 secret="bench-secret-$RANDOM$RANDOM"
-cat > "$work/nginx/nginx.conf" <<NGINX
-worker_processes auto;
-pid $work/nginx/nginx.pid;
-error_log $work/nginx/logs/error.log warn;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  sendfile on;
-  tcp_nopush on;
-  tcp_nodelay on;
-  keepalive_requests 1000000;
-  client_body_temp_path $work/nginx/body;
-  proxy_temp_path $work/nginx/proxy;
-  fastcgi_temp_path $work/nginx/fastcgi;
-  uwsgi_temp_path $work/nginx/uwsgi;
-  scgi_temp_path $work/nginx/scgi;
-  default_type application/octet-stream;
-  server {
-    listen 127.0.0.1:$ng_port;
-    root $data;
+start_nginx "$ng_port" "$data" "$(cat <<NGINX
     # The upload row's counterpart: a WebDAV PUT, written to a temporary and renamed into place
     # (nginx neither fsyncs nor hashes it).
     location /dav/ {
@@ -93,35 +74,15 @@ http {
       dav_methods PUT;
       client_max_body_size 1g;
     }
-    location / {
-      secure_link \$arg_md5,\$arg_expires;
-      secure_link_md5 "\$secure_link_expires\$uri $secret";
-      if (\$secure_link = "") { return 403; }
-      if (\$secure_link = "0") { return 410; }
-    }
-  }
-}
+$(secure_link_location "$secret")
 NGINX
-nginx -p "$work/nginx" -c "$work/nginx/nginx.conf" -g 'daemon off;' &
-ng_pid=$!
+)"
 for _ in $(seq 1 100); do
   curl -sf "http://127.0.0.1:$bl_port/healthz" >/dev/null && \
   curl -s -o /dev/null "http://127.0.0.1:$ng_port/" && break
   sleep 0.1
 done
 
-# nginx secure_link URLs: md5 over "expires + uri + secret", URL-safe base64 without padding.
-nginx_urls() { # PATH COUNT
-  python3 - "$1" "$2" "$secret" <<'PY'
-import base64, hashlib, sys, time
-path, count, secret = sys.argv[1], int(sys.argv[2]), sys.argv[3]
-exp = int(time.time()) + 3600
-for i in range(count):
-    e = exp + i  # a distinct link per request, as for burnlink
-    md5 = base64.urlsafe_b64encode(hashlib.md5(f"{e}{path} {secret}".encode()).digest()).rstrip(b"=")
-    print(f"{path}?md5={md5.decode()}&expires={e}")
-PY
-}
 # The burnlink server's peak memory for one row: clear the high-water mark, run, read it.
 reset_peak() { echo 5 > "/proc/$bl_pid/clear_refs" 2>/dev/null || true; }
 peak_mib() { awk '/VmHWM/ { printf "%.1f", $2 / 1024 }' "/proc/$bl_pid/status"; }
@@ -143,7 +104,7 @@ echo "== minting $links one-time links with the CLI (and as many nginx links)"
 "$bin" mint small.bin --count "$links" --ttl 1h | sed "s#^http://127.0.0.1:$bl_port##" > "$work/bl_urls"
 # nginx may serve two or three times as many requests per second: give it links enough that
 # it never runs out (a link it re-sends is served again, not refused).
-nginx_urls /small.bin "$((links * 3))" > "$work/ng_urls"
+nginx_urls /small.bin "$((links * 3))" "$secret" > "$work/ng_urls"
 # Writeback of the files made above (about 1.5 GiB, and the link lists) would otherwise share the
 # cores with the first server measured, which is always burnlink.
 sync
@@ -171,7 +132,7 @@ echo "== 1 GiB download with curl, 3 runs each (median)"
 reset_peak
 b=$(for _ in 1 2 3; do curl -s --max-time 120 -o /dev/null -w '%{speed_download}\n' "$("$bin" mint big.bin)"; done | median)
 bpeak=$(peak_mib)
-n=$(for _ in 1 2 3; do curl -s --max-time 120 -o /dev/null -w '%{speed_download}\n' "http://127.0.0.1:$ng_port$(nginx_urls /big.bin 1)"; done | median)
+n=$(for _ in 1 2 3; do curl -s --max-time 120 -o /dev/null -w '%{speed_download}\n' "http://127.0.0.1:$ng_port$(nginx_urls /big.bin 1 "$secret")"; done | median)
 row "1 GiB download (MB/s)" "$(awk -v v="$b" 'BEGIN { printf "%.0f", v / 1e6 }')" "$(awk -v v="$n" 'BEGIN { printf "%.0f", v / 1e6 }')" "$bpeak"
 
 echo "== directory of 2,000 files ($((tree_bytes / 1024 / 1024)) MiB) as zip"
