@@ -25,6 +25,25 @@ free_port() {
   python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
 }
 
+# Starts the burnlink server being measured ($bin) on 127.0.0.1:PORT, serving ROOT, with the
+# settings the load scripts share (a fresh key, API token `bench`, warnings only, no
+# confirmation page) and any other BURNLINK_* the caller exported, and waits until it answers
+# /healthz (10 s at most). Sets $bl_pid; its output goes to $work/burnlink.out and .log.
+start_burnlink() { # PORT ROOT
+  BURNLINK_KEYS="$("$bin" keygen)"
+  export BURNLINK_KEYS BURNLINK_ROOT="$2" BURNLINK_BIND="127.0.0.1:$1" BURNLINK_API_TOKENS=bench \
+         BURNLINK_LOG=warn BURNLINK_BROWSER_CONFIRM=false
+  (cd "$work" && exec "$bin" serve >"$work/burnlink.out" 2>"$work/burnlink.log") &
+  bl_pid=$!
+  for _ in $(seq 1 100); do
+    curl -sf "http://127.0.0.1:$1/healthz" >/dev/null && return 0
+    sleep 0.1
+  done
+  echo "burnlink did not answer on port $1:" >&2
+  cat "$work/burnlink.log" >&2
+  return 1
+}
+
 # Sets $work to a new scratch directory that nginx's workers (which run as `nobody` when nginx
 # is started as root) can read, and arranges that on exit the servers whose PIDs the script
 # keeps in $bl_pid (burnlink) and $ng_pid (nginx) are stopped and $work is removed.

@@ -23,16 +23,9 @@ cat "$work/data/big.bin" > /dev/null   # page cache: measure the servers, not th
 
 bl_port=$(free_port); ng_port=$(free_port)
 start_nginx "$ng_port" "$work/data"
-export BURNLINK_KEYS="$("$bin" keygen)" BURNLINK_ROOT="$work/data" BURNLINK_BIND="127.0.0.1:$bl_port" \
-       BURNLINK_API_TOKENS=bench BURNLINK_MAX_DOWNLOAD_BYTES=$((size_mib * 1024 * 1024 + 1)) \
-       BURNLINK_LOG=warn
-(cd "$work" && exec "$bin" serve >/dev/null 2>"$work/server.log") &
-bl_pid=$!
-for _ in $(seq 1 100); do
-  curl -sf "http://127.0.0.1:$bl_port/healthz" >/dev/null && \
-  curl -s -o /dev/null "http://127.0.0.1:$ng_port/" && break
-  sleep 0.1
-done
+export BURNLINK_MAX_DOWNLOAD_BYTES=$((size_mib * 1024 * 1024 + 1))
+start_burnlink "$bl_port" "$work/data"
+for _ in $(seq 1 100); do curl -s -o /dev/null "http://127.0.0.1:$ng_port/" && break; sleep 0.1; done
 cpu_ms() { awk -v hz="$(getconf CLK_TCK)" '{ printf "%d", ($14 + $15) * 1000 / hz }' "/proc/$bl_pid/stat"; }
 for _ in $(seq 1 "$runs"); do
   url="$("$bin" mint big.bin)"

@@ -23,15 +23,8 @@ head -c 4096 /dev/urandom > "$work/data/small.bin"
 bl_port=$(free_port); ng_port=$(free_port)
 secret="bench-secret-$RANDOM$RANDOM"
 start_nginx "$ng_port" "$work/data" "$(secure_link_location "$secret")"
-export BURNLINK_KEYS="$("$bin" keygen)" BURNLINK_ROOT="$work/data" BURNLINK_BIND="127.0.0.1:$bl_port" \
-       BURNLINK_API_TOKENS=bench BURNLINK_LOG=warn BURNLINK_BROWSER_CONFIRM=false
-(cd "$work" && exec "$bin" serve >/dev/null 2>"$work/server.log") &
-bl_pid=$!
-for _ in $(seq 1 100); do
-  curl -sf "http://127.0.0.1:$bl_port/healthz" >/dev/null && \
-  curl -s -o /dev/null "http://127.0.0.1:$ng_port/" && break
-  sleep 0.1
-done
+start_burnlink "$bl_port" "$work/data"
+for _ in $(seq 1 100); do curl -s -o /dev/null "http://127.0.0.1:$ng_port/" && break; sleep 0.1; done
 per_round=$((150000 * dur))
 # A file of fresh links per round: wrk's threads take alternate lines and may not use as many
 # each, so what one round used is not a prefix of one shared file.

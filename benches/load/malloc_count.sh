@@ -21,9 +21,9 @@ need perf curl python3
 bin="$(burnlink_bin "$top")"
 libc=$(ldd "$bin" | awk '/libc.so.6/ { print $3 }')
 work="$(mktemp -d)"
-pid=""
+bl_pid=""
 cleanup() {
-  [ -n "$pid" ] && kill "$pid" 2>/dev/null
+  [ -n "$bl_pid" ] && kill "$bl_pid" 2>/dev/null
   perf probe -q -d 'probe_burnlink_count:*' 2>/dev/null || true
   rm -rf "$work"
 }
@@ -34,23 +34,19 @@ done
 mkdir -p "$work/data"
 head -c 4096 /dev/urandom > "$work/data/small.bin"
 port=$(free_port)
-export BURNLINK_KEYS="$("$bin" keygen)" BURNLINK_ROOT="$work/data" BURNLINK_BIND="127.0.0.1:$port" \
-       BURNLINK_API_TOKENS=bench BURNLINK_LOG=warn BURNLINK_BROWSER_CONFIRM=false
-(cd "$work" && exec "$bin" serve >"$work/out" 2>"$work/log") &
-pid=$!
-for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$port/healthz" >/dev/null && break; sleep 0.1; done
+start_burnlink "$port" "$work/data"
 "$bin" mint small.bin --count "$((n / 10))" --ttl 1h | sed "s#^http://127.0.0.1:$port##" > "$work/warm"
 "$bin" mint small.bin --count "$n" --ttl 1h | sed "s#^http://127.0.0.1:$port##" > "$work/urls"
 python3 "$here/sequential_get.py" "$port" "$work/warm"
 if [ -n "$rec" ]; then
   # With OUT.data: the allocations' call stacks as well (DWARF unwinding: Rust's frames have
   # no frame pointers), so perf report can say who allocates.
-  perf record -q -e 'probe_burnlink_count:*' --call-graph dwarf,16384 -p "$pid" -o "$rec" -- \
+  perf record -q -e 'probe_burnlink_count:*' --call-graph dwarf,16384 -p "$bl_pid" -o "$rec" -- \
     python3 "$here/sequential_get.py" "$port" "$work/urls"
   perf report -i "$rec" --stats 2>/dev/null | grep -i "sample" | head -3 || true
   exit 0
 fi
-perf stat -x, -e 'probe_burnlink_count:*' -p "$pid" -o "$work/stat" -- \
+perf stat -x, -e 'probe_burnlink_count:*' -p "$bl_pid" -o "$work/stat" -- \
   python3 "$here/sequential_get.py" "$port" "$work/urls"
 awk -F, -v n="$n" '/probe_burnlink_count/ { sub(".*:", "", $3); printf "%-8s %.2f per download\n", $3, $1 / n; t += $1 }
   END { printf "total    %.2f heap allocations per download (%d downloads)\n", t / n, n }' "$work/stat"

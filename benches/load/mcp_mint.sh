@@ -14,21 +14,18 @@ secs="${1:-10}"
 conns="${2:-32}"
 threads="${3:-2}"
 top="$(cd "$(dirname "$0")/../.." && pwd)"
-cargo build --quiet --release --manifest-path "$top/Cargo.toml"
-bin="${CARGO_TARGET_DIR:-$top/target}/release/burnlink"
+# shellcheck source=common.sh
+. "$top/benches/load/common.sh"
+bin="$(burnlink_bin "$top")"
 command -v wrk >/dev/null || { echo "wrk is needed (apt-get install wrk)" >&2; exit 1; }
 
 work="$(mktemp -d)"
-trap 'kill "$pid" 2>/dev/null || true; rm -rf "$work"' EXIT
+trap 'kill "$bl_pid" 2>/dev/null || true; rm -rf "$work"' EXIT
 mkdir -p "$work/data/reports"
 head -c 4096 /dev/urandom > "$work/data/reports/q3.bin"
 
-port=$((20000 + RANDOM % 20000))
-export BURNLINK_KEYS="$("$bin" keygen)" BURNLINK_ROOT="$work/data" BURNLINK_BIND="127.0.0.1:$port" \
-       BURNLINK_API_TOKENS=bench BURNLINK_LOG=warn
-(cd "$work" && exec "$bin" serve >/dev/null 2>"$work/server.log") &
-pid=$!
-for _ in $(seq 1 50); do curl -sf "http://127.0.0.1:$port/healthz" >/dev/null && break; sleep 0.1; done
+port=$(free_port)
+start_burnlink "$port" "$work/data"
 
 
 # One call by hand first, so a broken setup shows its error instead of a rate.
@@ -39,4 +36,4 @@ curl -sf -X POST "http://127.0.0.1:$port/mcp" -H 'Content-Type: application/json
 
 wrk -t "$threads" -c "$conns" -d "${secs}s" --latency -s "$(dirname "$0")/mcp_call.lua" \
     "http://127.0.0.1:$port/mcp" -- bench reports/q3.bin
-grep VmHWM "/proc/$pid/status"
+grep VmHWM "/proc/$bl_pid/status"

@@ -20,26 +20,22 @@ here="$top/benches/load"
 . "$top/benches/load/common.sh"
 bin="$(burnlink_bin "$top")"
 work="$(mktemp -d)"
-pid=""
-trap '[ -n "$pid" ] && kill "$pid" 2>/dev/null; rm -rf "$work"' EXIT
+bl_pid=""
+trap '[ -n "$bl_pid" ] && kill "$bl_pid" 2>/dev/null; rm -rf "$work"' EXIT
 mkdir -p "$work/data"
 head -c 4096 /dev/urandom > "$work/data/small.bin"
 port=$(free_port)
-export BURNLINK_KEYS="$("$bin" keygen)" BURNLINK_ROOT="$work/data" BURNLINK_BIND="127.0.0.1:$port" \
-       BURNLINK_API_TOKENS=bench BURNLINK_LOG=warn BURNLINK_BROWSER_CONFIRM=false
-(cd "$work" && exec "$bin" serve >"$work/out" 2>"$work/log") &
-pid=$!
-for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$port/healthz" >/dev/null && break; sleep 0.1; done
+start_burnlink "$port" "$work/data"
 "$bin" mint small.bin --count $((150000 * dur)) --ttl 1h | sed "s#^http://127.0.0.1:$port##" > "$work/urls"
 t=$(( c == 1 ? 1 : 2 ))
-ticks() { awk '{ print $14 + $15 }' "/proc/$pid/stat"; }
-user_ticks() { awk '{ print $14 }' "/proc/$pid/stat"; }
+ticks() { awk '{ print $14 + $15 }' "/proc/$bl_pid/stat"; }
+user_ticks() { awk '{ print $14 }' "/proc/$bl_pid/stat"; }
 # Context switches of all the server's threads, voluntary (waits) and not (preemptions).
-switches() { cat /proc/"$pid"/task/*/status 2>/dev/null | awk '/^voluntary_ctxt/ { v += $2 } /^nonvoluntary_ctxt/ { n += $2 } END { print v, n }'; }
+switches() { cat /proc/"$bl_pid"/task/*/status 2>/dev/null | awk '/^voluntary_ctxt/ { v += $2 } /^nonvoluntary_ctxt/ { n += $2 } END { print v, n }'; }
 before=$(ticks); ubefore=$(user_ticks); sbefore=$(switches)
 rec=""
 if [ "$out" != - ]; then
-  perf record -e cpu-clock -g -o "$out" -p "$pid" -- sleep "$((dur + 1))" 2>/dev/null &
+  perf record -e cpu-clock -g -o "$out" -p "$bl_pid" -- sleep "$((dur + 1))" 2>/dev/null &
   rec=$!
 fi
 r=$(wrk -t"$t" -c"$c" -d"${dur}s" --latency -s "$here/walk.lua" "http://127.0.0.1:$port" -- "$work/urls" "$t" | grep RESULT)
@@ -54,5 +50,5 @@ awk -v t=$((after - before)) -v u=$((uafter - ubefore)) -v hz="$hz" -v n="$reqs"
 echo "$sbefore $safter" | awk -v n="$reqs" \
   '{ printf "server context switches per request: %.2f voluntary, %.2f preempted\n", ($3 - $1) / n, ($4 - $2) / n }'
 # How evenly the event loops shared the work (CPU ticks since start, per loop thread).
-for f in /proc/"$pid"/task/*/stat; do awk '$2 ~ /burnlink-loop/ { printf "%s %d\n", $2, $14 + $15 }' "$f"; done |
+for f in /proc/"$bl_pid"/task/*/stat; do awk '$2 ~ /burnlink-loop/ { printf "%s %d\n", $2, $14 + $15 }' "$f"; done |
   sort | tr -d '()' | awk '{ s = s sep $1 " " $2; sep = ", " } END { if (s != "") print "event loops CPU ticks: " s }'

@@ -10,22 +10,19 @@ set -euo pipefail
 runs="${1:-5}"
 size_mib="${2:-256}"
 top="$(cd "$(dirname "$0")/../.." && pwd)"
-cargo build --quiet --release --manifest-path "$top/Cargo.toml"
-bin="${CARGO_TARGET_DIR:-$top/target}/release/burnlink"
+# shellcheck source=common.sh
+. "$top/benches/load/common.sh"
+bin="$(burnlink_bin "$top")"
 
 work="$(mktemp -d)"
-trap 'kill "$pid" 2>/dev/null || true; rm -rf "$work"' EXIT
+trap 'kill "$bl_pid" 2>/dev/null || true; rm -rf "$work"' EXIT
 mkdir -p "$work/data"
 head -c "$((size_mib * 1024 * 1024))" /dev/urandom > "$work/src.bin"
 cat "$work/src.bin" > /dev/null   # into the page cache: measure the server, not the source disk
 
-port=$((20000 + RANDOM % 20000))
-export BURNLINK_KEYS="$("$bin" keygen)" BURNLINK_ROOT="$work/data" BURNLINK_BIND="127.0.0.1:$port" \
-       BURNLINK_API_TOKENS=bench BURNLINK_MAX_UPLOAD_BYTES=$((size_mib * 1024 * 1024 + 1)) \
-       BURNLINK_LOG=warn
-(cd "$work" && exec "$bin" serve >/dev/null 2>"$work/server.log") &
-pid=$!
-for _ in $(seq 1 50); do curl -sf "http://127.0.0.1:$port/healthz" >/dev/null && break; sleep 0.1; done
+port=$(free_port)
+export BURNLINK_MAX_UPLOAD_BYTES=$((size_mib * 1024 * 1024 + 1))
+start_burnlink "$port" "$work/data"
 
 for i in $(seq 1 "$runs"); do
   url="$("$bin" mint --upload "up-$i.bin")"
@@ -33,4 +30,4 @@ for i in $(seq 1 "$runs"); do
        -w "run $i: HTTP %{http_code}, %{size_upload} bytes in %{time_total}s = %{speed_upload} B/s\n" "$url"
   rm -f "$work/data/up-$i.bin"
 done
-grep VmHWM "/proc/$pid/status"
+grep VmHWM "/proc/$bl_pid/status"

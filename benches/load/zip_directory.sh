@@ -10,12 +10,13 @@
 set -euo pipefail
 runs="${1:-3}"
 top="$(cd "$(dirname "$0")/../.." && pwd)"
-cargo build --quiet --release --manifest-path "$top/Cargo.toml"
-bin="${CARGO_TARGET_DIR:-$top/target}/release/burnlink"
+# shellcheck source=common.sh
+. "$top/benches/load/common.sh"
+bin="$(burnlink_bin "$top")"
 
 work="$(mktemp -d)"
-pid=""
-trap '[ -n "$pid" ] && kill "$pid" 2>/dev/null; rm -rf "$work"' EXIT
+bl_pid=""
+trap '[ -n "$bl_pid" ] && kill "$bl_pid" 2>/dev/null; rm -rf "$work"' EXIT
 mkdir -p "$work/data"
 
 # 2,000 files of ~100 KiB each per tree: random bytes named .jpg (stored), and English-like
@@ -51,13 +52,9 @@ tree("mixed", ["jpg", "txt"])
 EOF
 cat "$work"/data/*/*/* > /dev/null   # into the page cache: measure the server, not the disk
 
-port=$((20000 + RANDOM % 20000))
-export BURNLINK_KEYS="$("$bin" keygen)" BURNLINK_ROOT="$work/data" BURNLINK_BIND="127.0.0.1:$port" \
-       BURNLINK_API_TOKENS=bench BURNLINK_MAX_DOWNLOAD_BYTES=$((1024 * 1024 * 1024)) \
-       BURNLINK_LOG=warn BURNLINK_BASE_URL="http://127.0.0.1:$port"
-(cd "$work" && exec "$bin" serve >/dev/null 2>"$work/server.log") &
-pid=$!
-for _ in $(seq 1 50); do curl -sf "http://127.0.0.1:$port/healthz" >/dev/null && break; sleep 0.1; done
+port=$(free_port)
+export BURNLINK_MAX_DOWNLOAD_BYTES=$((1024 * 1024 * 1024)) BURNLINK_BASE_URL="http://127.0.0.1:$port"
+start_burnlink "$port" "$work/data"
 
 for tree in stored deflate mixed; do
   tree_bytes=$(du -sb --apparent-size "$work/data/$tree" | cut -f1)
@@ -69,4 +66,4 @@ for tree in stored deflate mixed; do
                   t, i, $1, $2, $1 / $2 / 1e6, tb / $2 / 1e6, tb }'
   done
 done
-grep VmHWM "/proc/$pid/status"
+grep VmHWM "/proc/$bl_pid/status"

@@ -74,7 +74,8 @@ pub async fn serve(
 ) -> Option<BytesMut> {
     let mut buf = BytesMut::with_capacity(READ_BUF);
     let mut head_out = Vec::with_capacity(512);
-    // A download's headers, built here per request: room for all eight of them.
+    // Each download's headers, filled per request into this one map (room for all eight), so
+    // its tables are allocated once per connection.
     let mut headers = HeaderMap::with_capacity(8);
     // One wait for the stop per connection, not one per request.
     let stopping = stop.cancelled();

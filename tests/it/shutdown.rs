@@ -128,8 +128,8 @@ async fn sigterm_right_after_a_download_waits_for_its_burn() {
 }
 
 /// A TCP connection to `addr` that the server can send only a little to before it waits: the
-/// client advertises a small segment size, which sizes the server's send buffer, and keeps a
-/// small receive buffer it never reads from.
+/// client advertises the smallest segment size (the server's send buffer then grows little
+/// beyond its start) and keeps a small receive buffer it never reads from. Linux only.
 fn slow_reader(addr: std::net::SocketAddr) -> std::net::TcpStream {
     use std::os::fd::FromRawFd;
     let std::net::SocketAddr::V4(v4) = addr else {

@@ -240,10 +240,18 @@ pub(super) fn refuse_if_spent(state: LinkState) -> Result<(), ApiError> {
 fn file_headers(h: &mut HeaderMap, claims: &Claims, modified: Option<std::time::SystemTime>) {
     let name = sandbox::file_name(&claims.path);
     // The guess is a `&'static str` from mime_guess's table: no parse and no copy per request.
+    // A dozen of its entries have capitals (`…macroEnabled.12`); those go out lower-cased, as
+    // they did when the guess was parsed into a `Mime`.
     let mime = mime_guess::from_path(name)
         .first_raw()
         .unwrap_or("application/octet-stream");
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(mime));
+    let value = if mime.bytes().any(|b| b.is_ascii_uppercase()) {
+        HeaderValue::from_str(&mime.to_ascii_lowercase())
+            .unwrap_or_else(|_| HeaderValue::from_static("application/octet-stream"))
+    } else {
+        HeaderValue::from_static(mime)
+    };
+    h.insert(header::CONTENT_TYPE, value);
     h.insert(header::CONTENT_DISPOSITION, disposition::attachment(name));
     h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
     crate::http::private_headers(h);
@@ -266,17 +274,23 @@ fn set_len(h: &mut HeaderMap, len: u64) {
 }
 
 /// `t` as an IMF-fixdate (`Sun, 06 Nov 1994 08:49:37 GMT`), formatted on the stack; `None`
-/// for a time the format cannot hold (a year past 9999), which then goes without the header.
+/// for a time outside the years `time` holds (±9999), and the file then goes without the
+/// header rather than failing its download.
 fn last_modified(t: std::time::SystemTime) -> Option<HeaderValue> {
     use time::macros::format_description;
+    use time::{Duration, OffsetDateTime};
     let fmt = format_description!(
         "[weekday repr:short], [day] [month repr:short] [year] [hour]:[minute]:[second] GMT"
     );
+    // Not `OffsetDateTime::from(t)`, which panics outside those years.
+    let since_epoch = match t.duration_since(std::time::UNIX_EPOCH) {
+        Ok(after) => Duration::try_from(after).ok()?,
+        Err(before) => -Duration::try_from(before.duration()).ok()?,
+    };
+    let at = OffsetDateTime::UNIX_EPOCH.checked_add(since_epoch)?;
     let mut buf = [0u8; 40];
     let mut out = &mut buf[..];
-    let written = time::OffsetDateTime::from(t)
-        .format_into(&mut out, &fmt)
-        .ok()?;
+    let written = at.format_into(&mut out, &fmt).ok()?;
     HeaderValue::from_bytes(&buf[..written]).ok()
 }
 
@@ -301,6 +315,9 @@ mod tests {
             at(253_402_300_799).unwrap(),
             "Fri, 31 Dec 9999 23:59:59 GMT"
         );
+        // Past the years `time` holds, either way: no header, and no panic.
+        assert!(at(253_402_300_800).is_none());
+        assert!(at(-377_705_116_801).is_none());
     }
 
     #[test]
@@ -312,6 +329,10 @@ mod tests {
             ("dir/photo.JPG", "image/jpeg"),
             ("notes", "application/octet-stream"),
             ("archive.unknownext", "application/octet-stream"),
+            (
+                "book.xlsm",
+                "application/vnd.ms-excel.sheet.macroenabled.12",
+            ),
         ] {
             let mut h = HeaderMap::new();
             file_headers(&mut h, &claims(path), None);
