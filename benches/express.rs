@@ -34,7 +34,7 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static GLOBAL: Counting = Counting;
 
-/// What wrk sends (`walk.lua`), with a token of the usual length.
+/// A download's request head as curl sends it, with a token of the usual length.
 const HEAD: &[u8] = b"GET /transfer/AQlrZTM0YWM2YzgAAAAAAGsVkVUVjyOTS8cs1uPxBBNz917TAAVhLnR4dH8QrWhQm_howKJ4V6Jmlaw2PZRjS5_tBVll_yWWJ7F6/small.bin HTTP/1.1\r\nHost: 127.0.0.1:8080\r\nUser-Agent: curl/7.88.1\r\nAccept: */*\r\n\r\n";
 
 /// The headers of a small file's answer (`download::ready_small`).

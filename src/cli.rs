@@ -479,7 +479,7 @@ fn inspect(mut config: Config, input: &str) -> Result<ExitCode, String> {
     println!("path: {}", c.path);
     println!("expires_at: {}", rfc3339(c.expires_at));
     println!("expires_in_seconds: {}", c.expires_at.saturating_sub(now));
-    println!("link_id: {}", c.short_id());
+    println!("link_id: {}", c.link_id());
     println!("max_uses: {}", c.max_uses);
     if let Some(m) = c.max_bytes {
         println!("max_bytes: {m}");

@@ -75,7 +75,7 @@ pub fn audit_mint(claims: &Claims, via: &str, client: Option<IpAddr>) {
     tracing::info!(
         target: "burnlink::audit",
         event = "mint",
-        link = %claims.short_id(),
+        link = %claims.link_id(),
         direction = claims.direction.as_str(),
         session = claims.session.as_ref().map_or("-", SessionId::as_str),
         path = %LogSafe(&claims.path),

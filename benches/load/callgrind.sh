@@ -22,7 +22,7 @@ here="$top/benches/load"
 bin="$(burnlink_bin "$top")"
 work="$(mktemp -d)"
 pid=""
-trap '[ -n "$pid" ] && kill "$pid" 2>/dev/null; rm -rf "$work"' EXIT
+trap '[ -n "$pid" ] && kill "$pid" 2>/dev/null || true; rm -rf "$work"' EXIT
 mkdir -p "$work/data"
 head -c 4096 /dev/urandom > "$work/data/small.bin"
 

@@ -61,8 +61,12 @@ stop_servers() {
   rm -rf "$work"
 }
 
-# Starts nginx beside burnlink and sets $ng_pid: $1 its port, $2 the directory it serves, $3
-# more nginx directives for its server block (locations), if any. Its tuning is the one every
+# The first number after NAME= on standard input (wrk's RESULT lines: rps=…, p99_ms=…).
+field() { sed -n "s/.*$1=\([0-9.]*\).*/\1/p" | head -1; }
+
+# Starts nginx beside burnlink, waits until it answers (10 s at most), and sets $ng_pid: $1
+# its port, $2 the directory it serves, $3 more nginx directives for its server block
+# (locations), if any. Its tuning is the one every
 # load script compares with: sendfile, TCP_CORK for headers, no access log, keep-alive without
 # a request limit. Its files live under $work/nginx.
 start_nginx() {
@@ -93,6 +97,12 @@ ${3:-}
 NGINX
   nginx -p "$work/nginx" -c "$work/nginx/nginx.conf" -g 'daemon off;' &
   ng_pid=$!
+  for _ in $(seq 1 100); do
+    curl -s -o /dev/null "http://127.0.0.1:$1/" && return 0
+    sleep 0.1
+  done
+  echo "nginx did not answer on port $1" >&2
+  return 1
 }
 
 # The nginx location that serves files only through secure_link URLs signed with $1: expiring

@@ -25,7 +25,6 @@ bl_port=$(free_port); ng_port=$(free_port)
 start_nginx "$ng_port" "$work/data"
 export BURNLINK_MAX_DOWNLOAD_BYTES=$((size_mib * 1024 * 1024 + 1))
 start_burnlink "$bl_port" "$work/data"
-for _ in $(seq 1 100); do curl -s -o /dev/null "http://127.0.0.1:$ng_port/" && break; sleep 0.1; done
 cpu_ms() { awk -v hz="$(getconf CLK_TCK)" '{ printf "%d", ($14 + $15) * 1000 / hz }' "/proc/$bl_pid/stat"; }
 for _ in $(seq 1 "$runs"); do
   url="$("$bin" mint big.bin)"

@@ -24,7 +24,6 @@ bl_port=$(free_port); ng_port=$(free_port)
 secret="bench-secret-$RANDOM$RANDOM"
 start_nginx "$ng_port" "$work/data" "$(secure_link_location "$secret")"
 start_burnlink "$bl_port" "$work/data"
-for _ in $(seq 1 100); do curl -s -o /dev/null "http://127.0.0.1:$ng_port/" && break; sleep 0.1; done
 per_round=$((150000 * dur))
 # A file of fresh links per round: wrk's threads take alternate lines and may not use as many
 # each, so what one round used is not a prefix of one shared file.
@@ -37,7 +36,6 @@ ticks() { for p in "$@"; do awk '{ print $14 + $15 }' "/proc/$p/stat"; done | aw
 hz=$(getconf CLK_TCK)
 # Involuntary context switches (preemptions) of all of a server's threads.
 preempted() { for p in "$@"; do cat /proc/"$p"/task/*/status 2>/dev/null; done | awk '/^nonvoluntary_ctxt/ { n += $2 } END { print n }'; }
-field() { sed -n "s/.*$1=\([0-9.]*\).*/\1/p" | head -1; }
 lower=0
 for i in $(seq 1 "$rounds"); do
   urls="$work/bl_urls.$(printf '%03d' $((i - 1)))"

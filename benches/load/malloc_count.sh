@@ -23,7 +23,7 @@ libc=$(ldd "$bin" | awk '/libc.so.6/ { print $3 }')
 work="$(mktemp -d)"
 bl_pid=""
 cleanup() {
-  [ -n "$bl_pid" ] && kill "$bl_pid" 2>/dev/null
+  [ -n "$bl_pid" ] && kill "$bl_pid" 2>/dev/null || true
   perf probe -q -d 'probe_burnlink_count:*' 2>/dev/null || true
   rm -rf "$work"
 }

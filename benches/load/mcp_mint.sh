@@ -20,7 +20,8 @@ bin="$(burnlink_bin "$top")"
 command -v wrk >/dev/null || { echo "wrk is needed (apt-get install wrk)" >&2; exit 1; }
 
 work="$(mktemp -d)"
-trap 'kill "$bl_pid" 2>/dev/null || true; rm -rf "$work"' EXIT
+bl_pid=""
+trap '[ -n "$bl_pid" ] && kill "$bl_pid" 2>/dev/null || true; rm -rf "$work"' EXIT
 mkdir -p "$work/data/reports"
 head -c 4096 /dev/urandom > "$work/data/reports/q3.bin"
 

@@ -21,7 +21,7 @@ here="$top/benches/load"
 bin="$(burnlink_bin "$top")"
 work="$(mktemp -d)"
 bl_pid=""
-trap '[ -n "$bl_pid" ] && kill "$bl_pid" 2>/dev/null; rm -rf "$work"' EXIT
+trap '[ -n "$bl_pid" ] && kill "$bl_pid" 2>/dev/null || true; rm -rf "$work"' EXIT
 mkdir -p "$work/data"
 head -c 4096 /dev/urandom > "$work/data/small.bin"
 port=$(free_port)

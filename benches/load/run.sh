@@ -73,7 +73,6 @@ start_nginx "$ng_port" "$data" "$(cat <<NGINX
 $(secure_link_location "$secret")
 NGINX
 )"
-for _ in $(seq 1 100); do curl -s -o /dev/null "http://127.0.0.1:$ng_port/" && break; sleep 0.1; done
 
 # The burnlink server's peak memory for one row: clear the high-water mark, run, read it.
 reset_peak() { echo 5 > "/proc/$bl_pid/clear_refs" 2>/dev/null || true; }
@@ -86,7 +85,6 @@ nginx_peak_mib() {
   done
   awk -v k="$max" 'BEGIN { printf "%.1f", k / 1024 }'
 }
-field() { sed -n "s/.*$1=\([0-9.]*\).*/\1/p" | head -1; }
 
 declare -a rows
 row() { rows+=("$1|$2|$3|$4"); }   # name | burnlink | nginx | burnlink peak MiB
@@ -97,13 +95,14 @@ echo "== minting $links one-time links with the CLI (and as many nginx links)"
 # nginx may serve two or three times as many requests per second: give it links enough that
 # it never runs out (a link it re-sends is served again, not refused).
 nginx_urls /small.bin "$((links * 3))" "$secret" > "$work/ng_urls"
-# Writeback of the files made above (about 1.5 GiB, and the link lists) would otherwise share the
-# cores with the first server measured, which is always burnlink.
-sync
 
 for c in 1 32; do
   t=$(( c == 1 ? 1 : 2 ))
   echo "== 4 KiB one-time downloads, concurrency $c, ${dur}s"
+  # Writeback of the files written before the row (about 1.5 GiB of data and the link lists
+  # first, the trimmed link lists after) would otherwise share the cores with the first
+  # server measured, which is always burnlink.
+  sync
   reset_peak
   b=$(wrk -t"$t" -c"$c" -d"${dur}s" --latency -s "$here/walk.lua" "http://127.0.0.1:$bl_port" -- "$work/bl_urls" "$t" | grep -E "RESULT|statuses")
   bpeak=$(peak_mib)

@@ -15,7 +15,8 @@ top="$(cd "$(dirname "$0")/../.." && pwd)"
 bin="$(burnlink_bin "$top")"
 
 work="$(mktemp -d)"
-trap 'kill "$bl_pid" 2>/dev/null || true; rm -rf "$work"' EXIT
+bl_pid=""
+trap '[ -n "$bl_pid" ] && kill "$bl_pid" 2>/dev/null || true; rm -rf "$work"' EXIT
 mkdir -p "$work/data"
 head -c "$((size_mib * 1024 * 1024))" /dev/urandom > "$work/src.bin"
 cat "$work/src.bin" > /dev/null   # into the page cache: measure the server, not the source disk

@@ -16,7 +16,7 @@ bin="$(burnlink_bin "$top")"
 
 work="$(mktemp -d)"
 bl_pid=""
-trap '[ -n "$bl_pid" ] && kill "$bl_pid" 2>/dev/null; rm -rf "$work"' EXIT
+trap '[ -n "$bl_pid" ] && kill "$bl_pid" 2>/dev/null || true; rm -rf "$work"' EXIT
 mkdir -p "$work/data"
 
 # 2,000 files of ~100 KiB each per tree: random bytes named .jpg (stored), and English-like

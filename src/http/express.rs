@@ -74,9 +74,10 @@ pub async fn serve(
 ) -> Option<BytesMut> {
     let mut buf = BytesMut::with_capacity(READ_BUF);
     let mut head_out = Vec::with_capacity(512);
-    // Each download's headers, filled per request into this one map (room for all eight), so
-    // its tables are allocated once per connection.
-    let mut headers = HeaderMap::with_capacity(8);
+    // Each download's headers, filled per request into this one map: its tables are allocated
+    // by the connection's first download and kept, and not at all for a connection the lane
+    // hands to hyper at once.
+    let mut headers = HeaderMap::new();
     // One wait for the stop per connection, not one per request.
     let stopping = stop.cancelled();
     tokio::pin!(stopping);
@@ -242,17 +243,17 @@ async fn answer(
         id,
     };
     let body = bytes.len() as u64;
-    // Dropped mid-write only when the shutdown's grace period ends first: the audit line
-    // says so then, as a download hyper serves says it from its supervisor. The lease is
-    // released by its own drop.
+    // The one writer of an `aborted` line for the lane: on a failed write below, and when
+    // this future is dropped mid-write (the shutdown's grace period ended first), as a
+    // download hyper serves says it from its supervisor. The lease is released by its drop.
     let unfinished = AbortedIfDropped(&audit, body);
     let written = write_out(io, head_out, &bytes, Some(kept)).await;
-    std::mem::forget(unfinished);
     info.state.lift_fence(id);
     // As the router's edge counts it: the response was 200 whether or not its body got out.
     crate::metrics::request_finished("GET", request.route, 200, start.elapsed().as_secs_f64());
     match written {
         Ok(()) => {
+            std::mem::forget(unfinished);
             // The connection's next request waits for nothing but this process: a commit
             // that goes to Redis (a round trip, perhaps a replica `WAIT`) runs on its own, as
             // hyper's downloads settle on their own, and on the tracker that shutdown drains,
@@ -267,14 +268,14 @@ async fn answer(
         }
         Err(e) => {
             tracing::debug!(error = %e, peer = %info.peer, "a download was cut");
-            audit.log("aborted", body);
+            drop(unfinished);
             lease.release().await;
             Answer::Cut
         }
     }
 }
 
-/// Writes a download's `aborted` audit line when dropped; forgotten once the write returns.
+/// Writes a download's `aborted` audit line when dropped; forgotten once the write succeeds.
 struct AbortedIfDropped<'a>(&'a TransferAudit, u64);
 
 impl Drop for AbortedIfDropped<'_> {

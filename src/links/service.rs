@@ -257,7 +257,7 @@ impl LinkService {
                 tracing::info!(
                     target: "burnlink::audit",
                     event = "revoke",
-                    link = %claims.short_id(),
+                    link = %claims.link_id(),
                     session = claims.session.as_ref().map_or("-", SessionId::as_str),
                     path = %LogSafe(&claims.path),
                 );

@@ -956,11 +956,11 @@ async fn a_replica_wait_holds_up_no_other_call_and_a_shortfall_does_not_pile_up(
     let root = tempfile::tempdir().unwrap();
     let root_s = root.path().display().to_string();
     std::fs::write(root.path().join("f.txt"), b"wait").unwrap();
-    let s = Arc::new(Server::start_with(&[
+    let s = Server::start_with(&[
         ("BURNLINK_LEDGER", &url),
         ("BURNLINK_ROOT", &root_s),
         ("BURNLINK_LEDGER_REPLICAS", "2"),
-    ]));
+    ]);
     assert_eq!(ready(&s.base).await, 200, "{}", s.log());
 
     // (a) While the first burn waits its full REPLICA_WAIT (800 ms), a status read of

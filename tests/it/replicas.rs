@@ -325,14 +325,7 @@ async fn a_replica_killed_mid_download_frees_its_link_after_the_lease() {
         (409, "in_progress".to_string())
     );
     // Nobody renews it, so it lapses within BURNLINK_LEASE_S (polled, bounded).
-    let mut state = String::new();
-    for _ in 0..60 {
-        state = b.state(&on_b).await;
-        if state == "unused" {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let state = b.wait_state(&on_b, "unused", Duration::from_secs(6)).await;
     assert_eq!(state, "unused", "the lease freed itself");
     let resp = b.get(&on_b).await;
     assert_eq!(resp.status(), 200);

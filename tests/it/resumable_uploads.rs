@@ -507,14 +507,9 @@ async fn a_partial_upload_survives_a_restart_and_one_appender_at_a_time() {
     let held = patch(&s, &url, 4, Vec::new()).body(reqwest::Body::wrap_stream(stream));
     let held = tokio::spawn(held.header("content-length", "4").send());
     tx.send(Ok(b"5".to_vec())).await.unwrap();
-    let mut state = String::new();
-    for _ in 0..100 {
-        state = s.state(&url).await;
-        if state == "in_progress" {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let state = s
+        .wait_state(&url, "in_progress", Duration::from_secs(2))
+        .await;
     assert_eq!(state, "in_progress", "the first appender holds the link");
     let r = patch(&s, &url, 4, b"5678".to_vec()).send().await.unwrap();
     assert_eq!(r.status(), 409, "a second appender is refused meanwhile");

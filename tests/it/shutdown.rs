@@ -9,6 +9,14 @@ use futures_util::StreamExt;
 
 use rustix::process::Signal;
 
+/// The `outcome` of each transfer audit line in `log`, in order.
+fn transfer_outcomes(log: &str) -> Vec<&str> {
+    log.lines()
+        .filter(|l| l.contains("event=\"transfer\""))
+        .filter_map(|l| l.split("outcome=\"").nth(1)?.split('"').next())
+        .collect()
+}
+
 fn signal(pid: u32, signal: Signal) {
     let pid = rustix::process::Pid::from_raw(pid as i32).unwrap();
     rustix::process::kill_process(pid, signal).unwrap();
@@ -85,11 +93,7 @@ async fn a_transfer_still_running_after_the_grace_period_is_cut_and_released() {
     let log = s.log();
     assert!(log.contains("cutting remaining transfers"), "{log}");
     // The cut transfer settled before the process ended: released, not burned.
-    let audit = log
-        .lines()
-        .find(|l| l.contains("event=\"transfer\""))
-        .unwrap_or_else(|| panic!("no transfer audit line:\n{log}"));
-    assert!(audit.contains("outcome=\"aborted\""), "{audit}");
+    assert_eq!(transfer_outcomes(&log).first(), Some(&"aborted"), "{log}");
     assert!(!log.contains("did not settle"), "{log}");
     drop(stream);
 }
@@ -110,11 +114,7 @@ async fn sigterm_right_after_a_download_waits_for_its_burn() {
     ]);
     s.write("f.txt", b"burned before the exit");
     let link = s.mint("f.txt").await;
-    let out = curl()
-        .args(["-o", "/dev/null", "-w", "%{http_code}", &link])
-        .output()
-        .expect("run curl");
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "200", "{out:?}");
+    assert_eq!(curl_status(&["-o", "/dev/null", &link]).0, 200);
     signal(s.pid(), Signal::TERM);
     assert_eq!(s.wait_exit(Duration::from_secs(10)), Some(0), "{}", s.log());
     let log = s.log();
@@ -194,14 +194,9 @@ async fn a_lane_download_still_writing_after_the_grace_period_is_audited_as_abor
         .as_bytes(),
     )
     .unwrap();
-    let mut state = String::new();
-    for _ in 0..50 {
-        state = s.state(&second).await;
-        if state == "in_progress" {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let state = s
+        .wait_state(&second, "in_progress", Duration::from_secs(5))
+        .await;
     assert_eq!(
         state, "in_progress",
         "the second write did not wait for the reader"
@@ -213,11 +208,6 @@ async fn a_lane_download_still_writing_after_the_grace_period_is_audited_as_abor
     assert_eq!(status, Some(0), "exit status after a cut-off");
     let log = s.log();
     assert!(log.contains("cutting remaining transfers"), "{log}");
-    let outcomes: Vec<&str> = log
-        .lines()
-        .filter(|l| l.contains("event=\"transfer\""))
-        .filter_map(|l| l.split("outcome=\"").nth(1)?.split('"').next())
-        .collect();
-    assert_eq!(outcomes, ["completed", "aborted"], "{log}");
+    assert_eq!(transfer_outcomes(&log), ["completed", "aborted"], "{log}");
     drop(conn);
 }

@@ -339,6 +339,10 @@ mod tests {
             assert_eq!(h[header::CONTENT_TYPE], want, "{path}");
             assert!(!h.contains_key(header::LAST_MODIFIED));
         }
+    }
+
+    #[test]
+    fn content_length_is_the_decimal_length() {
         let mut h = HeaderMap::new();
         for len in [0, 4096, u64::MAX] {
             set_len(&mut h, len);

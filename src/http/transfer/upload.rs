@@ -419,7 +419,7 @@ impl Receive {
             // is fenced by the lease's deadline.
             Ok(false) => {
                 tracing::error!(
-                    link = %self.claims.short_id(),
+                    link = %self.claims.link_id(),
                     "an upload landed but the link was revoked or lost just before; not burned"
                 );
                 Burn::LeaseLost
@@ -427,7 +427,7 @@ impl Receive {
             Err(e) => {
                 tracing::error!(
                     error = %e,
-                    link = %self.claims.short_id(),
+                    link = %self.claims.link_id(),
                     "an upload landed but the link could not be burned; it stays usable"
                 );
                 Burn::Failed
