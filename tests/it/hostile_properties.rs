@@ -124,7 +124,7 @@ proptest! {
     #[test]
     fn content_disposition_is_always_a_valid_header(name in "\\PC{0,80}|[\\x00-\\x7f]{0,80}", edits in edits()) {
         for n in [name.clone(), mutate("résumé \"final\".pdf", &edits)] {
-            let v = burnlink::http::transfer::disposition::attachment(&n);
+            let v = burnlink::http::transfer::disposition::attachment(&n, &mut Default::default());
             prop_assert!(HeaderValue::from_bytes(v.as_bytes()).is_ok());
             prop_assert!(v.as_bytes().iter().all(|&b| b == b'\t' || (b >= 0x20 && b != 0x7f)));
             prop_assert!(v.as_bytes().starts_with(b"attachment"));
@@ -193,7 +193,7 @@ proptest! {
     /// character, even percent-encoded.
     #[test]
     fn dispositions_carry_no_bidi_or_control(name in "(?s).{0,40}") {
-        let v = burnlink::http::transfer::disposition::attachment(&name);
+        let v = burnlink::http::transfer::disposition::attachment(&name, &mut Default::default());
         let decoded = percent_encoding::percent_decode(v.as_bytes()).decode_utf8_lossy().to_string();
         prop_assert!(!decoded.chars().any(burnlink::text::is_unsafe), "{:?}", decoded);
     }

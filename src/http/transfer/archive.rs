@@ -13,6 +13,7 @@ use axum::response::Response;
 
 use super::delivery::{self, Settle};
 use super::disposition;
+use super::values::Values;
 use crate::archive::stream::Tree;
 use crate::archive::{self, stream};
 use crate::http::error::ApiError;
@@ -58,7 +59,10 @@ fn headers(h: &mut HeaderMap, claims: &Claims) {
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/zip"),
     );
-    h.insert(header::CONTENT_DISPOSITION, disposition::attachment(&name));
+    h.insert(
+        header::CONTENT_DISPOSITION,
+        disposition::attachment(&name, &mut Values::default()),
+    );
     h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("none"));
     crate::http::private_headers(h);
 }

@@ -6,8 +6,10 @@
 //! a path, replaced by `_`.
 
 use axum::http::HeaderValue;
+use bytes::BufMut;
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 
+use super::values::Values;
 use crate::text::displayable;
 
 /// RFC 5987 attr-char: ALPHA / DIGIT / "!" / "#" / "$" / "&" / "+" / "-" / "." / "^" / "_" /
@@ -26,37 +28,47 @@ const ATTR_CHAR: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'|')
     .remove(b'~');
 
-pub fn attachment(name: &str) -> HeaderValue {
+pub fn attachment(name: &str, values: &mut Values) -> HeaderValue {
     // Both forms from a name without control or bidi characters: `filename*` would otherwise
     // carry them percent-encoded, and a browser decodes them back.
     let name = &*displayable(name);
-    // Built in one buffer that cannot outgrow its capacity: the fixed text and `download` fit
-    // in 64 bytes, the plain form is at most the name's length (a replacement `_` is no longer
-    // than what it replaces) and the encoded form at most three times it.
-    let mut value = String::with_capacity(64 + 4 * name.len());
-    value.push_str("attachment; filename=\"");
-    let plain_at = value.len();
-    value.extend(name.chars().map(|c| match c {
-        '"' | '\\' | '/' | '%' => '_',
-        c if c.is_control() => '_',
-        c => c,
-    }));
-    if matches!(&value[plain_at..], "" | "." | "..") {
-        value.truncate(plain_at);
-        value.push_str("download");
-    }
-    value.push_str("\"; filename*=UTF-8''");
-    value.extend(utf8_percent_encode(name, ATTR_CHAR));
+    // Room that the value cannot outgrow: the fixed text and `download` fit in 64 bytes, the
+    // plain form is at most the name's length (a replacement `_` is no longer than what it
+    // replaces) and the encoded form at most three times it.
+    let value = values.value(64 + 4 * name.len(), |out| {
+        out.put_slice(b"attachment; filename=\"");
+        let plain_at = out.len();
+        let mut utf8 = [0u8; 4];
+        for c in name.chars() {
+            let c = match c {
+                '"' | '\\' | '/' | '%' => '_',
+                c if c.is_control() => '_',
+                c => c,
+            };
+            out.put_slice(c.encode_utf8(&mut utf8).as_bytes());
+        }
+        if matches!(&out[plain_at..], b"" | b"." | b"..") {
+            out.truncate(plain_at);
+            out.put_slice(b"download");
+        }
+        out.put_slice(b"\"; filename*=UTF-8''");
+        for piece in utf8_percent_encode(name, ATTR_CHAR) {
+            out.put_slice(piece.as_bytes());
+        }
+    });
     // Control characters are gone, so only bytes HeaderValue accepts remain; the fallback is
     // there so a surprise can never become a panic.
-    HeaderValue::from_bytes(value.as_bytes())
-        .unwrap_or_else(|_| HeaderValue::from_static("attachment"))
+    value.unwrap_or_else(|| HeaderValue::from_static("attachment"))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    fn attachment(name: &str) -> HeaderValue {
+        super::attachment(name, &mut Values::default())
+    }
 
     #[test]
     fn ascii_and_unicode_names() {

@@ -11,6 +11,7 @@ use bytes::Bytes;
 use super::delivery::{self, Settle};
 use super::open::{self, Target};
 use super::range::{self, Decision};
+use super::values::Values;
 use super::{archive, disposition};
 use crate::http::error::ApiError;
 use crate::http::gate::Link;
@@ -33,8 +34,9 @@ pub async fn head(State(app): State<Arc<App>>, link: Link) -> Result<Response, A
         Target::Directory { .. } => return Ok(archive::head(&claims)),
     };
     let mut response = StatusCode::OK.into_response();
-    file_headers(response.headers_mut(), &claims, modified);
-    set_len(response.headers_mut(), size);
+    let mut values = Values::default();
+    file_headers(response.headers_mut(), &claims, modified, &mut values);
+    set_len(response.headers_mut(), size, &mut values);
     Ok(response)
 }
 
@@ -120,6 +122,7 @@ pub async fn ready_small(
     app: &App,
     link: &Link,
     headers: &mut HeaderMap,
+    values: &mut Values,
 ) -> Result<Option<Ready>, ApiError> {
     let claims = &link.claims;
     if claims.direction != Direction::Download || !matches!(app.storage, Storage::Disk(_)) {
@@ -134,9 +137,13 @@ pub async fn ready_small(
         return Ok(None);
     };
     let lease = app.leases.acquire(claims, link.client).await?;
-    headers.clear();
-    file_headers(headers, claims, meta.modified().ok());
-    set_len(headers, bytes.len() as u64);
+    whole_file_headers(
+        headers,
+        claims,
+        meta.modified().ok(),
+        bytes.len() as u64,
+        values,
+    );
     Ok(Some(Ready {
         lease,
         bytes,
@@ -179,8 +186,9 @@ fn respond(
     let mut response = Response::new(body);
     *response.status_mut() = status;
     let h = response.headers_mut();
-    file_headers(h, claims, modified);
-    set_len(h, len);
+    let mut values = Values::default();
+    file_headers(h, claims, modified, &mut values);
+    set_len(h, len, &mut values);
     if status == StatusCode::PARTIAL_CONTENT
         && let Ok(v) = HeaderValue::from_str(&format!("bytes {start}-{}/{size}", start + len - 1))
     {
@@ -237,7 +245,29 @@ pub(super) fn refuse_if_spent(state: LinkState) -> Result<(), ApiError> {
     }
 }
 
-fn file_headers(h: &mut HeaderMap, claims: &Claims, modified: Option<std::time::SystemTime>) {
+/// The headers of a whole file's `200`, as [`get`] sends them, put into `h` after clearing it.
+/// Clearing drops the views the last response's values held of `values`, so a connection that
+/// keeps both reuses their memory (the express lane, and its bench).
+pub fn whole_file_headers(
+    h: &mut HeaderMap,
+    claims: &Claims,
+    modified: Option<std::time::SystemTime>,
+    len: u64,
+    values: &mut Values,
+) {
+    h.clear();
+    // Content-Disposition's bound (see `disposition::attachment`), a date, a length.
+    values.reserve(64 + 4 * claims.path.len() + 40 + 20);
+    file_headers(h, claims, modified, values);
+    set_len(h, len, values);
+}
+
+fn file_headers(
+    h: &mut HeaderMap,
+    claims: &Claims,
+    modified: Option<std::time::SystemTime>,
+    values: &mut Values,
+) {
     let name = sandbox::file_name(&claims.path);
     // The guess is a `&'static str` from mime_guess's table: no parse and no copy per request.
     // A dozen of its entries have capitals (`…macroEnabled.12`); those go out lower-cased, as
@@ -252,31 +282,33 @@ fn file_headers(h: &mut HeaderMap, claims: &Claims, modified: Option<std::time::
         HeaderValue::from_static(mime)
     };
     h.insert(header::CONTENT_TYPE, value);
-    h.insert(header::CONTENT_DISPOSITION, disposition::attachment(name));
+    h.insert(
+        header::CONTENT_DISPOSITION,
+        disposition::attachment(name, values),
+    );
     h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
     crate::http::private_headers(h);
-    if let Some(v) = modified.and_then(last_modified) {
+    if let Some(v) = modified.and_then(|t| last_modified(t, values)) {
         h.insert(header::LAST_MODIFIED, v);
     }
 }
 
-/// `HeaderValue::from(u64)` formats into a `BytesMut` and freezes it, which allocates twice;
-/// formatting on the stack and copying allocates once.
-fn set_len(h: &mut HeaderMap, len: u64) {
-    use std::io::Write;
-    let mut buf = [0u8; 20];
-    let mut out = &mut buf[..];
-    let _ = write!(out, "{len}");
-    let written = 20 - out.len();
-    if let Ok(v) = HeaderValue::from_bytes(&buf[..written]) {
+/// The decimal length, written with [`Values`]: `HeaderValue::from(u64)` formats into a
+/// `BytesMut` of its own and freezes it, two allocations.
+fn set_len(h: &mut HeaderMap, len: u64, values: &mut Values) {
+    use std::fmt::Write;
+    if let Some(v) = values.value(20, |out| {
+        let _ = write!(out, "{len}");
+    }) {
         h.insert(header::CONTENT_LENGTH, v);
     }
 }
 
-/// `t` as an IMF-fixdate (`Sun, 06 Nov 1994 08:49:37 GMT`), formatted on the stack; `None`
-/// for a time outside the years `time` holds (±9999), and the file then goes without the
-/// header rather than failing its download.
-fn last_modified(t: std::time::SystemTime) -> Option<HeaderValue> {
+/// `t` as an IMF-fixdate (`Sun, 06 Nov 1994 08:49:37 GMT`); `None` for a time outside the
+/// years `time` holds (±9999), and the file then goes without the header rather than failing
+/// its download.
+fn last_modified(t: std::time::SystemTime, values: &mut Values) -> Option<HeaderValue> {
+    use bytes::BufMut;
     use time::macros::format_description;
     use time::{Duration, OffsetDateTime};
     let fmt = format_description!(
@@ -288,10 +320,11 @@ fn last_modified(t: std::time::SystemTime) -> Option<HeaderValue> {
         Err(before) => -Duration::try_from(before.duration()).ok()?,
     };
     let at = OffsetDateTime::UNIX_EPOCH.checked_add(since_epoch)?;
-    let mut buf = [0u8; 40];
-    let mut out = &mut buf[..];
-    let written = at.format_into(&mut out, &fmt).ok()?;
-    HeaderValue::from_bytes(&buf[..written]).ok()
+    let mut formatted = true;
+    let value = values.value(40, |out| {
+        formatted = at.format_into(&mut out.writer(), &fmt).is_ok();
+    })?;
+    formatted.then_some(value)
 }
 
 #[cfg(test)]
@@ -303,11 +336,14 @@ mod tests {
     fn last_modified_is_an_imf_fixdate_before_and_after_the_epoch() {
         let at = |s: i64| {
             let d = Duration::from_secs(s.unsigned_abs());
-            last_modified(if s < 0 {
-                UNIX_EPOCH - d
-            } else {
-                UNIX_EPOCH + d
-            })
+            last_modified(
+                if s < 0 {
+                    UNIX_EPOCH - d
+                } else {
+                    UNIX_EPOCH + d
+                },
+                &mut Values::default(),
+            )
         };
         assert_eq!(at(784_111_777).unwrap(), "Sun, 06 Nov 1994 08:49:37 GMT");
         assert_eq!(at(-86_400).unwrap(), "Wed, 31 Dec 1969 00:00:00 GMT");
@@ -335,7 +371,7 @@ mod tests {
             ),
         ] {
             let mut h = HeaderMap::new();
-            file_headers(&mut h, &claims(path), None);
+            file_headers(&mut h, &claims(path), None, &mut Values::default());
             assert_eq!(h[header::CONTENT_TYPE], want, "{path}");
             assert!(!h.contains_key(header::LAST_MODIFIED));
         }
@@ -343,10 +379,42 @@ mod tests {
 
     #[test]
     fn content_length_is_the_decimal_length() {
-        let mut h = HeaderMap::new();
+        let (mut h, mut values) = (HeaderMap::new(), Values::default());
         for len in [0, 4096, u64::MAX] {
-            set_len(&mut h, len);
+            set_len(&mut h, len, &mut values);
             assert_eq!(h[header::CONTENT_LENGTH], len.to_string().as_str());
         }
+    }
+
+    /// The express lane fills one map from one buffer per connection: from the second
+    /// download on, its headers cost no allocation (`docs/benchmarks.md` counts the rest).
+    #[test]
+    fn a_connections_later_downloads_build_their_headers_without_allocating() {
+        let (mut h, mut values) = (HeaderMap::new(), Values::default());
+        let modified = Some(UNIX_EPOCH + Duration::from_secs(784_111_777));
+        let claims = Claims::new(Direction::Download, None, "dir/résumé 2026.pdf".into(), 60);
+        whole_file_headers(&mut h, &claims, modified, 4096, &mut values);
+        // Copied out: a clone of the map would hold views of the buffer and keep it busy.
+        let copy = |h: &HeaderMap| -> Vec<(String, Vec<u8>)> {
+            h.iter()
+                .filter(|(name, _)| *name != header::CONTENT_LENGTH)
+                .map(|(name, value)| (name.to_string(), value.as_bytes().to_vec()))
+                .collect()
+        };
+        let first = copy(&h);
+        for len in [4096, 10, 65_536] {
+            let made = crate::alloc_count::allocations(|| {
+                whole_file_headers(&mut h, &claims, modified, len, &mut values);
+            });
+            assert_eq!(made, 0, "a download of {len} bytes allocated");
+            assert_eq!(h[header::CONTENT_LENGTH], len.to_string().as_str());
+        }
+        // The same headers as the first time, their values intact after the buffer's reuse.
+        assert_eq!(copy(&h), first);
+        assert_eq!(
+            h[header::CONTENT_DISPOSITION],
+            "attachment; filename=\"résumé 2026.pdf\"; filename*=UTF-8''r%C3%A9sum%C3%A9%202026.pdf"
+        );
+        assert_eq!(h[header::LAST_MODIFIED], "Sun, 06 Nov 1994 08:49:37 GMT");
     }
 }

@@ -16,6 +16,7 @@ pub mod range;
 pub mod resumable;
 pub mod upload;
 pub mod upload_bucket;
+pub mod values;
 pub mod zerocopy;
 
 use std::sync::Arc;
