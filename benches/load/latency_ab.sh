@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # 4 KiB one-time downloads from burnlink and secure_link downloads from nginx, alternating, one
 # wrk run each per round, so both see the same machine in the same minute. Prints each pair's
-# requests/s and p99, and the counts of rounds in which burnlink's p99 was the lower. run.sh
+# requests/s and p99, each server's CPU per request (and the user part of it), its preemptions
+# and the machine's context switches per request (wrk's setup included), and the counts
+# of rounds in which burnlink's p99 was the lower. run.sh
 # measures one pair per row; this shows how far a row's p99 moves from one run to the next.
 #
 #   benches/load/latency_ab.sh [ROUNDS=5] [CONCURRENCY=32] [DURATION_S=5]
@@ -31,25 +33,28 @@ per_round=$((150000 * dur))
   | split -l "$per_round" -d -a 3 - "$work/bl_urls."
 nginx_urls /small.bin $((per_round * 3)) "$secret" > "$work/ng_urls"
 t=$(( c == 1 ? 1 : 2 ))
-# CPU ticks (user + system) of a server: burnlink's process, or nginx's workers.
+# CPU ticks of a server (burnlink's process, or nginx's workers): user + system, and user.
 ticks() { for p in "$@"; do awk '{ print $14 + $15 }' "/proc/$p/stat"; done | awk '{ t += $1 } END { print t }'; }
+user_ticks() { for p in "$@"; do awk '{ print $14 }' "/proc/$p/stat"; done | awk '{ t += $1 } END { print t }'; }
 hz=$(getconf CLK_TCK)
+# Context switches of the whole machine (server, wrk and the kernel's threads), since boot.
+ctxt() { awk '/^ctxt/ { print $2 }' /proc/stat; }
 # Involuntary context switches (preemptions) of all of a server's threads.
 preempted() { for p in "$@"; do cat /proc/"$p"/task/*/status 2>/dev/null; done | awk '/^nonvoluntary_ctxt/ { n += $2 } END { print n }'; }
 lower=0
 for i in $(seq 1 "$rounds"); do
   urls="$work/bl_urls.$(printf '%03d' $((i - 1)))"
-  t0=$(ticks "$bl_pid"); s0=$(preempted "$bl_pid")
+  t0=$(ticks "$bl_pid"); u0=$(user_ticks "$bl_pid"); s0=$(preempted "$bl_pid"); c0=$(ctxt)
   b=$(wrk -t"$t" -c"$c" -d"${dur}s" --latency -s "$here/walk.lua" "http://127.0.0.1:$bl_port" -- "$urls" "$t" | grep RESULT)
-  t1=$(ticks "$bl_pid"); s1=$(preempted "$bl_pid"); ng_workers=$(pgrep -P "$ng_pid")
-  t2=$(ticks $ng_workers); s2=$(preempted $ng_workers)
+  t1=$(ticks "$bl_pid"); u1=$(user_ticks "$bl_pid"); s1=$(preempted "$bl_pid"); c1=$(ctxt); ng_workers=$(pgrep -P "$ng_pid")
+  t2=$(ticks $ng_workers); u2=$(user_ticks $ng_workers); s2=$(preempted $ng_workers); c2=$(ctxt)
   n=$(wrk -t"$t" -c"$c" -d"${dur}s" --latency -s "$here/walk.lua" "http://127.0.0.1:$ng_port" -- "$work/ng_urls" "$t" | grep RESULT)
-  t3=$(ticks $ng_workers); s3=$(preempted $ng_workers)
-  [ "$(echo "$b" | field non200)" = 0 ] || echo "   WARNING: burnlink answered non-200s: $b"
+  t3=$(ticks $ng_workers); u3=$(user_ticks $ng_workers); s3=$(preempted $ng_workers); c3=$(ctxt)
+  [ "$(echo "$b" | field refused)" = 0 ] || echo "   WARNING: burnlink refused requests (status 400 or more): $b"
   bp=$(echo "$b" | field p99_ms); np=$(echo "$n" | field p99_ms)
-  awk -v i="$i" -v hz="$hz" -v bs=$((s1 - s0)) -v ns=$((s3 - s2)) -v bt=$((t1 - t0)) -v nt=$((t3 - t2)) -v bq="$(echo "$b" | field requests)" -v nq="$(echo "$n" | field requests)" -v br="$(echo "$b" | field rps)" -v nr="$(echo "$n" | field rps)" -v bp="$bp" -v np="$np" 'BEGIN {
-    printf "round %d: burnlink %.1f req/s p99 %.3f ms %.1f us CPU/req %.2f preempted/req   nginx %.1f req/s p99 %.3f ms %.1f us CPU/req %.2f preempted/req   ratio %.2f, p99 %s\n",
-      i, br, bp, bt * 1e6 / hz / bq, bs / bq, nr, np, nt * 1e6 / hz / nq, ns / nq, br / nr, (bp <= np ? "lower" : "higher") }'
+  awk -v i="$i" -v hz="$hz" -v bs=$((s1 - s0)) -v ns=$((s3 - s2)) -v bt=$((t1 - t0)) -v nt=$((t3 - t2)) -v bu=$((u1 - u0)) -v nu=$((u3 - u2)) -v bc=$((c1 - c0)) -v nc=$((c3 - c2)) -v bq="$(echo "$b" | field requests)" -v nq="$(echo "$n" | field requests)" -v br="$(echo "$b" | field rps)" -v nr="$(echo "$n" | field rps)" -v bp="$bp" -v np="$np" 'BEGIN {
+    printf "round %d: burnlink %.1f req/s p99 %.3f ms %.1f us CPU/req (user %.1f) %.2f preempted/req %.2f switches/req   nginx %.1f req/s p99 %.3f ms %.1f us CPU/req (user %.1f) %.2f preempted/req %.2f switches/req   ratio %.2f, p99 %s\n",
+      i, br, bp, bt * 1e6 / hz / bq, bu * 1e6 / hz / bq, bs / bq, bc / bq, nr, np, nt * 1e6 / hz / nq, nu * 1e6 / hz / nq, ns / nq, nc / nq, br / nr, (bp <= np ? "lower" : "higher") }'
   if awk -v b="$bp" -v n="$np" 'BEGIN { exit !(b <= n) }'; then lower=$((lower + 1)); fi
 done
 echo "burnlink's p99 was the lower in $lower of $rounds rounds"

@@ -104,9 +104,9 @@ for c in 1 32; do
   # server measured, which is always burnlink.
   sync
   reset_peak
-  b=$(wrk -t"$t" -c"$c" -d"${dur}s" --latency -s "$here/walk.lua" "http://127.0.0.1:$bl_port" -- "$work/bl_urls" "$t" | grep -E "RESULT|statuses")
+  b=$(wrk -t"$t" -c"$c" -d"${dur}s" --latency -s "$here/walk.lua" "http://127.0.0.1:$bl_port" -- "$work/bl_urls" "$t" | grep RESULT)
   bpeak=$(peak_mib)
-  n=$(wrk -t"$t" -c"$c" -d"${dur}s" --latency -s "$here/walk.lua" "http://127.0.0.1:$ng_port" -- "$work/ng_urls" "$t" | grep -E "RESULT|statuses")
+  n=$(wrk -t"$t" -c"$c" -d"${dur}s" --latency -s "$here/walk.lua" "http://127.0.0.1:$ng_port" -- "$work/ng_urls" "$t" | grep RESULT)
   echo "   burnlink: $b"; echo "   nginx:    $n"
   # Remove the links this run used, so the next run starts on fresh ones. wrk does not count
   # a request still in flight when its time is up, though the server may have served (and
@@ -115,7 +115,7 @@ for c in 1 32; do
   used=$(echo "$n" | field requests); tail -n +"$((used + 1))" "$work/ng_urls" > "$work/ng_next"; mv "$work/ng_next" "$work/ng_urls"
   row "4 KiB downloads c=$c (req/s)" "$(echo "$b" | field rps)" "$(echo "$n" | field rps)" "$bpeak"
   row "4 KiB downloads c=$c p99 (ms, lower is better)" "$(echo "$b" | field p99_ms)" "$(echo "$n" | field p99_ms)" "$bpeak"
-  [ "$(echo "$b" | field non200)" = 0 ] || echo "   WARNING: burnlink answered non-200s: $b"
+  [ "$(echo "$b" | field refused)" = 0 ] || echo "   WARNING: burnlink refused requests (status 400 or more): $b"
 done
 
 median() { sort -n | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'; }
