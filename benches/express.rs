@@ -11,7 +11,7 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use axum::http::{HeaderMap, StatusCode};
 use burnlink::http::express::{parse, response_head};
-use burnlink::http::transfer::download::whole_file_headers;
+use burnlink::http::transfer::download::file_headers;
 use burnlink::http::transfer::values::Values;
 use burnlink::token::{Claims, Direction};
 use criterion::{Criterion, criterion_group, criterion_main};
@@ -24,7 +24,7 @@ fn bench(c: &mut Criterion) {
     let claims = Claims::new(Direction::Download, None, "small.bin".into(), 60);
     let modified = Some(UNIX_EPOCH + Duration::from_secs(1_796_571_972));
     let (mut headers, mut values) = (HeaderMap::new(), Values::default());
-    whole_file_headers(&mut headers, &claims, modified, 4096, &mut values);
+    file_headers(&mut headers, &claims, modified, 4096, &mut values);
     let mut out = Vec::with_capacity(512);
 
     let mut group = c.benchmark_group("express");
@@ -33,7 +33,7 @@ fn bench(c: &mut Criterion) {
     });
     group.bench_function("file_headers", |b| {
         b.iter(|| {
-            whole_file_headers(
+            file_headers(
                 black_box(&mut headers),
                 black_box(&claims),
                 modified,

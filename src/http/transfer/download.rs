@@ -34,9 +34,13 @@ pub async fn head(State(app): State<Arc<App>>, link: Link) -> Result<Response, A
         Target::Directory { .. } => return Ok(archive::head(&claims)),
     };
     let mut response = StatusCode::OK.into_response();
-    let mut values = Values::default();
-    file_headers(response.headers_mut(), &claims, modified, &mut values);
-    set_len(response.headers_mut(), size, &mut values);
+    file_headers(
+        response.headers_mut(),
+        &claims,
+        modified,
+        size,
+        &mut Values::default(),
+    );
     Ok(response)
 }
 
@@ -137,7 +141,7 @@ pub async fn ready_small(
         return Ok(None);
     };
     let lease = app.leases.acquire(claims, link.client).await?;
-    whole_file_headers(
+    file_headers(
         headers,
         claims,
         meta.modified().ok(),
@@ -186,9 +190,7 @@ fn respond(
     let mut response = Response::new(body);
     *response.status_mut() = status;
     let h = response.headers_mut();
-    let mut values = Values::default();
-    file_headers(h, claims, modified, &mut values);
-    set_len(h, len, &mut values);
+    file_headers(h, claims, modified, len, &mut Values::default());
     if status == StatusCode::PARTIAL_CONTENT
         && let Ok(v) = HeaderValue::from_str(&format!("bytes {start}-{}/{size}", start + len - 1))
     {
@@ -245,10 +247,11 @@ pub(super) fn refuse_if_spent(state: LinkState) -> Result<(), ApiError> {
     }
 }
 
-/// The headers of a whole file's `200`, as [`get`] sends them, put into `h` after clearing it.
-/// Clearing drops the views the last response's values held of `values`, so a connection that
-/// keeps both reuses their memory (the express lane, and its bench).
-pub fn whole_file_headers(
+/// The headers of a file's answer, put into `h` after clearing it: type, disposition, ranges,
+/// the private headers, the file's date, and `len`, the length of the body sent (the whole
+/// file, or a range). Clearing drops the views the last answer's values held of `values`, so a
+/// connection that keeps both reuses their memory (the express lane, and its bench).
+pub fn file_headers(
     h: &mut HeaderMap,
     claims: &Claims,
     modified: Option<std::time::SystemTime>,
@@ -256,18 +259,9 @@ pub fn whole_file_headers(
     values: &mut Values,
 ) {
     h.clear();
-    // Content-Disposition's bound (see `disposition::attachment`), a date, a length.
+    // All the values in one buffer: Content-Disposition's bound (see
+    // `disposition::attachment`), a date, a length.
     values.reserve(64 + 4 * claims.path.len() + 40 + 20);
-    file_headers(h, claims, modified, values);
-    set_len(h, len, values);
-}
-
-fn file_headers(
-    h: &mut HeaderMap,
-    claims: &Claims,
-    modified: Option<std::time::SystemTime>,
-    values: &mut Values,
-) {
     let name = sandbox::file_name(&claims.path);
     // The guess is a `&'static str` from mime_guess's table: no parse and no copy per request.
     // A dozen of its entries have capitals (`…macroEnabled.12`); those go out lower-cased, as
@@ -291,6 +285,7 @@ fn file_headers(
     if let Some(v) = modified.and_then(|t| last_modified(t, values)) {
         h.insert(header::LAST_MODIFIED, v);
     }
+    set_len(h, len, values);
 }
 
 /// The decimal length, written with [`Values`]: `HeaderValue::from(u64)` formats into a
@@ -371,7 +366,7 @@ mod tests {
             ),
         ] {
             let mut h = HeaderMap::new();
-            file_headers(&mut h, &claims(path), None, &mut Values::default());
+            file_headers(&mut h, &claims(path), None, 0, &mut Values::default());
             assert_eq!(h[header::CONTENT_TYPE], want, "{path}");
             assert!(!h.contains_key(header::LAST_MODIFIED));
         }
@@ -393,7 +388,7 @@ mod tests {
         let (mut h, mut values) = (HeaderMap::new(), Values::default());
         let modified = Some(UNIX_EPOCH + Duration::from_secs(784_111_777));
         let claims = Claims::new(Direction::Download, None, "dir/résumé 2026.pdf".into(), 60);
-        whole_file_headers(&mut h, &claims, modified, 4096, &mut values);
+        file_headers(&mut h, &claims, modified, 4096, &mut values);
         // Copied out: a clone of the map would hold views of the buffer and keep it busy.
         let copy = |h: &HeaderMap| -> Vec<(String, Vec<u8>)> {
             h.iter()
@@ -404,7 +399,7 @@ mod tests {
         let first = copy(&h);
         for len in [4096, 10, 65_536] {
             let made = crate::alloc_count::allocations(|| {
-                whole_file_headers(&mut h, &claims, modified, len, &mut values);
+                file_headers(&mut h, &claims, modified, len, &mut values);
             });
             assert_eq!(made, 0, "a download of {len} bytes allocated");
             assert_eq!(h[header::CONTENT_LENGTH], len.to_string().as_str());

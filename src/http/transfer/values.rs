@@ -6,8 +6,8 @@
 //! view of it. The express lane keeps one per connection, and once a response's map is cleared
 //! no view is left, so the next response's values go into the same memory (`BytesMut` takes
 //! its buffer back when it holds the only reference): a keep-alive connection allocates for
-//! its first download only. A response served by hyper takes a buffer of its own, one
-//! allocation for all its values.
+//! its first download only. A response served by hyper takes a buffer of its own, reserved
+//! once for all its values.
 
 use axum::http::HeaderValue;
 use bytes::BytesMut;
