@@ -106,12 +106,17 @@ pub async fn serve(
         let Some(request) = parse(&buf) else {
             return Some(buf);
         };
-        let out = Out {
-            head: &mut head_out,
-            headers: &mut headers,
-            values: &mut values,
-        };
-        match answer(io, info, app, &request, out).await {
+        match answer(
+            io,
+            info,
+            app,
+            &request,
+            &mut head_out,
+            &mut headers,
+            &mut values,
+        )
+        .await
+        {
             Answer::Served => buf.advance(request.len),
             Answer::Declined => return Some(buf),
             Answer::Cut => return None,
@@ -211,25 +216,15 @@ enum Answer {
     Cut,
 }
 
-/// What a connection keeps from one response to the next, to build each without allocating.
-struct Out<'a> {
-    head: &'a mut Vec<u8>,
-    headers: &'a mut HeaderMap,
-    values: &'a mut Values,
-}
-
 async fn answer(
     io: &mut FlushTracked<TcpStream>,
     info: &ConnInfo,
     app: &App,
     request: &Request<'_>,
-    out: Out<'_>,
+    head_out: &mut Vec<u8>,
+    headers: &mut HeaderMap,
+    values: &mut Values,
 ) -> Answer {
-    let Out {
-        head: head_out,
-        headers,
-        values,
-    } = out;
     let start = Instant::now();
     // The gate reads the one header that can name the client; a map without it costs nothing.
     let mut forwarded = HeaderMap::new();

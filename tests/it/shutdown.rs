@@ -87,11 +87,7 @@ async fn a_transfer_still_running_after_the_grace_period_is_cut_and_released() {
     assert_eq!(s.state(&url).await, "in_progress");
 
     // The client stops reading; the server is told to stop.
-    signal(s.pid(), Signal::TERM);
-    let status = s.wait_exit(Duration::from_secs(15));
-    assert_eq!(status, Some(0), "exit status after a cut-off");
-    let log = s.log();
-    assert!(log.contains("cutting remaining transfers"), "{log}");
+    let log = stop_past_the_grace_period(&mut s);
     // The cut transfer settled before the process ended: released, not burned.
     assert_eq!(transfer_outcomes(&log).first(), Some(&"aborted"), "{log}");
     assert!(!log.contains("did not settle"), "{log}");
@@ -203,11 +199,18 @@ async fn a_lane_download_still_writing_after_the_grace_period_is_audited_as_abor
     );
     assert_eq!(s.state(&first).await, "used");
 
+    let log = stop_past_the_grace_period(&mut s);
+    assert_eq!(transfer_outcomes(&log), ["completed", "aborted"], "{log}");
+    drop(conn);
+}
+
+/// Sends SIGTERM to a server whose transfer will outlast the grace period, and returns its
+/// log once it has exited 0 after cutting the transfers still running.
+fn stop_past_the_grace_period(s: &mut Server) -> String {
     signal(s.pid(), Signal::TERM);
     let status = s.wait_exit(Duration::from_secs(15));
     assert_eq!(status, Some(0), "exit status after a cut-off");
     let log = s.log();
     assert!(log.contains("cutting remaining transfers"), "{log}");
-    assert_eq!(transfer_outcomes(&log), ["completed", "aborted"], "{log}");
-    drop(conn);
+    log
 }
