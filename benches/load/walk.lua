@@ -13,6 +13,15 @@
 -- to 75 ms at a time; the per-response work also grew with the number of headers a server
 -- sends, and capped nginx at about 100,000 requests/s (docs/benchmarks.md, "The sixth
 -- performance pass").
+--
+-- No thread sends before every thread is ready. wrk runs each thread's `init` on its main
+-- thread just before starting that thread, and starts its clock only after the last one: so
+-- the first thread would send while the second reads its URLs (seconds, for a file of a few
+-- million lines), and those requests would count without their time. That made a server's
+-- rate depend on the size of its URL file; nginx's was three times burnlink's, which put
+-- about a quarter on nginx's rate (docs/benchmarks.md, "The seventh performance pass"). The
+-- last thread's `init` creates a gate file, and each thread's first request waits for it.
+-- wrk starts its clock right after starting the last thread, so the wait is not counted.
 local threads = {}
 
 function setup(thread)
@@ -22,7 +31,14 @@ end
 
 function init(args)
   local file, nthreads = args[1], tonumber(args[2])
-  reqs, counter, ran_out = {}, 1, 0
+  gate = file .. ".go"
+  if id == 0 then
+    os.remove(gate)
+  end
+  reqs, counter, ran_out, waited = {}, 1, 0, false
+  -- wrk calls the first thread's `request` once on its main thread, right after this `init`,
+  -- to see whether it pipelines: that call must not wait for the gate.
+  verifying = id == 0
   local i = 0
   for line in io.lines(file) do
     if i % nthreads == id then
@@ -32,9 +48,31 @@ function init(args)
   end
   -- What reading the file left behind, collected now rather than during the run.
   collectgarbage()
+  if id == nthreads - 1 then
+    assert(io.open(gate, "w")):close()
+  end
+end
+
+-- Blocks this thread until the gate file exists: 60 s at most, checked every 10 ms.
+local function wait_for_gate()
+  for _ = 1, 6000 do
+    local f = io.open(gate)
+    if f then
+      f:close()
+      return
+    end
+    os.execute("sleep 0.01")
+  end
+  error("walk.lua: no gate file " .. gate .. " after 60 s")
 end
 
 function request()
+  if verifying then
+    verifying = false
+  elseif not waited then
+    wait_for_gate()
+    waited = true
+  end
   local r = reqs[counter]
   if r == nil then
     ran_out = ran_out + 1
