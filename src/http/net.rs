@@ -48,12 +48,14 @@ pub enum Listeners {
     /// Served by the work-stealing runtime the server runs on.
     Shared(TcpListener),
     /// The same socket once per event loop (duplicated descriptors): every loop waits on it and
-    /// the first one free accepts, as nginx's workers do without `reuseport`, so a busy loop
-    /// takes no new connection while an idle one could. Each loop then serves its connections
-    /// on its own thread from start to end: no hand-over between workers, no cross-thread
-    /// wake-up per response. A socket per loop with `SO_REUSEPORT` spread connections by hash
-    /// instead, blind to load, and its p99 at c=32 was the worst of the three
-    /// (docs/benchmarks.md).
+    /// a new connection goes to the first that calls `accept`. A new connection wakes every
+    /// loop: nginx's workers ask for `EPOLLEXCLUSIVE` (one waiting worker is woken), which
+    /// tokio's registration cannot express, so a loop already running may take a burst that a
+    /// sleeping one could have had (docs/benchmarks.md, "The seventh performance pass"). Each
+    /// loop then serves its connections on its own thread from start to end: no hand-over
+    /// between workers, no cross-thread wake-up per response. A socket per loop with
+    /// `SO_REUSEPORT` spread connections by hash instead, blind to load, and its p99 at c=32 was
+    /// the worst of the three (docs/benchmarks.md).
     PerLoop(Vec<std::net::TcpListener>),
 }
 
