@@ -20,8 +20,8 @@
 -- million lines), and those requests would count without their time. That made a server's
 -- rate depend on the size of its URL file; nginx's was three times burnlink's, which put
 -- about a quarter on nginx's rate (docs/benchmarks.md, "The seventh performance pass"). The
--- last thread's `init` creates a gate file, and each thread's first request waits for it.
--- wrk starts its clock right after starting the last thread, so the wait is not counted.
+-- last thread's `init` creates a gate file, and each thread's first request waits for it, so
+-- the wait falls before wrk's clock starts.
 local threads = {}
 
 function setup(thread)
@@ -63,7 +63,7 @@ local function wait_for_gate()
     end
     os.execute("sleep 0.01")
   end
-  error("walk.lua: no gate file " .. gate .. " after 60 s")
+  error("walk.lua: no gate file " .. gate .. " after 60 s (is THREADS wrk's -t?)")
 end
 
 function request()
