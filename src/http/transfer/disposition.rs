@@ -28,14 +28,18 @@ const ATTR_CHAR: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'|')
     .remove(b'~');
 
+/// Room that `attachment(name)` cannot outgrow: the fixed text and `download` fit in 64 bytes,
+/// the plain form is at most the name's length (a replacement `_` is no longer than what it
+/// replaces, and neither is `displayable`'s) and the encoded form at most three times it.
+pub(super) fn room(name: &str) -> usize {
+    64 + 4 * name.len()
+}
+
 pub fn attachment(name: &str, values: &mut Values) -> HeaderValue {
     // Both forms from a name without control or bidi characters: `filename*` would otherwise
     // carry them percent-encoded, and a browser decodes them back.
     let name = &*displayable(name);
-    // Room that the value cannot outgrow: the fixed text and `download` fit in 64 bytes, the
-    // plain form is at most the name's length (a replacement `_` is no longer than what it
-    // replaces) and the encoded form at most three times it.
-    let value = values.value(64 + 4 * name.len(), |out| {
+    let value = values.value(room(name), |out| {
         out.put_slice(b"attachment; filename=\"");
         let plain_at = out.len();
         let mut utf8 = [0u8; 4];

@@ -259,10 +259,9 @@ pub fn file_headers(
     values: &mut Values,
 ) {
     h.clear();
-    // All the values in one buffer: Content-Disposition's bound (see
-    // `disposition::attachment`), a date, a length.
-    values.reserve(64 + 4 * claims.path.len() + 40 + 20);
     let name = sandbox::file_name(&claims.path);
+    // All the values in one buffer, each within its room.
+    values.reserve(disposition::room(name) + DATE_ROOM + LEN_ROOM);
     // The guess is a `&'static str` from mime_guess's table: no parse and no copy per request.
     // A dozen of its entries have capitals (`…macroEnabled.12`); those go out lower-cased, as
     // they did when the guess was parsed into a `Mime`.
@@ -288,11 +287,18 @@ pub fn file_headers(
     set_len(h, len, values);
 }
 
+/// Room for `Content-Length`: `u64::MAX` has 20 digits.
+const LEN_ROOM: usize = 20;
+
+/// Room for `Last-Modified`: an IMF-fixdate is 29 bytes, with room left for a year of more
+/// digits than four.
+const DATE_ROOM: usize = 40;
+
 /// The decimal length, written with [`Values`]: `HeaderValue::from(u64)` formats into a
 /// `BytesMut` of its own and freezes it, two allocations.
 fn set_len(h: &mut HeaderMap, len: u64, values: &mut Values) {
     use std::fmt::Write;
-    if let Some(v) = values.value(20, |out| {
+    if let Some(v) = values.value(LEN_ROOM, |out| {
         let _ = write!(out, "{len}");
     }) {
         h.insert(header::CONTENT_LENGTH, v);
@@ -316,7 +322,7 @@ fn last_modified(t: std::time::SystemTime, values: &mut Values) -> Option<Header
     };
     let at = OffsetDateTime::UNIX_EPOCH.checked_add(since_epoch)?;
     let mut formatted = true;
-    let value = values.value(40, |out| {
+    let value = values.value(DATE_ROOM, |out| {
         formatted = at.format_into(&mut out.writer(), &fmt).is_ok();
     })?;
     formatted.then_some(value)
