@@ -46,6 +46,7 @@ pub const KNOWN_VARS: &[&str] = &[
     "RATE_FAILED_PER_MIN",
     "MAX_CONNECTIONS",
     "WORKERS",
+    "PIN_LOOPS",
     "WEBHOOK_URL",
     "WEBHOOK_SECRET",
     "OAUTH_ISSUER",
@@ -85,6 +86,7 @@ struct Raw {
     rate_failed_per_min: Option<String>,
     max_connections: Option<String>,
     workers: Option<String>,
+    pin_loops: Option<String>,
     webhook_url: Option<String>,
     webhook_secret: Option<String>,
     oauth_issuer: Option<String>,
@@ -160,6 +162,8 @@ pub struct Config {
     /// Event loops (`BURNLINK_WORKERS`, default one per core): one thread each, all accepting
     /// on one listening socket; 0: one work-stealing runtime for all connections.
     pub workers: usize,
+    /// Whether each event loop is held to one CPU (`BURNLINK_PIN_LOOPS`).
+    pub pin_loops: PinLoops,
     /// Where link events are POSTed, and the signing secret; `None` = no webhooks.
     pub webhook: Option<WebhookConfig>,
     /// `BURNLINK_OAUTH_ISSUER`: OAuth access tokens from this issuer are accepted beside the
@@ -181,6 +185,33 @@ pub struct Limits {
     pub upload_extensions: Option<Vec<String>>,
     /// The ceiling for `max_uses` (`BURNLINK_MAX_USES`).
     pub max_uses: u16,
+}
+
+/// Whether each event loop runs on one CPU of its own. A loop left to the scheduler shares
+/// a core with the other loop at times, and a client's answers then wait for a core to
+/// free: on the 2-core bench machine the 4 KiB p99 at 32 connections was 0.84-3.67 ms
+/// unpinned and mostly 0.52-0.61 ms pinned, at the same rate (docs/benchmarks.md, "The
+/// eighth performance pass").
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PinLoops {
+    /// Pin when there is exactly one loop per CPU the process may run on: then the process
+    /// owns those CPUs (a dedicated machine, a container given whole CPUs). With fewer loops
+    /// than CPUs (a CPU quota, say) pinning would tie a loop to a core other work may need.
+    Auto,
+    /// Loop `i` on the `i`-th CPU the process may run on, wrapping around.
+    On,
+    /// Leave placement to the scheduler.
+    Off,
+}
+
+impl PinLoops {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PinLoops::Auto => "auto",
+            PinLoops::On => "on",
+            PinLoops::Off => "off",
+        }
+    }
 }
 
 /// PEM files for serving HTTPS.
@@ -385,6 +416,17 @@ impl Config {
                 )
             })?,
         };
+        let pin_loops = match non_empty(raw.pin_loops).as_deref() {
+            None | Some("auto") => PinLoops::Auto,
+            Some("on") => PinLoops::On,
+            Some("off") => PinLoops::Off,
+            Some(s) => {
+                return Err(bad(
+                    "PIN_LOOPS",
+                    format!("expected `auto`, `on` or `off`, got `{s}`"),
+                ));
+            }
+        };
         if rate.mint_per_s > 0 && rate.mint_burst == 0 {
             return Err(bad(
                 "RATE_MINT_BURST",
@@ -449,6 +491,7 @@ impl Config {
             rate,
             max_connections,
             workers,
+            pin_loops,
             webhook,
             oauth_issuer,
             oauth_audience,
@@ -627,6 +670,7 @@ impl Config {
             ("RATE_FAILED_PER_MIN", self.rate.failed_per_min.to_string()),
             ("MAX_CONNECTIONS", self.max_connections.to_string()),
             ("WORKERS", self.workers.to_string()),
+            ("PIN_LOOPS", self.pin_loops.as_str().into()),
             ("MAX_USES", self.max_uses.to_string()),
             (
                 "WEBHOOK_URL",

@@ -88,7 +88,7 @@ pub async fn run(mut config: Config) -> Result<(), StartError> {
         }
     };
 
-    let (listeners, bound) = net::bind(config.bind, config.workers)
+    let (listeners, bound) = net::bind(config.bind, config.workers, config.pin_loops)
         .await
         .map_err(|source| StartError::Bind {
             addr: config.bind,

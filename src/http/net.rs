@@ -23,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
 
+use crate::config::PinLoops;
 use crate::http::conn::{ConnInfo, ConnLimits, FlushTracked, Prefixed};
 use crate::http::error::ApiError;
 use crate::http::express;
@@ -55,16 +56,22 @@ pub enum Listeners {
     /// loop then serves its connections on its own thread from start to end: no hand-over
     /// between workers, no cross-thread wake-up per response. A socket per loop with
     /// `SO_REUSEPORT` spread connections by hash instead, blind to load, and its p99 at c=32 was
-    /// the worst of the three (docs/benchmarks.md).
-    PerLoop(Vec<std::net::TcpListener>),
+    /// the worst of the three (docs/benchmarks.md). Beside each descriptor, the CPU its loop is
+    /// held to, if any ([`PinLoops`]).
+    PerLoop(Vec<(std::net::TcpListener, Option<usize>)>),
 }
 
 /// Backlog of the listening socket (what tokio's own `bind` uses).
 const BACKLOG: u32 = 1024;
 
-/// Binds `addr` for `loops` event loops (0: for the shared runtime). Returns the socket and
-/// the address it listens on (its port chosen by the kernel if `addr`'s is 0).
-pub async fn bind(addr: SocketAddr, loops: usize) -> io::Result<(Listeners, SocketAddr)> {
+/// Binds `addr` for `loops` event loops (0: for the shared runtime), each placed on a CPU as
+/// `pin` says. Returns the socket and the address it listens on (its port chosen by the
+/// kernel if `addr`'s is 0).
+pub async fn bind(
+    addr: SocketAddr,
+    loops: usize,
+    pin: PinLoops,
+) -> io::Result<(Listeners, SocketAddr)> {
     if loops == 0 {
         let listener = TcpListener::bind(addr).await?;
         let bound = listener.local_addr()?;
@@ -85,7 +92,52 @@ pub async fn bind(addr: SocketAddr, loops: usize) -> io::Result<(Listeners, Sock
         .map(|_| listener.try_clone())
         .collect::<io::Result<Vec<_>>>()?;
     each.push(listener);
-    Ok((Listeners::PerLoop(each), bound))
+    let cpus = placement(loops, &allowed_cpus(), pin);
+    match cpus.iter().flatten().collect::<Vec<_>>() {
+        pinned if pinned.is_empty() => {
+            tracing::info!(loops, pin = pin.as_str(), "event loops not pinned to CPUs")
+        }
+        pinned => tracing::info!(loops, cpus = ?pinned, "event loops pinned, one CPU each"),
+    }
+    Ok((
+        Listeners::PerLoop(each.into_iter().zip(cpus).collect()),
+        bound,
+    ))
+}
+
+/// The CPUs this process may run on, in order; empty if the kernel would not say.
+fn allowed_cpus() -> Vec<usize> {
+    use rustix::thread::{CpuSet, sched_getaffinity};
+    match sched_getaffinity(None) {
+        Ok(set) => (0..CpuSet::MAX_CPU).filter(|&c| set.is_set(c)).collect(),
+        Err(e) => {
+            tracing::warn!(error = %e, "could not read the CPUs this process may use; event loops not pinned");
+            Vec::new()
+        }
+    }
+}
+
+/// Which CPU each of `loops` event loops is held to, given the CPUs the process may use.
+fn placement(loops: usize, allowed: &[usize], pin: PinLoops) -> Vec<Option<usize>> {
+    let pinned = match pin {
+        PinLoops::Off => false,
+        PinLoops::Auto => loops == allowed.len(),
+        PinLoops::On => !allowed.is_empty(),
+    };
+    (0..loops)
+        .map(|i| pinned.then(|| allowed[i % allowed.len()]))
+        .collect()
+}
+
+/// Holds the calling thread to `cpu`. A refusal (a CPU taken away since start-up, a sandbox
+/// that forbids the call) leaves the loop where the scheduler puts it: slower at worst.
+fn pin_this_thread(cpu: usize) {
+    use rustix::thread::{CpuSet, sched_setaffinity};
+    let mut set = CpuSet::new();
+    set.set(cpu);
+    if let Err(e) = sched_setaffinity(None, &set) {
+        tracing::warn!(cpu, error = %e, "could not pin an event loop to its CPU; it runs unpinned");
+    }
 }
 
 /// What every accept loop shares: the connection limits count across all of them, and one
@@ -138,11 +190,16 @@ pub async fn serve(
             tokio::spawn(accept_loop(listener, shared.clone()));
         }
         Listeners::PerLoop(listeners) => {
-            for (i, listener) in listeners.into_iter().enumerate() {
+            for (i, (listener, cpu)) in listeners.into_iter().enumerate() {
                 let (shared, finished) = (shared.clone(), finished.clone());
                 let spawned = std::thread::Builder::new()
                     .name(format!("burnlink-loop-{i}"))
-                    .spawn(move || event_loop(listener, shared, finished));
+                    .spawn(move || {
+                        if let Some(cpu) = cpu {
+                            pin_this_thread(cpu);
+                        }
+                        event_loop(listener, shared, finished)
+                    });
                 match spawned {
                     Ok(handle) => loops.push(handle),
                     Err(e) => tracing::error!(error = %e, "could not start an event loop"),
@@ -384,5 +441,32 @@ async fn serve_conn<I>(
     };
     if let Err(e) = served {
         tracing::debug!(error = %e, %peer, "connection ended with an error");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn auto_pins_only_when_the_loops_match_the_cpus_the_process_may_use() {
+        // A container given CPUs 2 and 5: one loop on each.
+        assert_eq!(placement(2, &[2, 5], PinLoops::Auto), [Some(2), Some(5)]);
+        // A CPU quota below the CPUs in the mask (one loop on a 4-CPU node): left to the
+        // scheduler, as with more loops than CPUs.
+        assert_eq!(placement(1, &[0, 1, 2, 3], PinLoops::Auto), [None]);
+        assert_eq!(placement(3, &[0, 1], PinLoops::Auto), [None, None, None]);
+        // The mask unknown: nothing to pin to.
+        assert_eq!(placement(2, &[], PinLoops::Auto), [None, None]);
+    }
+
+    #[test]
+    fn on_wraps_around_the_cpus_and_off_pins_nothing() {
+        assert_eq!(
+            placement(3, &[0, 1], PinLoops::On),
+            [Some(0), Some(1), Some(0)]
+        );
+        assert_eq!(placement(2, &[], PinLoops::On), [None, None]);
+        assert_eq!(placement(2, &[0, 1], PinLoops::Off), [None, None]);
     }
 }

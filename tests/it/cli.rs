@@ -242,6 +242,7 @@ fn a_bad_variable_stops_start_up_with_one_line_naming_it() {
         ("BURNLINK_KEYS", "k1:tooshort"),
         ("BURNLINK_TTL_DEFAULT_S", "soon"),
         ("BURNLINK_WORKERS", "many"),
+        ("BURNLINK_PIN_LOOPS", "yes"),
     ] {
         let out = Command::new(bin())
             .arg("serve")

@@ -62,3 +62,97 @@ async fn every_download_is_the_files_bytes_whatever_the_event_loops() {
         assert_eq!(error_code(s.get(&url).await).await, (404, "used".into()));
     }
 }
+
+/// The CPUs in a `Cpus_allowed_list` line of `/proc/.../status` ("0-1", "0,2-3").
+fn cpu_list(status: &str) -> Vec<usize> {
+    let list = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+        .expect("a Cpus_allowed_list line")
+        .trim();
+    let mut cpus = Vec::new();
+    for part in list.split(',') {
+        match part.split_once('-') {
+            Some((a, b)) => cpus.extend(a.parse::<usize>().unwrap()..=b.parse().unwrap()),
+            None => cpus.push(part.parse().unwrap()),
+        }
+    }
+    cpus
+}
+
+/// Each event loop thread's name and the CPUs it may run on, in loop order. Waits (up to 5 s)
+/// until `loops` loop threads exist and have set themselves up.
+fn loop_cpus(pid: u32, loops: usize) -> Vec<Vec<usize>> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let mut found = Vec::new();
+        for task in std::fs::read_dir(format!("/proc/{pid}/task"))
+            .unwrap()
+            .flatten()
+        {
+            let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+            if let Some(i) = comm.trim().strip_prefix("burnlink-loop-") {
+                let status = std::fs::read_to_string(task.path().join("status")).unwrap();
+                found.push((i.parse::<usize>().unwrap(), cpu_list(&status)));
+            }
+        }
+        found.sort();
+        if found.len() == loops || std::time::Instant::now() > deadline {
+            assert_eq!(found.len(), loops, "event loop threads of {pid}");
+            return found.into_iter().map(|(_, cpus)| cpus).collect();
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// With as many loops as CPUs the process may use, each loop runs on a CPU of its own (the
+/// default); `off` leaves every loop free to run anywhere; `on` pins even more loops than
+/// CPUs, round the CPUs; and with more loops than CPUs the default leaves them unpinned. A
+/// pinned server still serves.
+#[tokio::test]
+async fn event_loops_are_pinned_one_per_cpu_when_they_match_the_cpus() {
+    let allowed = cpu_list(&std::fs::read_to_string("/proc/self/status").unwrap());
+    let n = allowed.len().to_string();
+    let more = (allowed.len() + 1).to_string();
+    let one_each: Vec<Vec<usize>> = allowed.iter().map(|&c| vec![c]).collect();
+
+    let s = Server::start_with(&[("BURNLINK_WORKERS", n.as_str())]);
+    assert_eq!(
+        loop_cpus(s.pid(), allowed.len()),
+        one_each,
+        "default, {n} loops"
+    );
+    let small = pattern(4096);
+    s.write("small.bin", &small);
+    for _ in 0..8 {
+        let url = s.mint("small.bin").await;
+        let resp = s.get(&url).await;
+        assert_eq!(resp.status(), 200);
+        assert_eq!(&resp.bytes().await.unwrap()[..], &small[..]);
+    }
+
+    let s = Server::start_with(&[
+        ("BURNLINK_WORKERS", n.as_str()),
+        ("BURNLINK_PIN_LOOPS", "off"),
+    ]);
+    assert_eq!(
+        loop_cpus(s.pid(), allowed.len()),
+        vec![allowed.clone(); allowed.len()],
+        "off"
+    );
+
+    let s = Server::start_with(&[("BURNLINK_WORKERS", more.as_str())]);
+    assert_eq!(
+        loop_cpus(s.pid(), allowed.len() + 1),
+        vec![allowed.clone(); allowed.len() + 1],
+        "default, {more} loops"
+    );
+
+    let s = Server::start_with(&[
+        ("BURNLINK_WORKERS", more.as_str()),
+        ("BURNLINK_PIN_LOOPS", "on"),
+    ]);
+    let mut round: Vec<Vec<usize>> = one_each.clone();
+    round.push(vec![allowed[0]]);
+    assert_eq!(loop_cpus(s.pid(), allowed.len() + 1), round, "on");
+}
