@@ -189,9 +189,9 @@ pub struct Limits {
 
 /// Whether each event loop runs on one CPU of its own. A loop left to the scheduler shares
 /// a core with the other loop at times, and a client's answers then wait for a core to
-/// free: on the 2-core bench machine the 4 KiB p99 at 32 connections was 0.84-3.67 ms
-/// unpinned and mostly 0.52-0.61 ms pinned, at the same rate (docs/benchmarks.md, "The
-/// eighth performance pass").
+/// free: on the 2-core bench machine the 4 KiB p99 at 32 connections was above 1 ms in 6 of
+/// 10 rounds unpinned (up to 3.5 ms) and at most 0.86 ms in 9 of 10 pinned, at about the
+/// same rate (docs/benchmarks.md, "The eighth performance pass").
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PinLoops {
     /// Pin when there is exactly one loop per CPU the process may run on: then the process
