@@ -140,12 +140,21 @@ fn from_cache(sandbox: &Sandbox, claims: &Claims) -> Option<Target> {
         });
     }
     let mut buf = vec![0u8; meta.len() as usize];
-    let read = rustix::io::preadv2(
+    let read = match rustix::io::preadv2(
         &file,
         &mut [std::io::IoSliceMut::new(&mut buf)],
         0,
         rustix::io::ReadWriteFlags::NOWAIT,
-    );
+    ) {
+        // tmpfs does not take `RWF_NOWAIT` (Linux 6.18 still says EOPNOTSUPP), and without
+        // this every small download from it took the blocking pool and opened its file again:
+        // 0.57-0.62 of nginx's rate at c=32 (docs/benchmarks.md, the eighth pass). Its pages
+        // are memory, so a plain read cannot wait for a device.
+        Err(rustix::io::Errno::OPNOTSUPP) if memory_backed(&file) => {
+            rustix::io::pread(&file, &mut buf, 0)
+        }
+        other => other,
+    };
     // Not all in the page cache (EAGAIN), short, or failed: the blocking path decides.
     match read {
         Ok(n) if n == buf.len() => Some(Target::File {
@@ -155,6 +164,14 @@ fn from_cache(sandbox: &Sandbox, claims: &Claims) -> Option<Target> {
         }),
         _ => None,
     }
+}
+
+/// Whether `file` lives on a filesystem kept in memory (tmpfs, ramfs), where reading never
+/// waits for a device. (tmpfs pages may be in swap; a read then waits as a page fault would.)
+fn memory_backed(file: &std::fs::File) -> bool {
+    const TMPFS_MAGIC: u64 = 0x0102_1994;
+    const RAMFS_MAGIC: u64 = 0x8584_58f6;
+    rustix::fs::fstatfs(file).is_ok_and(|fs| matches!(fs.f_type as u64, TMPFS_MAGIC | RAMFS_MAGIC))
 }
 
 /// What the confirmation page shows of a download link's target, without opening it for
@@ -194,4 +211,44 @@ pub async fn describe(storage: &Storage, claims: &Claims) -> Result<(Kind, Optio
         }
     })
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A small file on tmpfs is read right on the event loop, bytes and all, as one in the
+    /// page cache of a disk is: tmpfs refuses `RWF_NOWAIT`, and a refusal used to send every
+    /// such download to the blocking pool.
+    #[test]
+    fn a_small_file_on_tmpfs_is_read_without_the_blocking_pool() {
+        let shm = std::path::Path::new("/dev/shm");
+        if !shm.is_dir() {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "/dev/shm (tmpfs) is missing"
+            );
+            eprintln!("skipped: no /dev/shm on this machine");
+            return;
+        }
+        let dir = tempfile::tempdir_in(shm).unwrap();
+        let bytes: Vec<u8> = (0..4096u32).map(|i| (i % 251) as u8).collect();
+        std::fs::write(dir.path().join("small.bin"), &bytes).unwrap();
+        let file = std::fs::File::open(dir.path().join("small.bin")).unwrap();
+        assert!(memory_backed(&file), "/dev/shm is not tmpfs here");
+        let sandbox = Sandbox::open(dir.path()).unwrap();
+        let claims = Claims::new(
+            crate::token::Direction::Download,
+            None,
+            "small.bin".into(),
+            u64::MAX,
+        );
+        match from_cache(&sandbox, &claims) {
+            Some(Target::File {
+                bytes: Some(read), ..
+            }) => assert_eq!(&read[..], &bytes[..]),
+            Some(_) => panic!("opened, but the bytes were left for the blocking pool"),
+            None => panic!("sent to the blocking pool"),
+        }
+    }
 }
