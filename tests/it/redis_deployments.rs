@@ -452,6 +452,16 @@ async fn cluster_two_replicas_races_uploads_stats_and_a_primary_failover() {
     // burn follows the flush. Killing the primary inside that moment kills it before the burn,
     // which then fails ("could not burn a delivered link") and was never made. Burned first.
     assert_eq!(r[1].settled_state(&on(&burned_before, 0, 1)).await, "used");
+    // Every write so far has reached the victim's replica before the kill. What this test
+    // checks is that burns a replica holds survive the failover, not how fast a replica
+    // catches up on a loaded machine: a burn whose own WAIT fell short is logged and counted
+    // (`burnlink_ledger_unreplicated_total`), and a failover may forget it. CI once killed
+    // the primary while two burns were still short of the replica and lost one.
+    assert_eq!(
+        cluster.cli(victim, &["WAIT", "1", "10000"]),
+        "1",
+        "the victim's replica caught up"
+    );
     let mut cluster = cluster;
     cluster.nodes[victim].kill();
     let killed = Instant::now();
