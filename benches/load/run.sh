@@ -157,7 +157,7 @@ for i in 1 2 3; do
 done
 bpeak=$(peak_mib)
 read -r b n < <(for i in 0 1 2; do echo "${bs[$i]} ${ns[$i]}"; done \
-  | awk '{ print $1 / $2, $1, $2 }' | sort -g | sed -n 2p | cut -d' ' -f2-)
+  | awk '{ print ($2 > 0 ? $1 / $2 : 0), $1, $2 }' | sort -g | sed -n 2p | cut -d' ' -f2-)
 row "256 MiB upload (MB/s)" "$(awk -v v="$b" 'BEGIN { printf "%.0f", v / 1e6 }')" "$(awk -v v="$n" 'BEGIN { printf "%.0f", v / 1e6 }')" "$bpeak"
 
 echo "== minting through POST /api/links, concurrency 32, ${dur}s"

@@ -148,7 +148,7 @@ fn from_cache(sandbox: &Sandbox, claims: &Claims) -> Option<Target> {
     ) {
         // tmpfs does not take `RWF_NOWAIT` (Linux 6.18 still says EOPNOTSUPP), and without
         // this every small download from it took the blocking pool and opened its file again:
-        // 0.57-0.62 of nginx's rate at c=32 (docs/benchmarks.md, the eighth pass). Its pages
+        // 0.37-0.63 of nginx's rate at c=32 (docs/benchmarks.md, the eighth pass). Its pages
         // are memory, so a plain read cannot wait for a device.
         Err(rustix::io::Errno::OPNOTSUPP) if memory_backed(&file) => {
             rustix::io::pread(&file, &mut buf, 0)
