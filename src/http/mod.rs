@@ -2,6 +2,7 @@
 //! the pages, the edge middleware (latency, rate limits, OAuth challenges), MCP's mount at `/mcp`, and the
 //! connection loop that serves them all.
 
+pub mod affinity;
 pub mod api;
 pub mod conn;
 pub mod error;

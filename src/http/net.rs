@@ -24,6 +24,7 @@ use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
 
 use crate::config::PinLoops;
+use crate::http::affinity;
 use crate::http::conn::{ConnInfo, ConnLimits, FlushTracked, Prefixed};
 use crate::http::error::ApiError;
 use crate::http::express;
@@ -92,7 +93,7 @@ pub async fn bind(
         .map(|_| listener.try_clone())
         .collect::<io::Result<Vec<_>>>()?;
     each.push(listener);
-    let cpus = placement(loops, &allowed_cpus(), pin);
+    let cpus = affinity::placement(loops, affinity::process_cpus(), pin);
     match cpus.iter().flatten().collect::<Vec<_>>() {
         pinned if pinned.is_empty() => {
             tracing::info!(loops, pin = pin.as_str(), "event loops not pinned to CPUs")
@@ -103,41 +104,6 @@ pub async fn bind(
         Listeners::PerLoop(each.into_iter().zip(cpus).collect()),
         bound,
     ))
-}
-
-/// The CPUs this process may run on, in order; empty if the kernel would not say.
-fn allowed_cpus() -> Vec<usize> {
-    use rustix::thread::{CpuSet, sched_getaffinity};
-    match sched_getaffinity(None) {
-        Ok(set) => (0..CpuSet::MAX_CPU).filter(|&c| set.is_set(c)).collect(),
-        Err(e) => {
-            tracing::warn!(error = %e, "could not read the CPUs this process may use; event loops not pinned");
-            Vec::new()
-        }
-    }
-}
-
-/// Which CPU each of `loops` event loops is held to, given the CPUs the process may use.
-fn placement(loops: usize, allowed: &[usize], pin: PinLoops) -> Vec<Option<usize>> {
-    let pinned = match pin {
-        PinLoops::Off => false,
-        PinLoops::Auto => loops == allowed.len(),
-        PinLoops::On => !allowed.is_empty(),
-    };
-    (0..loops)
-        .map(|i| pinned.then(|| allowed[i % allowed.len()]))
-        .collect()
-}
-
-/// Holds the calling thread to `cpu`. A refusal (a CPU taken away since start-up, a sandbox
-/// that forbids the call) leaves the loop where the scheduler puts it: slower at worst.
-fn pin_this_thread(cpu: usize) {
-    use rustix::thread::{CpuSet, sched_setaffinity};
-    let mut set = CpuSet::new();
-    set.set(cpu);
-    if let Err(e) = sched_setaffinity(None, &set) {
-        tracing::warn!(cpu, error = %e, "could not pin an event loop to its CPU; it runs unpinned");
-    }
 }
 
 /// What every accept loop shares: the connection limits count across all of them, and one
@@ -196,7 +162,7 @@ pub async fn serve(
                     .name(format!("burnlink-loop-{i}"))
                     .spawn(move || {
                         if let Some(cpu) = cpu {
-                            pin_this_thread(cpu);
+                            affinity::pin_this_thread(cpu);
                         }
                         event_loop(listener, shared, finished)
                     });
@@ -441,32 +407,5 @@ async fn serve_conn<I>(
     };
     if let Err(e) = served {
         tracing::debug!(error = %e, %peer, "connection ended with an error");
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn auto_pins_only_when_the_loops_match_the_cpus_the_process_may_use() {
-        // A container given CPUs 2 and 5: one loop on each.
-        assert_eq!(placement(2, &[2, 5], PinLoops::Auto), [Some(2), Some(5)]);
-        // A CPU quota below the CPUs in the mask (one loop on a 4-CPU node): left to the
-        // scheduler, as with more loops than CPUs.
-        assert_eq!(placement(1, &[0, 1, 2, 3], PinLoops::Auto), [None]);
-        assert_eq!(placement(3, &[0, 1], PinLoops::Auto), [None, None, None]);
-        // The mask unknown: nothing to pin to.
-        assert_eq!(placement(2, &[], PinLoops::Auto), [None, None]);
-    }
-
-    #[test]
-    fn on_wraps_around_the_cpus_and_off_pins_nothing() {
-        assert_eq!(
-            placement(3, &[0, 1], PinLoops::On),
-            [Some(0), Some(1), Some(0)]
-        );
-        assert_eq!(placement(2, &[], PinLoops::On), [None, None]);
-        assert_eq!(placement(2, &[0, 1], PinLoops::Off), [None, None]);
     }
 }

@@ -156,3 +156,44 @@ async fn event_loops_are_pinned_one_per_cpu_when_they_match_the_cpus() {
     round.push(vec![allowed[0]]);
     assert_eq!(loop_cpus(s.pid(), allowed.len() + 1), round, "on");
 }
+
+/// A pinned loop sending a large file may run on any CPU until the transfer ends, then is
+/// pinned again: pinned, it shared its core with the receiving `curl` in nearly every sample.
+#[tokio::test]
+async fn a_loop_sending_a_large_file_is_unpinned_until_it_ends() {
+    let allowed = cpu_list(&std::fs::read_to_string("/proc/self/status").unwrap());
+    if allowed.len() < 2 {
+        eprintln!("skipped: with one CPU a loop has nowhere else to run");
+        return;
+    }
+    let n = allowed.len().to_string();
+    let one_each: Vec<Vec<usize>> = allowed.iter().map(|&c| vec![c]).collect();
+    let s = Server::start_with(&[("BURNLINK_WORKERS", n.as_str())]);
+    let big = pattern(64 * 1024 * 1024);
+    s.write("big.bin", &big);
+    let url = s.mint("big.bin").await;
+    let mut resp = s.get(&url).await;
+    assert_eq!(resp.status(), 200);
+    // The client reads one piece and waits: the server is still sending.
+    let mut got = resp.chunk().await.unwrap().unwrap().to_vec();
+    let during = loop_cpus(s.pid(), allowed.len());
+    assert!(
+        during.contains(&allowed)
+            && during.iter().filter(|c| c.len() == 1).count() == allowed.len() - 1,
+        "one loop free to run anywhere while it sends, the others pinned: {during:?}"
+    );
+    while let Some(piece) = resp.chunk().await.unwrap() {
+        got.extend_from_slice(&piece);
+    }
+    assert_eq!(sha256(&got), sha256(&big));
+    assert_eq!(s.settled_state(&url).await, "used");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while loop_cpus(s.pid(), allowed.len()) != one_each && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert_eq!(
+        loop_cpus(s.pid(), allowed.len()),
+        one_each,
+        "every loop pinned again after the transfer"
+    );
+}

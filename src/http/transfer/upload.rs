@@ -28,6 +28,7 @@ use tokio::time::Instant;
 
 use super::digest::{Expected, Hasher};
 use super::open::on_pool;
+use crate::http::affinity;
 use crate::http::error::ApiError;
 use crate::http::gate::Link;
 use crate::lease::{Lease, LeaseError};
@@ -270,6 +271,8 @@ impl Receive {
         body: Body,
         received: &mut u64,
     ) -> Result<Written, ApiError> {
+        // A large body frees its loop's pin while it streams in ([`affinity`]).
+        let _released = affinity::Released::for_len(http_body::Body::size_hint(&body).lower());
         let (tx, rx) = mpsc::channel(QUEUE);
         let hasher = (!staged.is_partial()).then(|| Hasher::new(&self.expected));
         let writer = tokio::spawn(write(staged, rx, hasher));

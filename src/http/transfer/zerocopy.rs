@@ -41,6 +41,8 @@ use futures_util::Stream;
 use tokio::io::Interest;
 use tokio::net::TcpStream;
 
+use crate::http::affinity;
+
 /// The longest stand-in, and so the most one `sendfile` call is asked to move. Larger calls
 /// mean fewer trips through hyper; the region costs address space, not memory.
 const STAND_IN: usize = 4 * 1024 * 1024;
@@ -111,6 +113,8 @@ pub struct FileChunks {
     offset: u64,
     remaining: u64,
     outbox: Arc<Outbox>,
+    /// A large region frees its loop's pin while it is sent ([`affinity`]).
+    _released: affinity::Released,
 }
 
 impl FileChunks {
@@ -121,6 +125,7 @@ impl FileChunks {
             offset,
             remaining: len,
             outbox,
+            _released: affinity::Released::for_len(len),
         }
     }
 }
