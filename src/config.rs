@@ -191,8 +191,8 @@ pub struct Limits {
 /// a core with the other loop at times, and a client's answers then wait for a core to
 /// free: on the 2-core bench machine the 4 KiB p99 at 32 connections was above 1 ms in 6 of
 /// 10 rounds unpinned (up to 3.5 ms) and at most 0.86 ms in 9 of 10 pinned, at about the
-/// same rate; single large transfers ran a few percent slower pinned (docs/benchmarks.md,
-/// "The eighth performance pass").
+/// same rate. A loop moving a large body is let off its CPU while it does: pinned, it shared
+/// its core with the receiving client (docs/benchmarks.md, "The eighth performance pass").
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PinLoops {
     /// Pin when there is exactly one loop per CPU the process may run on: then the process
