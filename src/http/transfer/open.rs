@@ -6,6 +6,7 @@
 //! [`crate::http::error`]: gone, escaped or replaced is "not found", a real I/O failure is 500.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
 
@@ -140,20 +141,28 @@ fn from_cache(sandbox: &Sandbox, claims: &Claims) -> Option<Target> {
         });
     }
     let mut buf = vec![0u8; meta.len() as usize];
-    let read = match rustix::io::preadv2(
-        &file,
-        &mut [std::io::IoSliceMut::new(&mut buf)],
-        0,
-        rustix::io::ReadWriteFlags::NOWAIT,
-    ) {
-        // tmpfs does not take `RWF_NOWAIT` (Linux 6.18 still says EOPNOTSUPP), and without
-        // this every small download from it took the blocking pool and opened its file again:
-        // 0.37-0.63 of nginx's rate at c=32 (docs/benchmarks.md, the eighth pass). Its pages
-        // are memory, so a plain read cannot wait for a device.
-        Err(rustix::io::Errno::OPNOTSUPP) if memory_backed(&file) => {
-            rustix::io::pread(&file, &mut buf, 0)
+    // tmpfs does not take `RWF_NOWAIT` (Linux 6.18 still says EOPNOTSUPP), and without this
+    // every small download from it took the blocking pool and opened its file again: 0.37-0.63
+    // of nginx's rate at c=32 (docs/benchmarks.md, the eighth pass). Its pages are memory, so a
+    // plain read cannot wait for a device. The filesystem last found to be such is remembered,
+    // so its later downloads skip the refused call and the check.
+    static IN_MEMORY: AtomicU64 = AtomicU64::new(u64::MAX);
+    let dev = std::os::unix::fs::MetadataExt::dev(&meta);
+    let read = if dev == IN_MEMORY.load(Ordering::Relaxed) {
+        rustix::io::pread(&file, &mut buf, 0)
+    } else {
+        match rustix::io::preadv2(
+            &file,
+            &mut [std::io::IoSliceMut::new(&mut buf)],
+            0,
+            rustix::io::ReadWriteFlags::NOWAIT,
+        ) {
+            Err(rustix::io::Errno::OPNOTSUPP) if memory_backed(&file) => {
+                IN_MEMORY.store(dev, Ordering::Relaxed);
+                rustix::io::pread(&file, &mut buf, 0)
+            }
+            other => other,
         }
-        other => other,
     };
     // Not all in the page cache (EAGAIN), short, or failed: the blocking path decides.
     match read {
@@ -243,12 +252,15 @@ mod tests {
             "small.bin".into(),
             u64::MAX,
         );
-        match from_cache(&sandbox, &claims) {
-            Some(Target::File {
-                bytes: Some(read), ..
-            }) => assert_eq!(&read[..], &bytes[..]),
-            Some(_) => panic!("opened, but the bytes were left for the blocking pool"),
-            None => panic!("sent to the blocking pool"),
+        // Twice: the first finds the filesystem in memory, the second remembers it.
+        for _ in 0..2 {
+            match from_cache(&sandbox, &claims) {
+                Some(Target::File {
+                    bytes: Some(read), ..
+                }) => assert_eq!(&read[..], &bytes[..]),
+                Some(_) => panic!("opened, but the bytes were left for the blocking pool"),
+                None => panic!("sent to the blocking pool"),
+            }
         }
     }
 }
