@@ -94,11 +94,11 @@ pub async fn bind(
         .collect::<io::Result<Vec<_>>>()?;
     each.push(listener);
     let cpus = affinity::placement(loops, affinity::process_cpus(), pin);
-    match cpus.iter().flatten().collect::<Vec<_>>() {
-        pinned if pinned.is_empty() => {
-            tracing::info!(loops, pin = pin.as_str(), "event loops not pinned to CPUs")
-        }
-        pinned => tracing::info!(loops, cpus = ?pinned, "event loops pinned, one CPU each"),
+    let pinned: Vec<usize> = cpus.iter().flatten().copied().collect();
+    if pinned.is_empty() {
+        tracing::info!(loops, pin = pin.as_str(), "event loops not pinned to CPUs");
+    } else {
+        tracing::info!(loops, cpus = ?pinned, "event loops pinned, one CPU each");
     }
     Ok((
         Listeners::PerLoop(each.into_iter().zip(cpus).collect()),

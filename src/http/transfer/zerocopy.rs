@@ -113,7 +113,8 @@ pub struct FileChunks {
     offset: u64,
     remaining: u64,
     outbox: Arc<Outbox>,
-    /// A large region frees its loop's pin while it is sent ([`affinity`]).
+    /// A large region frees its loop's pin until its last stand-in is handed out (up to one
+    /// stand-in before its last byte leaves) ([`affinity`]).
     _released: affinity::Released,
 }
 
