@@ -220,9 +220,6 @@ impl Server {
         v["state"].as_str().unwrap_or("?").to_string()
     }
 
-    /// Waits (bounded) until the link leaves `in_progress`: a transfer's lease is settled just
-    /// after its response ends. An answer without a state (503 while a Redis failover
-    /// settles) is asked again too.
     /// The link's state once it is `want`, or the last one seen when `within` runs out
     /// (polled every 25 ms): the caller asserts on it, so a failure names the state it stuck in.
     pub async fn wait_state(&self, url: &str, want: &str, within: Duration) -> String {
@@ -236,6 +233,9 @@ impl Server {
         }
     }
 
+    /// Waits (bounded) until the link leaves `in_progress`: a transfer's lease is settled just
+    /// after its response ends. An answer without a state (503 while a Redis failover
+    /// settles) is asked again too.
     pub async fn settled_state(&self, url: &str) -> String {
         let mut last = String::new();
         for _ in 0..200 {
