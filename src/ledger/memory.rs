@@ -13,9 +13,10 @@ use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use smallvec::SmallVec;
 use tokio::time::Instant;
 
-use super::{Acquire, Ledger, LedgerError, LinkState, Owner, Receipt, Revoke, Usage};
+use super::{Acquire, Answer, Ledger, LedgerError, LinkState, Owner, Receipt, Revoke, Usage};
 use crate::token::{Nonce, unix_now};
 
 const SHARDS: usize = 16;
@@ -62,8 +63,9 @@ struct Live {
     max_uses: u16,
     uses: u16,
     /// The running transfers: owner and lease deadline in milliseconds since the ledger's
-    /// start on tokio's clock (so tests can pause time). At most `max_uses - uses` live ones.
-    leases: Vec<(Owner, u64)>,
+    /// start on tokio's clock (so tests can pause time). At most `max_uses - uses` live ones:
+    /// one for a one-time link, held inline, so a download's lease allocates nothing here.
+    leases: SmallVec<[(Owner, u64); 1]>,
 }
 
 impl Live {
@@ -175,21 +177,8 @@ impl MemoryLedger {
     fn deadline(&self, lifetime: Duration) -> u64 {
         self.now_ms().saturating_add(lifetime.as_millis() as u64)
     }
-}
 
-fn lock(m: &Mutex<Shard>) -> MutexGuard<'_, Shard> {
-    // Every update under the lock is a handful of map operations that cannot panic halfway
-    // in a way that breaks the rules below, so a poisoned shard is still consistent.
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-fn clamp_expiry(expires_at: u64) -> u32 {
-    expires_at.min(u64::from(u32::MAX)) as u32
-}
-
-#[async_trait]
-impl Ledger for MemoryLedger {
-    async fn lease(
+    fn lease_now(
         &self,
         nonce: &Nonce,
         owner: Owner,
@@ -211,7 +200,7 @@ impl Ledger for MemoryLedger {
             expires_at,
             max_uses: max_uses.max(1),
             uses: 0,
-            leases: Vec::with_capacity(1),
+            leases: SmallVec::new(),
         });
         // Lapsed leases (owners that died or stalled) free their use; the same owner asking
         // again retakes its own.
@@ -223,27 +212,7 @@ impl Ledger for MemoryLedger {
         Ok(Acquire::Granted)
     }
 
-    async fn renew(
-        &self,
-        nonce: &Nonce,
-        owner: Owner,
-        lifetime: Duration,
-    ) -> Result<bool, LedgerError> {
-        let now = self.now_ms();
-        let until_ms = self.deadline(lifetime);
-        let mut shard = self.shard(nonce);
-        Ok(
-            match shard.live.get_mut(nonce).and_then(|l| l.owned(owner, now)) {
-                Some(lease) => {
-                    lease.1 = until_ms;
-                    true
-                }
-                None => false,
-            },
-        )
-    }
-
-    async fn commit(
+    fn commit_now(
         &self,
         nonce: &Nonce,
         owner: Owner,
@@ -291,6 +260,59 @@ impl Ledger for MemoryLedger {
             shard.receipts.insert(*nonce, r);
         }
         Ok(Some(uses))
+    }
+}
+
+fn lock(m: &Mutex<Shard>) -> MutexGuard<'_, Shard> {
+    // Every update under the lock is a handful of map operations that cannot panic halfway
+    // in a way that breaks the rules below, so a poisoned shard is still consistent.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn clamp_expiry(expires_at: u64) -> u32 {
+    expires_at.min(u64::from(u32::MAX)) as u32
+}
+
+#[async_trait]
+impl Ledger for MemoryLedger {
+    fn lease<'a>(
+        &'a self,
+        nonce: &'a Nonce,
+        owner: Owner,
+        expires_at: u64,
+        lifetime: Duration,
+        max_uses: u16,
+    ) -> Answer<'a, Result<Acquire, LedgerError>> {
+        Answer::now(self.lease_now(nonce, owner, expires_at, lifetime, max_uses))
+    }
+
+    async fn renew(
+        &self,
+        nonce: &Nonce,
+        owner: Owner,
+        lifetime: Duration,
+    ) -> Result<bool, LedgerError> {
+        let now = self.now_ms();
+        let until_ms = self.deadline(lifetime);
+        let mut shard = self.shard(nonce);
+        Ok(
+            match shard.live.get_mut(nonce).and_then(|l| l.owned(owner, now)) {
+                Some(lease) => {
+                    lease.1 = until_ms;
+                    true
+                }
+                None => false,
+            },
+        )
+    }
+
+    fn commit<'a>(
+        &'a self,
+        nonce: &'a Nonce,
+        owner: Owner,
+        receipt: Option<Receipt>,
+    ) -> Answer<'a, Result<Option<u16>, LedgerError>> {
+        Answer::now(self.commit_now(nonce, owner, receipt))
     }
 
     async fn release(&self, nonce: &Nonce, owner: Owner) -> Result<(), LedgerError> {
@@ -391,6 +413,37 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn conformance_suite() {
         suite::run_all("memory", Arc::new(MemoryLedger::new())).await;
+    }
+
+    /// Through `dyn Ledger`, as the lease keeper calls it: a one-time link's lease and commit
+    /// are answered at once and allocate nothing once the maps have room (a boxed future
+    /// each, before [`Answer`]).
+    #[test]
+    fn a_one_time_download_allocates_nothing_in_the_ledger() {
+        use futures_util::FutureExt;
+        let l: &dyn Ledger = &MemoryLedger::new();
+        let lease = Duration::from_secs(30);
+        let spend = |nonce: Nonce| {
+            let got = l.lease(&nonce, Owner(7), u64::MAX, lease, 1).now_or_never();
+            assert_eq!(got.unwrap().unwrap(), Acquire::Granted);
+            let got = l.commit(&nonce, Owner(7), None).now_or_never();
+            assert_eq!(got.unwrap().unwrap(), Some(1));
+        };
+        // Same shard (the first byte picks it), so its maps already have room.
+        let (warm, measured) = (
+            [1; 16],
+            [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16],
+        );
+        spend(warm);
+        let made = crate::alloc_count::allocations(|| spend(measured));
+        assert_eq!(made, 0);
+        assert_eq!(
+            l.lease(&measured, Owner(8), u64::MAX, lease, 1)
+                .now_or_never()
+                .unwrap()
+                .unwrap(),
+            Acquire::Used
+        );
     }
 
     #[test]

@@ -29,6 +29,9 @@ pub mod memory;
 pub mod redis;
 pub mod redis_conn;
 
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -105,6 +108,41 @@ pub enum LedgerError {
     Unavailable(String),
 }
 
+/// What a call on the download path ([`Ledger::lease`], [`Ledger::commit`],
+/// [`StatsStore::record_use`]) returns: either answered already, or a future to wait on.
+///
+/// An in-process ledger decides under a lock and has its answer before it returns; boxing a
+/// future for that (as `async_trait` does for every call) was three of a download's eight
+/// heap allocations. A remote ledger still returns a boxed future. The other calls are rarer
+/// and keep `async_trait`'s form.
+///
+/// [`StatsStore::record_use`]: crate::stats::StatsStore::record_use
+pub enum Answer<'a, T> {
+    Now(std::future::Ready<T>),
+    Later(Pin<Box<dyn Future<Output = T> + Send + 'a>>),
+}
+
+impl<'a, T> Answer<'a, T> {
+    pub fn now(value: T) -> Self {
+        Answer::Now(std::future::ready(value))
+    }
+
+    pub fn later(future: impl Future<Output = T> + Send + 'a) -> Self {
+        Answer::Later(Box::pin(future))
+    }
+}
+
+impl<T> Future for Answer<'_, T> {
+    type Output = T;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<T> {
+        match self.get_mut() {
+            Answer::Now(ready) => Pin::new(ready).poll(cx),
+            Answer::Later(future) => future.as_mut().poll(cx),
+        }
+    }
+}
+
 /// The ledger's transitions. Implementations must make each call atomic with respect to every
 /// other call on the same nonce, across every process that shares the ledger.
 #[async_trait]
@@ -113,14 +151,14 @@ pub trait Ledger: Send + Sync + 'static {
     /// as uses remain (`max_uses`, from the token, at least 1). `expires_at` (unix seconds) is
     /// the token's expiry, after which the entry may be forgotten. An `owner` that already
     /// holds a lease (or held one that lapsed) takes it again rather than a second one.
-    async fn lease(
-        &self,
-        nonce: &Nonce,
+    fn lease<'a>(
+        &'a self,
+        nonce: &'a Nonce,
         owner: Owner,
         expires_at: u64,
         lifetime: Duration,
         max_uses: u16,
-    ) -> Result<Acquire, LedgerError>;
+    ) -> Answer<'a, Result<Acquire, LedgerError>>;
 
     /// Extends `owner`'s lease by `lifetime` from now. `false` when `owner` no longer holds it
     /// (it lapsed and someone else took it, or the link was revoked).
@@ -134,12 +172,12 @@ pub trait Ledger: Send + Sync + 'static {
     /// Consumes one use if `owner` still holds its lease, and burns the link with the last.
     /// `Some(uses)`: the count of completed transfers now; `None` when `owner` does not hold
     /// a lease, in which case nothing changed.
-    async fn commit(
-        &self,
-        nonce: &Nonce,
+    fn commit<'a>(
+        &'a self,
+        nonce: &'a Nonce,
         owner: Owner,
         receipt: Option<Receipt>,
-    ) -> Result<Option<u16>, LedgerError>;
+    ) -> Answer<'a, Result<Option<u16>, LedgerError>>;
 
     /// Gives the lease back if `owner` still holds it, so the link can be used again.
     async fn release(&self, nonce: &Nonce, owner: Owner) -> Result<(), LedgerError>;

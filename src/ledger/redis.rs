@@ -34,7 +34,7 @@ use redis::{Script, Value};
 
 use super::memory::RETAIN_AFTER_EXPIRY_S;
 pub use super::redis_conn::{OpenError, RedisHandle, RedisOptions, Target, Topology};
-use super::{Acquire, Ledger, LedgerError, LinkState, Owner, Receipt, Revoke, Usage};
+use super::{Acquire, Answer, Ledger, LedgerError, LinkState, Owner, Receipt, Revoke, Usage};
 use crate::token::Nonce;
 
 pub use super::redis_conn::OP_TIMEOUT;
@@ -533,48 +533,50 @@ fn parse_usage(answer: &[String]) -> Usage {
 
 #[async_trait]
 impl Ledger for RedisLedger {
-    async fn lease(
-        &self,
-        nonce: &Nonce,
+    fn lease<'a>(
+        &'a self,
+        nonce: &'a Nonce,
         owner: Owner,
         expires_at: u64,
         lifetime: Duration,
         max_uses: u16,
-    ) -> Result<Acquire, LedgerError> {
-        let ms = lifetime.as_millis().max(1) as u64;
-        if max_uses > 1 {
-            let mut call = LEASE_SEVERAL.key(key(nonce));
-            call.arg(owner_tag(owner))
-                .arg(ms)
-                .arg(max_uses)
-                .arg(retain_until(expires_at));
-            let answer: String = self.script(call).await?;
-            return Ok(match answer.as_str() {
-                "G" => Acquire::Granted,
-                "B" => Acquire::Busy,
-                "R" => Acquire::Revoked,
-                _ => Acquire::Used,
-            });
-        }
-        let value = format!("{}{}", owner_tag(owner), retain_until(expires_at));
-        let mut cmd = redis::cmd("SET");
-        cmd.arg(key(nonce))
-            .arg(value)
-            .arg("NX")
-            .arg("GET")
-            .arg("PX")
-            .arg(ms);
-        let previous: Option<String> = self
-            .redis
-            .run(OP_TIMEOUT, move |mut c| async move {
-                cmd.query_async(&mut c).await
+    ) -> Answer<'a, Result<Acquire, LedgerError>> {
+        Answer::later(async move {
+            let ms = lifetime.as_millis().max(1) as u64;
+            if max_uses > 1 {
+                let mut call = LEASE_SEVERAL.key(key(nonce));
+                call.arg(owner_tag(owner))
+                    .arg(ms)
+                    .arg(max_uses)
+                    .arg(retain_until(expires_at));
+                let answer: String = self.script(call).await?;
+                return Ok(match answer.as_str() {
+                    "G" => Acquire::Granted,
+                    "B" => Acquire::Busy,
+                    "R" => Acquire::Revoked,
+                    _ => Acquire::Used,
+                });
+            }
+            let value = format!("{}{}", owner_tag(owner), retain_until(expires_at));
+            let mut cmd = redis::cmd("SET");
+            cmd.arg(key(nonce))
+                .arg(value)
+                .arg("NX")
+                .arg("GET")
+                .arg("PX")
+                .arg(ms);
+            let previous: Option<String> = self
+                .redis
+                .run(OP_TIMEOUT, move |mut c| async move {
+                    cmd.query_async(&mut c).await
+                })
+                .await?;
+            Ok(match previous.as_deref().map(parse_state) {
+                None => Acquire::Granted,
+                Some(LinkState::InProgress) => Acquire::Busy,
+                Some(LinkState::Revoked) => Acquire::Revoked,
+                Some(_) => Acquire::Used,
             })
-            .await?;
-        Ok(match previous.as_deref().map(parse_state) {
-            None => Acquire::Granted,
-            Some(LinkState::InProgress) => Acquire::Busy,
-            Some(LinkState::Revoked) => Acquire::Revoked,
-            Some(_) => Acquire::Used,
         })
     }
 
@@ -596,17 +598,19 @@ impl Ledger for RedisLedger {
         Ok(renewed == 1)
     }
 
-    async fn commit(
-        &self,
-        nonce: &Nonce,
+    fn commit<'a>(
+        &'a self,
+        nonce: &'a Nonce,
         owner: Owner,
         receipt: Option<Receipt>,
-    ) -> Result<Option<u16>, LedgerError> {
-        let mut call = COMMIT.key(key(nonce));
-        call.arg(owner_tag(owner)).arg(burned_value(receipt));
-        // The script answers the uses spent after this commit, 0 when the lease was lost.
-        let uses: i64 = self.burn(key(nonce), call, |c: &i64| *c > 0).await?;
-        Ok((uses > 0).then(|| uses.min(i64::from(u16::MAX)) as u16))
+    ) -> Answer<'a, Result<Option<u16>, LedgerError>> {
+        Answer::later(async move {
+            let mut call = COMMIT.key(key(nonce));
+            call.arg(owner_tag(owner)).arg(burned_value(receipt));
+            // The script answers the uses spent after this commit, 0 when the lease was lost.
+            let uses: i64 = self.burn(key(nonce), call, |c: &i64| *c > 0).await?;
+            Ok((uses > 0).then(|| uses.min(i64::from(u16::MAX)) as u16))
+        })
     }
 
     async fn release(&self, nonce: &Nonce, owner: Owner) -> Result<(), LedgerError> {

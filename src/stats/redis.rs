@@ -22,8 +22,8 @@ use ::redis::Script;
 use async_trait::async_trait;
 
 use super::{Statistics, StatsStore};
-use crate::ledger::LedgerError;
 use crate::ledger::redis::{OP_TIMEOUT, RedisHandle};
+use crate::ledger::{Answer, LedgerError};
 
 /// A record waits at most this long: minting never fails for stats, and should not be slowed
 /// much by a Redis that hangs either (a refused connection fails at once).
@@ -165,8 +165,12 @@ impl StatsStore for RedisStats {
         self.record(session, "m", expires_at).await
     }
 
-    async fn record_use(&self, session: Option<&str>, expires_at: u64) -> Result<(), LedgerError> {
-        self.record(session, "u", expires_at).await
+    fn record_use<'a>(
+        &'a self,
+        session: Option<&'a str>,
+        expires_at: u64,
+    ) -> Answer<'a, Result<(), LedgerError>> {
+        Answer::later(self.record(session, "u", expires_at))
     }
 
     async fn snapshot(
