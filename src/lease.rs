@@ -17,6 +17,7 @@ use tokio::time::{Instant, Interval, MissedTickBehavior};
 
 use crate::ledger::{Acquire, Ledger, LedgerError, LinkState, Owner, Receipt};
 use crate::metrics::ActiveTransfer;
+use crate::session::SessionId;
 use crate::stats::StatsStore;
 use crate::token::{Claims, Nonce};
 use crate::webhooks::{Completed, Event, Webhooks};
@@ -109,9 +110,9 @@ impl LeaseKeeper {
                 claims: self.webhooks.as_ref().map(|_| Box::new(claims.clone())),
                 client,
                 bytes: 0,
-                session: claims.session.as_ref().map(|s| s.as_str().to_string()),
+                session: claims.session.clone(),
                 owner,
-                valid_until: Arc::new(Mutex::new(asked_at + self.lifetime - MARGIN)),
+                valid_until: Mutex::new(Until::Own(asked_at + self.lifetime - MARGIN)),
                 settled: false,
                 _active: ActiveTransfer::start(),
             }),
@@ -135,17 +136,25 @@ pub struct Lease {
     client: IpAddr,
     /// Bytes a download handed over, for the webhook event.
     bytes: u64,
-    session: Option<String>,
+    session: Option<SessionId>,
     owner: Owner,
-    /// Until when acting is safe: the last known ledger deadline less [`MARGIN`]. Shared with
-    /// [`Deadline`] handles, which blocking code checks right before it acts.
-    valid_until: Arc<Mutex<Instant>>,
+    /// Until when acting is safe: the last known ledger deadline less [`MARGIN`].
+    valid_until: Mutex<Until>,
     settled: bool,
     _active: ActiveTransfer,
 }
 
+/// Where a lease keeps its deadline: in the lease until something asks for a [`Deadline`]
+/// handle, then in a cell the lease and its handles share. Only uploads ask (blocking code
+/// checks the handle right before it renames), so a download's lease allocates nothing for it.
+/// Both forms sit behind the lease's one lock, so there is one value at any time.
+enum Until {
+    Own(Instant),
+    Shared(Arc<Mutex<Instant>>),
+}
+
 /// A read-only view of a lease's deadline, for code that cannot hold the lease itself (a
-/// rename on the blocking pool).
+/// rename on the blocking pool). It follows every later renewal of the lease.
 #[derive(Clone)]
 pub struct Deadline(Arc<Mutex<Instant>>);
 
@@ -159,7 +168,10 @@ impl Deadline {
 impl Lease {
     /// When acting stops being safe unless the lease is renewed.
     pub fn valid_until(&self) -> Instant {
-        *lock(&self.valid_until)
+        match &*lock(&self.valid_until) {
+            Until::Own(at) => *at,
+            Until::Shared(cell) => *lock(cell),
+        }
     }
 
     /// Whether the lease was taken or renewed within the last renewal [`period`]: renewing it
@@ -173,7 +185,16 @@ impl Lease {
     }
 
     pub fn deadline(&self) -> Deadline {
-        Deadline(self.valid_until.clone())
+        let mut until = lock(&self.valid_until);
+        let cell = match &*until {
+            Until::Shared(cell) => cell.clone(),
+            Until::Own(at) => {
+                let cell = Arc::new(Mutex::new(*at));
+                *until = Until::Shared(cell.clone());
+                cell
+            }
+        };
+        Deadline(cell)
     }
 
     /// A timer that ticks every renewal [`period`], the first tick one period from now.
@@ -229,11 +250,15 @@ impl Lease {
     }
 
     fn set_deadline(&self, held: bool, asked_at: Instant) {
-        *lock(&self.valid_until) = if held {
+        let at = if held {
             asked_at + self.keeper.lifetime - MARGIN
         } else {
             asked_at
         };
+        match &mut *lock(&self.valid_until) {
+            Until::Own(own) => *own = at,
+            Until::Shared(cell) => *lock(cell) = at,
+        }
     }
 
     /// Consumes one use of the link (with an upload's receipt), burning it with the last, and
@@ -260,7 +285,10 @@ impl Lease {
             && let Err(e) = self
                 .keeper
                 .stats
-                .record_use(self.session.as_deref(), self.expires_at)
+                .record_use(
+                    self.session.as_ref().map(SessionId::as_str),
+                    self.expires_at,
+                )
                 .await
         {
             tracing::warn!(error = %e, "could not count a used link");
@@ -483,6 +511,55 @@ mod tests {
         assert!(!lease.deadline().holds(), "a lost lease's deadline is now");
         assert!(matches!(lease.hold().await, Err(LeaseError::Busy)));
         other.release().await;
+    }
+
+    /// A download's lease, from taking it to its burn, allocates nothing once the ledger's
+    /// maps have room: its deadline stays in the lease (no handle is asked for) and the memory
+    /// ledger and stats answer at once.
+    #[test]
+    fn a_downloads_lease_allocates_nothing() {
+        use futures_util::FutureExt;
+        let (keeper, stats) = keeper(Duration::from_secs(30));
+        let spend = |c: &Claims| {
+            let mut lease = keeper.acquire(c, LOCAL).now_or_never().unwrap().unwrap();
+            assert!(lease.fresh());
+            let burned = lease.commit_delivered(4096).now_or_never().unwrap();
+            assert!(burned.unwrap());
+        };
+        let (warm, mut measured) = (claims(), claims());
+        // The ledger's shard is picked by the nonce's first byte: the same as the warm-up's.
+        measured.nonce[0] = warm.nonce[0];
+        spend(&warm);
+        let made = crate::alloc_count::allocations(|| spend(&measured));
+        assert_eq!(made, 0);
+        let counted = stats.snapshot(None, unix_now()).now_or_never().unwrap();
+        assert_eq!(counted.unwrap().used_tokens, 2);
+    }
+
+    /// A handle taken before a renewal (an upload takes one before its rename) sees the
+    /// renewed deadline, and sees it fall to now when the lease is lost.
+    #[tokio::test(start_paused = true)]
+    async fn a_deadline_handle_follows_the_leases_renewals() {
+        let (keeper, _) = keeper(Duration::from_secs(30));
+        let c = claims();
+        let lease = keeper.acquire(&c, LOCAL).await.unwrap();
+        let handle = lease.deadline();
+        assert!(handle.holds());
+        tokio::time::advance(Duration::from_secs(20)).await;
+        assert!(lease.renew().await.unwrap());
+        tokio::time::advance(Duration::from_secs(20)).await;
+        assert!(
+            handle.holds(),
+            "past the first deadline, within the renewed one"
+        );
+        assert_eq!(handle.holds(), lease.deadline().holds());
+
+        keeper.ledger.revoke(&c.nonce, c.expires_at).await.unwrap();
+        assert!(!lease.renew().await.unwrap());
+        assert!(
+            !handle.holds(),
+            "a lost lease's deadline is now, for every handle"
+        );
     }
 
     #[tokio::test(start_paused = true)]

@@ -5,10 +5,12 @@
 //! fall back to the root sandbox by mistake.
 
 use std::fmt;
+use std::sync::Arc;
 
-/// A validated session id: `[A-Za-z0-9_-]{1,64}`. Its sandbox is `{root}/{session}`.
+/// A validated session id: `[A-Za-z0-9_-]{1,64}`. Its sandbox is `{root}/{session}`. Shared,
+/// because a transfer's lease and audit line keep it too: verifying a token allocates it once.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct SessionId(String);
+pub struct SessionId(Arc<str>);
 
 /// A string that is not a session id.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
@@ -22,7 +24,7 @@ impl SessionId {
             && s.bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
         if ok {
-            Ok(SessionId(s.to_string()))
+            Ok(SessionId(Arc::from(s)))
         } else {
             Err(BadSession)
         }

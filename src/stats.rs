@@ -90,14 +90,33 @@ impl Counters {
 
 #[derive(Default)]
 pub struct MemoryStats {
-    sessions: Mutex<HashMap<Option<String>, Counters>>,
+    sessions: Mutex<Sessions>,
+}
+
+/// The root sandbox's counters apart from the named sessions', so that finding a session's
+/// counters takes its name as a `&str` and allocates only for a session seen the first time.
+#[derive(Default)]
+struct Sessions {
+    root: Counters,
+    named: HashMap<String, Counters>,
+}
+
+impl Sessions {
+    fn counters(&mut self, session: Option<&str>) -> &mut Counters {
+        let Some(name) = session else {
+            return &mut self.root;
+        };
+        if !self.named.contains_key(name) {
+            self.named.insert(name.to_string(), Counters::default());
+        }
+        self.named.get_mut(name).expect("inserted above")
+    }
 }
 
 impl MemoryStats {
     fn with<R>(&self, session: Option<&str>, f: impl FnOnce(&mut Counters) -> R) -> R {
-        let mut map = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
-        let key = session.map(str::to_string);
-        f(map.entry(key).or_default())
+        let mut sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
+        f(sessions.counters(session))
     }
 }
 
@@ -136,11 +155,14 @@ impl StatsStore for MemoryStats {
         session: Option<Option<&str>>,
         now_unix: u64,
     ) -> Result<Statistics, LedgerError> {
-        let mut map = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
+        let mut sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
+        let Sessions { root, named } = &mut *sessions;
+        let every = std::iter::once((None, root))
+            .chain(named.iter_mut().map(|(k, c)| (Some(k.as_str()), c)));
         let mut total = Statistics::default();
-        for (key, counters) in map.iter_mut() {
+        for (key, counters) in every {
             if let Some(wanted) = session
-                && key.as_deref() != wanted
+                && key != wanted
             {
                 continue;
             }
@@ -164,14 +186,17 @@ mod tests {
     use super::*;
 
     /// Through `dyn StatsStore`, as a download's settling calls it: recording a use is
-    /// answered at once and allocates nothing for a counter that exists.
+    /// answered at once and allocates nothing for a counter that exists, the root's or a
+    /// session's.
     #[test]
     fn recording_a_use_allocates_nothing() {
         use futures_util::FutureExt;
         let s: &dyn StatsStore = &MemoryStats::default();
-        let record = || s.record_use(None, 100).now_or_never().unwrap().unwrap();
-        record();
-        assert_eq!(crate::alloc_count::allocations(record), 0);
+        for session in [None, Some("s1")] {
+            let record = || s.record_use(session, 100).now_or_never().unwrap().unwrap();
+            record();
+            assert_eq!(crate::alloc_count::allocations(record), 0, "{session:?}");
+        }
     }
 
     #[tokio::test]

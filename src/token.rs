@@ -98,8 +98,9 @@ pub struct Claims {
     /// session is not a valid id never verifies (it is `Malformed`), and nothing downstream
     /// parses it again.
     pub session: Option<SessionId>,
-    /// Relative to the session's sandbox, `/`-separated, already normalised.
-    pub path: String,
+    /// Relative to the session's sandbox, `/`-separated, already normalised. Shared, because
+    /// a transfer's audit line keeps it too: verifying a token allocates it once.
+    pub path: Arc<str>,
     /// Unix seconds.
     pub expires_at: u64,
     pub nonce: Nonce,
@@ -122,7 +123,7 @@ impl Claims {
         Claims {
             direction,
             session,
-            path,
+            path: path.into(),
             expires_at,
             nonce: rand::random(),
             max_bytes: None,
@@ -512,8 +513,8 @@ impl<'a> Reader<'a> {
     fn u64(&mut self) -> Result<u64, TokenError> {
         Ok(u64::from_be_bytes(self.array()?))
     }
-    fn string(&mut self, n: usize) -> Result<String, TokenError> {
-        String::from_utf8(self.take(n)?.to_vec()).map_err(|_| TokenError::Malformed)
+    fn text(&mut self, n: usize) -> Result<&'a str, TokenError> {
+        std::str::from_utf8(self.take(n)?).map_err(|_| TokenError::Malformed)
     }
 }
 
@@ -527,12 +528,12 @@ fn decode_claims(body: &[u8]) -> Result<Claims, TokenError> {
     let nonce = r.array::<NONCE_LEN>()?;
     let session = if flags & FLAG_SESSION != 0 {
         let n = r.u8()? as usize;
-        Some(SessionId::parse(&r.string(n)?).map_err(|_| TokenError::Malformed)?)
+        Some(SessionId::parse(r.text(n)?).map_err(|_| TokenError::Malformed)?)
     } else {
         None
     };
     let path_len = u16::from_be_bytes(r.array()?) as usize;
-    let path = r.string(path_len)?;
+    let path = Arc::from(r.text(path_len)?);
     let max_bytes = (flags & FLAG_MAX_BYTES != 0).then(|| r.u64()).transpose()?;
     let sha256 = (flags & FLAG_SHA256 != 0)
         .then(|| r.array::<32>())
@@ -617,7 +618,7 @@ mod tests {
         let mut lengths = std::collections::BTreeSet::new();
         for n in 1..1200 {
             let mut claims = sample();
-            claims.path = "p".repeat(n);
+            claims.path = "p".repeat(n).into();
             let token = ring.sign(&claims);
             lengths.insert(token.len());
             assert_eq!(ring.verify(&token).unwrap().claims, claims, "{n}");
@@ -890,7 +891,7 @@ mod tests {
                         Direction::Download
                     },
                     session: session.map(|s| SessionId::parse(&s).unwrap()),
-                    path,
+                    path: path.into(),
                     expires_at: exp,
                     nonce,
                     max_bytes: max,

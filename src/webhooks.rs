@@ -149,7 +149,7 @@ impl Event {
             data: EventData {
                 link: claims.short_id(),
                 direction: claims.direction.as_str().to_string(),
-                path: claims.path.clone(),
+                path: claims.path.to_string(),
                 session: claims.session.as_ref().map(|s| s.as_str().to_string()),
                 bytes: data.bytes,
                 sha256: data.sha256.map(|d| hex(&d)),

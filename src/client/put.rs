@@ -121,7 +121,7 @@ pub async fn put(options: PutOptions) -> Result<Receipt, ClientError> {
                 ));
             }
             Ok(Receipt {
-                path: claims.path,
+                path: claims.path.to_string(),
                 bytes: size,
                 sha256: hex(&sha256),
             })

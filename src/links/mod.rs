@@ -165,7 +165,7 @@ impl Minter {
         Ok(Minted {
             url: self.url_for(&token, &name),
             token,
-            path: claims.path.clone(),
+            path: claims.path.to_string(),
             direction,
             kind: kind.as_str(),
             size: Some(size),
@@ -232,7 +232,7 @@ impl Minter {
         Ok(Minted {
             url: self.url_for(&token, name),
             token,
-            path: claims.path.clone(),
+            path: claims.path.to_string(),
             direction: Direction::Upload,
             kind: Kind::File.as_str(),
             size: None,

@@ -115,7 +115,7 @@ impl LinkStatus {
         LinkStatus {
             state,
             direction: claims.direction,
-            path: claims.path.clone(),
+            path: claims.path.to_string(),
             expires_at: rfc3339(claims.expires_at),
             max_uses: claims.max_uses,
             uses: usage.uses.min(claims.max_uses),

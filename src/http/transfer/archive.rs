@@ -43,7 +43,12 @@ pub async fn get(app: &Arc<App>, link: &Link, tree: Tree) -> Result<Response, Ap
         ))
     })?;
     let lease = app.leases.acquire(claims, link.client).await?;
-    let archive = stream::start(tree, claims.path.clone(), stream::Settings::default(), slot);
+    let archive = stream::start(
+        tree,
+        claims.path.to_string(),
+        stream::Settings::default(),
+        slot,
+    );
     let settle = Settle {
         audit: TransferAudit::new(claims, link.client),
     };

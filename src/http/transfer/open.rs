@@ -85,7 +85,7 @@ pub async fn target(
             }
             Err(SandboxError::NotAFileOrDirectory) => {
                 let base = sandbox.session_dir(session)?;
-                if base.metadata(&path)?.is_dir() {
+                if base.metadata(&*path)?.is_dir() {
                     Ok(Target::Directory {
                         tree: Tree::Disk(base),
                     })

@@ -564,7 +564,7 @@ async fn delete_inner(
     let nonce = hex(&claims.nonce);
     let removed = match &app.storage {
         Storage::Bucket(store) => {
-            let (session, path) = (claims.session.as_ref(), claims.path.as_str());
+            let (session, path) = (claims.session.as_ref(), &*claims.path);
             match store.load_partial(session, path, &nonce).await {
                 Ok(Some(partial)) => store.remove_partial(partial).await.map_err(ApiError::from),
                 Ok(None) => Err(ApiError::NotFound),

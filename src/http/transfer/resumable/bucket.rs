@@ -42,7 +42,7 @@ pub(super) async fn create(
     length: u64,
     announced: Option<[u8; 32]>,
 ) -> Result<Partial, ApiError> {
-    let (session, rel) = (claims.session.as_ref(), claims.path.as_str());
+    let (session, rel) = (claims.session.as_ref(), &*claims.path);
     if !claims.overwrite && bucket.head(session, rel).await?.is_some() {
         return Err(upload::exists());
     }
