@@ -209,3 +209,70 @@ async fn a_running_transfer_is_active_until_it_settles() {
         "{text}"
     );
 }
+
+/// Downloads served on many connections, so by both event loops, add up in one series each,
+/// and the gauge of running transfers comes back to zero.
+#[tokio::test]
+async fn downloads_served_by_every_event_loop_add_up_in_one_series() {
+    const DOWNLOADS: usize = 32;
+    let s = Server::start();
+    let data = pattern(4096);
+    s.write("small.bin", &data);
+    let mut links = Vec::new();
+    for _ in 0..DOWNLOADS {
+        links.push(s.mint("small.bin").await);
+    }
+    // A connection per download.
+    let fresh = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap();
+    let got: Vec<usize> = futures_util::stream::iter(links.iter().cloned())
+        .map(|url| {
+            let fresh = fresh.clone();
+            async move {
+                let r = fresh.get(url).send().await.unwrap();
+                assert_eq!(r.status(), 200);
+                r.bytes().await.unwrap().len()
+            }
+        })
+        .buffer_unordered(8)
+        .collect()
+        .await;
+    assert_eq!(got, vec![data.len(); DOWNLOADS]);
+    for url in &links {
+        assert_eq!(s.settled_state(url).await, "used");
+    }
+
+    let text = scrape(&s).await;
+    let get = |name: &str, labels: &[(&str, &str)]| {
+        sample(&text, name, labels).unwrap_or_else(|| panic!("{name} {labels:?} in\n{text}"))
+    };
+    let n = DOWNLOADS as f64;
+    assert_eq!(
+        get(
+            "burnlink_transfers_total",
+            &[("direction", "download"), ("outcome", "completed")]
+        ),
+        n
+    );
+    assert_eq!(
+        get(
+            "burnlink_transfer_bytes_total",
+            &[("direction", "download")]
+        ),
+        n * data.len() as f64
+    );
+    assert_eq!(
+        get(
+            "burnlink_http_request_duration_seconds_count",
+            &[
+                ("method", "GET"),
+                ("route", "/transfer/{token}/{name}"),
+                ("status", "200")
+            ]
+        ),
+        n
+    );
+    assert_eq!(get("burnlink_active_transfers", &[]), 0.0);
+}
