@@ -128,8 +128,19 @@ fn read_small(file: &std::fs::File, meta: &std::fs::Metadata) -> Option<Bytes> {
     Some(Bytes::from(buf))
 }
 
+thread_local! {
+    /// Where a thread reads small files' bytes for [`from_cache`]. A response drops its
+    /// `Bytes` once written, and the next read on the thread takes that memory again
+    /// (`BytesMut::reserve` reclaims a buffer nothing else holds), so a loop serving small
+    /// files allocates nothing for their bytes. While a response still holds the last bytes (a
+    /// slow client), the next read gets new memory and the old is freed with that response.
+    /// About [`PREFETCH_MAX`] at most stays behind per thread.
+    static SMALL: std::cell::RefCell<bytes::BytesMut> = std::cell::RefCell::new(bytes::BytesMut::new());
+}
+
 /// The non-blocking fast path: `RESOLVE_CACHED` for the path, then `RWF_NOWAIT` for a small
-/// file's bytes. `None` sends the request to the blocking pool.
+/// file's bytes, read into this thread's [`SMALL`]. `None` sends the request to the blocking
+/// pool.
 fn from_cache(sandbox: &Sandbox, claims: &Claims) -> Option<Target> {
     let (file, meta) = sandbox.open_file_cached(claims.session.as_ref(), &claims.path)?;
     if meta.len() > PREFETCH_MAX {
@@ -140,38 +151,50 @@ fn from_cache(sandbox: &Sandbox, claims: &Claims) -> Option<Target> {
             bytes: None,
         });
     }
-    let mut buf = vec![0u8; meta.len() as usize];
+    SMALL.with_borrow_mut(|buf| {
+        buf.clear();
+        buf.resize(meta.len() as usize, 0);
+        let read = read_cached(&file, &meta, buf);
+        // Not all in the page cache (EAGAIN), short, or failed: the blocking path decides.
+        match read {
+            Ok(n) if n == buf.len() => Some(Target::File {
+                file,
+                meta,
+                bytes: Some(buf.split().freeze()),
+            }),
+            _ => None,
+        }
+    })
+}
+
+/// Reads all of `buf` from the start of `file` if the kernel can do it without waiting for a
+/// device.
+fn read_cached(
+    file: &std::fs::File,
+    meta: &std::fs::Metadata,
+    buf: &mut [u8],
+) -> rustix::io::Result<usize> {
     // tmpfs does not take `RWF_NOWAIT` (Linux 6.18 still says EOPNOTSUPP), and without this
     // every small download from it took the blocking pool and opened its file again: 0.37-0.63
     // of nginx's rate at c=32 (docs/benchmarks.md, the eighth pass). Its pages are memory, so a
     // plain read cannot wait for a device. The filesystem last found to be such is remembered,
     // so its later downloads skip the refused call and the check.
     static IN_MEMORY: AtomicU64 = AtomicU64::new(u64::MAX);
-    let dev = std::os::unix::fs::MetadataExt::dev(&meta);
-    let read = if dev == IN_MEMORY.load(Ordering::Relaxed) {
-        rustix::io::pread(&file, &mut buf, 0)
-    } else {
-        match rustix::io::preadv2(
-            &file,
-            &mut [std::io::IoSliceMut::new(&mut buf)],
-            0,
-            rustix::io::ReadWriteFlags::NOWAIT,
-        ) {
-            Err(rustix::io::Errno::OPNOTSUPP) if memory_backed(&file) => {
-                IN_MEMORY.store(dev, Ordering::Relaxed);
-                rustix::io::pread(&file, &mut buf, 0)
-            }
-            other => other,
+    let dev = std::os::unix::fs::MetadataExt::dev(meta);
+    if dev == IN_MEMORY.load(Ordering::Relaxed) {
+        return rustix::io::pread(file, buf, 0);
+    }
+    match rustix::io::preadv2(
+        file,
+        &mut [std::io::IoSliceMut::new(buf)],
+        0,
+        rustix::io::ReadWriteFlags::NOWAIT,
+    ) {
+        Err(rustix::io::Errno::OPNOTSUPP) if memory_backed(file) => {
+            IN_MEMORY.store(dev, Ordering::Relaxed);
+            rustix::io::pread(file, buf, 0)
         }
-    };
-    // Not all in the page cache (EAGAIN), short, or failed: the blocking path decides.
-    match read {
-        Ok(n) if n == buf.len() => Some(Target::File {
-            file,
-            meta,
-            bytes: Some(Bytes::from(buf)),
-        }),
-        _ => None,
+        other => other,
     }
 }
 
@@ -226,11 +249,9 @@ pub async fn describe(storage: &Storage, claims: &Claims) -> Result<(Kind, Optio
 mod tests {
     use super::*;
 
-    /// A small file on tmpfs is read right on the event loop, bytes and all, as one in the
-    /// page cache of a disk is: tmpfs refuses `RWF_NOWAIT`, and a refusal used to send every
-    /// such download to the blocking pool.
-    #[test]
-    fn a_small_file_on_tmpfs_is_read_without_the_blocking_pool() {
+    /// A 4 KiB file on tmpfs, its bytes, and a download link's claims for it; `None` (after
+    /// saying why) where this machine has no tmpfs at `/dev/shm`, which fails under `CI`.
+    fn small_file_on_tmpfs() -> Option<(tempfile::TempDir, Vec<u8>, Sandbox, Claims)> {
         let shm = std::path::Path::new("/dev/shm");
         if !shm.is_dir() {
             assert!(
@@ -238,7 +259,7 @@ mod tests {
                 "/dev/shm (tmpfs) is missing"
             );
             eprintln!("skipped: no /dev/shm on this machine");
-            return;
+            return None;
         }
         let dir = tempfile::tempdir_in(shm).unwrap();
         let bytes: Vec<u8> = (0..4096u32).map(|i| (i % 251) as u8).collect();
@@ -252,15 +273,55 @@ mod tests {
             "small.bin".into(),
             u64::MAX,
         );
+        Some((dir, bytes, sandbox, claims))
+    }
+
+    fn cached_bytes(sandbox: &Sandbox, claims: &Claims) -> Bytes {
+        match from_cache(sandbox, claims) {
+            Some(Target::File {
+                bytes: Some(read), ..
+            }) => read,
+            Some(_) => panic!("opened, but the bytes were left for the blocking pool"),
+            None => panic!("sent to the blocking pool"),
+        }
+    }
+
+    /// A small file on tmpfs is read right on the event loop, bytes and all, as one in the
+    /// page cache of a disk is: tmpfs refuses `RWF_NOWAIT`, and a refusal used to send every
+    /// such download to the blocking pool.
+    #[test]
+    fn a_small_file_on_tmpfs_is_read_without_the_blocking_pool() {
+        let Some((_dir, bytes, sandbox, claims)) = small_file_on_tmpfs() else {
+            return;
+        };
         // Twice: the first finds the filesystem in memory, the second remembers it.
         for _ in 0..2 {
-            match from_cache(&sandbox, &claims) {
-                Some(Target::File {
-                    bytes: Some(read), ..
-                }) => assert_eq!(&read[..], &bytes[..]),
-                Some(_) => panic!("opened, but the bytes were left for the blocking pool"),
-                None => panic!("sent to the blocking pool"),
-            }
+            assert_eq!(&cached_bytes(&sandbox, &claims)[..], &bytes[..]);
         }
+    }
+
+    /// A thread reading small files one response after another reuses one buffer and
+    /// allocates nothing for their bytes; a response still holding its bytes keeps them intact
+    /// while the next read takes other memory.
+    #[test]
+    fn small_files_are_read_into_memory_the_last_response_gave_back() {
+        let Some((_dir, bytes, sandbox, claims)) = small_file_on_tmpfs() else {
+            return;
+        };
+        let first = cached_bytes(&sandbox, &claims);
+        let at = first.as_ptr();
+        drop(first);
+        let made = crate::alloc_count::allocations(|| {
+            let again = cached_bytes(&sandbox, &claims);
+            assert_eq!(again.as_ptr(), at, "the buffer given back was not reused");
+            assert_eq!(&again[..], &bytes[..]);
+        });
+        assert_eq!(made, 0);
+
+        let held = cached_bytes(&sandbox, &claims);
+        let next = cached_bytes(&sandbox, &claims);
+        assert_ne!(held.as_ptr(), next.as_ptr());
+        assert_eq!(&held[..], &bytes[..]);
+        assert_eq!(&next[..], &bytes[..]);
     }
 }
