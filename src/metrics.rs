@@ -21,6 +21,7 @@ pub const ACTIVE_TRANSFERS: &str = "burnlink_active_transfers";
 pub const LEDGER_ENTRIES: &str = "burnlink_ledger_entries";
 pub const LEDGER_UNREPLICATED: &str = "burnlink_ledger_unreplicated_total";
 pub const REQUEST_DURATION: &str = "burnlink_http_request_duration_seconds";
+pub const OPEN_CONNECTIONS: &str = "burnlink_open_connections";
 
 /// Upper bounds of the latency histogram: from a cached-token answer (well under a
 /// millisecond) to a slow upload's fsync and rename.
@@ -73,6 +74,10 @@ fn describe() {
     );
     metrics::describe_gauge!(ACTIVE_TRANSFERS, "Transfers holding a lease right now");
     metrics::describe_gauge!(LEDGER_ENTRIES, "Entries in the link ledger, read at scrape");
+    metrics::describe_gauge!(
+        OPEN_CONNECTIONS,
+        "Client connections open now, by the event loop that serves them"
+    );
     metrics::describe_counter!(
         LEDGER_UNREPLICATED,
         "Burns that fewer Redis replicas than BURNLINK_LEDGER_REPLICAS acknowledged in time"
@@ -97,6 +102,16 @@ pub fn expose_ledger_unreplicated() {
 /// The Prometheus text of everything recorded so far (empty before [`install`]).
 pub fn render() -> String {
     HANDLE.get().map(|h| h.render()).unwrap_or_default()
+}
+
+/// The open connections of one event loop (`loop` is its number, or `shared` for the shared
+/// runtime). A connection stays on the loop that accepted it until it closes, so operators
+/// can see when a few long-lived connections (a proxy's keep-alive pool) left a loop idle
+/// (docs/operations.md). Shown at 0 from the loop's start, so every loop has a series.
+pub fn loop_connections(label: String) -> metrics::Gauge {
+    let gauge = metrics::gauge!(OPEN_CONNECTIONS, "loop" => label);
+    gauge.set(0.0);
+    gauge
 }
 
 /// Sets the ledger-size gauge, read fresh at each scrape.

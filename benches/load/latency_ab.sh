@@ -2,7 +2,8 @@
 # 4 KiB one-time downloads from burnlink and secure_link downloads from nginx, alternating, one
 # wrk run each per round, so both see the same machine in the same minute. Prints each pair's
 # requests/s and p99, each server's CPU per request (and the user part of it), its preemptions
-# and the machine's context switches per request (wrk's setup included), and the counts
+# and the machine's context switches per request (wrk's setup included), how burnlink's
+# connections were split between its event loops midway through its run, and the counts
 # of rounds in which burnlink's p99 was the lower. run.sh
 # measures one pair per row; this shows how far a row's p99 moves from one run to the next.
 #
@@ -45,7 +46,10 @@ lower=0
 for i in $(seq 1 "$rounds"); do
   urls="$work/bl_urls.$(printf '%03d' $((i - 1)))"
   t0=$(ticks "$bl_pid"); u0=$(user_ticks "$bl_pid"); s0=$(preempted "$bl_pid"); c0=$(ctxt)
+  ( sleep "$(awk -v d="$dur" 'BEGIN { print d / 2 }')"; loop_connections "$bl_pid" "$bl_port" > "$work/split" ) &
+  split_pid=$!
   b=$(wrk -t"$t" -c"$c" -d"${dur}s" --latency -s "$here/walk.lua" "http://127.0.0.1:$bl_port" -- "$urls" "$t" | grep RESULT)
+  wait "$split_pid" || true
   t1=$(ticks "$bl_pid"); u1=$(user_ticks "$bl_pid"); s1=$(preempted "$bl_pid"); c1=$(ctxt); ng_workers=$(pgrep -P "$ng_pid")
   t2=$(ticks $ng_workers); u2=$(user_ticks $ng_workers); s2=$(preempted $ng_workers); c2=$(ctxt)
   n=$(wrk -t"$t" -c"$c" -d"${dur}s" --latency -s "$here/walk.lua" "http://127.0.0.1:$ng_port" -- "$work/ng_urls" "$t" | grep RESULT)
@@ -55,6 +59,7 @@ for i in $(seq 1 "$rounds"); do
   awk -v i="$i" -v hz="$hz" -v bs=$((s1 - s0)) -v ns=$((s3 - s2)) -v bt=$((t1 - t0)) -v nt=$((t3 - t2)) -v bu=$((u1 - u0)) -v nu=$((u3 - u2)) -v bc=$((c1 - c0)) -v nc=$((c3 - c2)) -v bq="$(echo "$b" | field requests)" -v nq="$(echo "$n" | field requests)" -v br="$(echo "$b" | field rps)" -v nr="$(echo "$n" | field rps)" -v bp="$bp" -v np="$np" 'BEGIN {
     printf "round %d: burnlink %.1f req/s p99 %.3f ms %.1f us CPU/req (user %.1f) %.2f preempted/req %.2f switches/req   nginx %.1f req/s p99 %.3f ms %.1f us CPU/req (user %.1f) %.2f preempted/req %.2f switches/req   ratio %.2f, p99 %s\n",
       i, br, bp, bt * 1e6 / hz / bq, bu * 1e6 / hz / bq, bs / bq, bc / bq, nr, np, nt * 1e6 / hz / nq, nu * 1e6 / hz / nq, ns / nq, nc / nq, br / nr, (bp <= np ? "lower" : "higher") }'
+  [ ! -s "$work/split" ] || echo "   burnlink's connections per event loop, midway: $(cat "$work/split")"
   if awk -v b="$bp" -v n="$np" 'BEGIN { exit !(b <= n) }'; then lower=$((lower + 1)); fi
 done
 echo "burnlink's p99 was the lower in $lower of $rounds rounds"

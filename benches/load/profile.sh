@@ -34,35 +34,13 @@ ticks() { awk '{ print $14 + $15 }' "/proc/$bl_pid/stat"; }
 user_ticks() { awk '{ print $14 }' "/proc/$bl_pid/stat"; }
 # Context switches of all the server's threads, voluntary (waits) and not (preemptions).
 switches() { cat /proc/"$bl_pid"/task/*/status 2>/dev/null | awk '/^voluntary_ctxt/ { v += $2 } /^nonvoluntary_ctxt/ { n += $2 } END { print v, n }'; }
-# The connections each event loop serves: the TCP sockets registered with its epoll instance,
-# the listening socket left out (and the Unix socket of tokio's signal handling, which every
-# instance holds). A loop's instance is found by the listener it holds; each appears twice
-# among the descriptors (tokio keeps a duplicate), so identical lists are counted once.
-loop_connections() {
-  local listener fd list tcp
-  listener=$(awk -v p="$(printf ':%04X' "$port")" '$2 ~ p"$" && $4 == "0A" { print $10; exit }' /proc/net/tcp)
-  tcp=$(awk 'NR > 1 { printf "socket:[%s] ", $10 }' /proc/net/tcp)
-  for fd in /proc/"$bl_pid"/fd/*; do
-    [ "$(readlink "$fd")" = "anon_inode:[eventpoll]" ] || continue
-    list=""
-    for t in $(awk '/^tfd:/ { print $2 }' "/proc/$bl_pid/fdinfo/${fd##*/}"); do
-      list="$list $(readlink "/proc/$bl_pid/fd/$t" 2>/dev/null)"
-    done
-    echo "$list"
-  done | sort -u | awk -v l="socket:[$listener]" -v tcp="$tcp" '
-    BEGIN { split(tcp, t, " "); for (i in t) is_tcp[t[i]] = 1 }
-    { n = 0; mine = 0
-      for (i = 1; i <= NF; i++) { if ($i == l) mine = 1; else if ($i in is_tcp) n++ }
-      if (mine) { s = s sep n; sep = " / " } }
-    END { print s }'
-}
 before=$(ticks); ubefore=$(user_ticks); sbefore=$(switches)
 rec=""
 if [ "$out" != - ]; then
   perf record -e cpu-clock -g -o "$out" -p "$bl_pid" -- sleep "$((dur + 1))" 2>/dev/null &
   rec=$!
 fi
-( sleep "$(awk -v d="$dur" 'BEGIN { print d / 2 }')"; loop_connections > "$work/split" ) &
+( sleep "$(awk -v d="$dur" 'BEGIN { print d / 2 }')"; loop_connections "$bl_pid" "$port" > "$work/split" ) &
 split_pid=$!
 r=$(wrk -t"$t" -c"$c" -d"${dur}s" --latency -s "$here/walk.lua" "http://127.0.0.1:$port" -- "$work/urls" "$t" | grep RESULT)
 after=$(ticks); uafter=$(user_ticks); safter=$(switches)

@@ -153,7 +153,8 @@ pub async fn serve(
     let mut loops = Vec::new();
     match listeners {
         Listeners::Shared(listener) => {
-            tokio::spawn(accept_loop(listener, shared.clone()));
+            let open = crate::metrics::loop_connections("shared".into());
+            tokio::spawn(accept_loop(listener, shared.clone(), open));
         }
         Listeners::PerLoop(listeners) => {
             for (i, (listener, cpu)) in listeners.into_iter().enumerate() {
@@ -164,7 +165,7 @@ pub async fn serve(
                         if let Some(cpu) = cpu {
                             affinity::pin_this_thread(cpu);
                         }
-                        event_loop(listener, shared, finished)
+                        event_loop(i, listener, shared, finished)
                     });
                 match spawned {
                     Ok(handle) => loops.push(handle),
@@ -203,9 +204,14 @@ pub async fn serve(
     }
 }
 
-/// One event loop: a single-threaded runtime that accepts on its descriptor of the listening
-/// socket and serves those connections until `finished`.
-fn event_loop(listener: std::net::TcpListener, shared: Arc<Shared>, finished: CancellationToken) {
+/// Event loop `index`: a single-threaded runtime that accepts on its descriptor of the
+/// listening socket and serves those connections until `finished`.
+fn event_loop(
+    index: usize,
+    listener: std::net::TcpListener,
+    shared: Arc<Shared>,
+    finished: CancellationToken,
+) {
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -218,7 +224,10 @@ fn event_loop(listener: std::net::TcpListener, shared: Arc<Shared>, finished: Ca
     };
     runtime.block_on(async move {
         match TcpListener::from_std(listener) {
-            Ok(listener) => accept_loop(listener, shared).await,
+            Ok(listener) => {
+                let open = crate::metrics::loop_connections(index.to_string());
+                accept_loop(listener, shared, open).await
+            }
             Err(e) => tracing::error!(error = %e, "an event loop could not take its socket"),
         }
         finished.cancelled().await;
@@ -226,7 +235,8 @@ fn event_loop(listener: std::net::TcpListener, shared: Arc<Shared>, finished: Ca
 }
 
 /// Accepts connections on `listener` and serves each on this runtime, until asked to stop.
-async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
+/// `open` counts this loop's connections while they are open.
+async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, open: metrics::Gauge) {
     let Shared {
         app,
         router,
@@ -289,7 +299,9 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
         };
         let (router, stop, cut, tls) = (router.clone(), stop.clone(), cut.clone(), tls.clone());
         let app = app.clone();
+        let counted = Counted::new(&open);
         conns.spawn(async move {
+            let _counted = counted;
             let probe_only = matches!(slot, Slot::Probe(_));
             let limits = if probe_only {
                 ConnLimits {
@@ -338,6 +350,23 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
                 () = cut.cancelled() => {}
             }
         });
+    }
+}
+
+/// One connection in its loop's `burnlink_open_connections`, until dropped with the
+/// connection's task.
+struct Counted(metrics::Gauge);
+
+impl Counted {
+    fn new(open: &metrics::Gauge) -> Counted {
+        open.increment(1.0);
+        Counted(open.clone())
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.0.decrement(1.0);
     }
 }
 

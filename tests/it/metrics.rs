@@ -276,3 +276,64 @@ async fn downloads_served_by_every_event_loop_add_up_in_one_series() {
     );
     assert_eq!(get("burnlink_active_transfers", &[]), 0.0);
 }
+
+/// The connections on each event loop: every loop has a series from the start, a connection
+/// counts on one loop while it is open, and on none once the client has closed it.
+#[tokio::test]
+async fn each_event_loop_shows_the_connections_open_on_it() {
+    const HELD: usize = 5;
+    let total = |text: &str| -> f64 {
+        text.lines()
+            .filter(|l| l.starts_with("burnlink_open_connections{"))
+            .map(|l| l.rsplit_once(' ').unwrap().1.parse::<f64>().unwrap())
+            .sum()
+    };
+    for (workers, loops) in [("3", &["0", "1", "2"][..]), ("0", &["shared"][..])] {
+        let s = Server::start_with(&[("BURNLINK_WORKERS", workers)]);
+        // The client's scrapes keep one connection open between them.
+        let text = scrape(&s).await;
+        for l in loops {
+            assert!(
+                sample(&text, "burnlink_open_connections", &[("loop", l)]).is_some(),
+                "workers={workers}: no series for loop {l} in\n{text}"
+            );
+        }
+        let idle = total(&text);
+        assert!(
+            idle >= 1.0,
+            "workers={workers}: the scrape's own connection: {idle}"
+        );
+
+        // Connections a client keeps open, each answered once so the server has taken it.
+        let addr = s.base.trim_start_matches("http://").to_string();
+        let mut held = Vec::new();
+        for _ in 0..HELD {
+            let mut c = std::net::TcpStream::connect(&addr).unwrap();
+            c.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+                .unwrap();
+            std::io::Write::write_all(&mut c, b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n").unwrap();
+            let mut got = [0u8; 12];
+            std::io::Read::read_exact(&mut c, &mut got).unwrap();
+            assert_eq!(&got, b"HTTP/1.1 200");
+            held.push(c);
+        }
+        assert_eq!(
+            total(&scrape(&s).await),
+            idle + HELD as f64,
+            "workers={workers}"
+        );
+
+        drop(held);
+        // The server sees the closes when it next reads those sockets: wait for it (bounded).
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let mut now = total(&scrape(&s).await);
+        while now != idle && std::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            now = total(&scrape(&s).await);
+        }
+        assert_eq!(
+            now, idle,
+            "workers={workers}: closed connections still counted"
+        );
+    }
+}
