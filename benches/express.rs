@@ -1,5 +1,6 @@
 //! The express lane's own work per request (`src/http/express.rs`): reading a request head,
-//! building a small file's headers and writing the response head. They run once per small
+//! opening and reading a small file (`open_small`: its system calls included, the file in
+//! memory on tmpfs), building its headers and writing the response head. They run once per small
 //! download, beside the gate, the ledger and six system calls, so they must stay small. That
 //! they allocate nothing once a connection has served its first download is a unit test
 //! (`reading_and_writing_heads_allocates_nothing` and
@@ -12,7 +13,10 @@ use std::time::{Duration, UNIX_EPOCH};
 use axum::http::{HeaderMap, StatusCode};
 use burnlink::http::express::{parse, response_head};
 use burnlink::http::transfer::download::file_headers;
+use burnlink::http::transfer::open::{self, Target};
 use burnlink::http::transfer::values::Values;
+use burnlink::sandbox::Sandbox;
+use burnlink::storage::Storage;
 use burnlink::token::{Claims, Direction};
 use criterion::{Criterion, criterion_group, criterion_main};
 
@@ -44,6 +48,32 @@ fn bench(c: &mut Criterion) {
     });
     group.bench_function("response_head", |b| {
         b.iter(|| response_head(black_box(&mut out), StatusCode::OK, black_box(&headers)))
+    });
+
+    // The file on tmpfs where there is one, as a server's hot files are in the page cache.
+    let shm = std::path::Path::new("/dev/shm");
+    let dir = if shm.is_dir() {
+        tempfile::tempdir_in(shm)
+    } else {
+        tempfile::tempdir()
+    }
+    .unwrap();
+    std::fs::write(dir.path().join("small.bin"), vec![7u8; 4096]).unwrap();
+    let storage = Storage::Disk(Sandbox::open(dir.path()).unwrap());
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    group.bench_function("open_small", |b| {
+        b.iter(|| {
+            runtime.block_on(async {
+                match open::target(black_box(&storage), black_box(&claims), true).await {
+                    Ok(Target::File {
+                        bytes: Some(bytes), ..
+                    }) => bytes.len(),
+                    _ => panic!("the small file was not read in place"),
+                }
+            })
+        })
     });
     group.finish();
 }
