@@ -135,11 +135,12 @@ PY
 # The connections each event loop of the burnlink at PID, listening on PORT, serves
 # (`loop_connections PID PORT`, prints e.g. "16 / 16"): the TCP sockets registered with its
 # epoll instance, the listening socket left out (and the Unix socket of tokio's signal
-# handling, which every instance holds). A loop's instance is found by the listener it holds; each appears twice
-# among the descriptors (tokio keeps a duplicate), so identical lists are counted once.
+# handling, which every instance holds). A loop's instance is found by the listening socket
+# it holds (one shared by all, or one each); each appears twice among the descriptors (tokio
+# keeps a duplicate), so identical lists are counted once.
 loop_connections() {
   local pid="$1" port="$2" listener fd list tcp
-  listener=$(awk -v p="$(printf ':%04X' "$port")" '$2 ~ p"$" && $4 == "0A" { print $10; exit }' /proc/net/tcp)
+  listener=$(awk -v p="$(printf ':%04X' "$port")" '$2 ~ p"$" && $4 == "0A" { printf "socket:[%s] ", $10 }' /proc/net/tcp)
   tcp=$(awk 'NR > 1 { printf "socket:[%s] ", $10 }' /proc/net/tcp)
   for fd in /proc/"$pid"/fd/*; do
     [ "$(readlink "$fd")" = "anon_inode:[eventpoll]" ] || continue
@@ -148,10 +149,11 @@ loop_connections() {
       list="$list $(readlink "/proc/$pid/fd/$t" 2>/dev/null)"
     done
     echo "$list"
-  done | sort -u | awk -v l="socket:[$listener]" -v tcp="$tcp" '
-    BEGIN { split(tcp, t, " "); for (i in t) is_tcp[t[i]] = 1 }
+  done | sort -u | awk -v l="$listener" -v tcp="$tcp" '
+    BEGIN { split(tcp, t, " "); for (i in t) is_tcp[t[i]] = 1
+            split(l, ls, " "); for (i in ls) is_listener[ls[i]] = 1 }
     { n = 0; mine = 0
-      for (i = 1; i <= NF; i++) { if ($i == l) mine = 1; else if ($i in is_tcp) n++ }
+      for (i = 1; i <= NF; i++) { if ($i in is_listener) mine = 1; else if ($i in is_tcp) n++ }
       if (mine) { s = s sep n; sep = " / " } }
     END { print s }'
 }
