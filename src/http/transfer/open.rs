@@ -129,12 +129,14 @@ fn read_small(file: &std::fs::File, meta: &std::fs::Metadata) -> Option<Bytes> {
 }
 
 thread_local! {
-    /// Where a thread reads small files' bytes for [`from_cache`]. A response drops its
-    /// `Bytes` once written, and the next read on the thread takes that memory again
-    /// (`BytesMut::reserve` reclaims a buffer nothing else holds), so a loop serving small
-    /// files allocates nothing for their bytes. While a response still holds the last bytes (a
-    /// slow client), the next read gets new memory and the old is freed with that response.
-    /// About [`PREFETCH_MAX`] at most stays behind per thread.
+    /// Where a thread reads small files' bytes for [`from_cache`]. Each read takes the next
+    /// part of one block and hands it out as `Bytes`; once the responses have been written
+    /// and dropped their parts, `BytesMut::reserve` finds the block unshared and starts it
+    /// over, so a loop serving small files allocates nothing for their bytes. While a
+    /// response still holds its part (a slow client), later reads take the rest of the block
+    /// or new memory, and the old block is freed with the last response holding it. A block
+    /// grows to fit the largest file read (by doubling, so under twice [`PREFETCH_MAX`]): that
+    /// bounds what one held response keeps alive, and what stays behind per thread.
     static SMALL: std::cell::RefCell<bytes::BytesMut> = std::cell::RefCell::new(bytes::BytesMut::new());
 }
 
