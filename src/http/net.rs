@@ -159,13 +159,16 @@ pub async fn serve(
         Listeners::PerLoop(listeners) => {
             for (i, (listener, cpu)) in listeners.into_iter().enumerate() {
                 let (shared, finished) = (shared.clone(), finished.clone());
+                // Here rather than on the loop's thread: every loop has its series before any
+                // connection is answered.
+                let open = crate::metrics::loop_connections(i.to_string());
                 let spawned = std::thread::Builder::new()
                     .name(format!("burnlink-loop-{i}"))
                     .spawn(move || {
                         if let Some(cpu) = cpu {
                             affinity::pin_this_thread(cpu);
                         }
-                        event_loop(i, listener, shared, finished)
+                        event_loop(listener, shared, open, finished)
                     });
                 match spawned {
                     Ok(handle) => loops.push(handle),
@@ -204,12 +207,12 @@ pub async fn serve(
     }
 }
 
-/// Event loop `index`: a single-threaded runtime that accepts on its descriptor of the
-/// listening socket and serves those connections until `finished`.
+/// One event loop: a single-threaded runtime that accepts on its descriptor of the listening
+/// socket and serves those connections (counted in `open`) until `finished`.
 fn event_loop(
-    index: usize,
     listener: std::net::TcpListener,
     shared: Arc<Shared>,
+    open: metrics::Gauge,
     finished: CancellationToken,
 ) {
     let runtime = match tokio::runtime::Builder::new_current_thread()
@@ -224,10 +227,7 @@ fn event_loop(
     };
     runtime.block_on(async move {
         match TcpListener::from_std(listener) {
-            Ok(listener) => {
-                let open = crate::metrics::loop_connections(index.to_string());
-                accept_loop(listener, shared, open).await
-            }
+            Ok(listener) => accept_loop(listener, shared, open).await,
             Err(e) => tracing::error!(error = %e, "an event loop could not take its socket"),
         }
         finished.cancelled().await;
