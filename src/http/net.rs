@@ -157,11 +157,13 @@ pub async fn serve(
             tokio::spawn(accept_loop(listener, shared.clone(), open));
         }
         Listeners::PerLoop(listeners) => {
-            for (i, (listener, cpu)) in listeners.into_iter().enumerate() {
+            // Every loop's series before any loop starts, so each is there before the first
+            // connection is answered.
+            let counts: Vec<_> = (0..listeners.len())
+                .map(|i| crate::metrics::loop_connections(i.to_string()))
+                .collect();
+            for (i, ((listener, cpu), open)) in listeners.into_iter().zip(counts).enumerate() {
                 let (shared, finished) = (shared.clone(), finished.clone());
-                // Here rather than on the loop's thread: every loop has its series before any
-                // connection is answered.
-                let open = crate::metrics::loop_connections(i.to_string());
                 let spawned = std::thread::Builder::new()
                     .name(format!("burnlink-loop-{i}"))
                     .spawn(move || {
