@@ -157,3 +157,9 @@ loop_connections() {
       if (mine) { s = s sep n; sep = " / " } }
     END { print s }'
 }
+
+# Runs `loop_connections PID PORT > FILE` in the background after half of DURATION_S: midway
+# through the wrk run of DURATION_S the caller starts next. `$!` is its PID, to `wait` for.
+split_midway() { # PID PORT DURATION_S FILE
+  ( sleep "$(awk -v d="$3" 'BEGIN { print d / 2 }')"; loop_connections "$1" "$2" > "$4" ) &
+}
