@@ -22,6 +22,7 @@ pub const LEDGER_ENTRIES: &str = "burnlink_ledger_entries";
 pub const LEDGER_UNREPLICATED: &str = "burnlink_ledger_unreplicated_total";
 pub const REQUEST_DURATION: &str = "burnlink_http_request_duration_seconds";
 pub const OPEN_CONNECTIONS: &str = "burnlink_open_connections";
+pub const CONNECTIONS_MOVED: &str = "burnlink_connections_moved_total";
 
 /// Upper bounds of the latency histogram: from a cached-token answer (well under a
 /// millisecond) to a slow upload's fsync and rename.
@@ -79,6 +80,10 @@ fn describe() {
         "Client connections open now, by the event loop that serves them"
     );
     metrics::describe_counter!(
+        CONNECTIONS_MOVED,
+        "Connections moved between two requests to the event loop on the CPU their packets arrive on, by the loop they moved to"
+    );
+    metrics::describe_counter!(
         LEDGER_UNREPLICATED,
         "Burns that fewer Redis replicas than BURNLINK_LEDGER_REPLICAS acknowledged in time"
     );
@@ -105,13 +110,18 @@ pub fn render() -> String {
 }
 
 /// The open connections of one event loop (`loop` is its number, or `shared` for the shared
-/// runtime). A connection stays on the loop that accepted it until it closes, so operators
-/// can see when a few long-lived connections (a proxy's keep-alive pool) left a loop idle
-/// (docs/operations.md). Shown at 0 from the loop's start, so every loop has a series.
-pub fn loop_connections(label: String) -> metrics::Gauge {
-    let gauge = metrics::gauge!(OPEN_CONNECTIONS, "loop" => label);
+/// runtime), and the connections moved to it. A pinned loop takes a plain-HTTP download
+/// connection from another loop when the connection's requests arrive on its CPU; any other
+/// connection stays on the loop that accepted it until it closes, so operators can see when a
+/// few long-lived connections (a proxy's keep-alive pool) left a loop idle
+/// (docs/operations.md). Both are shown at 0 from the loop's start, so every loop has its
+/// series.
+pub fn loop_connections(label: String) -> (metrics::Gauge, metrics::Counter) {
+    let gauge = metrics::gauge!(OPEN_CONNECTIONS, "loop" => label.clone());
     gauge.set(0.0);
-    gauge
+    let moved = metrics::counter!(CONNECTIONS_MOVED, "loop" => label);
+    moved.absolute(0);
+    (gauge, moved)
 }
 
 /// Sets the ledger-size gauge, read fresh at each scrape.

@@ -158,8 +158,14 @@ loop_connections() {
     END { print s }'
 }
 
-# Runs `loop_connections PID PORT > FILE` in the background after half of DURATION_S: midway
-# through the wrk run of DURATION_S the caller starts next. `$!` is its PID, to `wait` for.
-split_midway() { # PID PORT DURATION_S FILE
-  ( sleep "$(awk -v d="$3" 'BEGIN { print d / 2 }')"; loop_connections "$1" "$2" > "$4" ) &
+# Runs `loop_connections PID PORT > FILE` in the background, halfway through the wrk run of
+# DURATION_S over the links in URLS that the caller starts next. Halfway counts from the
+# moment walk.lua's threads start sending: when its gate file (URLS.go) appears, once every
+# wrk thread has read the file, which took over 2 s on one machine. Waits for the gate 60 s
+# at most. `$!` is its PID, to
+# `wait` for.
+split_midway() { # PID PORT DURATION_S FILE URLS
+  rm -f "$5.go"
+  ( for _ in $(seq 1 6000); do [ -e "$5.go" ] && break; sleep 0.01; done
+    sleep "$(awk -v d="$3" 'BEGIN { print d / 2 }')"; loop_connections "$1" "$2" > "$4" ) &
 }

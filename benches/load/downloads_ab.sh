@@ -38,7 +38,7 @@ port_b=$(free_port); bin="$b"; start_burnlink "$port_b" "$work/data"; pb=$bl_pid
 bl_pid=""
 # One wrk run against the server on PORT (process PID) with the links in URLS.
 one() { # PORT PID URLS
-  split_midway "$2" "$1" "$dur" "$work/split"
+  split_midway "$2" "$1" "$dur" "$work/split" "$3"
   local split_pid=$! r
   r=$(wrk -t"$t" -c"$c" -d"${dur}s" --latency -s "$here/walk.lua" "http://127.0.0.1:$1" -- "$3" "$t" | grep RESULT)
   wait "$split_pid" || true

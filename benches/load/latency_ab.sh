@@ -46,7 +46,7 @@ lower=0
 for i in $(seq 1 "$rounds"); do
   urls="$work/bl_urls.$(printf '%03d' $((i - 1)))"
   t0=$(ticks "$bl_pid"); u0=$(user_ticks "$bl_pid"); s0=$(preempted "$bl_pid"); c0=$(ctxt)
-  split_midway "$bl_pid" "$bl_port" "$dur" "$work/split"
+  split_midway "$bl_pid" "$bl_port" "$dur" "$work/split" "$urls"
   split_pid=$!
   b=$(wrk -t"$t" -c"$c" -d"${dur}s" --latency -s "$here/walk.lua" "http://127.0.0.1:$bl_port" -- "$urls" "$t" | grep RESULT)
   wait "$split_pid" || true

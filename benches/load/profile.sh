@@ -40,7 +40,7 @@ if [ "$out" != - ]; then
   perf record -e cpu-clock -g -o "$out" -p "$bl_pid" -- sleep "$((dur + 1))" 2>/dev/null &
   rec=$!
 fi
-split_midway "$bl_pid" "$port" "$dur" "$work/split"
+split_midway "$bl_pid" "$port" "$dur" "$work/split" "$work/urls"
 split_pid=$!
 r=$(wrk -t"$t" -c"$c" -d"${dur}s" --latency -s "$here/walk.lua" "http://127.0.0.1:$port" -- "$work/urls" "$t" | grep RESULT)
 after=$(ticks); uafter=$(user_ticks); safter=$(switches)

@@ -181,6 +181,17 @@ impl<T> FlushTracked<T> {
             state,
         )
     }
+
+    /// The socket, to ask it about the connection.
+    pub fn get_ref(&self) -> &T {
+        &self.inner
+    }
+
+    /// The socket back, between two requests: its flush count, byte count and fences belong
+    /// to this wrapper and go with it.
+    pub fn into_inner(self) -> T {
+        self.inner
+    }
 }
 
 fn fenced_off() -> io::Error {

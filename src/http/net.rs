@@ -10,17 +10,19 @@
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use axum::Router;
 use axum::response::IntoResponse;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::net::{TcpListener, TcpSocket};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tokio_util::task::task_tracker::TaskTrackerToken;
 use tower::ServiceExt;
 
 use crate::config::PinLoops;
@@ -54,8 +56,10 @@ pub enum Listeners {
     /// loop: nginx's workers ask for `EPOLLEXCLUSIVE` (one waiting worker is woken), which
     /// tokio's registration cannot express, so a loop already running may take a burst that a
     /// sleeping one could have had (docs/benchmarks.md, "The seventh performance pass"). Each
-    /// loop then serves its connections on its own thread from start to end: no hand-over
-    /// between workers, no cross-thread wake-up per response. A socket per loop with
+    /// loop then serves its connections on its own thread: no hand-over between workers, no
+    /// cross-thread wake-up per response. The one exception is between two requests of the
+    /// express lane, when a pinned loop may pass a connection to the loop on the CPU its
+    /// packets arrive on ([`Shared::steer`]). A socket per loop with
     /// `SO_REUSEPORT` spread connections by hash instead, blind to load, and its p99 at c=32 was
     /// the worst of the three (docs/benchmarks.md). Beside each descriptor, the CPU its loop is
     /// held to, if any ([`PinLoops`]).
@@ -121,6 +125,66 @@ struct Shared {
     conns: TaskTracker,
     slots: Arc<Semaphore>,
     spare: Arc<Semaphore>,
+    /// Each event loop's place (one, `shared`, on the work-stealing runtime).
+    seats: Vec<Seat>,
+}
+
+/// One event loop as the others see it: where to send it a connection, and how many it has.
+struct Seat {
+    /// The CPU it is held to, if any: only a pinned loop takes connections from others.
+    cpu: Option<usize>,
+    /// Connections it serves now (what `gauge` shows).
+    open: AtomicUsize,
+    gauge: metrics::Gauge,
+    /// Connections moved to it.
+    moved_in: metrics::Counter,
+    /// Where connections moved to it arrive; `None` on the shared runtime.
+    inbox: Option<mpsc::UnboundedSender<Moved>>,
+}
+
+/// A lane connection between two requests, on its way to another event loop.
+struct Moved {
+    stream: std::net::TcpStream,
+    peer: SocketAddr,
+    slot: Slot,
+    /// Keeps shutdown's drain waiting while no loop holds the connection.
+    _tracked: TaskTrackerToken,
+}
+
+/// How far apart a move may leave two loops' connection counts. Where every connection's
+/// packets arrive on one CPU (a network card with one receive queue), the loops stay this
+/// close to even rather than all on that CPU's loop; 2 lets two loops trade connections one at
+/// a time.
+const MOVE_SLACK: usize = 2;
+
+impl Shared {
+    /// The event loop a lane connection served by loop `me` should move to, if any.
+    ///
+    /// Which loop accepts a connection is a race (every loop is woken, [`Listeners`]), so one
+    /// client's connections (a load generator's thread, a proxy's keep-alive pool) could sit
+    /// on both loops or crowd onto one, and at 32 connections the p99 turned on which
+    /// (docs/benchmarks.md, "The tenth performance pass"). The kernel records the CPU that
+    /// handled a connection's last packets (`SO_INCOMING_CPU`): on loopback the CPU the
+    /// client sent from, from a network card the CPU that took its receive queue. Serving the
+    /// connection on the loop pinned to that CPU gathers each sender's connections on one
+    /// loop, on the core already handling their packets. The move is refused if it would put
+    /// the two loops' counts more than [`MOVE_SLACK`] apart, and while the server stops.
+    fn steer(&self, me: usize, stream: &TcpStream) -> Option<usize> {
+        let here = self.seats.get(me)?;
+        if here.cpu.is_none() || self.stop.is_cancelled() {
+            return None;
+        }
+        let cpu = rustix::net::sockopt::socket_incoming_cpu(stream).ok()? as usize;
+        let to = self.seats.iter().position(|s| s.cpu == Some(cpu))?;
+        let there = &self.seats[to];
+        if to == me || there.inbox.as_ref().is_none_or(|i| i.is_closed()) {
+            return None;
+        }
+        let mine = here.open.load(Ordering::Relaxed);
+        let theirs = there.open.load(Ordering::Relaxed);
+        // After the move, theirs + 1 may exceed mine - 1 by at most the slack.
+        (theirs + 2 <= mine + MOVE_SLACK).then_some(to)
+    }
 }
 
 /// Serves `app` on `listeners` (over TLS when `tls` is given) until `shutdown` resolves,
@@ -136,6 +200,19 @@ pub async fn serve(
     grace: Duration,
     tasks: TaskTracker,
 ) {
+    // Every loop's series before any loop starts, so each is there before the first
+    // connection is answered.
+    let (seats, inboxes): (Vec<Seat>, Vec<_>) = match &listeners {
+        Listeners::Shared(_) => (vec![Seat::new("shared".into(), None, None)], Vec::new()),
+        Listeners::PerLoop(each) => each
+            .iter()
+            .enumerate()
+            .map(|(i, (_, cpu))| {
+                let (tx, rx) = mpsc::unbounded_channel();
+                (Seat::new(i.to_string(), *cpu, Some(tx)), rx)
+            })
+            .unzip(),
+    };
     let shared = Arc::new(Shared {
         router: crate::http::router(app.clone()),
         app,
@@ -146,6 +223,7 @@ pub async fn serve(
         conns: TaskTracker::new(),
         slots: Arc::new(Semaphore::new(limits.max_connections)),
         spare: Arc::new(Semaphore::new(HEADROOM)),
+        seats,
     });
     // Event loops keep running (serving their connections and settling their transfers) until
     // the drain below is over.
@@ -153,16 +231,10 @@ pub async fn serve(
     let mut loops = Vec::new();
     match listeners {
         Listeners::Shared(listener) => {
-            let open = crate::metrics::loop_connections("shared".into());
-            tokio::spawn(accept_loop(listener, shared.clone(), open));
+            tokio::spawn(accept_loop(listener, shared.clone(), 0));
         }
         Listeners::PerLoop(listeners) => {
-            // Every loop's series before any loop starts, so each is there before the first
-            // connection is answered.
-            let counts: Vec<_> = (0..listeners.len())
-                .map(|i| crate::metrics::loop_connections(i.to_string()))
-                .collect();
-            for (i, ((listener, cpu), open)) in listeners.into_iter().zip(counts).enumerate() {
+            for (i, ((listener, cpu), inbox)) in listeners.into_iter().zip(inboxes).enumerate() {
                 let (shared, finished) = (shared.clone(), finished.clone());
                 let spawned = std::thread::Builder::new()
                     .name(format!("burnlink-loop-{i}"))
@@ -170,7 +242,7 @@ pub async fn serve(
                         if let Some(cpu) = cpu {
                             affinity::pin_this_thread(cpu);
                         }
-                        event_loop(listener, shared, open, finished)
+                        event_loop(listener, shared, i, inbox, finished)
                     });
                 match spawned {
                     Ok(handle) => loops.push(handle),
@@ -210,11 +282,13 @@ pub async fn serve(
 }
 
 /// One event loop: a single-threaded runtime that accepts on its descriptor of the listening
-/// socket and serves those connections (counted in `open`) until `finished`.
+/// socket, takes the connections other loops move to it (`inbox`), and serves them until
+/// `finished`.
 fn event_loop(
     listener: std::net::TcpListener,
     shared: Arc<Shared>,
-    open: metrics::Gauge,
+    me: usize,
+    mut inbox: mpsc::UnboundedReceiver<Moved>,
     finished: CancellationToken,
 ) {
     let runtime = match tokio::runtime::Builder::new_current_thread()
@@ -228,29 +302,46 @@ fn event_loop(
         }
     };
     runtime.block_on(async move {
-        match TcpListener::from_std(listener) {
-            Ok(listener) => accept_loop(listener, shared, open).await,
-            Err(e) => tracing::error!(error = %e, "an event loop could not take its socket"),
+        let arrivals = {
+            let shared = shared.clone();
+            async move {
+                while let Some(moved) = inbox.recv().await {
+                    let Moved {
+                        stream,
+                        peer,
+                        slot,
+                        _tracked,
+                    } = moved;
+                    match TcpStream::from_std(stream) {
+                        Ok(stream) => {
+                            shared.seats[me].moved_in.increment(1);
+                            spawn_conn(&shared, me, stream, peer, slot)
+                        }
+                        Err(e) => tracing::debug!(error = %e, %peer, "a moved connection was lost"),
+                    }
+                }
+            }
+        };
+        let accepting = async {
+            match TcpListener::from_std(listener) {
+                Ok(listener) => accept_loop(listener, shared.clone(), me).await,
+                Err(e) => tracing::error!(error = %e, "an event loop could not take its socket"),
+            }
+            finished.cancelled().await;
+        };
+        tokio::select! {
+            () = accepting => {}
+            () = arrivals => {}
         }
-        finished.cancelled().await;
     });
 }
 
-/// Accepts connections on `listener` and serves each on this runtime, until asked to stop.
-/// `open` counts this loop's connections while they are open.
-async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, open: metrics::Gauge) {
+/// Accepts connections on `listener` and serves each on this runtime (loop `me`), until asked
+/// to stop.
+async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, me: usize) {
     let Shared {
-        app,
-        router,
-        limits,
-        tls,
-        stop,
-        cut,
-        conns,
-        slots,
-        spare,
+        stop, slots, spare, ..
     } = &*shared;
-    let limits = *limits;
     let mut accept_warned: Option<std::time::Instant> = None;
     loop {
         // Every slot and all the headroom taken: wait for a connection to close before
@@ -291,6 +382,29 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, open: metrics::
             },
         };
         let _ = stream.set_nodelay(true);
+        spawn_conn(&shared, me, stream, peer, slot);
+    }
+}
+
+/// Serves a connection on this runtime (loop `me`): the express lane first on plain TCP, then
+/// hyper. A lane connection the loop gives up between two requests goes to the other loop's
+/// inbox; it stays here if that loop has stopped taking any.
+fn spawn_conn(shared: &Arc<Shared>, me: usize, stream: TcpStream, peer: SocketAddr, slot: Slot) {
+    let shared = shared.clone();
+    let counted = Counted::new(&shared, me);
+    let conns = shared.conns.clone();
+    conns.spawn(async move {
+        let Shared {
+            app,
+            router,
+            limits,
+            tls,
+            stop,
+            cut,
+            conns,
+            ..
+        } = &*shared;
+        let limits = *limits;
         // Under TLS too, the tracker wraps the TCP stream itself: a completed flush still
         // means "every byte is in the kernel's socket buffer".
         let (io, flushed, state) = FlushTracked::new(stream, limits.write_idle, tls.is_none());
@@ -299,76 +413,111 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, open: metrics::
             flushed,
             state,
         };
-        let (router, stop, cut, tls) = (router.clone(), stop.clone(), cut.clone(), tls.clone());
-        let app = app.clone();
-        let counted = Counted::new(&open);
-        conns.spawn(async move {
-            let _counted = counted;
-            let probe_only = matches!(slot, Slot::Probe(_));
-            let limits = if probe_only {
-                ConnLimits {
-                    header_read_timeout: HEADROOM_HEAD_TIMEOUT.min(limits.header_read_timeout),
-                    ..limits
-                }
-            } else {
-                limits
-            };
-            let _slot = slot;
-            let served = async {
-                match tls {
-                    // Plain TCP: the express lane first ([`express`]).
-                    None if !probe_only => {
-                        let mut io = io;
-                        if let Some(read) =
-                            express::serve(&mut io, &info, &app, &limits, &stop).await
-                        {
+        let (router, stop, tls) = (router.clone(), stop.clone(), tls.clone());
+        let _counted = counted;
+        let probe_only = matches!(slot, Slot::Probe(_));
+        let limits = if probe_only {
+            ConnLimits {
+                header_read_timeout: HEADROOM_HEAD_TIMEOUT.min(limits.header_read_timeout),
+                ..limits
+            }
+        } else {
+            limits
+        };
+        let served = async {
+            match tls {
+                // Plain TCP: the express lane first ([`express`]).
+                None if !probe_only => {
+                    let mut io = io;
+                    let steer = |s: &TcpStream| shared.steer(me, s);
+                    match express::serve(&mut io, &info, app, &limits, &stop, steer).await {
+                        express::Left::ToHyper(read) => {
                             let io = Prefixed::new(read.freeze(), io);
                             serve_conn(TokioIo::new(io), router, info, limits, stop, probe_only)
                                 .await
                         }
-                    }
-                    None => {
-                        serve_conn(TokioIo::new(io), router, info, limits, stop, probe_only).await
-                    }
-                    Some(acceptor) => {
-                        // The handshake is bounded like a request head.
-                        match tokio::time::timeout(limits.header_read_timeout, acceptor.accept(io))
-                            .await
-                        {
-                            Ok(Ok(io)) => {
-                                serve_conn(TokioIo::new(io), router, info, limits, stop, probe_only)
-                                    .await
+                        express::Left::Closed => {}
+                        express::Left::Move(to) => {
+                            let Ok(stream) = io.into_inner().into_std() else {
+                                return;
+                            };
+                            let moved = Moved {
+                                stream,
+                                peer,
+                                slot,
+                                _tracked: conns.token(),
+                            };
+                            let sent = shared.seats[to]
+                                .inbox
+                                .as_ref()
+                                .map(|inbox| inbox.send(moved));
+                            if let Some(Err(mpsc::error::SendError(back))) = sent
+                                && let Ok(stream) = TcpStream::from_std(back.stream)
+                            {
+                                // That loop is gone (shutting down): serve it here after all.
+                                spawn_conn(&shared, me, stream, back.peer, back.slot);
                             }
-                            Ok(Err(e)) => {
-                                tracing::debug!(error = %e, %peer, "TLS handshake failed")
-                            }
-                            Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                            return;
                         }
                     }
                 }
-            };
-            tokio::select! {
-                () = served => {}
-                () = cut.cancelled() => {}
+                None => serve_conn(TokioIo::new(io), router, info, limits, stop, probe_only).await,
+                Some(acceptor) => {
+                    // The handshake is bounded like a request head.
+                    match tokio::time::timeout(limits.header_read_timeout, acceptor.accept(io))
+                        .await
+                    {
+                        Ok(Ok(io)) => {
+                            serve_conn(TokioIo::new(io), router, info, limits, stop, probe_only)
+                                .await
+                        }
+                        Ok(Err(e)) => {
+                            tracing::debug!(error = %e, %peer, "TLS handshake failed")
+                        }
+                        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                    }
+                }
             }
-        });
-    }
+            drop(slot);
+        };
+        tokio::select! {
+            () = served => {}
+            () = cut.cancelled() => {}
+        }
+    });
 }
 
-/// One connection in its loop's `burnlink_open_connections`, until dropped with the
-/// connection's task.
-struct Counted(metrics::Gauge);
+/// One connection in its loop's count (and `burnlink_open_connections`), until dropped with
+/// the connection's task.
+struct Counted(Arc<Shared>, usize);
 
 impl Counted {
-    fn new(open: &metrics::Gauge) -> Counted {
-        open.increment(1.0);
-        Counted(open.clone())
+    fn new(shared: &Arc<Shared>, me: usize) -> Counted {
+        let seat = &shared.seats[me];
+        seat.open.fetch_add(1, Ordering::Relaxed);
+        seat.gauge.increment(1.0);
+        Counted(shared.clone(), me)
     }
 }
 
 impl Drop for Counted {
     fn drop(&mut self) {
-        self.0.decrement(1.0);
+        let seat = &self.0.seats[self.1];
+        seat.open.fetch_sub(1, Ordering::Relaxed);
+        seat.gauge.decrement(1.0);
+    }
+}
+
+impl Seat {
+    fn new(label: String, cpu: Option<usize>, inbox: Option<mpsc::UnboundedSender<Moved>>) -> Seat {
+        let (gauge, moved_in) = crate::metrics::loop_connections(label);
+        Seat {
+            cpu,
+            open: AtomicUsize::new(0),
+            gauge,
+            moved_in,
+            inbox,
+        }
     }
 }
 

@@ -197,3 +197,132 @@ async fn a_loop_sending_a_large_file_is_unpinned_until_it_ends() {
         "every loop pinned again after the transfer"
     );
 }
+
+/// A plain-HTTP download connection moves, between two requests, to the pinned loop on the CPU
+/// its requests arrive on (on loopback, the CPU the client sent them from): the client's thread
+/// is held to one loop's CPU, then the other's, then the first's again. Every answer on the way
+/// is the file's bytes and burns its link, and the loops' connection counts come back to what
+/// they were once the client closes.
+#[tokio::test]
+async fn a_download_connection_moves_to_the_loop_on_the_cpu_its_requests_come_from() {
+    const PER_PHASE: usize = 64;
+    let allowed = cpu_list(&std::fs::read_to_string("/proc/self/status").unwrap());
+    if allowed.len() < 2 {
+        assert!(
+            !tools::in_ci(),
+            "CI: this test needs two CPUs, the machine has one"
+        );
+        eprintln!("skipped: with one CPU there is no other loop to move to");
+        return;
+    }
+    let s = Server::start_with(&[("BURNLINK_WORKERS", "2"), ("BURNLINK_PIN_LOOPS", "on")]);
+    assert_eq!(
+        loop_cpus(s.pid(), 2),
+        vec![vec![allowed[0]], vec![allowed[1]]]
+    );
+    let small = pattern(4096);
+    s.write("small.bin", &small);
+    let phases = [1usize, 0, 1];
+    let mut urls = Vec::new();
+    for _ in 0..phases.len() * PER_PHASE {
+        urls.push(s.mint("small.bin").await);
+    }
+    let moved = |text: &str, l: &str| {
+        metric_sample(text, "burnlink_connections_moved_total", &[("loop", l)])
+            .unwrap_or_else(|| panic!("no moved series for loop {l} in\n{text}"))
+    };
+    let open_total = |text: &str| -> f64 {
+        text.lines()
+            .filter(|l| l.starts_with("burnlink_open_connections{"))
+            .map(|l| l.rsplit_once(' ').unwrap().1.parse::<f64>().unwrap())
+            .sum()
+    };
+    let idle = open_total(&scrape_metrics(&s).await);
+
+    // One keep-alive connection, written and read by a thread held to one CPU at a time.
+    let addr = s.base.trim_start_matches("http://").to_string();
+    let mut conn = std::net::TcpStream::connect(&addr).unwrap();
+    conn.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    let mut before = scrape_metrics(&s).await;
+    for (phase, &to) in phases.iter().enumerate() {
+        let cpu = allowed[to];
+        let batch: Vec<String> = urls[phase * PER_PHASE..(phase + 1) * PER_PHASE].to_vec();
+        let expect = small.clone();
+        conn = tokio::task::spawn_blocking(move || {
+            let mut set = rustix::thread::CpuSet::new();
+            set.set(cpu);
+            rustix::thread::sched_setaffinity(None, &set).unwrap();
+            for url in &batch {
+                let path = url.split_once("://").unwrap().1;
+                let path = &path[path.find('/').unwrap()..];
+                let body = raw_get(&mut conn, path);
+                assert_eq!(body, expect, "phase {phase}: {path}");
+            }
+            conn
+        })
+        .await
+        .unwrap();
+        let after = scrape_metrics(&s).await;
+        let (l, other) = (to.to_string(), (1 - to).to_string());
+        let came = moved(&after, &l) - moved(&before, &l);
+        // The first phase may find the connection on its CPU's loop already.
+        if phase == 0 {
+            assert!(came <= 1.0, "phase {phase}: moved to loop {l} {came} times");
+        } else {
+            assert_eq!(came, 1.0, "phase {phase}: moves to loop {l}\n{after}");
+        }
+        assert_eq!(
+            moved(&after, &other),
+            moved(&before, &other),
+            "phase {phase}: nothing moves away from the client's CPU"
+        );
+        before = after;
+    }
+    for url in &urls {
+        assert_eq!(s.settled_state(url).await, "used");
+    }
+
+    drop(conn);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let mut now = open_total(&scrape_metrics(&s).await);
+    while now != idle && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        now = open_total(&scrape_metrics(&s).await);
+    }
+    assert_eq!(now, idle, "connection counts after the close");
+}
+
+/// One `GET` of `path` on a keep-alive connection, read to the end of its body
+/// (`Content-Length`); panics on anything but a 200.
+fn raw_get(conn: &mut std::net::TcpStream, path: &str) -> Vec<u8> {
+    use std::io::{Read, Write};
+    // In one write: a head that arrives in pieces is hyper's, and hyper's connections stay.
+    conn.write_all(format!("GET {path} HTTP/1.1\r\nhost: t\r\n\r\n").as_bytes())
+        .unwrap();
+    let mut got = Vec::new();
+    let mut piece = [0u8; 8192];
+    loop {
+        if let Some(end) = got.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&got[..end]).to_string();
+            assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+            let len: usize = head
+                .lines()
+                .find_map(|l| {
+                    let (k, v) = l.split_once(':')?;
+                    k.eq_ignore_ascii_case("content-length")
+                        .then(|| v.trim().parse().unwrap())
+                })
+                .expect("a content-length");
+            while got.len() < end + 4 + len {
+                let n = conn.read(&mut piece).unwrap();
+                assert!(n > 0, "closed mid-body");
+                got.extend_from_slice(&piece[..n]);
+            }
+            return got[end + 4..end + 4 + len].to_vec();
+        }
+        let n = conn.read(&mut piece).unwrap();
+        assert!(n > 0, "closed before the head");
+        got.extend_from_slice(&piece[..n]);
+    }
+}

@@ -4,31 +4,6 @@ use crate::support::*;
 use futures_util::StreamExt;
 use serde_json::json;
 
-/// The value of the sample `name` whose labels include every `labels` pair.
-fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .find_map(|line| {
-            let (series, value) = line.rsplit_once(' ')?;
-            let (metric, label_text) = match series.split_once('{') {
-                Some((m, rest)) => (m, rest.trim_end_matches('}')),
-                None => (series, ""),
-            };
-            let all = labels
-                .iter()
-                .all(|(k, v)| label_text.split(',').any(|p| p == format!("{k}=\"{v}\"")));
-            (metric == name && all).then(|| value.parse().ok())?
-        })
-}
-
-async fn scrape(s: &Server) -> String {
-    let r = s.get(&format!("{}/metrics", s.base)).await;
-    assert_eq!(r.status(), 200);
-    let ct = r.headers()["content-type"].to_str().unwrap().to_string();
-    assert!(ct.starts_with("text/plain; version=0.0.4"), "{ct}");
-    r.text().await.unwrap()
-}
-
 #[tokio::test]
 async fn metrics_count_mints_transfers_bytes_and_latency_without_leaking_links() {
     let s = Server::start();
@@ -75,9 +50,9 @@ async fn metrics_count_mints_transfers_bytes_and_latency_without_leaking_links()
         assert!(r.status().is_client_error(), "{method}: {}", r.status());
     }
 
-    let text = scrape(&s).await;
+    let text = scrape_metrics(&s).await;
     let get = |name: &str, labels: &[(&str, &str)]| {
-        sample(&text, name, labels).unwrap_or_else(|| panic!("{name} {labels:?} in\n{text}"))
+        metric_sample(&text, name, labels).unwrap_or_else(|| panic!("{name} {labels:?} in\n{text}"))
     };
     assert_eq!(
         get("burnlink_links_minted_total", &[("direction", "download")]),
@@ -181,9 +156,9 @@ async fn a_running_transfer_is_active_until_it_settles() {
     let mut stream = r.bytes_stream();
     let first = stream.next().await.unwrap().unwrap();
     assert!(!first.is_empty());
-    let text = scrape(&s).await;
+    let text = scrape_metrics(&s).await;
     assert_eq!(
-        sample(&text, "burnlink_active_transfers", &[]),
+        metric_sample(&text, "burnlink_active_transfers", &[]),
         Some(1.0),
         "{text}"
     );
@@ -191,16 +166,16 @@ async fn a_running_transfer_is_active_until_it_settles() {
     // The drop settles the transfer (released) just after; bounded wait.
     let mut active = None;
     for _ in 0..100 {
-        active = sample(&scrape(&s).await, "burnlink_active_transfers", &[]);
+        active = metric_sample(&scrape_metrics(&s).await, "burnlink_active_transfers", &[]);
         if active == Some(0.0) {
             break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
     assert_eq!(active, Some(0.0));
-    let text = scrape(&s).await;
+    let text = scrape_metrics(&s).await;
     assert_eq!(
-        sample(
+        metric_sample(
             &text,
             "burnlink_transfers_total",
             &[("direction", "download"), ("outcome", "aborted")]
@@ -244,9 +219,9 @@ async fn downloads_served_by_every_event_loop_add_up_in_one_series() {
         assert_eq!(s.settled_state(url).await, "used");
     }
 
-    let text = scrape(&s).await;
+    let text = scrape_metrics(&s).await;
     let get = |name: &str, labels: &[(&str, &str)]| {
-        sample(&text, name, labels).unwrap_or_else(|| panic!("{name} {labels:?} in\n{text}"))
+        metric_sample(&text, name, labels).unwrap_or_else(|| panic!("{name} {labels:?} in\n{text}"))
     };
     let n = DOWNLOADS as f64;
     assert_eq!(
@@ -291,10 +266,10 @@ async fn each_event_loop_shows_the_connections_open_on_it() {
     for (workers, loops) in [("3", &["0", "1", "2"][..]), ("0", &["shared"][..])] {
         let s = Server::start_with(&[("BURNLINK_WORKERS", workers)]);
         // The client's scrapes keep one connection open between them.
-        let text = scrape(&s).await;
+        let text = scrape_metrics(&s).await;
         for l in loops {
             assert!(
-                sample(&text, "burnlink_open_connections", &[("loop", l)]).is_some(),
+                metric_sample(&text, "burnlink_open_connections", &[("loop", l)]).is_some(),
                 "workers={workers}: no series for loop {l} in\n{text}"
             );
         }
@@ -318,7 +293,7 @@ async fn each_event_loop_shows_the_connections_open_on_it() {
             held.push(c);
         }
         assert_eq!(
-            total(&scrape(&s).await),
+            total(&scrape_metrics(&s).await),
             idle + HELD as f64,
             "workers={workers}"
         );
@@ -326,10 +301,10 @@ async fn each_event_loop_shows_the_connections_open_on_it() {
         drop(held);
         // The server sees the closes when it next reads those sockets: wait for it (bounded).
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        let mut now = total(&scrape(&s).await);
+        let mut now = total(&scrape_metrics(&s).await);
         while now != idle && std::time::Instant::now() < deadline {
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-            now = total(&scrape(&s).await);
+            now = total(&scrape_metrics(&s).await);
         }
         assert_eq!(
             now, idle,
