@@ -231,13 +231,7 @@ async fn a_download_connection_moves_to_the_loop_on_the_cpu_its_requests_come_fr
         metric_sample(text, "burnlink_connections_moved_total", &[("loop", l)])
             .unwrap_or_else(|| panic!("no moved series for loop {l} in\n{text}"))
     };
-    let open_total = |text: &str| -> f64 {
-        text.lines()
-            .filter(|l| l.starts_with("burnlink_open_connections{"))
-            .map(|l| l.rsplit_once(' ').unwrap().1.parse::<f64>().unwrap())
-            .sum()
-    };
-    let idle = open_total(&scrape_metrics(&s).await);
+    let idle = open_connections(&scrape_metrics(&s).await);
 
     // One keep-alive connection, written and read by a thread held to one CPU at a time.
     let addr = s.base.trim_start_matches("http://").to_string();
@@ -284,12 +278,7 @@ async fn a_download_connection_moves_to_the_loop_on_the_cpu_its_requests_come_fr
     }
 
     drop(conn);
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    let mut now = open_total(&scrape_metrics(&s).await);
-    while now != idle && std::time::Instant::now() < deadline {
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        now = open_total(&scrape_metrics(&s).await);
-    }
+    let now = open_connections_once(&s, idle).await;
     assert_eq!(now, idle, "connection counts after the close");
 }
 

@@ -257,12 +257,6 @@ async fn downloads_served_by_every_event_loop_add_up_in_one_series() {
 #[tokio::test]
 async fn each_event_loop_shows_the_connections_open_on_it() {
     const HELD: usize = 5;
-    let total = |text: &str| -> f64 {
-        text.lines()
-            .filter(|l| l.starts_with("burnlink_open_connections{"))
-            .map(|l| l.rsplit_once(' ').unwrap().1.parse::<f64>().unwrap())
-            .sum()
-    };
     for (workers, loops) in [("3", &["0", "1", "2"][..]), ("0", &["shared"][..])] {
         let s = Server::start_with(&[("BURNLINK_WORKERS", workers)]);
         // The client's scrapes keep one connection open between them.
@@ -273,7 +267,7 @@ async fn each_event_loop_shows_the_connections_open_on_it() {
                 "workers={workers}: no series for loop {l} in\n{text}"
             );
         }
-        let idle = total(&text);
+        let idle = open_connections(&text);
         assert!(
             idle >= 1.0,
             "workers={workers}: the scrape's own connection: {idle}"
@@ -293,19 +287,13 @@ async fn each_event_loop_shows_the_connections_open_on_it() {
             held.push(c);
         }
         assert_eq!(
-            total(&scrape_metrics(&s).await),
+            open_connections(&scrape_metrics(&s).await),
             idle + HELD as f64,
             "workers={workers}"
         );
 
         drop(held);
-        // The server sees the closes when it next reads those sockets: wait for it (bounded).
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        let mut now = total(&scrape_metrics(&s).await);
-        while now != idle && std::time::Instant::now() < deadline {
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-            now = total(&scrape_metrics(&s).await);
-        }
+        let now = open_connections_once(&s, idle).await;
         assert_eq!(
             now, idle,
             "workers={workers}: closed connections still counted"

@@ -374,3 +374,25 @@ pub async fn scrape_metrics(s: &Server) -> String {
     assert!(ct.starts_with("text/plain; version=0.0.4"), "{ct}");
     r.text().await.unwrap()
 }
+
+/// The client connections `s` counts open, over all its event loops
+/// (`burnlink_open_connections`).
+pub fn open_connections(metrics: &str) -> f64 {
+    metrics
+        .lines()
+        .filter(|l| l.starts_with("burnlink_open_connections{"))
+        .map(|l| l.rsplit_once(' ').unwrap().1.parse::<f64>().unwrap())
+        .sum()
+}
+
+/// The open connections `s` counts once they are `want` (10 s at most): the server sees a
+/// client's close when it next reads that socket.
+pub async fn open_connections_once(s: &Server, want: f64) -> f64 {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let mut now = open_connections(&scrape_metrics(s).await);
+    while now != want && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        now = open_connections(&scrape_metrics(s).await);
+    }
+    now
+}
