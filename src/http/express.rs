@@ -7,7 +7,9 @@
 //! serves it when every step succeeds up to the lease. Anything else (another method or route,
 //! a header it leaves alone, a page for a browser, any failure before the lease, a head that
 //! came in pieces) goes to hyper with the bytes read so far, and the connection stays hyper's
-//! from then on.
+//! from then on. Between two of its requests, with nothing read ahead, the lane may instead
+//! give a connection up to another event loop, which serves it from its next request
+//! (`Shared::steer` in [`crate::http::net`] says when).
 //!
 //! So the lane decides nothing of its own. Its requests pass the same gate ([`Link::admit`]),
 //! open the file and take the lease the same way ([`download::ready_small`]), carry the same
