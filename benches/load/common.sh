@@ -137,7 +137,9 @@ PY
 # epoll instance, the listening socket left out (and the Unix socket of tokio's signal
 # handling, which every instance holds). A loop's instance is found by the listening socket
 # it holds (one shared by all, or one each); each appears twice among the descriptors (tokio
-# keeps a duplicate), so identical lists are counted once.
+# keeps a duplicate), so identical lists are counted once. A connection that moves between
+# loops while the two copies are read (burnlink_connections_moved_total) can make one loop's
+# copies differ: three numbers then, one loop read twice.
 loop_connections() {
   local pid="$1" port="$2" listener fd list tcp
   listener=$(awk -v p="$(printf ':%04X' "$port")" '$2 ~ p"$" && $4 == "0A" { printf "socket:[%s] ", $10 }' /proc/net/tcp)
@@ -162,8 +164,7 @@ loop_connections() {
 # DURATION_S over the links in URLS that the caller starts next. Halfway counts from the
 # moment walk.lua's threads start sending: when its gate file (URLS.go) appears, once every
 # wrk thread has read the file, which took over 2 s on one machine. Waits for the gate 60 s
-# at most. `$!` is its PID, to
-# `wait` for.
+# at most. `$!` is its PID, to `wait` for.
 split_midway() { # PID PORT DURATION_S FILE URLS
   rm -f "$5.go"
   ( for _ in $(seq 1 6000); do [ -e "$5.go" ] && break; sleep 0.01; done

@@ -187,8 +187,9 @@ impl<T> FlushTracked<T> {
         &self.inner
     }
 
-    /// The socket back, between two requests: its flush count, byte count and fences belong
-    /// to this wrapper and go with it.
+    /// The socket back, between two requests, to move it to another event loop. The flush
+    /// count, byte count and fences are this wrapper's and end with it; the loop that takes
+    /// the socket wraps it afresh.
     pub fn into_inner(self) -> T {
         self.inner
     }

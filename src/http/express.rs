@@ -77,7 +77,8 @@ pub enum Left {
     /// Done: closed by the client, idle past the head timeout, cut by the fence, or the
     /// server is stopping.
     Closed,
-    /// Between two requests, with nothing read ahead: serve it on event loop `n` from now on.
+    /// Between two requests, with nothing read ahead: serve it on the event loop of this
+    /// number from its next request on.
     Move(usize),
 }
 

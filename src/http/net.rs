@@ -401,7 +401,6 @@ fn spawn_conn(shared: &Arc<Shared>, me: usize, stream: TcpStream, peer: SocketAd
             tls,
             stop,
             cut,
-            conns,
             ..
         } = &*shared;
         let limits = *limits;
@@ -438,25 +437,8 @@ fn spawn_conn(shared: &Arc<Shared>, me: usize, stream: TcpStream, peer: SocketAd
                         }
                         express::Left::Closed => {}
                         express::Left::Move(to) => {
-                            let Ok(stream) = io.into_inner().into_std() else {
-                                return;
-                            };
-                            let moved = Moved {
-                                stream,
-                                peer,
-                                slot,
-                                _tracked: conns.token(),
-                            };
-                            let sent = shared.seats[to]
-                                .inbox
-                                .as_ref()
-                                .map(|inbox| inbox.send(moved));
-                            if let Some(Err(mpsc::error::SendError(back))) = sent
-                                && let Ok(stream) = TcpStream::from_std(back.stream)
-                            {
-                                // That loop is gone (shutting down): serve it here after all.
-                                spawn_conn(&shared, me, stream, back.peer, back.slot);
-                            }
+                            // The slot goes with the connection.
+                            hand_over(&shared, me, to, io.into_inner(), peer, slot);
                             return;
                         }
                     }
@@ -478,6 +460,7 @@ fn spawn_conn(shared: &Arc<Shared>, me: usize, stream: TcpStream, peer: SocketAd
                     }
                 }
             }
+            // The connection's slot is held until it is served (or handed over with it).
             drop(slot);
         };
         tokio::select! {
@@ -485,6 +468,37 @@ fn spawn_conn(shared: &Arc<Shared>, me: usize, stream: TcpStream, peer: SocketAd
             () = cut.cancelled() => {}
         }
     });
+}
+
+/// Sends a lane connection, between two of its requests, from loop `me` to loop `to`: out of
+/// this loop's reactor and into that loop's inbox, counted by shutdown's drain on the way. If
+/// that loop has stopped taking connections (the server is stopping), it is served here after
+/// all; a socket the reactor will not let go of is closed, with no request in hand.
+fn hand_over(
+    shared: &Arc<Shared>,
+    me: usize,
+    to: usize,
+    stream: TcpStream,
+    peer: SocketAddr,
+    slot: Slot,
+) {
+    let Ok(stream) = stream.into_std() else {
+        return;
+    };
+    let Some(inbox) = &shared.seats[to].inbox else {
+        return;
+    };
+    let moved = Moved {
+        stream,
+        peer,
+        slot,
+        _tracked: shared.conns.token(),
+    };
+    if let Err(mpsc::error::SendError(back)) = inbox.send(moved)
+        && let Ok(stream) = TcpStream::from_std(back.stream)
+    {
+        spawn_conn(shared, me, stream, back.peer, back.slot);
+    }
 }
 
 /// One connection in its loop's count (and `burnlink_open_connections`), until dropped with

@@ -241,15 +241,16 @@ async fn a_download_connection_moves_to_the_loop_on_the_cpu_its_requests_come_fr
     let mut before = scrape_metrics(&s).await;
     for (phase, &to) in phases.iter().enumerate() {
         let cpu = allowed[to];
-        let batch: Vec<String> = urls[phase * PER_PHASE..(phase + 1) * PER_PHASE].to_vec();
+        let batch: Vec<String> = urls[phase * PER_PHASE..(phase + 1) * PER_PHASE]
+            .iter()
+            .map(|url| url.strip_prefix(&s.base).unwrap().to_string())
+            .collect();
         let expect = small.clone();
         conn = tokio::task::spawn_blocking(move || {
             let mut set = rustix::thread::CpuSet::new();
             set.set(cpu);
             rustix::thread::sched_setaffinity(None, &set).unwrap();
-            for url in &batch {
-                let path = url.split_once("://").unwrap().1;
-                let path = &path[path.find('/').unwrap()..];
+            for path in &batch {
                 let body = raw_get(&mut conn, path);
                 assert_eq!(body, expect, "phase {phase}: {path}");
             }

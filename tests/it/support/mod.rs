@@ -375,8 +375,8 @@ pub async fn scrape_metrics(s: &Server) -> String {
     r.text().await.unwrap()
 }
 
-/// The client connections `s` counts open, over all its event loops
-/// (`burnlink_open_connections`).
+/// The client connections a server counts open over all its event loops, from its
+/// `/metrics` text (`burnlink_open_connections`).
 pub fn open_connections(metrics: &str) -> f64 {
     metrics
         .lines()
