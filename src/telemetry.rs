@@ -39,7 +39,7 @@ pub struct TransferAudit {
     pub link: LinkId,
     pub direction: &'static str,
     pub session: Option<SessionId>,
-    pub path: std::sync::Arc<str>,
+    pub path: crate::token::LinkPath,
     pub client: IpAddr,
 }
 

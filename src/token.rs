@@ -98,9 +98,8 @@ pub struct Claims {
     /// session is not a valid id never verifies (it is `Malformed`), and nothing downstream
     /// parses it again.
     pub session: Option<SessionId>,
-    /// Relative to the session's sandbox, `/`-separated, already normalised. Shared, because
-    /// a transfer's audit line keeps it too: verifying a token allocates it once.
-    pub path: Arc<str>,
+    /// Relative to the session's sandbox, `/`-separated, already normalised.
+    pub path: LinkPath,
     /// Unix seconds.
     pub expires_at: u64,
     pub nonce: Nonce,
@@ -150,6 +149,97 @@ impl Claims {
         let mut id = [0; 6];
         id.copy_from_slice(&self.nonce[..6]);
         LinkId(id)
+    }
+}
+
+/// A link's path as its claims carry it. One of up to [`INLINE_PATH`] bytes (nearly every
+/// path) is held in place, so that verifying a token allocates nothing: a download verifies
+/// one per request, and the path on the heap was the last allocation each of them made
+/// (docs/benchmarks.md, "The twelfth performance pass"). A longer one is shared, since a
+/// transfer's audit line keeps a copy too.
+#[derive(Clone)]
+pub struct LinkPath(PathRepr);
+
+#[derive(Clone)]
+enum PathRepr {
+    Inline(u8, [u8; INLINE_PATH]),
+    Shared(Arc<str>),
+}
+
+/// The longest path held in place: with its length byte and the tag, the path takes 64 bytes.
+pub const INLINE_PATH: usize = 62;
+
+impl LinkPath {
+    pub fn new(path: &str) -> LinkPath {
+        if path.len() <= INLINE_PATH {
+            let mut bytes = [0; INLINE_PATH];
+            bytes[..path.len()].copy_from_slice(path.as_bytes());
+            LinkPath(PathRepr::Inline(path.len() as u8, bytes))
+        } else {
+            LinkPath(PathRepr::Shared(Arc::from(path)))
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        match &self.0 {
+            // Whole bytes of a `str`, so always UTF-8; the check is a few nanoseconds of
+            // ASCII, the price of holding it without `unsafe`.
+            PathRepr::Inline(len, bytes) => {
+                std::str::from_utf8(&bytes[..*len as usize]).unwrap_or("")
+            }
+            PathRepr::Shared(path) => path,
+        }
+    }
+}
+
+impl std::ops::Deref for LinkPath {
+    type Target = str;
+    fn deref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl AsRef<str> for LinkPath {
+    fn as_ref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl From<&str> for LinkPath {
+    fn from(path: &str) -> LinkPath {
+        LinkPath::new(path)
+    }
+}
+
+impl From<String> for LinkPath {
+    fn from(path: String) -> LinkPath {
+        LinkPath::new(&path)
+    }
+}
+
+impl PartialEq for LinkPath {
+    fn eq(&self, other: &LinkPath) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+
+impl Eq for LinkPath {}
+
+impl fmt::Debug for LinkPath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
+impl fmt::Display for LinkPath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Serialize for LinkPath {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
     }
 }
 
@@ -533,7 +623,7 @@ fn decode_claims(body: &[u8]) -> Result<Claims, TokenError> {
         None
     };
     let path_len = u16::from_be_bytes(r.array()?) as usize;
-    let path = Arc::from(r.text(path_len)?);
+    let path = LinkPath::new(r.text(path_len)?);
     let max_bytes = (flags & FLAG_MAX_BYTES != 0).then(|| r.u64()).transpose()?;
     let sha256 = (flags & FLAG_SHA256 != 0)
         .then(|| r.array::<32>())
@@ -610,6 +700,47 @@ mod tests {
         ];
         assert_eq!(claims.link_id().to_string(), "ab0100ff109c");
         assert_eq!(claims.short_id(), "ab0100ff109c");
+    }
+
+    /// A download verifies one token per request: one without a session and with a path that
+    /// fits in place allocates nothing; a path one byte longer is shared, and allocated once.
+    #[test]
+    fn verifying_a_token_with_a_short_path_allocates_nothing() {
+        let ring = Keyring::parse(K1).unwrap();
+        for (len, allocations) in [(1, 0), (INLINE_PATH, 0), (INLINE_PATH + 1, 1)] {
+            let mut claims = Claims::new(
+                Direction::Download,
+                None,
+                "é".repeat(len / 2),
+                1_900_000_000,
+            );
+            if len % 2 == 1 {
+                claims.path = format!("{}x", claims.path).into();
+            }
+            assert_eq!(claims.path.len(), len);
+            let token = ring.sign(&claims);
+            let mut verified = None;
+            let made = crate::alloc_count::allocations(|| verified = Some(ring.verify(&token)));
+            assert_eq!(made, allocations, "a path of {len} bytes");
+            let verified = verified.unwrap().unwrap();
+            assert_eq!(verified.claims.path.as_str(), claims.path.as_str());
+            assert_eq!(verified.claims, claims);
+        }
+    }
+
+    #[test]
+    fn a_path_reads_the_same_held_in_place_or_shared() {
+        let short = LinkPath::new("a/b.txt");
+        let long = LinkPath::new(&"d/".repeat(40));
+        assert_eq!(&*short, "a/b.txt");
+        assert_eq!(long.len(), 80);
+        assert_eq!(format!("{short} {short:?}"), "a/b.txt \"a/b.txt\"");
+        assert_eq!(
+            serde_json::to_string(&long).unwrap(),
+            format!("\"{}\"", "d/".repeat(40))
+        );
+        assert_eq!(LinkPath::from(String::from("a/b.txt")), short);
+        assert_ne!(LinkPath::new("a/b.txu"), short);
     }
 
     #[test]
