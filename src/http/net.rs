@@ -140,6 +140,12 @@ struct Seat {
     moved_in: metrics::Counter,
     /// Where connections moved to it arrive; `None` on the shared runtime.
     inbox: Option<mpsc::UnboundedSender<Moved>>,
+    /// [`Shared::stop`] and [`Shared::cut`] as this loop's connections wait on them: children
+    /// of those, cancelled with them. A token's every look locks a mutex, and each lane
+    /// request looks at both; on one token for the whole server, both loops' cores passed that
+    /// lock's cache line back and forth on every request.
+    stop: CancellationToken,
+    cut: CancellationToken,
 }
 
 /// A lane connection between two requests, on its way to another event loop.
@@ -171,7 +177,7 @@ impl Shared {
     /// the two loops' counts more than [`MOVE_SLACK`] apart, and while the server stops.
     fn steer(&self, me: usize, stream: &TcpStream) -> Option<usize> {
         let here = self.seats.get(me)?;
-        if here.cpu.is_none() || self.stop.is_cancelled() {
+        if here.cpu.is_none() || here.stop.is_cancelled() {
             return None;
         }
         let cpu = rustix::net::sockopt::socket_incoming_cpu(stream).ok()? as usize;
@@ -202,14 +208,18 @@ pub async fn serve(
 ) {
     // Every loop's series before any loop starts, so each is there before the first
     // connection is answered.
+    let (stop, cut) = (CancellationToken::new(), CancellationToken::new());
     let (seats, inboxes): (Vec<Seat>, Vec<_>) = match &listeners {
-        Listeners::Shared(_) => (vec![Seat::new("shared".into(), None, None)], Vec::new()),
+        Listeners::Shared(_) => (
+            vec![Seat::new("shared".into(), None, None, (&stop, &cut))],
+            Vec::new(),
+        ),
         Listeners::PerLoop(each) => each
             .iter()
             .enumerate()
             .map(|(i, (_, cpu))| {
                 let (tx, rx) = mpsc::unbounded_channel();
-                (Seat::new(i.to_string(), *cpu, Some(tx)), rx)
+                (Seat::new(i.to_string(), *cpu, Some(tx), (&stop, &cut)), rx)
             })
             .unzip(),
     };
@@ -218,8 +228,8 @@ pub async fn serve(
         app,
         limits,
         tls,
-        stop: CancellationToken::new(),
-        cut: CancellationToken::new(),
+        stop,
+        cut,
         conns: TaskTracker::new(),
         slots: Arc::new(Semaphore::new(limits.max_connections)),
         spare: Arc::new(Semaphore::new(HEADROOM)),
@@ -339,9 +349,8 @@ fn event_loop(
 /// Accepts connections on `listener` and serves each on this runtime (loop `me`), until asked
 /// to stop.
 async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, me: usize) {
-    let Shared {
-        stop, slots, spare, ..
-    } = &*shared;
+    let Shared { slots, spare, .. } = &*shared;
+    let stop = &shared.seats[me].stop;
     let mut accept_warned: Option<std::time::Instant> = None;
     loop {
         // Every slot and all the headroom taken: wait for a connection to close before
@@ -399,10 +408,9 @@ fn spawn_conn(shared: &Arc<Shared>, me: usize, stream: TcpStream, peer: SocketAd
             router,
             limits,
             tls,
-            stop,
-            cut,
             ..
         } = &*shared;
+        let Seat { stop, cut, .. } = &shared.seats[me];
         let limits = *limits;
         // Under TLS too, the tracker wraps the TCP stream itself: a completed flush still
         // means "every byte is in the kernel's socket buffer".
@@ -523,7 +531,12 @@ impl Drop for Counted {
 }
 
 impl Seat {
-    fn new(label: String, cpu: Option<usize>, inbox: Option<mpsc::UnboundedSender<Moved>>) -> Seat {
+    fn new(
+        label: String,
+        cpu: Option<usize>,
+        inbox: Option<mpsc::UnboundedSender<Moved>>,
+        (stop, cut): (&CancellationToken, &CancellationToken),
+    ) -> Seat {
         let (gauge, moved_in) = crate::metrics::loop_connections(label);
         Seat {
             cpu,
@@ -531,6 +544,8 @@ impl Seat {
             gauge,
             moved_in,
             inbox,
+            stop: stop.child_token(),
+            cut: cut.child_token(),
         }
     }
 }
