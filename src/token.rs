@@ -152,11 +152,11 @@ impl Claims {
     }
 }
 
-/// A link's path as its claims carry it. One of up to [`INLINE_PATH`] bytes (nearly every
-/// path) is held in place, so that verifying a token allocates nothing: a download verifies
-/// one per request, and the path on the heap was the last allocation each of them made
-/// (docs/benchmarks.md, "The twelfth performance pass"). A longer one is shared, since a
-/// transfer's audit line keeps a copy too.
+/// A link's path as its claims carry it. One of up to [`INLINE_PATH`] bytes is held in
+/// place, so that verifying a token allocates nothing: a download verifies one per request,
+/// and the path on the heap was the last allocation each of them made (docs/benchmarks.md,
+/// "The twelfth performance pass"). A longer one is shared, since a transfer's audit line
+/// keeps a copy too.
 #[derive(Clone)]
 pub struct LinkPath(PathRepr);
 
@@ -182,8 +182,8 @@ impl LinkPath {
 
     pub fn as_str(&self) -> &str {
         match &self.0 {
-            // Whole bytes of a `str`, so always UTF-8; the check is a few nanoseconds of
-            // ASCII, the price of holding it without `unsafe`.
+            // Whole bytes of a `str`, so always UTF-8: checked again on each read rather than
+            // trusted with `unsafe`.
             PathRepr::Inline(len, bytes) => {
                 std::str::from_utf8(&bytes[..*len as usize]).unwrap_or("")
             }
