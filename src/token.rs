@@ -199,12 +199,6 @@ impl std::ops::Deref for LinkPath {
     }
 }
 
-impl AsRef<str> for LinkPath {
-    fn as_ref(&self) -> &str {
-        self.as_str()
-    }
-}
-
 impl From<&str> for LinkPath {
     fn from(path: &str) -> LinkPath {
         LinkPath::new(path)
