@@ -420,7 +420,7 @@ fn spawn_conn(shared: &Arc<Shared>, me: usize, stream: TcpStream, peer: SocketAd
             flushed,
             state,
         };
-        let (router, stop, tls) = (router.clone(), stop.clone(), tls.clone());
+        let (router, stop) = (router.clone(), stop.clone());
         let _counted = counted;
         let probe_only = matches!(slot, Slot::Probe(_));
         let limits = if probe_only {
@@ -490,10 +490,12 @@ fn hand_over(
     peer: SocketAddr,
     slot: Slot,
 ) {
-    let Ok(stream) = stream.into_std() else {
+    let Some(inbox) = &shared.seats[to].inbox else {
+        // `steer` names only loops with an inbox; were it otherwise, the connection stays.
+        spawn_conn(shared, me, stream, peer, slot);
         return;
     };
-    let Some(inbox) = &shared.seats[to].inbox else {
+    let Ok(stream) = stream.into_std() else {
         return;
     };
     let moved = Moved {
