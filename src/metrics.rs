@@ -143,9 +143,11 @@ pub fn request_finished(method: &str, route: &str, status: u16, seconds: f64) {
         .record(seconds);
         return;
     }
-    static HANDLES: Handles<(Box<str>, Box<str>, u16), metrics::Histogram> = Handles::new();
-    HANDLES
-        .get(
+    thread_local! {
+        static HANDLES: Handles<(Box<str>, Box<str>, u16), metrics::Histogram> = const { Handles::new() };
+    }
+    HANDLES.with(|handles| {
+        handles.with(
             |(m, r, s)| **m == *method && **r == *route && *s == status,
             || {
                 let handle = metrics::histogram!(
@@ -156,8 +158,9 @@ pub fn request_finished(method: &str, route: &str, status: u16, seconds: f64) {
                 );
                 ((method.into(), route.into(), status), handle)
             },
+            |histogram| histogram.record(seconds),
         )
-        .record(seconds);
+    });
 }
 
 pub fn link_minted(direction: &'static str) {
@@ -171,48 +174,61 @@ pub fn transfer_settled(direction: &'static str, outcome: &'static str, bytes: u
         metrics::counter!(TRANSFER_BYTES, "direction" => direction).increment(bytes);
         return;
     }
-    static HANDLES: Handles<(&str, &str), (metrics::Counter, metrics::Counter)> = Handles::new();
-    let (count, sum) = HANDLES.get(
-        |(d, o)| *d == direction && *o == outcome,
-        || {
-            let count =
-                metrics::counter!(TRANSFERS, "direction" => direction, "outcome" => outcome);
-            let sum = metrics::counter!(TRANSFER_BYTES, "direction" => direction);
-            ((direction, outcome), (count, sum))
-        },
-    );
-    count.increment(1);
-    sum.increment(bytes);
+    thread_local! {
+        static HANDLES: Handles<(&'static str, &'static str), (metrics::Counter, metrics::Counter)> =
+            const { Handles::new() };
+    }
+    HANDLES.with(|handles| {
+        handles.with(
+            |(d, o)| *d == direction && *o == outcome,
+            || {
+                let count =
+                    metrics::counter!(TRANSFERS, "direction" => direction, "outcome" => outcome);
+                let sum = metrics::counter!(TRANSFER_BYTES, "direction" => direction);
+                ((direction, outcome), (count, sum))
+            },
+            |(count, sum)| {
+                count.increment(1);
+                sum.increment(bytes);
+            },
+        )
+    });
 }
 
-/// The global recorder's handles for the label sets seen so far. Looking a metric up by its
-/// labels builds its key (the label strings, a vector) and hashes it on every call; a request
-/// pays that a dozen times, so each label set is looked up once and its handle kept. The sets
-/// are the few routes, methods, statuses and outcomes there are, so a scan finds them.
+/// The global recorder's handles for the label sets one thread has seen. Looking a metric up
+/// by its labels builds its key (the label strings, a vector) and hashes it on every call; a
+/// request pays that a dozen times, so each label set is looked up once per thread and its
+/// handle kept. Per thread, not shared: a shared list's lock and the handle's reference count
+/// are written on every use, and the event loops' cores passed those cache lines between them
+/// on every request (`docs/benchmarks.md`, the thirteenth pass). The sets are the few routes,
+/// methods, statuses and outcomes there are, so a scan finds them.
 struct Handles<K, H> {
-    seen: std::sync::RwLock<Vec<(K, H)>>,
+    seen: std::cell::RefCell<Vec<(K, H)>>,
 }
 
-impl<K, H: Clone> Handles<K, H> {
+impl<K, H> Handles<K, H> {
     const fn new() -> Self {
         Handles {
-            seen: std::sync::RwLock::new(Vec::new()),
+            seen: std::cell::RefCell::new(Vec::new()),
         }
     }
 
-    fn get(&self, matches: impl Fn(&K) -> bool, register: impl FnOnce() -> (K, H)) -> H {
-        let seen = self.seen.read().unwrap_or_else(|e| e.into_inner());
-        if let Some((_, h)) = seen.iter().find(|(k, _)| matches(k)) {
-            return h.clone();
-        }
-        drop(seen);
-        let mut seen = self.seen.write().unwrap_or_else(|e| e.into_inner());
-        if let Some((_, h)) = seen.iter().find(|(k, _)| matches(k)) {
-            return h.clone();
-        }
-        let (key, handle) = register();
-        seen.push((key, handle.clone()));
-        handle
+    /// `use_it` on the handle whose key `matches`, registered by `register` the first time.
+    fn with<R>(
+        &self,
+        matches: impl Fn(&K) -> bool,
+        register: impl FnOnce() -> (K, H),
+        use_it: impl FnOnce(&H) -> R,
+    ) -> R {
+        let mut seen = self.seen.borrow_mut();
+        let at = match seen.iter().position(|(k, _)| matches(k)) {
+            Some(at) => at,
+            None => {
+                seen.push(register());
+                seen.len() - 1
+            }
+        };
+        use_it(&seen[at].1)
     }
 }
 
@@ -234,15 +250,14 @@ impl Drop for ActiveTransfer {
     }
 }
 
-/// The gauge, looked up once for the global recorder (see [`Handles`]).
-fn active_transfers() -> metrics::Gauge {
+/// The gauge, looked up once for the global recorder and used by reference: a clone per use
+/// would write its reference count.
+fn active_transfers() -> std::borrow::Cow<'static, metrics::Gauge> {
     if HANDLE.get().is_none() {
-        return metrics::gauge!(ACTIVE_TRANSFERS);
+        return std::borrow::Cow::Owned(metrics::gauge!(ACTIVE_TRANSFERS));
     }
     static GAUGE: OnceLock<metrics::Gauge> = OnceLock::new();
-    GAUGE
-        .get_or_init(|| metrics::gauge!(ACTIVE_TRANSFERS))
-        .clone()
+    std::borrow::Cow::Borrowed(GAUGE.get_or_init(|| metrics::gauge!(ACTIVE_TRANSFERS)))
 }
 
 #[cfg(test)]

@@ -38,10 +38,11 @@ use crate::http::gate::Link;
 use crate::http::transfer::accept;
 use crate::http::transfer::delivery;
 use crate::http::transfer::download;
-use crate::http::transfer::values::Values;
+use crate::http::transfer::fields::HeadFields;
 use crate::lease::Lease;
 use crate::state::App;
 use crate::telemetry::TransferAudit;
+use crate::token::Claims;
 
 /// How much one read of a request head may take in. A head that does not fit is left to
 /// hyper, which applies the configured limit.
@@ -94,12 +95,9 @@ pub async fn serve(
 ) -> Left {
     let mut served: u32 = 0;
     let mut buf = BytesMut::with_capacity(READ_BUF);
+    // Each response's head, written straight into this buffer (no header map): allocated
+    // once per connection, and large enough for a file name of a few hundred bytes.
     let mut head_out = Vec::with_capacity(512);
-    // Each download's headers, filled per request into this one map and their values written
-    // into this one buffer ([`Values`]): both are allocated by the connection's first
-    // download and kept, and not at all for a connection the lane hands to hyper at once.
-    let mut headers = HeaderMap::new();
-    let mut values = Values::default();
     // One wait for the stop per connection, not one per request.
     let stopping = stop.cancelled();
     tokio::pin!(stopping);
@@ -126,17 +124,7 @@ pub async fn serve(
         let Some(request) = parse(&buf) else {
             return Left::ToHyper(buf);
         };
-        match answer(
-            io,
-            info,
-            app,
-            &request,
-            &mut head_out,
-            &mut headers,
-            &mut values,
-        )
-        .await
-        {
+        match answer(io, info, app, &request, &mut head_out).await {
             Answer::Served => {
                 buf.advance(request.len);
                 served = served.wrapping_add(1);
@@ -251,8 +239,6 @@ async fn answer(
     app: &App,
     request: &Request<'_>,
     head_out: &mut Vec<u8>,
-    headers: &mut HeaderMap,
-    values: &mut Values,
 ) -> Answer {
     let start = Instant::now();
     // The gate reads the one header that can name the client; a map without it costs nothing.
@@ -266,7 +252,7 @@ async fn answer(
     let Ok(link) = Link::admit(app, request.token, info.clone(), &forwarded) else {
         return Answer::Declined;
     };
-    let ready = match download::ready_small(app, &link, headers, values).await {
+    let ready = match download::ready_small(app, &link).await {
         Ok(Some(ready)) => ready,
         Ok(None) => return Answer::Declined,
         Err(refusal) => return refuse(io, refusal, request, start, head_out).await,
@@ -275,10 +261,11 @@ async fn answer(
         mut lease,
         bytes,
         audit,
+        modified,
     } = ready;
     let id = delivery::transfer_id();
     info.state.fence_until(id, lease.valid_until());
-    response_head(head_out, StatusCode::OK, headers);
+    file_head(head_out, &link.claims, modified, bytes.len() as u64);
     let kept = Kept {
         lease: &lease,
         conn: &info.state,
@@ -396,18 +383,39 @@ async fn refuse(
 /// A response head with `status`, `headers` and the date, as hyper writes it (lower-case
 /// names, `date` last).
 pub fn response_head(out: &mut Vec<u8>, status: StatusCode, headers: &HeaderMap) {
-    out.clear();
-    out.extend_from_slice(b"HTTP/1.1 ");
-    out.extend_from_slice(status.as_str().as_bytes());
-    out.push(b' ');
-    out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
-    out.extend_from_slice(b"\r\n");
+    status_line(out, status);
     for (name, value) in headers {
         out.extend_from_slice(name.as_str().as_bytes());
         out.extend_from_slice(b": ");
         out.extend_from_slice(value.as_bytes());
         out.extend_from_slice(b"\r\n");
     }
+    end_with_date(out);
+}
+
+/// A file's `200 OK` head: the fields hyper's download would carry, in its order
+/// ([`download::file_fields`]), written straight into `out` without a map, then the date.
+pub fn file_head(
+    out: &mut Vec<u8>,
+    claims: &Claims,
+    modified: Option<std::time::SystemTime>,
+    len: u64,
+) {
+    status_line(out, StatusCode::OK);
+    download::file_fields(&mut HeadFields(out), claims, modified, len);
+    end_with_date(out);
+}
+
+fn status_line(out: &mut Vec<u8>, status: StatusCode) {
+    out.clear();
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(status.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
+    out.extend_from_slice(b"\r\n");
+}
+
+fn end_with_date(out: &mut Vec<u8>) {
     out.extend_from_slice(b"date: ");
     date::now(|d| out.extend_from_slice(d));
     out.extend_from_slice(b"\r\n\r\n");
@@ -516,6 +524,63 @@ mod tests {
         });
         assert_eq!(made, 0);
         assert_eq!(out.len(), before.len());
+    }
+
+    /// The lane's head for a file is the one written from the map hyper's download carries:
+    /// the same fields in the same order, byte for byte, whatever the name and the date.
+    #[test]
+    fn a_files_head_is_the_one_its_map_gives() {
+        use crate::http::transfer::download::file_headers;
+        use crate::http::transfer::values::Values;
+        use crate::token::Direction;
+        use std::time::{Duration, UNIX_EPOCH};
+        let without_date = |head: Vec<u8>| {
+            let text = String::from_utf8(head).unwrap();
+            let at = text.find("date: ").expect("a date");
+            assert!(text.ends_with(" GMT\r\n\r\n"), "{text}");
+            text[..at].to_string()
+        };
+        for (path, modified) in [
+            (
+                "dir/résumé 2026.pdf",
+                Some(UNIX_EPOCH + Duration::from_secs(784_111_777)),
+            ),
+            ("noext", None),
+            (
+                "a\"b%\\c.XLSM",
+                Some(UNIX_EPOCH - Duration::from_secs(86_400)),
+            ),
+            (
+                "..",
+                Some(UNIX_EPOCH + Duration::from_secs(253_402_300_800)),
+            ),
+            ("bidi\u{202E}txt.exe", Some(UNIX_EPOCH)),
+        ] {
+            let claims = Claims::new(Direction::Download, None, path.into(), 60);
+            let mut map = HeaderMap::new();
+            file_headers(&mut map, &claims, modified, 4096, &mut Values::default());
+            let (mut from_map, mut direct) = (Vec::new(), Vec::new());
+            response_head(&mut from_map, StatusCode::OK, &map);
+            file_head(&mut direct, &claims, modified, 4096);
+            assert_eq!(without_date(direct), without_date(from_map), "{path}");
+        }
+    }
+
+    /// A connection's buffer, once large enough, takes each later file's head without an
+    /// allocation.
+    #[test]
+    fn a_files_head_allocates_nothing() {
+        use crate::token::Direction;
+        let claims = Claims::new(Direction::Download, None, "dir/résumé 2026.xlsm".into(), 60);
+        let modified = Some(std::time::UNIX_EPOCH + std::time::Duration::from_secs(784_111_777));
+        let mut out = Vec::with_capacity(512);
+        file_head(&mut out, &claims, modified, 4096);
+        let made = crate::alloc_count::allocations(|| {
+            for len in [10, 4096, u64::MAX] {
+                file_head(&mut out, &claims, modified, len);
+            }
+        });
+        assert_eq!(made, 0);
     }
 
     #[test]

@@ -21,7 +21,7 @@ use std::time::Instant;
 
 use axum::Router;
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::{HeaderMap, HeaderValue, header};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, header};
 use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::get;
@@ -69,14 +69,22 @@ pub fn close_after(mut response: Response) -> Response {
 
 /// The headers every answer about a link carries, bytes or page: never cached, never a
 /// referrer that would leak the capability URL, never content-sniffed.
+const PRIVATE: [(HeaderName, &str); 3] = [
+    (header::CACHE_CONTROL, "no-store"),
+    (header::REFERRER_POLICY, "no-referrer"),
+    (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+];
+
+/// [`PRIVATE`] into a response's map.
 pub fn private_headers(h: &mut HeaderMap) {
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    h.insert(
-        header::REFERRER_POLICY,
-        HeaderValue::from_static("no-referrer"),
-    );
-    h.insert(
-        header::X_CONTENT_TYPE_OPTIONS,
-        HeaderValue::from_static("nosniff"),
-    );
+    for (name, value) in PRIVATE {
+        h.insert(name, HeaderValue::from_static(value));
+    }
+}
+
+/// [`PRIVATE`] wherever a file's fields go (see [`transfer::fields`]).
+pub fn private_fields(out: &mut impl transfer::fields::Fields) {
+    for (name, value) in PRIVATE {
+        out.fixed(name, value);
+    }
 }

@@ -174,8 +174,9 @@ impl MemoryLedger {
         self.started.elapsed().as_millis() as u64
     }
 
-    fn deadline(&self, lifetime: Duration) -> u64 {
-        self.now_ms().saturating_add(lifetime.as_millis() as u64)
+    /// The deadline `lifetime` after `now_ms`: one clock read per call into the ledger.
+    fn deadline(now_ms: u64, lifetime: Duration) -> u64 {
+        now_ms.saturating_add(lifetime.as_millis() as u64)
     }
 
     fn lease_now(
@@ -187,7 +188,7 @@ impl MemoryLedger {
         max_uses: u16,
     ) -> Result<Acquire, LedgerError> {
         let now = self.now_ms();
-        let until_ms = self.deadline(lifetime);
+        let until_ms = Self::deadline(now, lifetime);
         let mut shard = self.shard(nonce);
         if let Some(spent) = shard.spent.get(nonce) {
             return Ok(if spent.revoked {
@@ -293,7 +294,7 @@ impl Ledger for MemoryLedger {
         lifetime: Duration,
     ) -> Result<bool, LedgerError> {
         let now = self.now_ms();
-        let until_ms = self.deadline(lifetime);
+        let until_ms = Self::deadline(now, lifetime);
         let mut shard = self.shard(nonce);
         Ok(
             match shard.live.get_mut(nonce).and_then(|l| l.owned(owner, now)) {

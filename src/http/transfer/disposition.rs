@@ -6,9 +6,9 @@
 //! a path, replaced by `_`.
 
 use axum::http::HeaderValue;
-use bytes::BufMut;
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 
+use super::fields::Out;
 use super::values::Values;
 use crate::text::displayable;
 
@@ -36,33 +36,40 @@ pub(super) fn room(name: &str) -> usize {
 }
 
 pub fn attachment(name: &str, values: &mut Values) -> HeaderValue {
+    // Control characters are gone, so only bytes HeaderValue accepts remain; the fallback is
+    // there so a surprise can never become a panic.
+    values
+        .value(room(name), |out| write(name, out))
+        .unwrap_or_else(|| HeaderValue::from_static("attachment"))
+}
+
+/// The value of [`attachment`], written into `out` (within [`room`]).
+pub fn write(name: &str, out: &mut impl Out) {
     // Both forms from a name without control or bidi characters: `filename*` would otherwise
     // carry them percent-encoded, and a browser decodes them back.
     let name = &*displayable(name);
-    let value = values.value(room(name), |out| {
-        out.put_slice(b"attachment; filename=\"");
-        let plain_at = out.len();
-        let mut utf8 = [0u8; 4];
-        for c in name.chars() {
-            let c = match c {
-                '"' | '\\' | '/' | '%' => '_',
-                c if c.is_control() => '_',
-                c => c,
-            };
-            out.put_slice(c.encode_utf8(&mut utf8).as_bytes());
+    out.put_slice(b"attachment; filename=\"");
+    let plain_at = out.written().len();
+    // What could end the quoted string or read as a path becomes `_`. Those are all ASCII, so
+    // the name goes out in runs between them, and a multi-byte character whole.
+    let bytes = name.as_bytes();
+    let mut run = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        if matches!(b, b'"' | b'\\' | b'/' | b'%') || b.is_ascii_control() {
+            out.put_slice(&bytes[run..i]);
+            out.put_u8(b'_');
+            run = i + 1;
         }
-        if matches!(&out[plain_at..], b"" | b"." | b"..") {
-            out.truncate(plain_at);
-            out.put_slice(b"download");
-        }
-        out.put_slice(b"\"; filename*=UTF-8''");
-        for piece in utf8_percent_encode(name, ATTR_CHAR) {
-            out.put_slice(piece.as_bytes());
-        }
-    });
-    // Control characters are gone, so only bytes HeaderValue accepts remain; the fallback is
-    // there so a surprise can never become a panic.
-    value.unwrap_or_else(|| HeaderValue::from_static("attachment"))
+    }
+    out.put_slice(&bytes[run..]);
+    if matches!(&out.written()[plain_at..], b"" | b"." | b"..") {
+        out.truncate(plain_at);
+        out.put_slice(b"download");
+    }
+    out.put_slice(b"\"; filename*=UTF-8''");
+    for piece in utf8_percent_encode(name, ATTR_CHAR) {
+        out.put_slice(piece.as_bytes());
+    }
 }
 
 #[cfg(test)]

@@ -1,14 +1,16 @@
 //! `GET` and `HEAD` on a download link.
 
+use std::io::Write;
 use std::sync::Arc;
 
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use bytes::Bytes;
+use bytes::{BufMut, Bytes};
 
 use super::delivery::{self, Settle};
+use super::fields::{Fields, MapFields};
 use super::open::{self, Target};
 use super::range::{self, Decision};
 use super::values::Values;
@@ -111,6 +113,8 @@ pub struct Ready {
     pub lease: Lease,
     pub bytes: Bytes,
     pub audit: TransferAudit,
+    /// The file's date, for its `Last-Modified` ([`file_fields`]).
+    pub modified: Option<std::time::SystemTime>,
 }
 
 /// [`Ready`] for `link`; `Ok(None)` for anything else up to the lease: another direction, a
@@ -119,15 +123,7 @@ pub struct Ready {
 /// here has touched the link. `Err`: the ledger refused the lease (spent, busy, revoked,
 /// unreachable), which is [`get`]'s answer too; asking again there would cost a second
 /// ledger call, and a second timeout when the ledger hangs.
-///
-/// The response's headers go into `headers`, cleared first: the lane keeps one map per
-/// connection, so a keep-alive connection allocates the map's tables once, not per request.
-pub async fn ready_small(
-    app: &App,
-    link: &Link,
-    headers: &mut HeaderMap,
-    values: &mut Values,
-) -> Result<Option<Ready>, ApiError> {
+pub async fn ready_small(app: &App, link: &Link) -> Result<Option<Ready>, ApiError> {
     let claims = &link.claims;
     if claims.direction != Direction::Download || !matches!(app.storage, Storage::Disk(_)) {
         return Ok(None);
@@ -141,17 +137,11 @@ pub async fn ready_small(
         return Ok(None);
     };
     let lease = app.leases.acquire(claims, link.client).await?;
-    file_headers(
-        headers,
-        claims,
-        meta.modified().ok(),
-        bytes.len() as u64,
-        values,
-    );
     Ok(Some(Ready {
         lease,
         bytes,
         audit: TransferAudit::new(claims, link.client),
+        modified: meta.modified().ok(),
     }))
 }
 
@@ -247,10 +237,9 @@ pub(super) fn refuse_if_spent(state: LinkState) -> Result<(), ApiError> {
     }
 }
 
-/// The headers of a file's answer, put into `h` after clearing it: type, disposition, ranges,
-/// the private headers, the file's date, and `len`, the length of the body sent (the whole
-/// file, or a range). Clearing drops the views the last answer's values held of `values`, so a
-/// connection that keeps both reuses their memory (the express lane, and its bench).
+/// The headers of a file's answer, put into `h` after clearing it (see [`file_fields`]).
+/// Clearing drops the views the last answer's values held of `values`, so a map and buffer
+/// kept together reuse their memory.
 pub fn file_headers(
     h: &mut HeaderMap,
     claims: &Claims,
@@ -262,30 +251,85 @@ pub fn file_headers(
     let name = sandbox::file_name(&claims.path);
     // All the values in one buffer, each within its room.
     values.reserve(disposition::room(name) + DATE_ROOM + LEN_ROOM);
-    // The guess is a `&'static str` from mime_guess's table: no parse and no copy per request.
-    // A dozen of its entries have capitals (`…macroEnabled.12`); those go out lower-cased, as
-    // they did when the guess was parsed into a `Mime`.
-    let mime = mime_guess::from_path(name)
-        .first_raw()
-        .unwrap_or("application/octet-stream");
-    let value = if mime.bytes().any(|b| b.is_ascii_uppercase()) {
-        HeaderValue::from_str(&mime.to_ascii_lowercase())
-            .unwrap_or_else(|_| HeaderValue::from_static("application/octet-stream"))
-    } else {
-        HeaderValue::from_static(mime)
-    };
-    h.insert(header::CONTENT_TYPE, value);
-    h.insert(
-        header::CONTENT_DISPOSITION,
-        disposition::attachment(name, values),
-    );
-    h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
-    crate::http::private_headers(h);
-    if let Some(v) = modified.and_then(|t| last_modified(t, values)) {
-        h.insert(header::LAST_MODIFIED, v);
-    }
-    set_len(h, len, values);
+    file_fields(&mut MapFields { map: h, values }, claims, modified, len);
 }
+
+/// The fields of a file's answer, in this order: type, disposition, ranges, the private
+/// headers, the file's date, and `len`, the length of the body sent (the whole file, or a
+/// range). One list for hyper's responses (through [`file_headers`]) and the express lane's
+/// heads, which write them straight out.
+pub fn file_fields(
+    out: &mut impl Fields,
+    claims: &Claims,
+    modified: Option<std::time::SystemTime>,
+    len: u64,
+) {
+    let name = sandbox::file_name(&claims.path);
+    let mime = content_type(name);
+    // A dozen of mime_guess's entries have capitals (`…macroEnabled.12`); those go out
+    // lower-cased, as they did when the guess was parsed into a `Mime`.
+    if mime.bytes().any(|b| b.is_ascii_uppercase()) {
+        out.written(header::CONTENT_TYPE, mime.len(), |o| {
+            for b in mime.bytes() {
+                o.put_u8(b.to_ascii_lowercase());
+            }
+        });
+    } else {
+        out.fixed(header::CONTENT_TYPE, mime);
+    }
+    if !out.written(header::CONTENT_DISPOSITION, disposition::room(name), |o| {
+        disposition::write(name, o)
+    }) {
+        // Control characters are gone, so only bytes a field takes remain; the fallback is
+        // there so a surprise can never become a panic.
+        out.fixed(header::CONTENT_DISPOSITION, "attachment");
+    }
+    out.fixed(header::ACCEPT_RANGES, "bytes");
+    crate::http::private_fields(out);
+    if let Some(t) = modified {
+        last_modified(out, t);
+    }
+    out.written(header::CONTENT_LENGTH, LEN_ROOM, |o| {
+        let _ = write!(o.writer(), "{len}");
+    });
+}
+
+/// The type mime_guess names for `name`'s extension, or `application/octet-stream`.
+///
+/// Its table is searched with a case-insensitive comparison per step, which cost a download
+/// about as much as the token's MAC (`docs/benchmarks.md`, the thirteenth pass), so each
+/// thread keeps its last answer: a server handing out one kind of file looks it up once.
+fn content_type(name: &str) -> &'static str {
+    // `Path::extension`'s rule for a file name: after the last dot, unless that dot starts it.
+    let ext = match name.rfind('.') {
+        Some(at) if at > 0 => &name[at + 1..],
+        _ => return OCTET_STREAM,
+    };
+    const KEY: usize = 16;
+    thread_local! {
+        static LAST: std::cell::Cell<([u8; KEY], usize, &'static str)> =
+            const { std::cell::Cell::new(([0; KEY], usize::MAX, OCTET_STREAM)) };
+    }
+    let guess = || {
+        mime_guess::from_ext(ext)
+            .first_raw()
+            .unwrap_or(OCTET_STREAM)
+    };
+    if ext.len() > KEY {
+        return guess();
+    }
+    let (key, len, mime) = LAST.get();
+    if len == ext.len() && key[..len] == *ext.as_bytes() {
+        return mime;
+    }
+    let mime = guess();
+    let mut key = [0; KEY];
+    key[..ext.len()].copy_from_slice(ext.as_bytes());
+    LAST.set((key, ext.len(), mime));
+    mime
+}
+
+const OCTET_STREAM: &str = "application/octet-stream";
 
 /// Room for `Content-Length`: `u64::MAX` has 20 digits.
 const LEN_ROOM: usize = 20;
@@ -294,42 +338,45 @@ const LEN_ROOM: usize = 20;
 /// digits than four.
 const DATE_ROOM: usize = 40;
 
-/// The decimal length, written with [`Values`]: `HeaderValue::from(u64)` formats into a
-/// `BytesMut` of its own and freezes it, two allocations.
-fn set_len(h: &mut HeaderMap, len: u64, values: &mut Values) {
-    use std::fmt::Write;
-    if let Some(v) = values.value(LEN_ROOM, |out| {
-        let _ = write!(out, "{len}");
-    }) {
-        h.insert(header::CONTENT_LENGTH, v);
-    }
-}
+/// Seconds from the epoch to the end of year 9999, past which `httpdate` does not go.
+const HTTPDATE_END: u64 = 253_402_300_800;
 
-/// `t` as an IMF-fixdate (`Sun, 06 Nov 1994 08:49:37 GMT`); `None` for a time outside the
-/// years `time` holds (±9999), and the file then goes without the header rather than failing
-/// its download.
-fn last_modified(t: std::time::SystemTime, values: &mut Values) -> Option<HeaderValue> {
-    use bytes::BufMut;
+/// `Last-Modified: t` as an IMF-fixdate (`Sun, 06 Nov 1994 08:49:37 GMT`). A time outside the
+/// years `time` holds (±9999) goes without the field rather than failing the download.
+/// `httpdate` writes the years from 1970 on, several times faster than `time`'s formatter,
+/// which is kept for the years before.
+fn last_modified(out: &mut impl Fields, t: std::time::SystemTime) -> bool {
     use time::macros::format_description;
     use time::{Duration, OffsetDateTime};
+    if let Ok(after) = t.duration_since(std::time::UNIX_EPOCH) {
+        if after.as_secs() < HTTPDATE_END {
+            return out.written(header::LAST_MODIFIED, DATE_ROOM, |o| {
+                let _ = write!(o.writer(), "{}", httpdate::HttpDate::from(t));
+            });
+        }
+        return false;
+    }
     let fmt = format_description!(
         "[weekday repr:short], [day] [month repr:short] [year] [hour]:[minute]:[second] GMT"
     );
     // Not `OffsetDateTime::from(t)`, which panics outside those years.
-    let since_epoch = match t.duration_since(std::time::UNIX_EPOCH) {
-        Ok(after) => Duration::try_from(after).ok()?,
-        Err(before) => -Duration::try_from(before.duration()).ok()?,
+    let Some(at) = t
+        .duration_since(std::time::UNIX_EPOCH)
+        .err()
+        .and_then(|before| Duration::try_from(before.duration()).ok())
+        .and_then(|d| OffsetDateTime::UNIX_EPOCH.checked_sub(d))
+    else {
+        return false;
     };
-    let at = OffsetDateTime::UNIX_EPOCH.checked_add(since_epoch)?;
-    let mut formatted = true;
-    let value = values.value(DATE_ROOM, |out| {
-        formatted = at.format_into(&mut out.writer(), &fmt).is_ok();
-    })?;
-    formatted.then_some(value)
+    // Writing into memory cannot fail, and an `OffsetDateTime` has every part the format asks.
+    out.written(header::LAST_MODIFIED, DATE_ROOM, |o| {
+        let _ = at.format_into(&mut o.writer(), &fmt);
+    })
 }
 
 #[cfg(test)]
 mod tests {
+    use super::super::fields::HeadFields;
     use super::*;
     use std::time::{Duration, UNIX_EPOCH};
 
@@ -337,17 +384,36 @@ mod tests {
     fn last_modified_is_an_imf_fixdate_before_and_after_the_epoch() {
         let at = |s: i64| {
             let d = Duration::from_secs(s.unsigned_abs());
-            last_modified(
-                if s < 0 {
-                    UNIX_EPOCH - d
-                } else {
-                    UNIX_EPOCH + d
+            let t = if s < 0 {
+                UNIX_EPOCH - d
+            } else {
+                UNIX_EPOCH + d
+            };
+            // Both ways out write the same field, or leave it out alike.
+            let (mut map, mut values) = (HeaderMap::new(), Values::default());
+            let in_map = last_modified(
+                &mut MapFields {
+                    map: &mut map,
+                    values: &mut values,
                 },
-                &mut Values::default(),
-            )
+                t,
+            );
+            let mut head = Vec::new();
+            let in_head = last_modified(&mut HeadFields(&mut head), t);
+            assert_eq!(in_map, in_head);
+            assert_eq!(map.contains_key(header::LAST_MODIFIED), in_map);
+            let value = map.get(header::LAST_MODIFIED).cloned();
+            if let Some(v) = &value {
+                assert_eq!(head, [b"last-modified: ", v.as_bytes(), b"\r\n"].concat());
+            } else {
+                assert!(head.is_empty());
+            }
+            value
         };
         assert_eq!(at(784_111_777).unwrap(), "Sun, 06 Nov 1994 08:49:37 GMT");
+        assert_eq!(at(0).unwrap(), "Thu, 01 Jan 1970 00:00:00 GMT");
         assert_eq!(at(-86_400).unwrap(), "Wed, 31 Dec 1969 00:00:00 GMT");
+        assert_eq!(at(-1).unwrap(), "Wed, 31 Dec 1969 23:59:59 GMT");
         assert_eq!(
             at(253_402_300_799).unwrap(),
             "Fri, 31 Dec 9999 23:59:59 GMT"
@@ -355,6 +421,30 @@ mod tests {
         // Past the years `time` holds, either way: no header, and no panic.
         assert!(at(253_402_300_800).is_none());
         assert!(at(-377_705_116_801).is_none());
+    }
+
+    /// The one-entry cache answers what mime_guess answers, for names of every shape.
+    #[test]
+    fn the_type_is_mime_guess_s_whatever_was_asked_before() {
+        let names = [
+            "report.pdf",
+            "a.PDF",
+            "report.pdf",
+            "photo.jpeg",
+            ".bashrc",
+            "noext",
+            "trailing.",
+            "archive.tar.gz",
+            "x.averyveryverylongextension",
+            "book.xlsm",
+            "report.pdf",
+        ];
+        for name in names.iter().chain(names.iter().rev()) {
+            let want = mime_guess::from_path(name)
+                .first_raw()
+                .unwrap_or("application/octet-stream");
+            assert_eq!(content_type(name), want, "{name}");
+        }
     }
 
     #[test]
@@ -380,15 +470,16 @@ mod tests {
 
     #[test]
     fn content_length_is_the_decimal_length() {
+        let claims = Claims::new(Direction::Download, None, "a.bin".into(), 60);
         let (mut h, mut values) = (HeaderMap::new(), Values::default());
         for len in [0, 4096, u64::MAX] {
-            set_len(&mut h, len, &mut values);
+            file_headers(&mut h, &claims, None, len, &mut values);
             assert_eq!(h[header::CONTENT_LENGTH], len.to_string().as_str());
         }
     }
 
-    /// The express lane fills one map from one buffer per connection: from the second
-    /// download on, its headers cost no allocation (`docs/benchmarks.md` counts the rest).
+    /// A map and a buffer kept together: from the second download on, its headers cost no
+    /// allocation.
     #[test]
     fn a_connections_later_downloads_build_their_headers_without_allocating() {
         let (mut h, mut values) = (HeaderMap::new(), Values::default());

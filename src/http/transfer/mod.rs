@@ -11,6 +11,7 @@ pub mod delivery;
 pub mod digest;
 pub mod disposition;
 pub mod download;
+pub mod fields;
 pub mod open;
 pub mod range;
 pub mod resumable;
