@@ -19,7 +19,13 @@ use tokio::time::Instant;
 use super::{Acquire, Answer, Ledger, LedgerError, LinkState, Owner, Receipt, Revoke, Usage};
 use crate::token::{Nonce, unix_now};
 
-const SHARDS: usize = 16;
+/// One per value of a nonce's first byte. A map grows by rehashing all it holds at once, and
+/// the purge scans a shard whole, both under the shard's lock, so a shard's size is how long
+/// a transfer (and the event loop running it) can wait. With 10 million burned links the
+/// `ledger` bench's longest single use was 19.6 ms in 16 shards and 1.7 ms in 256, a purge
+/// 3.5 ms per shard and 0.18 ms, for the same bytes per entry (`docs/benchmarks.md`, the
+/// thirteenth pass).
+const SHARDS: usize = 256;
 
 /// How long a burned or revoked entry outlives its token. An expired token is refused before
 /// the ledger is asked, so this is not needed for safety; it lets `GET /api/links/{token}` keep
@@ -107,6 +113,9 @@ impl Default for MemoryLedger {
 }
 
 impl MemoryLedger {
+    /// How many shards the nonces are spread over (for the `ledger` bench's figures).
+    pub const SHARDS: usize = SHARDS;
+
     pub fn new() -> Self {
         MemoryLedger {
             shards: std::array::from_fn(|_| Mutex::new(Shard::default())),
@@ -167,7 +176,7 @@ impl MemoryLedger {
     }
 
     fn shard(&self, nonce: &Nonce) -> MutexGuard<'_, Shard> {
-        lock(&self.shards[nonce[0] as usize % SHARDS])
+        lock(&self.shards[usize::from(nonce[0])])
     }
 
     fn now_ms(&self) -> u64 {
