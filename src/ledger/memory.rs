@@ -1,9 +1,10 @@
 //! The in-process ledger, for a single replica.
 //!
 //! Most entries are spent links (burned or revoked) waiting for their token to expire, so
-//! those live in their own map with a 24-byte bucket (16-byte nonce, 4-byte expiry, 2-byte use
-//! count, a flag); the few links in flight or partly used (several uses) and the receipts of
-//! uploads have maps of their own. Each shard's
+//! those live in maps of their own ([`SpentLinks`]): a burned link of one use in a 16-byte
+//! bucket (12 bytes of the nonce, see [`SpentKey`], and a 4-byte expiry). The few links in
+//! flight or partly used (several uses) and the receipts of uploads have maps of their own.
+//! Each shard's
 //! maps sit behind one mutex, so every transition is atomic, and shards (picked by nonce) keep
 //! concurrent transfers from contending. The `ledger` bench measures bytes per burned entry.
 
@@ -52,6 +53,78 @@ impl Hasher for NonceHasher {
 
 type Map<V> = HashMap<Nonce, V, BuildHasherDefault<NonceHasher>>;
 
+/// A spent link's key: the nonce's last 12 bytes, in the shard its first byte picks, so 104 of
+/// its 128 random bits. A fresh link is taken for a spent one only if all 104 agree: among 10
+/// million links the chance that any two do is about 2.5 × 10^-18 (n² / 2^105), and it could
+/// only refuse a link, never let a spent one through. In exchange a burned link's bucket takes
+/// 16 bytes instead of 24 ([`SpentLinks`]): a load bench that burned a million links in ten
+/// seconds went over its 64 MiB once the tables had doubled for them (`docs/benchmarks.md`,
+/// the thirteenth pass).
+type SpentKey = [u8; 12];
+
+fn spent_key(nonce: &Nonce) -> SpentKey {
+    let mut key = [0; 12];
+    key.copy_from_slice(&nonce[4..]);
+    key
+}
+
+/// Spent links, in two maps. A key is in at most one of them.
+#[derive(Default)]
+struct SpentLinks {
+    /// Links of one use, burned by their transfer: nearly every entry of a busy ledger, so
+    /// these keep only the expiry, in 16-byte buckets instead of 20.
+    once: HashMap<SpentKey, u32, BuildHasherDefault<NonceHasher>>,
+    /// The rest: revoked links, and links of several uses used up.
+    other: HashMap<SpentKey, Spent, BuildHasherDefault<NonceHasher>>,
+}
+
+impl SpentLinks {
+    fn get(&self, nonce: &Nonce) -> Option<Spent> {
+        let key = spent_key(nonce);
+        match self.once.get(&key) {
+            Some(&expires_at) => Some(Spent {
+                expires_at,
+                uses: 1,
+                revoked: false,
+            }),
+            None => self.other.get(&key).copied(),
+        }
+    }
+
+    /// Records a link that was not spent before.
+    fn insert(&mut self, nonce: &Nonce, spent: Spent) {
+        let key = spent_key(nonce);
+        if spent.uses == 1 && !spent.revoked {
+            self.once.insert(key, spent.expires_at);
+        } else {
+            self.other.insert(key, spent);
+        }
+    }
+
+    fn contains(&self, nonce: &Nonce) -> bool {
+        let key = spent_key(nonce);
+        self.once.contains_key(&key) || self.other.contains_key(&key)
+    }
+
+    fn len(&self) -> usize {
+        self.once.len() + self.other.len()
+    }
+
+    /// Forgets the links whose token expired at or before `cutoff_unix`, and gives back the
+    /// memory of a map left mostly empty.
+    fn purge(&mut self, cutoff_unix: u64) {
+        self.once.retain(|_, e| u64::from(*e) > cutoff_unix);
+        self.other
+            .retain(|_, s| u64::from(s.expires_at) > cutoff_unix);
+        if self.once.capacity() > 64 && self.once.len() < self.once.capacity() / 4 {
+            self.once.shrink_to_fit();
+        }
+        if self.other.capacity() > 64 && self.other.len() < self.other.capacity() / 4 {
+            self.other.shrink_to_fit();
+        }
+    }
+}
+
 /// A burned or revoked link.
 #[derive(Clone, Copy)]
 struct Spent {
@@ -91,7 +164,7 @@ impl Live {
 
 #[derive(Default)]
 struct Shard {
-    spent: Map<Spent>,
+    spent: SpentLinks,
     live: Map<Live>,
     /// The last completed upload's receipt, for links spent or still live.
     receipts: Map<Receipt>,
@@ -155,9 +228,7 @@ impl MemoryLedger {
         for shard in &self.shards {
             let mut shard = lock(shard);
             let before = shard.spent.len() + shard.live.len();
-            shard
-                .spent
-                .retain(|_, s| u64::from(s.expires_at) > cutoff_unix);
+            shard.spent.purge(cutoff_unix);
             shard
                 .live
                 .retain(|_, l| l.expires_at > cutoff_unix || l.live_leases(now_ms) > 0);
@@ -166,11 +237,8 @@ impl MemoryLedger {
                 live,
                 receipts,
             } = &mut *shard;
-            receipts.retain(|nonce, _| spent.contains_key(nonce) || live.contains_key(nonce));
+            receipts.retain(|nonce, _| spent.contains(nonce) || live.contains_key(nonce));
             dropped += before - (shard.spent.len() + shard.live.len());
-            if shard.spent.capacity() > 64 && shard.spent.len() < shard.spent.capacity() / 4 {
-                shard.spent.shrink_to_fit();
-            }
         }
         dropped
     }
@@ -258,7 +326,7 @@ impl MemoryLedger {
             let expires_at = clamp_expiry(live.expires_at);
             shard.live.remove(nonce);
             shard.spent.insert(
-                *nonce,
+                nonce,
                 Spent {
                     expires_at,
                     uses,
@@ -349,7 +417,7 @@ impl Ledger for MemoryLedger {
         // Transfers in flight lose their leases: they can no longer renew or commit.
         let uses = shard.live.remove(nonce).map_or(0, |l| l.uses);
         shard.spent.insert(
-            *nonce,
+            nonce,
             Spent {
                 expires_at: clamp_expiry(expires_at),
                 uses,
@@ -458,7 +526,8 @@ mod tests {
 
     #[test]
     fn a_spent_entry_stays_compact() {
-        assert_eq!(std::mem::size_of::<(Nonce, Spent)>(), 24);
+        assert_eq!(std::mem::size_of::<(SpentKey, u32)>(), 16);
+        assert_eq!(std::mem::size_of::<(SpentKey, Spent)>(), 20);
     }
 
     #[tokio::test(start_paused = true)]
