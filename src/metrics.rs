@@ -199,9 +199,9 @@ pub fn transfer_settled(direction: &'static str, outcome: &'static str, bytes: u
 /// by its labels builds its key (the label strings, a vector) and hashes it on every call; a
 /// request pays that a dozen times, so each label set is looked up once per thread and its
 /// handle kept. Per thread, not shared: a shared list's lock and the handle's reference count
-/// are written on every use, and the event loops' cores passed those cache lines between them
-/// on every request (`docs/benchmarks.md`, the thirteenth pass). The sets are the few routes,
-/// methods, statuses and outcomes there are, so a scan finds them.
+/// would be written on every use, from both event loops' cores (`docs/benchmarks.md`, the
+/// thirteenth pass). The sets are the few routes, methods, statuses and outcomes there are,
+/// so a scan finds them.
 struct Handles<K, H> {
     seen: std::cell::RefCell<Vec<(K, H)>>,
 }

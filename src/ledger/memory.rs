@@ -244,7 +244,7 @@ impl MemoryLedger {
     }
 
     fn shard(&self, nonce: &Nonce) -> MutexGuard<'_, Shard> {
-        lock(&self.shards[usize::from(nonce[0])])
+        lock(&self.shards[usize::from(nonce[0]) % SHARDS])
     }
 
     fn now_ms(&self) -> u64 {

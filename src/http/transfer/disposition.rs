@@ -49,7 +49,7 @@ pub fn write(name: &str, out: &mut impl Out) {
     // carry them percent-encoded, and a browser decodes them back.
     let name = &*displayable(name);
     out.put_slice(b"attachment; filename=\"");
-    let plain_at = out.written().len();
+    let plain_at = out.filled().len();
     // What could end the quoted string or read as a path becomes `_`. Those are all ASCII, so
     // the name goes out in runs between them, and a multi-byte character whole.
     let bytes = name.as_bytes();
@@ -62,7 +62,7 @@ pub fn write(name: &str, out: &mut impl Out) {
         }
     }
     out.put_slice(&bytes[run..]);
-    if matches!(&out.written()[plain_at..], b"" | b"." | b"..") {
+    if matches!(&out.filled()[plain_at..], b"" | b"." | b"..") {
         out.truncate(plain_at);
         out.put_slice(b"download");
     }

@@ -14,14 +14,15 @@ use bytes::{BufMut, BytesMut};
 use super::values::Values;
 
 /// A buffer a field's value is written into. Positions are the buffer's own: a writer that
-/// looks back at what it wrote notes `written().len()` before it starts.
+/// looks back at what it wrote notes `filled().len()` before it starts.
 pub trait Out: BufMut {
-    fn written(&self) -> &[u8];
+    /// Everything in the buffer so far.
+    fn filled(&self) -> &[u8];
     fn truncate(&mut self, len: usize);
 }
 
 impl Out for Vec<u8> {
-    fn written(&self) -> &[u8] {
+    fn filled(&self) -> &[u8] {
         self
     }
     fn truncate(&mut self, len: usize) {
@@ -30,7 +31,7 @@ impl Out for Vec<u8> {
 }
 
 impl Out for BytesMut {
-    fn written(&self) -> &[u8] {
+    fn filled(&self) -> &[u8] {
         self
     }
     fn truncate(&mut self, len: usize) {
