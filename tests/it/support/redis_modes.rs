@@ -639,17 +639,35 @@ impl Sentinels {
         };
         // Each sentinel must know the replica and the two other sentinels before a failover
         // can be agreed on.
-        let ready = wait_until(Duration::from_secs(30), || {
+        let ready = wait_until(Duration::from_secs(60), || {
             s.sentinels.iter().all(|x| {
                 command(x.port, &format!("SENTINEL ckquorum {MASTER}")).contains("3 usable")
                     && command(x.port, &format!("SENTINEL replicas {MASTER}"))
                         .contains(&replica_watched.to_string())
             })
         });
-        assert!(
-            ready,
-            "the sentinels did not see each other and the replica"
-        );
+        if !ready {
+            // Once, in a full suite run, this wait ran out with nothing to tell why: say what
+            // each sentinel sees, and the end of its log.
+            let mut seen = String::new();
+            for (i, x) in s.sentinels.iter().enumerate() {
+                let log = std::fs::read_to_string(s.dir.path().join(format!("sentinel-{i}.log")))
+                    .unwrap_or_default();
+                let tail: Vec<&str> = log.lines().rev().take(15).collect();
+                seen.push_str(&format!(
+                    "\nsentinel {i} (port {}): master {:?}; ckquorum {:?}; replicas watched {}\n  log: {}",
+                    x.port,
+                    command(x.port, &format!("SENTINEL get-master-addr-by-name {MASTER}")),
+                    command(x.port, &format!("SENTINEL ckquorum {MASTER}")),
+                    command(x.port, &format!("SENTINEL replicas {MASTER}"))
+                        .contains(&replica_watched.to_string()),
+                    tail.into_iter().rev().collect::<Vec<_>>().join("\n  log: "),
+                ));
+            }
+            panic!(
+                "the sentinels did not see each other and the replica (port {replica_watched}) within 60 s:{seen}"
+            );
+        }
         s
     }
 
