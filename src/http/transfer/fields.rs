@@ -3,7 +3,7 @@
 //! hyper's responses carry their fields in a [`HeaderMap`]; the express lane writes its head's
 //! bytes itself. Building a map only to read it back cost the lane a hash and an insert per
 //! field, and a second pass to copy the values out (`docs/benchmarks.md`, the thirteenth
-//! pass). So [`download::file_headers`](super::download::file_headers) writes through
+//! pass). So [`download::file_fields`](super::download::file_fields) writes through
 //! [`Fields`], and each way out implements it: [`MapFields`] into a map (values sharing one
 //! [`Values`] buffer), [`HeadFields`] straight into a head. Both refuse the same bytes, so a
 //! field that one would leave out the other leaves out too.
