@@ -141,23 +141,35 @@ PY
 # loops while the two copies are read (burnlink_connections_moved_total) can make one loop's
 # copies differ: three numbers then, one loop read twice.
 loop_connections() {
-  local pid="$1" port="$2" listener fd list tcp
-  listener=$(awk -v p="$(printf ':%04X' "$port")" '$2 ~ p"$" && $4 == "0A" { printf "socket:[%s] ", $10 }' /proc/net/tcp)
-  tcp=$(awk 'NR > 1 { printf "socket:[%s] ", $10 }' /proc/net/tcp)
-  for fd in /proc/"$pid"/fd/*; do
-    [ "$(readlink "$fd")" = "anon_inode:[eventpoll]" ] || continue
-    list=""
-    for t in $(awk '/^tfd:/ { print $2 }' "/proc/$pid/fdinfo/${fd##*/}"); do
-      list="$list $(readlink "/proc/$pid/fd/$t" 2>/dev/null)"
-    done
-    echo "$list"
-  done | sort -u | awk -v l="$listener" -v tcp="$tcp" '
-    BEGIN { split(tcp, t, " "); for (i in t) is_tcp[t[i]] = 1
-            split(l, ls, " "); for (i in ls) is_listener[ls[i]] = 1 }
-    { n = 0; mine = 0
-      for (i = 1; i <= NF; i++) { if ($i in is_listener) mine = 1; else if ($i in is_tcp) n++ }
-      if (mine) { s = s sep n; sep = " / " } }
-    END { print s }'
+  # Two processes in all (find and awk): this runs midway through a measured run, sharing the
+  # cores with the server and wrk. The earlier form forked a readlink per socket and took
+  # 70-90 ms of CPU, enough to reach into a p99 (docs/benchmarks.md, "The fourteenth
+  # performance pass").
+  find "/proc/$1/fd" -mindepth 1 -printf '%f %l\n' 2>/dev/null | awk -v pid="$1" -v p="$(printf ':%04X' "$2")" '
+    BEGIN {
+      while ((getline line < "/proc/net/tcp") > 0) {
+        split(line, f, " ")
+        if (f[1] == "sl") continue
+        sock = "socket:[" f[10] "]"
+        if (f[2] ~ p "$" && f[4] == "0A") is_listener[sock] = 1; else is_tcp[sock] = 1
+      }
+    }
+    { target[$1] = $2; if ($2 == "anon_inode:[eventpoll]") epolls[++n] = $1 }
+    END {
+      for (e = 1; e <= n; e++) {
+        list = ""; count = 0; mine = 0
+        info = "/proc/" pid "/fdinfo/" epolls[e]
+        while ((getline line < info) > 0) {
+          split(line, f, " ")
+          if (f[1] != "tfd:") continue
+          t = target[f[2]]; list = list " " t
+          if (t in is_listener) mine = 1; else if (t in is_tcp) count++
+        }
+        close(info)
+        if (mine && !(list in seen)) { seen[list] = 1; s = s sep count; sep = " / " }
+      }
+      print s
+    }'
 }
 
 # Runs `loop_connections PID PORT > FILE` in the background, halfway through the wrk run of
