@@ -173,12 +173,17 @@ loop_connections() {
 }
 
 # Runs `loop_connections PID PORT > FILE` in the background, halfway through the wrk run of
-# DURATION_S over the links in URLS that the caller starts next. Halfway counts from the
+# DURATION_S over the links in URLS that the caller starts next; with several PIDs (nginx's
+# workers) one count per process, joined by " / ". Halfway counts from the
 # moment walk.lua's threads start sending: when its gate file (URLS.go) appears, once every
 # wrk thread has read the file, which took over 2 s on one machine. Waits for the gate 60 s
-# at most. `$!` is its PID, to `wait` for.
-split_midway() { # PID PORT DURATION_S FILE URLS
+# at most. `$!` is its PID, to `wait` for. A script that compares two servers counts both, so
+# that the count's own CPU falls on both runs alike.
+split_midway() { # "PID..." PORT DURATION_S FILE URLS
   rm -f "$5.go"
   ( for _ in $(seq 1 6000); do [ -e "$5.go" ] && break; sleep 0.01; done
-    sleep "$(awk -v d="$3" 'BEGIN { print d / 2 }')"; loop_connections "$1" "$2" > "$4" ) &
+    sleep "$(awk -v d="$3" 'BEGIN { print d / 2 }')"
+    out=""
+    for p in $1; do out="$out${out:+ / }$(loop_connections "$p" "$2")"; done
+    echo "$out" > "$4" ) &
 }

@@ -3,7 +3,8 @@
 # wrk run each per round, so both see the same machine in the same minute. Prints each pair's
 # requests/s and p99, each server's CPU per request (and the user part of it), its preemptions
 # and the machine's context switches per request (wrk's setup included), how burnlink's
-# connections were split between its event loops midway through its run, and the counts
+# connections were split between its event loops midway through its run (and nginx's between
+# its workers, counted the same way, so that counting costs both runs alike), and the counts
 # of rounds in which burnlink's p99 was the lower. run.sh
 # measures one pair per row; this shows how far a row's p99 moves from one run to the next.
 #
@@ -52,7 +53,10 @@ for i in $(seq 1 "$rounds"); do
   wait "$split_pid" || true
   t1=$(ticks "$bl_pid"); u1=$(user_ticks "$bl_pid"); s1=$(preempted "$bl_pid"); c1=$(ctxt); ng_workers=$(pgrep -P "$ng_pid")
   t2=$(ticks $ng_workers); u2=$(user_ticks $ng_workers); s2=$(preempted $ng_workers); c2=$(ctxt)
+  split_midway "$ng_workers" "$ng_port" "$dur" "$work/ng_split" "$work/ng_urls"
+  split_pid=$!
   n=$(wrk -t"$t" -c"$c" -d"${dur}s" --latency -s "$here/walk.lua" "http://127.0.0.1:$ng_port" -- "$work/ng_urls" "$t" | grep RESULT)
+  wait "$split_pid" || true
   t3=$(ticks $ng_workers); u3=$(user_ticks $ng_workers); s3=$(preempted $ng_workers); c3=$(ctxt)
   [ "$(echo "$b" | field refused)" = 0 ] || echo "   WARNING: burnlink refused requests (status 400 or more): $b"
   bp=$(echo "$b" | field p99_ms); np=$(echo "$n" | field p99_ms)
@@ -60,6 +64,7 @@ for i in $(seq 1 "$rounds"); do
     printf "round %d: burnlink %.1f req/s p99 %.3f ms %.1f us CPU/req (user %.1f) %.2f preempted/req %.2f switches/req   nginx %.1f req/s p99 %.3f ms %.1f us CPU/req (user %.1f) %.2f preempted/req %.2f switches/req   ratio %.2f, p99 %s\n",
       i, br, bp, bt * 1e6 / hz / bq, bu * 1e6 / hz / bq, bs / bq, bc / bq, nr, np, nt * 1e6 / hz / nq, nu * 1e6 / hz / nq, ns / nq, nc / nq, br / nr, (bp <= np ? "lower" : "higher") }'
   [ ! -s "$work/split" ] || echo "   burnlink's connections per event loop, midway: $(cat "$work/split")"
+  [ ! -s "$work/ng_split" ] || echo "   nginx's connections per worker, midway: $(cat "$work/ng_split")"
   if awk -v b="$bp" -v n="$np" 'BEGIN { exit !(b <= n) }'; then lower=$((lower + 1)); fi
 done
 echo "burnlink's p99 was the lower in $lower of $rounds rounds"
