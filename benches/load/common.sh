@@ -143,8 +143,8 @@ PY
 loop_connections() {
   # Two processes in all (find and awk): this runs midway through a measured run, sharing the
   # cores with the server and wrk. The earlier form forked a readlink per descriptor: 70-90 ms
-  # of CPU on an idle server, 250 ms during a run at c=32, which doubled the p99 of the runs it
-  # fell in (docs/benchmarks.md, "The fourteenth performance pass").
+  # of CPU on an idle server, 250 ms during a run at c=32, which made the p99 of the runs it fell
+  # in about twice as long (docs/benchmarks.md, "The fourteenth performance pass").
   find "/proc/$1/fd" -mindepth 1 -printf '%f %l\n' 2>/dev/null | awk -v pid="$1" -v p="$(printf ':%04X' "$2")" '
     BEGIN {
       while ((getline line < "/proc/net/tcp") > 0) {

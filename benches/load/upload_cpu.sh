@@ -43,6 +43,7 @@ NGINX
 )"
 
 hz=$(getconf CLK_TCK)
+cores=$(nproc)
 # CPU ticks (user + system) of the given processes, all their threads.
 ticks() { for p in "$@"; do awk '{ print $14 + $15 }' "/proc/$p/stat"; done | awk '{ s += $1 } END { print s }'; }
 # Context switches (voluntary and not) of the given processes' threads alive now.
@@ -55,21 +56,20 @@ ng_workers=$(pgrep -P "$ng_pid" | tr '\n' ' ')
 # Runs one upload to URL and prints its line; $1 names the server, $2.. its PIDs.
 measure() { # NAME URL PIDS...
   local name="$1" url="$2"; shift 2
-  local s0 m0 t0 x0 s1 m1 t1 x1 out rate wall curl_ms
+  local s0 m0 t0 x0 s1 m1 t1 x1 out code rate curl_ms
   sync
   s0=$(ticks "$@"); x0=$(switches "$@"); read -r m0 t0 < <(machine)
   # `times` after curl prints this subshell's children's user and system time, second line.
-  out=$( { curl -s --max-time 120 -o /dev/null -T "$work/upload.bin" -w '%{http_code} %{speed_upload} %{time_total}\n' "$url"; times; } )
+  out=$( { curl -s --max-time 120 -o /dev/null -T "$work/upload.bin" -w '%{http_code} %{speed_upload}\n' "$url"; times; } )
   s1=$(ticks "$@"); x1=$(switches "$@"); read -r m1 t1 < <(machine)
-  read -r code rate wall < <(echo "$out" | head -1)
+  read -r code rate < <(echo "$out" | head -1)
   [ "$code" = 201 ] || echo "   WARNING: $name answered $code" >&2
   curl_ms=$(echo "$out" | sed -n 3p | awk '{ for (i = 1; i <= 2; i++) { split($i, a, /[ms]/); s += a[1] * 60 + a[2] } } END { printf "%.0f", s * 1000 }')
-  awk -v n="$name" -v r="$rate" -v w="$wall" -v s=$((s1 - s0)) -v hz="$hz" -v c="$curl_ms" \
+  awk -v n="$name" -v r="$rate" -v s=$((s1 - s0)) -v hz="$hz" -v c="$curl_ms" \
       -v mb=$((m1 - m0)) -v mt=$((t1 - t0)) -v k="$cores" -v x=$((x1 - x0)) \
       'BEGIN { printf "%-8s %6.0f MB/s  server %5.0f ms  curl %5.0f ms  cores busy %.2f  switches %d\n", n, r / 1e6, s * 1000 / hz, c, (mt > 0 ? k * mb / mt : 0), x }'
 }
 
-cores=$(nproc)
 echo "== ${mib} MiB uploads, $pairs pairs, burnlink then nginx ($cores cores)"
 for i in $(seq 1 "$pairs"); do
   url=$(BURNLINK_BASE_URL="http://127.0.0.1:$bl_port" "$bin" mint --upload "incoming/up$i.bin")
