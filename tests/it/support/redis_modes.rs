@@ -653,7 +653,8 @@ impl Sentinels {
             for (i, x) in s.sentinels.iter().enumerate() {
                 let log = std::fs::read_to_string(s.dir.path().join(format!("sentinel-{i}.log")))
                     .unwrap_or_default();
-                let tail: Vec<&str> = log.lines().rev().take(15).collect();
+                let lines: Vec<&str> = log.lines().collect();
+                let tail = &lines[lines.len().saturating_sub(15)..];
                 seen.push_str(&format!(
                     "\nsentinel {i} (port {}): master {:?}; ckquorum {:?}; replicas watched {}\n  log: {}",
                     x.port,
@@ -661,7 +662,7 @@ impl Sentinels {
                     command(x.port, &format!("SENTINEL ckquorum {MASTER}")),
                     command(x.port, &format!("SENTINEL replicas {MASTER}"))
                         .contains(&replica_watched.to_string()),
-                    tail.into_iter().rev().collect::<Vec<_>>().join("\n  log: "),
+                    tail.join("\n  log: "),
                 ));
             }
             panic!(
