@@ -302,7 +302,7 @@ async fn answer(
     let written = write_out(io, head_out, &bytes, Some(kept)).await;
     info.state.lift_fence(id);
     // As the router's edge counts it: the response was 200 whether or not its body got out.
-    crate::metrics::request_finished("GET", request.route, 200, start.elapsed().as_secs_f64());
+    crate::metrics::request_finished("GET", request.route, 200, start.elapsed());
     match written {
         Ok(()) => {
             std::mem::forget(unfinished);
@@ -391,12 +391,7 @@ async fn refuse(
     headers.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
     response_head(head_out, parts.status, &headers);
     let written = write_out(io, head_out, &body, None).await;
-    crate::metrics::request_finished(
-        "GET",
-        request.route,
-        parts.status.as_u16(),
-        start.elapsed().as_secs_f64(),
-    );
+    crate::metrics::request_finished("GET", request.route, parts.status.as_u16(), start.elapsed());
     match written {
         Ok(()) => Answer::Served,
         Err(_) => Answer::Cut,

@@ -18,7 +18,7 @@ pub fn observe(method: &Method, route: Option<&MatchedPath>, status: StatusCode,
         method_label(method),
         route.map_or("unmatched", MatchedPath::as_str),
         status.as_u16(),
-        start.elapsed().as_secs_f64(),
+        start.elapsed(),
     );
 }
 
