@@ -37,6 +37,7 @@ pub mod ratelimit;
 pub mod sandbox;
 pub mod server;
 pub mod session;
+mod sharded;
 pub mod staging;
 pub mod state;
 pub mod stats;

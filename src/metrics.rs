@@ -17,11 +17,13 @@
 //! `/metrics` needs no authentication and cannot leak a link (see `docs/operations.md`).
 
 use std::fmt::Write as _;
-use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 use std::sync::{LazyLock, Mutex, OnceLock};
 use std::time::Duration;
 
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+
+use crate::sharded::Sharded;
 
 pub const LINKS_MINTED: &str = "burnlink_links_minted_total";
 pub const TRANSFERS: &str = "burnlink_transfers_total";
@@ -205,8 +207,8 @@ impl Meters {
     fn render(&self, exporter: &PrometheusHandle) -> String {
         let mut bytes: Vec<(&'static str, u64)> = Vec::new();
         for ((direction, outcome), settled) in self.settled.all() {
-            let (count, sum) = settled.slots.iter().fold((0, 0), |(c, b), s| {
-                (c + s.0.count.load(Relaxed), b + s.0.bytes.load(Relaxed))
+            let (count, sum) = settled.all().fold((0, 0), |(c, b), s| {
+                (c + s.count.load(Relaxed), b + s.bytes.load(Relaxed))
             });
             metrics::counter!(TRANSFERS, "direction" => direction, "outcome" => outcome)
                 .absolute(count);
@@ -218,7 +220,7 @@ impl Meters {
         for (direction, sum) in bytes {
             metrics::counter!(TRANSFER_BYTES, "direction" => direction).absolute(sum);
         }
-        let active: i64 = self.active.slots.iter().map(|s| s.0.load(Relaxed)).sum();
+        let active: i64 = self.active.all().map(|s| s.load(Relaxed)).sum();
         metrics::gauge!(ACTIVE_TRANSFERS).set(active as f64);
 
         let mut text = exporter.render();
@@ -240,11 +242,11 @@ impl Meters {
             );
             let mut buckets = [0u64; DURATION_BUCKETS.len() + 1];
             let mut nanos = 0u64;
-            for slot in &tally.slots {
-                for (sum, b) in buckets.iter_mut().zip(&slot.0.buckets) {
+            for slot in tally.all() {
+                for (sum, b) in buckets.iter_mut().zip(&slot.buckets) {
                     *sum += b.load(Relaxed);
                 }
-                nanos = nanos.saturating_add(slot.0.nanos.load(Relaxed));
+                nanos = nanos.saturating_add(slot.nanos.load(Relaxed));
             }
             let mut below = 0;
             for (bound, n) in DURATION_BUCKETS.iter().zip(buckets) {
@@ -302,39 +304,6 @@ impl Tally {
 struct Settled {
     count: AtomicU64,
     bytes: AtomicU64,
-}
-
-/// How many slots a meter has. Threads take them in turn; two threads sharing one still count
-/// right, they only write the same line again.
-const SLOTS: usize = 8;
-
-/// One value per slot, each on lines of its own: two neighbouring 64-byte lines are fetched
-/// together, so 128 bytes apart.
-struct Sharded<T> {
-    slots: [Padded<T>; SLOTS],
-}
-
-#[repr(align(128))]
-#[derive(Default)]
-struct Padded<T>(T);
-
-impl<T: Default> Default for Sharded<T> {
-    fn default() -> Self {
-        Sharded {
-            slots: std::array::from_fn(|_| Padded::default()),
-        }
-    }
-}
-
-impl<T> Sharded<T> {
-    /// The calling thread's slot.
-    fn mine(&self) -> &T {
-        static NEXT: AtomicUsize = AtomicUsize::new(0);
-        thread_local! {
-            static SLOT: usize = NEXT.fetch_add(1, Relaxed) % SLOTS;
-        }
-        &self.slots[SLOT.with(|s| *s)].0
-    }
 }
 
 /// The meters of each label set seen, made the first time and kept for the process's life:
@@ -411,7 +380,7 @@ mod tests {
         let text = metrics::with_local_recorder(&recorder, || {
             link_minted("download");
             link_minted("download");
-            // Two threads, so two slots, for the same label sets.
+            // From two threads, as from two event loops, for the same label sets.
             std::thread::scope(|s| {
                 for bytes in [1234, 66] {
                     let meters = &meters;

@@ -13,6 +13,7 @@ use async_trait::async_trait;
 use serde::Serialize;
 
 use crate::ledger::{Answer, LedgerError};
+use crate::sharded::Sharded;
 
 pub use redis::RedisStats;
 
@@ -74,6 +75,14 @@ impl Counters {
         self.folded_until = now;
     }
 
+    /// Adds `other`'s figures (folded to the same second) to these.
+    fn absorb(&mut self, other: &Counters) {
+        self.minted += other.minted;
+        self.used += other.used;
+        self.expired_minted += other.expired_minted;
+        self.expired_used += other.expired_used;
+    }
+
     fn stats(&self) -> Statistics {
         let expired = self.expired_minted.saturating_sub(self.expired_used);
         Statistics {
@@ -88,9 +97,13 @@ impl Counters {
     }
 }
 
+/// Every download's settling records a use, from whichever event loop served it, so the
+/// counters are kept per thread (a lock and a map both loops wrote cost them cache misses on
+/// every request). A link minted on one thread may be used on another: the figures are derived
+/// only after each session's counters are summed.
 #[derive(Default)]
 pub struct MemoryStats {
-    sessions: Mutex<Sessions>,
+    sessions: Sharded<Mutex<Sessions>>,
 }
 
 /// The root sandbox's counters apart from the named sessions', so that finding a session's
@@ -115,7 +128,11 @@ impl Sessions {
 
 impl MemoryStats {
     fn with<R>(&self, session: Option<&str>, f: impl FnOnce(&mut Counters) -> R) -> R {
-        let mut sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
+        let mut sessions = self
+            .sessions
+            .mine()
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         f(sessions.counters(session))
     }
 }
@@ -155,18 +172,27 @@ impl StatsStore for MemoryStats {
         session: Option<Option<&str>>,
         now_unix: u64,
     ) -> Result<Statistics, LedgerError> {
-        let mut sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
-        let Sessions { root, named } = &mut *sessions;
-        let every = std::iter::once((None, root))
-            .chain(named.iter_mut().map(|(k, c)| (Some(k.as_str()), c)));
-        let mut total = Statistics::default();
-        for (key, counters) in every {
-            if let Some(wanted) = session
-                && key != wanted
-            {
-                continue;
+        let mut merged: HashMap<Option<String>, Counters> = HashMap::new();
+        for slot in self.sessions.all() {
+            let mut sessions = slot.lock().unwrap_or_else(|p| p.into_inner());
+            let Sessions { root, named } = &mut *sessions;
+            let every = std::iter::once((None, root))
+                .chain(named.iter_mut().map(|(k, c)| (Some(k.as_str()), c)));
+            for (key, counters) in every {
+                if let Some(wanted) = session
+                    && key != wanted
+                {
+                    continue;
+                }
+                counters.fold(now_unix);
+                merged
+                    .entry(key.map(str::to_owned))
+                    .or_default()
+                    .absorb(counters);
             }
-            counters.fold(now_unix);
+        }
+        let mut total = Statistics::default();
+        for counters in merged.values() {
             let s = counters.stats();
             total.total_tokens += s.total_tokens;
             total.active_tokens += s.active_tokens;
@@ -247,5 +273,37 @@ mod tests {
             ),
             (4, 0, 2, 2)
         );
+    }
+
+    /// A link minted on one thread and used on another, as when the API and a download are
+    /// served by different event loops: used, not expired, once its second has passed.
+    #[tokio::test]
+    async fn a_use_counts_against_a_mint_made_on_another_thread() {
+        let s = std::sync::Arc::new(MemoryStats::default());
+        let minter = s.clone();
+        std::thread::spawn(move || {
+            futures_util::FutureExt::now_or_never(minter.record_mint(Some("a"), 100))
+                .unwrap()
+                .unwrap();
+            futures_util::FutureExt::now_or_never(minter.record_mint(Some("a"), 100))
+                .unwrap()
+                .unwrap();
+        })
+        .join()
+        .unwrap();
+        s.record_use(Some("a"), 100).await.unwrap();
+        for (now, active, expired) in [(50, 1, 0), (150, 0, 1)] {
+            let a = s.snapshot(Some(Some("a")), now).await.unwrap();
+            assert_eq!(
+                (
+                    a.total_tokens,
+                    a.active_tokens,
+                    a.used_tokens,
+                    a.expired_tokens
+                ),
+                (2, active, 1, expired),
+                "at {now}"
+            );
+        }
     }
 }

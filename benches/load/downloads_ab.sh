@@ -16,7 +16,7 @@ here="$top/benches/load"
 # shellcheck source=common.sh
 . "$here/common.sh"
 need curl wrk python3
-per_round=$((150000 * dur))
+per_round=$((200000 * dur))
 if [ $((per_round * rounds)) -gt 10000000 ]; then
   echo "at most 10,000,000 links per server: lower ROUNDS or DURATION_S" >&2
   exit 2

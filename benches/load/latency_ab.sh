@@ -28,7 +28,7 @@ bl_port=$(free_port); ng_port=$(free_port)
 secret="bench-secret-$RANDOM$RANDOM"
 start_nginx "$ng_port" "$work/data" "$(secure_link_location "$secret")"
 start_burnlink "$bl_port" "$work/data"
-per_round=$((150000 * dur))
+per_round=$((200000 * dur))
 # A file of fresh links per round: wrk's threads take alternate lines and may not use as many
 # each, so what one round used is not a prefix of one shared file.
 "$bin" mint small.bin --count $((per_round * rounds)) --ttl 1h | sed "s#^http://127.0.0.1:$bl_port##" \

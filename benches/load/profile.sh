@@ -28,7 +28,7 @@ mkdir -p "$work/data"
 head -c 4096 /dev/urandom > "$work/data/small.bin"
 port=$(free_port)
 start_burnlink "$port" "$work/data"
-"$bin" mint small.bin --count $((150000 * dur)) --ttl 1h | sed "s#^http://127.0.0.1:$port##" > "$work/urls"
+"$bin" mint small.bin --count $((200000 * dur)) --ttl 1h | sed "s#^http://127.0.0.1:$port##" > "$work/urls"
 t=$(( c == 1 ? 1 : 2 ))
 ticks() { awk '{ print $14 + $15 }' "/proc/$bl_pid/stat"; }
 user_ticks() { awk '{ print $14 }' "/proc/$bl_pid/stat"; }

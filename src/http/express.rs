@@ -286,8 +286,7 @@ async fn answer(
         audit,
         modified,
     } = ready;
-    let id = delivery::transfer_id();
-    info.state.fence_until(id, lease.valid_until());
+    let id = info.state.fence_new(lease.valid_until());
     file_head(head_out, &link.claims, modified, bytes.len() as u64);
     let kept = Kept {
         lease: &lease,

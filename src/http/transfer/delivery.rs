@@ -122,8 +122,7 @@ fn start<S>(
     tasks: &TaskTracker,
     settle: Settle,
 ) -> DeliveryBody<S> {
-    let id = transfer_id();
-    conn.state.fence_until(id, lease.valid_until());
+    let id = conn.state.fence_new(lease.valid_until());
     let sent = Arc::new(AtomicU64::new(0));
     let (tx, rx) = oneshot::channel();
     tasks.spawn(supervise(
@@ -256,12 +255,6 @@ pub async fn burn(lease: &mut Lease, bytes: u64, audit: &TransferAudit) {
             audit.log("commit_failed", bytes);
         }
     }
-}
-
-/// A new transfer's id, which names its fence on the connection ([`ConnState::fence_until`]).
-pub fn transfer_id() -> u64 {
-    static TRANSFERS: AtomicU64 = AtomicU64::new(1);
-    TRANSFERS.fetch_add(1, Ordering::Relaxed)
 }
 
 /// Waits until the connection completes a flush after `epoch`; `false` if it closed first.
