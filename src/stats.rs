@@ -49,8 +49,10 @@ pub trait StatsStore: Send + Sync + 'static {
 }
 
 /// Per-session counters. Links still in their lifetime are bucketed by expiry second so that
-/// `expired` can be told from `active`; buckets are folded into plain counters as they pass,
-/// so memory is bounded by the number of distinct expiry seconds ahead (≤ the maximum TTL).
+/// `expired` can be told from `active`; buckets are folded into plain counters once they pass,
+/// at a snapshot or when a counter holds more than [`FOLD_AT`] of them. So memory is bounded
+/// by the number of distinct expiry seconds ahead (≤ the maximum TTL), or `FOLD_AT`, per
+/// session and thread slot, whether or not anyone asks for the statistics.
 #[derive(Default)]
 struct Counters {
     minted: u64,
@@ -61,6 +63,10 @@ struct Counters {
     pending: BTreeMap<u64, (u64, u64)>,
     folded_until: u64,
 }
+
+/// How many expiry seconds a counter holds before it folds those past without waiting for a
+/// snapshot. Below it, recording never reads the clock.
+const FOLD_AT: usize = 1024;
 
 impl Counters {
     fn fold(&mut self, now: u64) {
@@ -133,7 +139,12 @@ impl MemoryStats {
             .mine()
             .lock()
             .unwrap_or_else(|p| p.into_inner());
-        f(sessions.counters(session))
+        let counters = sessions.counters(session);
+        let answer = f(counters);
+        if counters.pending.len() > FOLD_AT {
+            counters.fold(crate::token::unix_now());
+        }
+        answer
     }
 }
 
@@ -305,5 +316,29 @@ mod tests {
                 "at {now}"
             );
         }
+    }
+
+    /// Without a snapshot, the buckets of links already expired are folded all the same once
+    /// there are more than `FOLD_AT`, and the figures stay right.
+    #[tokio::test]
+    async fn expired_buckets_fold_without_a_snapshot() {
+        let s = MemoryStats::default();
+        let past = crate::token::unix_now() - 10_000;
+        for second in past..past + 3_000 {
+            s.record_mint(None, second).await.unwrap();
+        }
+        s.record_use(None, past).await.unwrap();
+        let held = s.sessions.mine().lock().unwrap().root.pending.len();
+        assert!(held <= FOLD_AT, "{held} buckets held");
+        let all = s.snapshot(None, crate::token::unix_now()).await.unwrap();
+        assert_eq!(
+            (
+                all.total_tokens,
+                all.active_tokens,
+                all.used_tokens,
+                all.expired_tokens
+            ),
+            (3_000, 0, 1, 2_999)
+        );
     }
 }
