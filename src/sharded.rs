@@ -9,6 +9,8 @@ use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 /// count right (each slot is an atomic or behind a lock), they only write the same line again.
 const SLOTS: usize = 8;
 
+/// `T` once per slot; a thread reads and writes its own ([`Sharded::mine`]), a reader sums them
+/// all ([`Sharded::all`]).
 pub(crate) struct Sharded<T> {
     slots: [Padded<T>; SLOTS],
 }

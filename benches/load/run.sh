@@ -90,7 +90,7 @@ declare -a rows
 row() { rows+=("$1|$2|$3|$4"); }   # name | burnlink | nginx | burnlink peak MiB
 
 # Enough for both rows at the rates measured so far (up to about 52,000 req/s at c=1 and
-# 149,000 at c=32) with room to spare: a run that runs out is refused and says so below.
+# 157,000 at c=32) with room to spare: a run that runs out is refused and says so below.
 links=$((300000 * dur))
 echo "== minting $links one-time links with the CLI (and twice as many nginx links)"
 "$bin" mint small.bin --count "$links" --ttl 1h | sed "s#^http://127.0.0.1:$bl_port##" > "$work/bl_urls"
