@@ -443,7 +443,7 @@ fn end_with_date(out: &mut Vec<u8>) {
 mod date {
     use std::cell::RefCell;
     use std::io::Write;
-    use std::time::{SystemTime, UNIX_EPOCH};
+    use std::time::{Duration, UNIX_EPOCH};
 
     /// An IMF-fixdate is 29 bytes (`Sun, 06 Nov 1994 08:49:37 GMT`).
     const LEN: usize = 29;
@@ -453,11 +453,15 @@ mod date {
     }
 
     pub fn now(use_it: impl FnOnce(&[u8])) {
-        let now = SystemTime::now();
-        let second = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        // The field names a second, so the kernel's clock as of its last tick (a few ms at
+        // most behind) does: reading it skips the timestamp counter that a precise reading
+        // takes, once per response.
+        let second = rustix::time::clock_gettime(rustix::time::ClockId::RealtimeCoarse).tv_sec;
+        let second = u64::try_from(second).unwrap_or(0);
         CACHED.with_borrow_mut(|(at, text)| {
             if *at != second {
                 *at = second;
+                let now = UNIX_EPOCH + Duration::from_secs(second);
                 // httpdate writes exactly LEN bytes for any time it can represent.
                 let _ = write!(&mut text[..], "{}", httpdate::HttpDate::from(now));
             }
@@ -557,6 +561,20 @@ mod tests {
         });
         assert_eq!(made, 0);
         assert_eq!(out.len(), before.len());
+    }
+
+    /// The coarse clock the field is read from is the wall clock, a tick behind at most.
+    #[test]
+    fn the_date_is_the_wall_clocks() {
+        for _ in 0..3 {
+            let before = std::time::SystemTime::now() - std::time::Duration::from_secs(2);
+            let mut text = Vec::new();
+            date::now(|d| text.extend_from_slice(d));
+            let after = std::time::SystemTime::now();
+            let at = httpdate::parse_http_date(std::str::from_utf8(&text).unwrap()).unwrap();
+            assert!(before <= at && at <= after, "{:?}", String::from_utf8(text));
+            std::thread::sleep(std::time::Duration::from_millis(400));
+        }
     }
 
     /// The lane's head for a file is the one written from the map hyper's download carries:
