@@ -25,12 +25,12 @@
 use std::io::{self, IoSlice};
 use std::time::Instant;
 
+use crate::http::switch::Lookout;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::IntoResponse;
 use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio_util::sync::CancellationToken;
 
 use crate::http::conn::{ConnInfo, ConnLimits, ConnState, FlushTracked};
 use crate::http::error::ApiError;
@@ -90,7 +90,7 @@ pub async fn serve(
     info: &ConnInfo,
     app: &App,
     limits: &ConnLimits,
-    stop: &CancellationToken,
+    stop: &Lookout,
     steer: impl Fn(&TcpStream) -> Option<usize>,
 ) -> Left {
     let mut served: u32 = 0;
@@ -99,7 +99,7 @@ pub async fn serve(
     // once per connection, and large enough for a file name of a few hundred bytes.
     let mut head_out = Vec::with_capacity(512);
     // One wait for the stop per connection, not one per request.
-    let stopping = stop.cancelled();
+    let stopping = stop.flipped();
     tokio::pin!(stopping);
     loop {
         if buf.is_empty() {
@@ -116,7 +116,7 @@ pub async fn serve(
                 Ok(Ok(n)) if n > 0 => {}
                 _ => return Left::Closed,
             }
-        } else if stop.is_cancelled() {
+        } else if stop.is_on() {
             // Stopping with a pipelined request in hand: the connection closes, as hyper's
             // graceful shutdown closes it after the request it is answering.
             return Left::Closed;

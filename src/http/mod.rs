@@ -14,6 +14,7 @@ pub mod net;
 pub mod oauth;
 pub mod pages;
 pub mod ratelimit;
+pub mod switch;
 pub mod transfer;
 
 use std::sync::Arc;

@@ -30,6 +30,7 @@ use crate::http::affinity;
 use crate::http::conn::{ConnInfo, ConnLimits, FlushTracked, Prefixed};
 use crate::http::error::ApiError;
 use crate::http::express;
+use crate::http::switch::{Lookout, Switch};
 use crate::state::App;
 
 /// Connections let in past `max_connections`, each for one request to `/healthz` or
@@ -119,9 +120,9 @@ struct Shared {
     tls: Option<TlsAcceptor>,
     /// Asked to stop: accept no more, and close each connection once its current request is
     /// answered.
-    stop: CancellationToken,
+    stop: Switch,
     /// Grace is over: cut the connections still open.
-    cut: CancellationToken,
+    cut: Switch,
     conns: TaskTracker,
     slots: Arc<Semaphore>,
     spare: Arc<Semaphore>,
@@ -140,13 +141,11 @@ struct Seat {
     moved_in: metrics::Counter,
     /// Where connections moved to it arrive; `None` on the shared runtime.
     inbox: Option<mpsc::UnboundedSender<Moved>>,
-    /// [`Shared::stop`] and [`Shared::cut`] as this loop's connections wait on them: children
-    /// of those, cancelled with them. A token's every look locks a mutex, and each lane
-    /// request looks at both; with one token for the whole server, both loops took the same
-    /// lock on every request (`is_cancelled` was 0.63 % of the server's samples then, 0.29 %
-    /// with a token per loop: docs/benchmarks.md, the twelfth pass).
-    stop: CancellationToken,
-    cut: CancellationToken,
+    /// [`Shared::stop`] and [`Shared::cut`] as this loop's connections wait on them. Each
+    /// lane request looks at both; with one waiter list for the whole server, both loops took
+    /// the same lock on every request (docs/benchmarks.md, the twelfth pass).
+    stop: Lookout,
+    cut: Lookout,
 }
 
 /// A lane connection between two requests, on its way to another event loop.
@@ -178,7 +177,7 @@ impl Shared {
     /// the two loops' counts more than [`MOVE_SLACK`] apart, and while the server stops.
     fn steer(&self, me: usize, stream: &TcpStream) -> Option<usize> {
         let here = self.seats.get(me)?;
-        if here.cpu.is_none() || here.stop.is_cancelled() {
+        if here.cpu.is_none() || here.stop.is_on() {
             return None;
         }
         let cpu = rustix::net::sockopt::socket_incoming_cpu(stream).ok()? as usize;
@@ -209,7 +208,7 @@ pub async fn serve(
 ) {
     // Every loop's series before any loop starts, so each is there before the first
     // connection is answered.
-    let (stop, cut) = (CancellationToken::new(), CancellationToken::new());
+    let (stop, cut) = (Switch::new(), Switch::new());
     let (seats, inboxes): (Vec<Seat>, Vec<_>) = match &listeners {
         Listeners::Shared(_) => (
             vec![Seat::new("shared".into(), None, None, (&stop, &cut))],
@@ -263,7 +262,7 @@ pub async fn serve(
         }
     }
     shutdown.await;
-    shared.stop.cancel();
+    shared.stop.flip();
     let drained = async {
         shared.conns.close();
         shared.conns.wait().await;
@@ -274,7 +273,7 @@ pub async fn serve(
         () = drained => tracing::info!("all connections closed and transfers settled"),
         () = tokio::time::sleep(grace) => {
             tracing::warn!(grace_s = grace.as_secs(), "shutdown grace period over; cutting remaining transfers");
-            shared.cut.cancel();
+            shared.cut.flip();
             shared.conns.close();
             tasks.close();
             let settled = async {
@@ -359,7 +358,7 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, me: usize) {
         if slots.available_permits() == 0 && spare.available_permits() == 0 {
             tokio::select! {
                 biased;
-                () = stop.cancelled() => break,
+                () = stop.flipped() => break,
                 _ = slots.acquire() => {}
                 _ = spare.acquire() => {}
             }
@@ -367,7 +366,7 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, me: usize) {
         let (stream, peer) = tokio::select! {
             // Shutdown first: once it is asked for, no further connection is taken.
             biased;
-            () = stop.cancelled() => break,
+            () = stop.flipped() => break,
             accepted = listener.accept() => match accepted {
                 Ok(pair) => pair,
                 Err(e) => {
@@ -474,7 +473,7 @@ fn spawn_conn(shared: &Arc<Shared>, me: usize, stream: TcpStream, peer: SocketAd
         };
         tokio::select! {
             () = served => {}
-            () = cut.cancelled() => {}
+            () = cut.flipped() => {}
         }
     });
 }
@@ -538,7 +537,7 @@ impl Seat {
         label: String,
         cpu: Option<usize>,
         inbox: Option<mpsc::UnboundedSender<Moved>>,
-        (stop, cut): (&CancellationToken, &CancellationToken),
+        (stop, cut): (&Switch, &Switch),
     ) -> Seat {
         let (gauge, moved_in) = crate::metrics::loop_connections(label);
         Seat {
@@ -547,8 +546,8 @@ impl Seat {
             gauge,
             moved_in,
             inbox,
-            stop: stop.child_token(),
-            cut: cut.child_token(),
+            stop: stop.lookout(),
+            cut: cut.lookout(),
         }
     }
 }
@@ -567,7 +566,7 @@ async fn serve_conn<I>(
     router: Router,
     info: ConnInfo,
     limits: ConnLimits,
-    stop: CancellationToken,
+    stop: Lookout,
     probe_only: bool,
 ) where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
@@ -612,7 +611,7 @@ async fn serve_conn<I>(
         biased;
         served = conn.as_mut() => served,
         // Shutting down: finish the request in hand (if any), then close.
-        () = stop.cancelled() => {
+        () = stop.flipped() => {
             conn.as_mut().graceful_shutdown();
             conn.await
         }
