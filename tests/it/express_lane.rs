@@ -129,6 +129,59 @@ async fn pipelined_and_split_heads_are_answered_in_order() {
     assert_eq!(s.settled_state(&c).await, "used");
 }
 
+/// The lane's keep-alive limit counts from the end of each answer: a connection whose
+/// requests come less than the limit apart stays open however long it lives, and one left
+/// idle is closed once the limit has passed.
+#[tokio::test]
+async fn a_kept_alive_connection_closes_after_the_idle_limit_and_not_before() {
+    // The head timeout follows BURNLINK_IDLE_TIMEOUT_S when that is under 30 s.
+    let s = Server::start_with(&[("BURNLINK_IDLE_TIMEOUT_S", "2")]);
+    s.write("a.txt", b"kept alive\n");
+    let mut paths = Vec::new();
+    for _ in 0..4 {
+        let url = s.mint("a.txt").await;
+        paths.push(url.strip_prefix(&s.base).unwrap().to_string());
+    }
+    let addr = s.base.strip_prefix("http://").unwrap().to_string();
+    let (answers, idle_for) = tokio::task::spawn_blocking(move || {
+        let mut conn = TcpStream::connect(&addr).unwrap();
+        conn.set_read_timeout(Some(Duration::from_secs(20)))
+            .unwrap();
+        let mut answers = Vec::new();
+        // 4 x 1.2 s: the connection outlives the limit twice over, each wait under it.
+        for path in &paths {
+            std::thread::sleep(Duration::from_millis(1200));
+            conn.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+                .unwrap();
+            let mut got = Vec::new();
+            let mut buf = [0u8; 4096];
+            while !got.ends_with(b"kept alive\n") {
+                match conn.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => got.extend_from_slice(&buf[..n]),
+                }
+            }
+            answers.push(String::from_utf8_lossy(&got).to_string());
+        }
+        let idle = std::time::Instant::now();
+        let mut buf = [0u8; 64];
+        let end = conn.read(&mut buf);
+        assert!(matches!(end, Ok(0) | Err(_)), "{end:?}");
+        (answers, idle.elapsed())
+    })
+    .await
+    .unwrap();
+    for answer in &answers {
+        assert!(answer.starts_with("HTTP/1.1 200 OK\r\n"), "{answers:?}");
+        assert!(answer.ends_with("kept alive\n"), "{answers:?}");
+    }
+    assert_eq!(answers.len(), 4);
+    assert!(
+        (Duration::from_millis(1500)..Duration::from_secs(10)).contains(&idle_for),
+        "closed after {idle_for:?} idle"
+    );
+}
+
 /// Behind a trusted proxy the client is the one `X-Forwarded-For` names, for the lane as for
 /// the router: on one connection, a link restricted to the client's network is served (the
 /// lane's answer), one whose forwarded client is elsewhere is refused and stays unused, and a
