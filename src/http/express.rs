@@ -102,9 +102,8 @@ pub async fn serve(
     let stopping = stop.flipped();
     tokio::pin!(stopping);
     // The keep-alive limit's one timer. It is moved on only when it goes off while a later
-    // wait has not run out yet: setting and clearing a timer for every request was about
-    // 1.5 % of the server's user time on small downloads (docs/benchmarks.md, the sixteenth
-    // pass).
+    // wait has not run out yet: setting and clearing a timer for every request was 1.2-1.4 %
+    // of the server's user time on small downloads (docs/benchmarks.md, the sixteenth pass).
     let limit = limits.header_read_timeout;
     let idle = tokio::time::sleep(limit);
     tokio::pin!(idle);
