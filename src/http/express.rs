@@ -25,7 +25,6 @@
 use std::io::{self, IoSlice};
 use std::time::Instant;
 
-use crate::http::switch::Lookout;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::IntoResponse;
 use bytes::{Buf, BytesMut};
@@ -35,6 +34,7 @@ use tokio::net::TcpStream;
 use crate::http::conn::{ConnInfo, ConnLimits, ConnState, FlushTracked};
 use crate::http::error::ApiError;
 use crate::http::gate::Link;
+use crate::http::switch::Lookout;
 use crate::http::transfer::accept;
 use crate::http::transfer::delivery;
 use crate::http::transfer::download;

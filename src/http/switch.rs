@@ -71,7 +71,7 @@ impl Lookout {
 }
 
 pin_project! {
-    /// The wait of [`Switch::flipped`].
+    /// The wait of [`Lookout::flipped`].
     pub struct Flipped<'a> {
         on: &'a AtomicBool,
         #[pin]
