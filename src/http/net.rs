@@ -141,9 +141,10 @@ struct Seat {
     moved_in: metrics::Counter,
     /// Where connections moved to it arrive; `None` on the shared runtime.
     inbox: Option<mpsc::UnboundedSender<Moved>>,
-    /// [`Shared::stop`] and [`Shared::cut`] as this loop's connections wait on them. Each
-    /// lane request looks at both; with one waiter list for the whole server, both loops took
-    /// the same lock on every request (docs/benchmarks.md, the twelfth pass).
+    /// [`Shared::stop`] and [`Shared::cut`] as this loop's connections wait on them. A wake
+    /// reads only their flag; the waiter list is locked when a connection's wait first
+    /// registers, and is this loop's alone, so the two loops never take the same lock for it
+    /// (docs/benchmarks.md, the twelfth and sixteenth passes).
     stop: Lookout,
     cut: Lookout,
 }
